@@ -1,0 +1,44 @@
+// Prints local generation speed of the JS reference backend: the bundled model, and a random
+// Llama-2-70B-layout model at tiny width (80 blocks, 64 heads, 8 KV heads). Medians of 5 runs.
+// Run: npm run bench:generate
+
+import '../src/polyfill.js'
+import { join } from 'node:path'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { LocalModel } from '../src/inference/model.js'
+import { collect, generate } from '../src/inference/generate.js'
+import { makeTestModel } from '../src/inference/test-model.js'
+
+const RUNS = 5
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
+async function measure (label: string, dir: string, newTokens: number): Promise<void> {
+  const model = await LocalModel.load(dir)
+  const prompt = model.tokenizer.encode('Once upon a time')
+  await collect(generate(model, prompt, { maxNewTokens: 8, ignoreEos: true })) // warm-up
+  const speeds: number[] = []
+  const prefills: number[] = []
+  for (let i = 0; i < RUNS; i++) {
+    const r = await collect(generate(model, prompt, { maxNewTokens: newTokens, ignoreEos: true }))
+    speeds.push(r.tokensPerSecond)
+    prefills.push(r.prefillSeconds * 1000)
+  }
+  const blocks = model.config.numLayers
+  const perBlockMs = 1000 / median(speeds) / blocks
+  console.log(`${label}: ${median(speeds).toFixed(1)} tokens/s decode (${perBlockMs.toFixed(3)} ms per block per token), prefill of ${prompt.length} tokens ${median(prefills).toFixed(1)} ms  [median of ${RUNS}, ${newTokens} new tokens, js backend]`)
+  model.close()
+}
+
+const bundled = fileURLToPath(new URL('../../models/stories260K', import.meta.url))
+await measure('stories260K (5 blocks, hidden 64)', bundled, 100)
+
+const scratch = await mkdtemp(join(tmpdir(), 'bmrt-bench-'))
+try {
+  const dir = join(scratch, 'llama70b-tiny')
+  await makeTestModel(dir, { layers: 80, hidden: 128, intermediate: 352, heads: 64, kvHeads: 8, headDim: 2, vocab: 512, tokenizerFrom: bundled })
+  await measure('Llama-2-70B layout, tiny width (80 blocks, hidden 128, 64 heads, 8 KV heads)', dir, 30)
+} finally {
+  await rm(scratch, { recursive: true, force: true })
+}

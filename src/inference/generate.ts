@@ -1,0 +1,167 @@
+// The generation loop: prefill the prompt, then sample one token at a time, streaming text as it
+// becomes final. Works on any LanguageModel (this machine's, or a swarm through the client SDK).
+
+import type { LanguageModel } from './model.js'
+import { Sampler, validateSamplingOptions, type SamplingOptions } from './sampling.js'
+
+export interface GenerateOptions extends SamplingOptions {
+  /** tokens to generate at most (default 128) */
+  maxNewTokens?: number
+  /** strings that end generation; the text returned stops before the first one found */
+  stop?: readonly string[]
+  /** keep going after an end-of-sequence token (default false) */
+  ignoreEos?: boolean
+  /** aborting ends generation with finishReason 'aborted' */
+  signal?: AbortSignal
+}
+
+export interface GeneratedToken {
+  /** the token's id; null for text held back until the end and released then */
+  id: number | null
+  /** text that became final with this token (may be empty while a stop string or a UTF-8 sequence is incomplete) */
+  text: string
+}
+
+export type FinishReason = 'length' | 'eos' | 'stop' | 'aborted'
+
+export interface GenerationResult {
+  /** generated ids (without the prompt; an EOS that ended generation is not included) */
+  ids: number[]
+  text: string
+  finishReason: FinishReason
+  promptTokens: number
+  prefillSeconds: number
+  decodeSeconds: number
+  /** generated tokens per second of decoding (after the first token) */
+  tokensPerSecond: number
+}
+
+export const DEFAULT_MAX_NEW_TOKENS = 128
+
+/**
+ * Streams tokens for `promptIds`. Iterate with for-await to get tokens; the generator's return value
+ * (or `collect`) gives the whole result.
+ */
+export async function * generate (model: LanguageModel, promptIds: readonly number[], options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
+  const maxNewTokens = options.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS
+  if (!Number.isSafeInteger(maxNewTokens) || maxNewTokens < 1) throw new RangeError(`max new tokens must be a positive integer, got ${maxNewTokens}`)
+  if (promptIds.length === 0) throw new RangeError('the prompt is empty: give at least one token')
+  validateSamplingOptions(options)
+  const stops = (options.stop ?? []).filter(s => s.length > 0)
+  const maxLength = promptIds.length + maxNewTokens
+  const context = model.config.maxPositionEmbeddings
+  if (maxLength > context) {
+    throw new RangeError(`prompt (${promptIds.length} tokens) + max new tokens (${maxNewTokens}) exceeds the model's context of ${context} tokens`)
+  }
+
+  const sampler = new Sampler(options)
+  const text = new TextTracker(model, promptIds[promptIds.length - 1], stops)
+  const seen = [...promptIds]
+  const eos = new Set(options.ignoreEos === true ? [] : model.eosTokenIds)
+  const session = await model.openSession(maxLength)
+  let finishReason: FinishReason = 'length'
+  const started = performance.now()
+  let firstTokenAt = started
+  try {
+    let logits = await session.step(promptIds)
+    for (let produced = 0; produced < maxNewTokens; produced++) {
+      if (options.signal?.aborted === true) { finishReason = 'aborted'; break }
+      const id = sampler.sample(logits, seen)
+      if (produced === 0) firstTokenAt = performance.now()
+      if (eos.has(id)) { finishReason = 'eos'; break }
+      seen.push(id)
+      const { delta, stopped } = text.push(id)
+      yield { id, text: delta }
+      if (stopped) { finishReason = 'stop'; break }
+      if (produced + 1 < maxNewTokens) logits = await session.step([id])
+    }
+  } finally {
+    await session.close()
+  }
+  const finished = performance.now()
+  const rest = text.flush()
+  if (rest.length > 0) yield { id: null, text: rest }
+  const ids = seen.slice(promptIds.length)
+  const decodeSeconds = (finished - firstTokenAt) / 1000
+  return {
+    ids,
+    text: text.final,
+    finishReason,
+    promptTokens: promptIds.length,
+    prefillSeconds: (firstTokenAt - started) / 1000,
+    decodeSeconds,
+    tokensPerSecond: ids.length > 1 && decodeSeconds > 0 ? (ids.length - 1) / decodeSeconds : 0
+  }
+}
+
+/** Runs a generation to the end and returns its result. */
+export async function collect (generation: AsyncGenerator<GeneratedToken, GenerationResult>): Promise<GenerationResult> {
+  for (;;) {
+    const next = await generation.next()
+    if (next.done === true) return next.value
+  }
+}
+
+/**
+ * Turns generated ids into text that is safe to show: decodes with the prompt's last token in front
+ * (so SentencePiece's leading-space handling matches the full decode), holds back an unfinished
+ * UTF-8 sequence and any tail that could still become a stop string.
+ */
+class TextTracker {
+  private readonly ids: number[]
+  private readonly prefix: string
+  private emitted = 0
+  private text = ''
+  final = ''
+  private done = false
+
+  constructor (private readonly model: LanguageModel, anchor: number, private readonly stops: readonly string[]) {
+    this.ids = [anchor]
+    this.prefix = model.tokenizer.decode(this.ids)
+  }
+
+  push (id: number): { delta: string, stopped: boolean } {
+    this.ids.push(id)
+    const full = this.model.tokenizer.decode(this.ids)
+    this.text = full.startsWith(this.prefix) ? full.slice(this.prefix.length) : full
+    const longest = Math.max(0, ...this.stops.map(s => s.length))
+    let stopAt = -1
+    for (const s of this.stops) {
+      const at = this.text.indexOf(s, Math.max(0, this.emitted - longest))
+      if (at !== -1 && (stopAt === -1 || at < stopAt)) stopAt = at
+    }
+    if (stopAt !== -1) {
+      this.final = this.text.slice(0, stopAt)
+      this.done = true
+      return { delta: this.take(stopAt), stopped: true }
+    }
+    let safe = this.text.length
+    if (this.text.endsWith('\uFFFD')) safe-- // an incomplete byte-fallback sequence
+    safe -= this.pendingStopPrefix(safe)
+    this.final = this.text
+    return { delta: this.take(safe), stopped: false }
+  }
+
+  /** Text held back so far, released when generation ends for a reason other than a stop string. */
+  flush (): string {
+    return this.done ? '' : this.take(this.text.length)
+  }
+
+  private take (end: number): string {
+    if (end <= this.emitted) return ''
+    const delta = this.text.slice(this.emitted, end)
+    this.emitted = end
+    return delta
+  }
+
+  /** Length of the longest tail of text[0, end) that begins some stop string. */
+  private pendingStopPrefix (end: number): number {
+    let hold = 0
+    for (const s of this.stops) {
+      for (let n = Math.min(s.length - 1, end - this.emitted); n > hold; n--) {
+        if (this.text.slice(end - n, end) === s.slice(0, n)) { hold = n; break }
+      }
+    }
+    return hold
+  }
+}

@@ -1,0 +1,102 @@
+// A whole model on this machine: the head (embeddings, final norm, lm_head) plus every block.
+// It offers the same session interface that the distributed client offers, so the generation loop
+// (generate.ts) runs unchanged on either.
+
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { BackendName, BlockSpan, ModelHead } from './backend.js'
+import { Checkpoint } from './checkpoint.js'
+import { loadConfig, type ModelConfig } from './config.js'
+import { loadJsHead, loadJsSpan } from './js-backend.js'
+import { Tokenizer } from './tokenizer.js'
+
+/** A causal language model that can hold conversations with a KV cache. */
+export interface LanguageModel {
+  readonly config: ModelConfig
+  readonly tokenizer: Tokenizer
+  /** End-of-sequence ids (config.json and generation_config.json together). */
+  readonly eosTokenIds: readonly number[]
+  /** Opens a session whose caches hold up to `maxLength` tokens. */
+  openSession (maxLength: number): Promise<LanguageModelSession>
+}
+
+export interface LanguageModelSession {
+  /** Tokens processed so far. */
+  readonly length: number
+  /** Feeds new token ids and returns the logits that follow the last of them. */
+  step (ids: readonly number[]): Promise<Float32Array>
+  close (): Promise<void>
+}
+
+export interface LoadOptions {
+  /** block executor; only 'js' exists until the native addon lands */
+  backend?: BackendName
+  /** progress callback, called once per loaded part */
+  onProgress?: (message: string) => void
+}
+
+export class LocalModel implements LanguageModel {
+  private constructor (
+    readonly dir: string,
+    readonly config: ModelConfig,
+    readonly tokenizer: Tokenizer,
+    readonly eosTokenIds: readonly number[],
+    readonly head: ModelHead,
+    readonly blocks: BlockSpan
+  ) {}
+
+  static async load (dir: string, options: LoadOptions = {}): Promise<LocalModel> {
+    const config = await loadConfig(dir)
+    const tokenizer = await Tokenizer.load(dir)
+    const checkpoint = await Checkpoint.open(dir)
+    try {
+      const head = await loadJsHead(checkpoint, config)
+      options.onProgress?.('loaded embeddings, final norm and lm_head')
+      const blocks = await loadJsSpan(checkpoint, config, 0, config.numLayers)
+      options.onProgress?.(`loaded blocks 0:${config.numLayers} (${(blocks.weightBytes / 2 ** 20).toFixed(1)} MiB on the ${blocks.backend} backend)`)
+      return new LocalModel(dir, config, tokenizer, await eosIds(dir, config), head, blocks)
+    } finally {
+      await checkpoint.close()
+    }
+  }
+
+  async openSession (maxLength: number): Promise<LanguageModelSession> {
+    const id = this.blocks.openSession(maxLength)
+    const { head, blocks } = this
+    return {
+      get length () { return blocks.sessionLength(id) },
+      async step (ids) {
+        if (ids.length === 0) throw new Error('a step needs at least one token')
+        return head.logits(await blocks.forward(id, head.embed(ids)))
+      },
+      async close () { blocks.closeSession(id) }
+    }
+  }
+
+  close (): void {
+    this.blocks.close()
+  }
+}
+
+/** Loads blocks [start, end) of the model in `dir`, reading no other block's bytes. */
+export async function loadBlockSpan (dir: string, start: number, end: number,
+  options: LoadOptions & { onBlock?: (block: number) => void } = {}): Promise<BlockSpan> {
+  const config = await loadConfig(dir)
+  const checkpoint = await Checkpoint.open(dir)
+  try {
+    return await loadJsSpan(checkpoint, config, start, end, options.onBlock)
+  } finally {
+    await checkpoint.close()
+  }
+}
+
+/** EOS ids from config.json plus generation_config.json (Llama 3 instruct lists extra ones there). */
+async function eosIds (dir: string, config: ModelConfig): Promise<number[]> {
+  const ids = new Set(config.eosTokenIds)
+  try {
+    const generation = JSON.parse(await readFile(join(dir, 'generation_config.json'), 'utf8'))
+    const extra = generation.eos_token_id
+    for (const id of Array.isArray(extra) ? extra : [extra]) if (Number.isSafeInteger(id)) ids.add(id)
+  } catch {}
+  return [...ids]
+}

@@ -1,0 +1,69 @@
+// The commands as a user runs them: real processes, real output.
+
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { ROOT, scratchDir } from './helpers.js'
+
+const run = promisify(execFile)
+
+async function bmrt (command: 'bmrt' | 'bmrt-node', args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [join(ROOT, 'bin', `${command}.js`), ...args], { cwd: ROOT })
+    return { code: 0, stdout, stderr }
+  } catch (err) {
+    const e = err as { code: number, stdout: string, stderr: string }
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
+  }
+}
+
+describe('bmrt command line', () => {
+  it('generate streams the bundled model\'s greedy story and reports tokens/s', async () => {
+    const { code, stdout, stderr } = await bmrt('bmrt', ['generate', '--prompt', 'Once upon a time', '--max-new-tokens', '50', '--show-ids'])
+    assert.equal(code, 0, stderr)
+    assert.equal(stdout, 'Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it\n')
+    assert.match(stderr, /\[50 tokens, finished by length; prompt 5 tokens in [\d.]+ ms; [\d.]+ tokens\/s\]/)
+    assert.match(stderr, /generated ids: \[432,383,286,/)
+  })
+
+  it('generate --help documents every option', async () => {
+    const { code, stdout } = await bmrt('bmrt', ['generate', '--help'])
+    assert.equal(code, 0)
+    for (const option of ['--model', '--prompt', '--chat', '--system', '--max-new-tokens', '--temperature', '--top-k', '--top-p', '--repetition-penalty', '--seed', '--stop', '--ignore-eos', '--backend', '--show-ids']) {
+      assert.ok(stdout.includes(option), `${option} missing from --help`)
+    }
+  })
+
+  it('bad options and bad models give one clear line and a failing exit code', async () => {
+    const badNumber = await bmrt('bmrt', ['generate', '--temperature', 'hot'])
+    assert.notEqual(badNumber.code, 0)
+    assert.match(badNumber.stderr, /option '--temperature <t>' argument 'hot' is invalid\. expected a number >= 0/)
+    const { dir, cleanup } = await scratchDir()
+    try {
+      const missing = await bmrt('bmrt', ['generate', '--model', dir])
+      assert.equal(missing.code, 1)
+      assert.match(missing.stderr, /^loading .*\nbmrt generate: no config\.json in /)
+    } finally {
+      await cleanup()
+    }
+  })
+
+  it('make-test-model writes a model that generate and bmrt-node load', async () => {
+    const { dir, cleanup } = await scratchDir()
+    try {
+      const made = await bmrt('bmrt', ['make-test-model', '--out', dir, '--layers', '3', '--hidden', '32', '--heads', '4', '--kv-heads', '2', '--dtype', 'bf16', '--shards', '2'])
+      assert.equal(made.code, 0, made.stderr)
+      assert.match(made.stdout, /wrote a 3-block llama model \(hidden 32, 4 heads, 2 KV heads, bf16\)/)
+      const generated = await bmrt('bmrt', ['generate', '--model', dir, '--max-new-tokens', '5', '--ignore-eos'])
+      assert.equal(generated.code, 0, generated.stderr)
+      assert.match(generated.stderr, /\[5 tokens, finished by length/)
+      const node = await bmrt('bmrt-node', ['--model', dir, '--blocks', '1:3'])
+      assert.equal(node.code, 0, node.stderr)
+      assert.match(node.stderr, /block 1 loaded\n {2}block 2 loaded\n/)
+      assert.match(node.stderr, /outputs finite: true/)
+    } finally {
+      await cleanup()
+    }
+  })
+})
