@@ -8,9 +8,9 @@ import { ROOT, scratchDir } from './helpers.js'
 
 const run = promisify(execFile)
 
-async function bmrt (command: 'bmrt' | 'bmrt-node', args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
+async function bmrt (command: 'bmrt' | 'bmrt-node', args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [join(ROOT, 'bin', `${command}.js`), ...args], { cwd: ROOT })
+    const { stdout, stderr } = await run(process.execPath, [join(ROOT, 'bin', `${command}.js`), ...args], { cwd: ROOT, env: { ...process.env, ...env } })
     return { code: 0, stdout, stderr }
   } catch (err) {
     const e = err as { code: number, stdout: string, stderr: string }
@@ -27,10 +27,21 @@ describe('bmrt command line', () => {
     assert.match(stderr, /generated ids: \[432,383,286,/)
   })
 
+  it('falls back to the JS backend with one warning when the addon is unavailable', async () => {
+    const { code, stdout, stderr } = await bmrt('bmrt', ['generate', '--max-new-tokens', '10'], { BMRT_DISABLE_NATIVE: '1' })
+    assert.equal(code, 0, stderr)
+    assert.equal(stdout, 'Once upon a time, there was a little girl named Lily\n')
+    assert.equal(stderr.match(/the native addon is not available \(disabled by BMRT_DISABLE_NATIVE=1\); running blocks on the JS backend/g)?.length, 1)
+    assert.match(stderr, /on the js backend/)
+    const forced = await bmrt('bmrt', ['generate', '--backend', 'native'], { BMRT_DISABLE_NATIVE: '1' })
+    assert.equal(forced.code, 1)
+    assert.match(forced.stderr, /bmrt generate: the native addon is not available \(disabled by BMRT_DISABLE_NATIVE=1\); use --backend js/)
+  })
+
   it('generate --help documents every option', async () => {
     const { code, stdout } = await bmrt('bmrt', ['generate', '--help'])
     assert.equal(code, 0)
-    for (const option of ['--model', '--prompt', '--chat', '--system', '--max-new-tokens', '--temperature', '--top-k', '--top-p', '--repetition-penalty', '--seed', '--stop', '--ignore-eos', '--backend', '--show-ids']) {
+    for (const option of ['--model', '--prompt', '--chat', '--system', '--max-new-tokens', '--temperature', '--top-k', '--top-p', '--repetition-penalty', '--seed', '--stop', '--ignore-eos', '--backend', '--dtype', '--quant', '--threads', '--show-ids']) {
       assert.ok(stdout.includes(option), `${option} missing from --help`)
     }
   })

@@ -2,24 +2,23 @@
 // the span to a swarm (DHT announcements, the inference protocol) is the next piece of work.
 
 import '../polyfill.js'
-import { Command, Option } from 'commander'
+import { Command } from 'commander'
 import { loadConfig } from '../inference/config.js'
-import { loadBlockSpan } from '../inference/model.js'
-import { BUNDLED_MODEL, blockSpan, fail } from './options.js'
+import { loadBlockSpan, resolveBackend } from '../inference/model.js'
+import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, loadOptions, type BackendCliOptions } from './options.js'
 
-const program = new Command('bmrt-node')
+const program = addBackendOptions(new Command('bmrt-node'))
   .description('load a span of transformer blocks and check that it runs (swarm serving is not built yet)')
   .option('--model <dir>', 'Hugging Face model directory', BUNDLED_MODEL)
   .option('--blocks <start:end>', 'blocks to load, end excluded, e.g. 0:20; default: all', blockSpan)
-  .addOption(new Option('--backend <name>', 'block executor').choices(['js']).default('js'))
   .showHelpAfterError()
-  .action(async (o: { model: string, blocks?: [number, number], backend: 'js' }) => {
+  .action(async (o: BackendCliOptions & { model: string, blocks?: [number, number] }) => {
     try {
       const config = await loadConfig(o.model)
       const [start, end] = o.blocks ?? [0, config.numLayers]
       const log = (line: string): void => { process.stderr.write(`${line}\n`) }
-      log(`loading blocks ${start}:${end} of ${o.model} (${config.numLayers} blocks, ${o.backend} backend)`)
-      const span = await loadBlockSpan(o.model, start, end, { backend: o.backend, onBlock: b => log(`  block ${b} loaded`) })
+      log(`loading blocks ${start}:${end} of ${o.model} (${config.numLayers} blocks, ${resolveBackend(o.backend)} backend)`)
+      const span = await loadBlockSpan(o.model, start, end, { ...loadOptions(o), onBlock: b => log(`  block ${b} loaded`) })
       log(`weights in memory: ${(span.weightBytes / 2 ** 20).toFixed(1)} MiB; KV cache per token: ${span.cacheBytesPerToken} bytes`)
       const session = span.openSession(8)
       const started = performance.now()

@@ -6,13 +6,13 @@ import { LocalModel } from '../inference/model.js'
 import { DEFAULT_MAX_NEW_TOKENS, generate, type GenerationResult } from '../inference/generate.js'
 import { makeTestModel } from '../inference/test-model.js'
 import { parseDType } from '../inference/dtype.js'
-import { BUNDLED_MODEL, fail, integer, number, repeatable } from './options.js'
+import { addBackendOptions, BUNDLED_MODEL, fail, integer, loadOptions, number, repeatable, type BackendCliOptions } from './options.js'
 
 const program = new Command('bmrt')
   .description('bmrt: run large language models across ordinary machines, BitTorrent style')
   .showHelpAfterError()
 
-program.command('generate')
+addBackendOptions(program.command('generate'))
   .description('generate text with a model on this machine, streaming it to the terminal')
   .option('--model <dir>', 'Hugging Face model directory (config.json, safetensors, tokenizer.json)', BUNDLED_MODEL)
   .option('--prompt <text>', 'text to continue', 'Once upon a time')
@@ -26,7 +26,6 @@ program.command('generate')
   .option('--seed <n>', 'seed for sampling (same seed, same output)', integer(Number.MIN_SAFE_INTEGER))
   .option('--stop <text>', 'stop before this text (repeatable)', repeatable, [])
   .option('--ignore-eos', 'keep generating after the end-of-sequence token')
-  .addOption(new Option('--backend <name>', 'block executor').choices(['js']).default('js'))
   .option('--show-ids', 'print the prompt and generated token ids at the end')
   .action(async (o) => {
     try {
@@ -89,7 +88,7 @@ program.command('make-test-model')
     }
   })
 
-interface GenerateCliOptions {
+interface GenerateCliOptions extends BackendCliOptions {
   model: string
   prompt: string
   chat?: boolean
@@ -102,14 +101,13 @@ interface GenerateCliOptions {
   seed?: number
   stop: string[]
   ignoreEos?: boolean
-  backend: 'js'
   showIds?: boolean
 }
 
 async function runGenerate (o: GenerateCliOptions): Promise<void> {
   const log = (line: string): void => { process.stderr.write(`${line}\n`) }
-  log(`loading ${o.model} (${o.backend} backend)`)
-  const model = await LocalModel.load(o.model, { backend: o.backend, onProgress: m => log(`  ${m}`) })
+  log(`loading ${o.model}`)
+  const model = await LocalModel.load(o.model, { ...loadOptions(o), onProgress: m => log(`  ${m}`) })
   const chat = o.chat === true || o.system !== undefined
   const promptIds = chat
     ? model.tokenizer.encodeChat([...(o.system !== undefined ? [{ role: 'system' as const, content: o.system }] : []), { role: 'user', content: o.prompt }])

@@ -1,7 +1,10 @@
 // Option parsers and defaults shared by the bmrt and bmrt-node commands.
 
 import { fileURLToPath } from 'node:url'
-import { InvalidArgumentError } from 'commander'
+import { availableParallelism } from 'node:os'
+import { InvalidArgumentError, Option, type Command } from 'commander'
+import type { LoadOptions } from '../inference/model.js'
+import type { WeightFormat } from '../inference/native-backend.js'
 
 /** The bundled stories260K model, used when --model is not given. */
 export const BUNDLED_MODEL = fileURLToPath(new URL('../../../models/stories260K', import.meta.url))
@@ -38,4 +41,26 @@ export function blockSpan (value: string): [number, number] {
 export function fail (command: string, err: unknown): void {
   process.stderr.write(`${command}: ${err instanceof Error ? err.message : String(err)}\n`)
   process.exitCode = 1
+}
+
+export interface BackendCliOptions {
+  backend: 'auto' | 'native' | 'js'
+  dtype?: 'f32' | 'bf16' | 'f16'
+  quant: 'none' | 'int8' | 'int4'
+  threads: number
+}
+
+/** The options that choose how blocks run, shared by every command that runs blocks. */
+export function addBackendOptions (command: Command): Command {
+  return command
+    .addOption(new Option('--backend <name>', 'block executor: native (the C++ addon), js (portable reference), auto = native when the addon built').choices(['auto', 'native', 'js']).default('auto'))
+    .addOption(new Option('--dtype <dtype>', "weight storage of the native backend; default: the checkpoint's dtype").choices(['f32', 'bf16', 'f16']))
+    .addOption(new Option('--quant <q>', 'quantise weights at load time (native backend): int8 per-row, int4 per group of 32').choices(['none', 'int8', 'int4']).default('none'))
+    .option('--threads <n>', 'threads for the native kernels', integer(1), availableParallelism())
+}
+
+/** LoadOptions from the backend options. */
+export function loadOptions (o: BackendCliOptions): LoadOptions {
+  const format: WeightFormat | undefined = o.quant !== 'none' ? o.quant : o.dtype
+  return { backend: o.backend, format, threads: o.threads }
 }

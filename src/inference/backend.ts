@@ -4,7 +4,7 @@
 
 import type { ModelConfig } from './config.js'
 
-export type BackendName = 'js'
+export type BackendName = 'js' | 'native'
 
 /** A contiguous span of decoder blocks [start, end) with per-session KV caches. */
 export interface BlockSpan {

@@ -95,14 +95,24 @@ export class Checkpoint {
   }
 
   /**
-   * Reads a tensor as fp32, checking its shape. `shape` entries of -1 accept any size.
+   * Where a tensor's bytes are (file path and header entry), after checking its shape; reads no
+   * tensor data. `shape` entries of -1 accept any size.
    */
-  async readFloat32 (name: string, shape: number[]): Promise<Float32Array> {
-    const { info, bytes } = await this.readRaw(name)
+  async locate (name: string, shape: number[]): Promise<{ path: string, info: TensorInfo }> {
+    const file = await this.openFile(this.fileOf(name))
+    const info = file.tensors.get(name)
+    if (info === undefined) throw new Error(`${file.path} has no tensor '${name}'`)
     const fits = info.shape.length === shape.length && shape.every((d, i) => d === -1 || d === info.shape[i])
     if (!fits) {
-      throw new Error(`${join(this.dir, this.fileOf(name))}: tensor '${name}' has shape [${info.shape.join(', ')}], config.json implies [${shape.join(', ')}]`)
+      throw new Error(`${file.path}: tensor '${name}' has shape [${info.shape.join(', ')}], config.json implies [${shape.join(', ')}]`)
     }
+    return { path: file.path, info }
+  }
+
+  /** Reads a tensor as fp32, checking its shape as `locate` does. */
+  async readFloat32 (name: string, shape: number[]): Promise<Float32Array> {
+    await this.locate(name, shape)
+    const { info, bytes } = await this.readRaw(name)
     return toFloat32(bytes, info.dtype)
   }
 

@@ -5,6 +5,7 @@
 import type { BlockSpan, ModelHead } from './backend.js'
 import type { ModelConfig } from './config.js'
 import { tensorNames, type Checkpoint } from './checkpoint.js'
+import { layerTensors, type LayerTensorSuffix } from './llama-layout.js'
 import { applyRope, ropeAngles, ropeInverseFrequencies } from './rope.js'
 
 interface LayerWeights {
@@ -29,35 +30,30 @@ interface Session {
 export async function loadJsSpan (checkpoint: Checkpoint, config: ModelConfig, start: number, end: number,
   onBlock?: (block: number) => void): Promise<BlockSpan> {
   checkSpan(config, start, end)
-  const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim } = config
-  const qDim = numHeads * headDim
-  const kvDim = numKvHeads * headDim
   const layers: LayerWeights[] = []
   for (let i = start; i < end; i++) {
-    const read = (suffix: string, shape: number[]): Promise<Float32Array> => checkpoint.readFloat32(tensorNames.layer(i, suffix), shape)
-    const layer: LayerWeights = {
-      inputNorm: await read('input_layernorm.weight', [h]),
-      q: await read('self_attn.q_proj.weight', [qDim, h]),
-      k: await read('self_attn.k_proj.weight', [kvDim, h]),
-      v: await read('self_attn.v_proj.weight', [kvDim, h]),
-      o: await read('self_attn.o_proj.weight', [h, qDim]),
-      postAttentionNorm: await read('post_attention_layernorm.weight', [h]),
-      gate: await read('mlp.gate_proj.weight', [inter, h]),
-      up: await read('mlp.up_proj.weight', [inter, h]),
-      down: await read('mlp.down_proj.weight', [h, inter])
+    const t: Partial<Record<LayerTensorSuffix, Float32Array>> = {}
+    for (const tensor of layerTensors(config, i)) {
+      if (tensor.present) t[tensor.suffix] = await checkpoint.readFloat32(tensor.name, tensor.shape)
     }
-    if (config.attentionBias) {
-      layer.qBias = await read('self_attn.q_proj.bias', [qDim])
-      layer.kBias = await read('self_attn.k_proj.bias', [kvDim])
-      layer.vBias = await read('self_attn.v_proj.bias', [kvDim])
-      layer.oBias = await read('self_attn.o_proj.bias', [h])
-    }
-    if (config.mlpBias) {
-      layer.gateBias = await read('mlp.gate_proj.bias', [inter])
-      layer.upBias = await read('mlp.up_proj.bias', [inter])
-      layer.downBias = await read('mlp.down_proj.bias', [h])
-    }
-    layers.push(layer)
+    layers.push({
+      inputNorm: t['input_layernorm.weight']!,
+      q: t['self_attn.q_proj.weight']!,
+      k: t['self_attn.k_proj.weight']!,
+      v: t['self_attn.v_proj.weight']!,
+      o: t['self_attn.o_proj.weight']!,
+      postAttentionNorm: t['post_attention_layernorm.weight']!,
+      gate: t['mlp.gate_proj.weight']!,
+      up: t['mlp.up_proj.weight']!,
+      down: t['mlp.down_proj.weight']!,
+      qBias: t['self_attn.q_proj.bias'],
+      kBias: t['self_attn.k_proj.bias'],
+      vBias: t['self_attn.v_proj.bias'],
+      oBias: t['self_attn.o_proj.bias'],
+      gateBias: t['mlp.gate_proj.bias'],
+      upBias: t['mlp.up_proj.bias'],
+      downBias: t['mlp.down_proj.bias']
+    })
     onBlock?.(i)
   }
   return new JsBlockSpan(config, start, end, layers)
@@ -87,7 +83,7 @@ class JsBlockSpan implements BlockSpan {
     this.end = end
     this.layers = layers
     this.inverseFrequencies = ropeInverseFrequencies(config)
-    this.weightBytes = layers.reduce((sum, layer) => sum + Object.values(layer).reduce((s, t: Float32Array) => s + t.byteLength, 0), 0)
+    this.weightBytes = layers.reduce((sum, layer) => sum + Object.values(layer).reduce((s, t?: Float32Array) => s + (t?.byteLength ?? 0), 0), 0)
     this.cacheBytesPerToken = layers.length * 2 * config.numKvHeads * config.headDim * 4
   }
 

@@ -1,0 +1,337 @@
+// The N-API shell around the core (core/span.h): JS values in, typed arrays out, every forward and
+// every weight load on a libuv worker thread so the event loop keeps running. Errors become JS
+// exceptions with a `code`: CACHE_FULL (go elsewhere), INVALID_ARGUMENT (the caller's fault) or
+// INTERNAL.
+#include <napi.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/kernels.h"
+#include "core/span.h"
+
+namespace {
+
+using bmrt::BlockSpan;
+
+struct ErrorInfo {
+  std::string code;
+  std::string message;
+};
+
+ErrorInfo describe(const std::exception& e) {
+  if (dynamic_cast<const bmrt::CacheFullError*>(&e)) return {"CACHE_FULL", e.what()};
+  if (dynamic_cast<const std::invalid_argument*>(&e)) return {"INVALID_ARGUMENT", e.what()};
+  return {"INTERNAL", e.what()};
+}
+
+Napi::Error make_error(Napi::Env env, const ErrorInfo& info) {
+  Napi::Error error = Napi::Error::New(env, info.message);
+  error.Set("code", Napi::String::New(env, info.code));
+  return error;
+}
+
+[[noreturn]] void throw_invalid(Napi::Env env, const std::string& message) {
+  throw make_error(env, {"INVALID_ARGUMENT", message});
+}
+
+bmrt::WeightFormat parse_format(Napi::Env env, const std::string& name) {
+  if (name == "f32") return bmrt::WeightFormat::F32;
+  if (name == "bf16") return bmrt::WeightFormat::BF16;
+  if (name == "f16") return bmrt::WeightFormat::F16;
+  if (name == "int8") return bmrt::WeightFormat::Q8;
+  if (name == "int4") return bmrt::WeightFormat::Q4;
+  throw_invalid(env, "unknown weight format '" + name + "': use f32, bf16, f16, int8 or int4");
+}
+
+int64_t integer(Napi::Env env, const Napi::Object& o, const char* key, int64_t fallback, bool required) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) {
+    if (required) throw_invalid(env, std::string("missing option ") + key);
+    return fallback;
+  }
+  if (!v.IsNumber()) throw_invalid(env, std::string(key) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d != static_cast<double>(static_cast<int64_t>(d))) throw_invalid(env, std::string(key) + " must be an integer");
+  return static_cast<int64_t>(d);
+}
+
+// Runs a job on a libuv worker thread and settles a promise with its result.
+class Job : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<void()>;
+  using Result = std::function<Napi::Value(Napi::Env)>;
+  Job(Napi::Env env, Work work, Result result)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), result_(std::move(result)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      error_ = describe(e);
+      SetError(error_.message);
+    }
+  }
+  void OnOK() override { deferred_.Resolve(result_(Env())); }
+  void OnError(const Napi::Error&) override { deferred_.Reject(make_error(Env(), error_).Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  Result result_;
+  ErrorInfo error_;
+};
+
+class Span : public Napi::ObjectWrap<Span> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "BlockSpan", {
+      InstanceMethod("loadLayer", &Span::LoadLayer),
+      InstanceMethod("setLayer", &Span::SetLayer),
+      InstanceMethod("openSession", &Span::OpenSession),
+      InstanceMethod("closeSession", &Span::CloseSession),
+      InstanceMethod("sessionLength", &Span::SessionLength),
+      InstanceMethod("forward", &Span::Forward),
+      InstanceMethod("stats", &Span::Stats),
+      InstanceMethod("close", &Span::Close),
+    });
+  }
+
+  // new BlockSpan({ hidden, intermediate, heads, kvHeads, headDim, rmsNormEps, ropeInverseFrequencies,
+  //                 slidingWindow, attentionBias, mlpBias, layers, format, threads, maxCacheTokens })
+  explicit Span(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Span>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw_invalid(env, "BlockSpan needs an options object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    bmrt::BlockConfig c;
+    c.hidden = static_cast<int>(integer(env, o, "hidden", 0, true));
+    c.intermediate = static_cast<int>(integer(env, o, "intermediate", 0, true));
+    c.heads = static_cast<int>(integer(env, o, "heads", 0, true));
+    c.kv_heads = static_cast<int>(integer(env, o, "kvHeads", c.heads, false));
+    c.head_dim = static_cast<int>(integer(env, o, "headDim", 0, true));
+    c.sliding_window = static_cast<int>(integer(env, o, "slidingWindow", 0, false));
+    c.attention_bias = o.Get("attentionBias").ToBoolean();
+    c.mlp_bias = o.Get("mlpBias").ToBoolean();
+    Napi::Value eps = o.Get("rmsNormEps");
+    c.rms_norm_eps = eps.IsNumber() ? eps.As<Napi::Number>().FloatValue() : 1e-5f;
+    Napi::Value inv = o.Get("ropeInverseFrequencies");
+    if (!inv.IsTypedArray() || inv.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw_invalid(env, "ropeInverseFrequencies must be a Float32Array");
+    Napi::Float32Array freqs = inv.As<Napi::Float32Array>();
+    c.rope_inverse_frequencies.assign(freqs.Data(), freqs.Data() + freqs.ElementLength());
+    Napi::Value format = o.Get("format");
+    bmrt::WeightFormat f = parse_format(env, format.IsString() ? format.As<Napi::String>().Utf8Value() : "f32");
+    int layers = static_cast<int>(integer(env, o, "layers", 0, true));
+    int threads = static_cast<int>(integer(env, o, "threads", 1, false));
+    int64_t max_cache = integer(env, o, "maxCacheTokens", 0, false);
+    try {
+      span_ = std::make_shared<BlockSpan>(std::move(c), layers, f, threads, max_cache);
+    } catch (const std::exception& e) {
+      throw make_error(env, describe(e));
+    }
+  }
+
+ private:
+  std::shared_ptr<BlockSpan> span(Napi::Env env) {
+    if (!span_) throw make_error(env, {"INVALID_ARGUMENT", "this block span is closed"});
+    return span_;
+  }
+
+  int layer_index(const Napi::CallbackInfo& info) {
+    if (!info[0].IsNumber()) throw_invalid(info.Env(), "layer index must be a number");
+    int layer = info[0].As<Napi::Number>().Int32Value();
+    if (layer < 0 || layer >= span(info.Env())->layers()) throw_invalid(info.Env(), "layer index out of range");
+    return layer;
+  }
+
+  // loadLayer(index, sources): sources[i] is { path, offset, bytes, dtype: 'F32'|'F16'|'BF16' } or null,
+  // indexed like bmrt::LayerTensor. Reads and converts on a worker thread; returns a promise.
+  Napi::Value LoadLayer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int layer = layer_index(info);
+    if (!info[1].IsArray()) throw_invalid(env, "loadLayer needs an array of tensor sources");
+    Napi::Array list = info[1].As<Napi::Array>();
+    if (list.Length() != static_cast<uint32_t>(bmrt::LayerTensor::Count)) throw_invalid(env, "loadLayer needs one source per block tensor");
+    std::vector<bmrt::TensorSource> sources(list.Length());
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value item = list.Get(i);
+      if (item.IsNull() || item.IsUndefined()) continue;
+      if (!item.IsObject()) throw_invalid(env, "each tensor source must be an object or null");
+      Napi::Object s = item.As<Napi::Object>();
+      if (!s.Get("path").IsString()) throw_invalid(env, "tensor source needs a path");
+      sources[i].path = s.Get("path").As<Napi::String>().Utf8Value();
+      sources[i].offset = static_cast<uint64_t>(integer(env, s, "offset", 0, true));
+      sources[i].bytes = static_cast<uint64_t>(integer(env, s, "bytes", 0, true));
+      std::string dtype = s.Get("dtype").ToString().Utf8Value();
+      if (dtype == "F32") sources[i].dtype = bmrt::SourceDType::F32;
+      else if (dtype == "F16") sources[i].dtype = bmrt::SourceDType::F16;
+      else if (dtype == "BF16") sources[i].dtype = bmrt::SourceDType::BF16;
+      else throw_invalid(env, "tensor source dtype must be F32, F16 or BF16, got " + dtype);
+    }
+    auto target = span(env);
+    auto* job = new Job(env, [target, layer, sources]() { target->load_layer(layer, sources); },
+                        [](Napi::Env e) { return e.Undefined(); });
+    Napi::Promise promise = job->promise();
+    job->Queue();
+    return promise;
+  }
+
+  // setLayer(index, tensors): fp32 values (Float32Array or null per block tensor); synchronous.
+  Napi::Value SetLayer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int layer = layer_index(info);
+    if (!info[1].IsArray()) throw_invalid(env, "setLayer needs an array of Float32Arrays");
+    Napi::Array list = info[1].As<Napi::Array>();
+    std::vector<std::vector<float>> tensors(list.Length());
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value item = list.Get(i);
+      if (item.IsNull() || item.IsUndefined()) continue;
+      if (!item.IsTypedArray() || item.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        throw_invalid(env, "setLayer tensors must be Float32Arrays or null");
+      Napi::Float32Array a = item.As<Napi::Float32Array>();
+      tensors[i].assign(a.Data(), a.Data() + a.ElementLength());
+    }
+    try {
+      span(env)->set_layer(layer, tensors);
+    } catch (const std::exception& e) {
+      throw make_error(env, describe(e));
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value OpenSession(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsNumber()) throw_invalid(env, "openSession needs a max length");
+    double max_length = info[0].As<Napi::Number>().DoubleValue();
+    if (!(max_length >= 1) || max_length != static_cast<double>(static_cast<int64_t>(max_length)))
+      throw_invalid(env, "session max length must be a positive integer");
+    try {
+      return Napi::Number::New(env, span(env)->open_session(static_cast<int64_t>(max_length)));
+    } catch (const std::exception& e) {
+      throw make_error(env, describe(e));
+    }
+  }
+
+  Napi::Value CloseSession(const Napi::CallbackInfo& info) {
+    if (span_ && info[0].IsNumber()) span_->close_session(info[0].As<Napi::Number>().Int32Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SessionLength(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsNumber()) throw_invalid(env, "sessionLength needs a session id");
+    try {
+      return Napi::Number::New(env, static_cast<double>(span(env)->session_length(info[0].As<Napi::Number>().Int32Value())));
+    } catch (const std::exception& e) {
+      throw make_error(env, describe(e));
+    }
+  }
+
+  // forward([{ session, hidden: Float32Array, position? }, ...]) → Promise<Float32Array[]>: one
+  // batch, every step a different session.
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsArray()) throw_invalid(env, "forward needs an array of steps");
+    auto target = span(env);
+    Napi::Array list = info[0].As<Napi::Array>();
+    const int64_t hidden = target->config().hidden;
+    auto buffers = std::make_shared<std::vector<std::vector<float>>>(list.Length());
+    auto steps = std::make_shared<std::vector<bmrt::Step>>(list.Length());
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      if (!list.Get(i).IsObject()) throw_invalid(env, "each step must be an object");
+      Napi::Object s = list.Get(i).As<Napi::Object>();
+      Napi::Value h = s.Get("hidden");
+      if (!h.IsTypedArray() || h.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+        throw_invalid(env, "step hidden states must be a Float32Array");
+      Napi::Float32Array a = h.As<Napi::Float32Array>();
+      if (a.ElementLength() == 0 || a.ElementLength() % hidden != 0)
+        throw_invalid(env, "hidden states must be [tokens, " + std::to_string(hidden) + "] floats, got " +
+                               std::to_string(a.ElementLength()) + " values");
+      (*buffers)[i].assign(a.Data(), a.Data() + a.ElementLength());  // JS may reuse its array meanwhile
+      bmrt::Step& step = (*steps)[i];
+      step.session = static_cast<int>(integer(env, s, "session", 0, true));
+      step.position = integer(env, s, "position", -1, false);
+      step.tokens = static_cast<int64_t>(a.ElementLength()) / hidden;
+      step.hidden = (*buffers)[i].data();
+    }
+    auto* job = new Job(env, [target, steps]() { target->forward(*steps); },
+                        [buffers](Napi::Env e) {
+                          Napi::Array out = Napi::Array::New(e, buffers->size());
+                          for (size_t i = 0; i < buffers->size(); i++) {
+                            auto& b = (*buffers)[i];
+                            Napi::Float32Array a = Napi::Float32Array::New(e, b.size());
+                            std::copy(b.begin(), b.end(), a.Data());
+                            out.Set(static_cast<uint32_t>(i), a);
+                          }
+                          return out;
+                        });
+    Napi::Promise promise = job->promise();
+    job->Queue();
+    return promise;
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto s = span(env);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("weightBytes", static_cast<double>(s->weight_bytes()));
+    o.Set("cacheBytesPerToken", static_cast<double>(s->cache_bytes_per_token()));
+    o.Set("cacheTokensReserved", static_cast<double>(s->cache_tokens_reserved()));
+    o.Set("maxCacheTokens", static_cast<double>(s->max_cache_tokens()));
+    o.Set("sessions", s->sessions());
+    o.Set("format", bmrt::weight_format_name(s->format()));
+    return o;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    span_.reset();  // running jobs keep their own reference until they finish
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<BlockSpan> span_;
+};
+
+Napi::Value KernelFamily(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), bmrt::cpu_kernel_family());
+}
+
+Napi::Value ForceKernelFamily(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), bmrt::force_kernel_family(info[0].ToString().Utf8Value()));
+}
+
+// probe(kind, threads, seconds) → Promise<number>: 'bandwidth' (bytes/s), 'fma' or 'bf16' (FLOP/s).
+Napi::Value Probe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string kind = info[0].ToString().Utf8Value();
+  if (kind != "bandwidth" && kind != "fma" && kind != "bf16") throw_invalid(env, "probe kind must be bandwidth, fma or bf16");
+  int threads = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 1;
+  double seconds = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 1.0;
+  auto result = std::make_shared<double>(0);
+  auto* job = new Job(env,
+                      [kind, threads, seconds, result]() {
+                        bmrt::ThreadPool pool(std::max(1, threads));
+                        if (kind == "bandwidth") *result = bmrt::measure_read_bandwidth(pool, seconds);
+                        else if (kind == "fma") *result = bmrt::measure_fma_peak(pool, seconds);
+                        else *result = bmrt::measure_bf16_peak(pool, seconds);
+                      },
+                      [result](Napi::Env e) { return Napi::Number::New(e, *result); });
+  Napi::Promise promise = job->promise();
+  job->Queue();
+  return promise;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("BlockSpan", Span::Define(env));
+  exports.Set("kernelFamily", Napi::Function::New(env, KernelFamily));
+  exports.Set("forceKernelFamily", Napi::Function::New(env, ForceKernelFamily));
+  exports.Set("probe", Napi::Function::New(env, Probe));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(bmrt, Init)

@@ -1,0 +1,124 @@
+// Per-layer speed of the native addon against this machine's own limits, all measured in one run:
+// read bandwidth (STREAM-style), fp32 FMA peak and bf16 dot-product peak, then for a TinyLlama-1.1B
+// layer and a Llama-2-7B layer (random weights) in every weight format: decode time (1 token, KV
+// length 128) as a share of the bandwidth floor, and prefill-128 time as a share of the peak.
+// Run: npm run bench:blocks [-- --threads N --repeats N --shapes tinyllama,llama-2-7b --formats f32,bf16]
+
+import '../src/polyfill.js'
+import { parseArgs } from 'node:util'
+import { loadAddon, WEIGHT_FORMATS, type WeightFormat } from '../src/inference/native-backend.js'
+import { ropeInverseFrequencies } from '../src/inference/rope.js'
+import { parseConfig } from '../src/inference/config.js'
+import { LAYER_TENSOR_SUFFIXES } from '../src/inference/llama-layout.js'
+
+const { values: args } = parseArgs({
+  options: {
+    threads: { type: 'string', default: '2' },
+    repeats: { type: 'string', default: '7' },
+    shapes: { type: 'string', default: 'tinyllama,llama-2-7b' },
+    formats: { type: 'string', default: WEIGHT_FORMATS.join(',') }
+  }
+})
+const threads = Number(args.threads)
+const repeats = Number(args.repeats)
+const CONTEXT = 128
+
+const SHAPES: Record<string, { hidden: number, intermediate: number, heads: number, kvHeads: number }> = {
+  tinyllama: { hidden: 2048, intermediate: 5632, heads: 32, kvHeads: 4 },
+  'llama-2-7b': { hidden: 4096, intermediate: 11008, heads: 32, kvHeads: 32 }
+}
+
+const addon = loadAddon()
+if (addon === null) {
+  console.error('bench/blocks needs the native addon; run `npm install` and check that it built')
+  process.exit(1)
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+const gb = (x: number): string => (x / 1e9).toFixed(1)
+
+/** Bytes the kernels must stream per weight matrix of `rows` x `cols` in `format` (scales included). */
+function matrixBytes (format: WeightFormat, rows: number, cols: number): number {
+  const n = rows * cols
+  switch (format) {
+    case 'f32': return 4 * n
+    case 'bf16': case 'f16': return 2 * n
+    case 'int8': return n + 4 * rows
+    case 'int4': return n / 2 + 4 * (n / 32)
+  }
+}
+
+function randomValues (count: number, scale: number, seed: number): Float32Array {
+  const out = new Float32Array(count)
+  let state = seed >>> 0
+  for (let i = 0; i < count; i++) {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0
+    out[i] = ((state / 2 ** 32) * 2 - 1) * scale
+  }
+  return out
+}
+
+console.log(`bench/blocks: ${threads} threads, kernels: ${addon.kernelFamily()}, medians of ${repeats}`)
+const bandwidth = await addon.probe('bandwidth', threads, 2)
+const fmaPeak = await addon.probe('fma', threads, 1)
+const bf16Peak = await addon.probe('bf16', threads, 1)
+console.log(`machine: read bandwidth ${gb(bandwidth)} GB/s, fp32 FMA peak ${gb(fmaPeak)} GFLOP/s, bf16 dot peak ${bf16Peak > 0 ? `${gb(bf16Peak)} GFLOP/s` : 'n/a'}`)
+console.log('')
+console.log('layer       format  weights MB  decode ms  GB/s  %bw   prefill-128 ms  GFLOP/s  %peak')
+
+for (const shapeName of args.shapes.split(',')) {
+  const shape = SHAPES[shapeName]
+  if (shape === undefined) throw new Error(`unknown shape ${shapeName}: use ${Object.keys(SHAPES).join(', ')}`)
+  const headDim = shape.hidden / shape.heads
+  const config = parseConfig({ model_type: 'llama', hidden_size: shape.hidden, intermediate_size: shape.intermediate, num_hidden_layers: 1, num_attention_heads: shape.heads, num_key_value_heads: shape.kvHeads, vocab_size: 32000 })
+  const q = shape.heads * headDim
+  const kv = shape.kvHeads * headDim
+  const matrices: Array<[number, number]> = [[q, shape.hidden], [kv, shape.hidden], [kv, shape.hidden], [shape.hidden, q], [shape.intermediate, shape.hidden], [shape.intermediate, shape.hidden], [shape.hidden, shape.intermediate]]
+  const params = matrices.reduce((sum, [r, c]) => sum + r * c, 0)
+  // Weights scaled like a trained model's (1/sqrt(fan-in)), so activations stay finite.
+  const tensorsBySuffix: Record<string, Float32Array | null> = {
+    'input_layernorm.weight': new Float32Array(shape.hidden).fill(1),
+    'self_attn.q_proj.weight': randomValues(q * shape.hidden, 1 / Math.sqrt(shape.hidden), 1),
+    'self_attn.k_proj.weight': randomValues(kv * shape.hidden, 1 / Math.sqrt(shape.hidden), 2),
+    'self_attn.v_proj.weight': randomValues(kv * shape.hidden, 1 / Math.sqrt(shape.hidden), 3),
+    'self_attn.o_proj.weight': randomValues(shape.hidden * q, 1 / Math.sqrt(q), 4),
+    'post_attention_layernorm.weight': new Float32Array(shape.hidden).fill(1),
+    'mlp.gate_proj.weight': randomValues(shape.intermediate * shape.hidden, 1 / Math.sqrt(shape.hidden), 5),
+    'mlp.up_proj.weight': randomValues(shape.intermediate * shape.hidden, 1 / Math.sqrt(shape.hidden), 6),
+    'mlp.down_proj.weight': randomValues(shape.hidden * shape.intermediate, 1 / Math.sqrt(shape.intermediate), 7)
+  }
+  const tensors = LAYER_TENSOR_SUFFIXES.map(s => tensorsBySuffix[s] ?? null)
+  const prompt = randomValues(CONTEXT * shape.hidden, 1, 8)
+  const token = randomValues(shape.hidden, 1, 9)
+
+  for (const format of args.formats.split(',') as WeightFormat[]) {
+    const span = new addon.BlockSpan({
+      hidden: shape.hidden, intermediate: shape.intermediate, heads: shape.heads, kvHeads: shape.kvHeads, headDim,
+      rmsNormEps: 1e-5, ropeInverseFrequencies: ropeInverseFrequencies(config), layers: 1, format, threads
+    })
+    span.setLayer(0, tensors)
+    const session = span.openSession(CONTEXT + 1)
+    const prefill: number[] = []
+    for (let i = 0; i < Math.max(3, Math.ceil(repeats / 2)); i++) {
+      const started = performance.now()
+      await span.forward([{ session, hidden: prompt, position: 0 }])
+      prefill.push(performance.now() - started)
+    }
+    const decode: number[] = []
+    for (let i = 0; i < repeats * 3; i++) {
+      const started = performance.now()
+      await span.forward([{ session, hidden: token, position: CONTEXT }]) // KV length 128 every time
+      decode.push(performance.now() - started)
+    }
+    span.close()
+    const bytes = matrices.reduce((sum, [r, c]) => sum + matrixBytes(format, r, c), 0)
+    const decodeMs = median(decode)
+    const prefillMs = median(prefill)
+    const streamed = bytes / (decodeMs / 1000)
+    const flops = 2 * params * CONTEXT / (prefillMs / 1000)
+    const peak = format === 'bf16' && bf16Peak > 0 ? bf16Peak : fmaPeak
+    console.log(`${shapeName.padEnd(11)} ${format.padEnd(6)} ${(bytes / 1e6).toFixed(0).padStart(10)} ${decodeMs.toFixed(2).padStart(10)} ${gb(streamed).padStart(5)} ${(100 * streamed / bandwidth).toFixed(0).padStart(4)}% ${prefillMs.toFixed(1).padStart(15)} ${gb(flops).padStart(8)} ${(100 * flops / peak).toFixed(0).padStart(5)}%`)
+  }
+}
+console.log('')
+console.log('decode %bw: weight bytes / time against the measured read bandwidth; prefill %peak: 2 x matmul parameters x 128 tokens / time against the fp32 FMA peak (bf16: the bf16 dot peak)')

@@ -1,0 +1,171 @@
+// The native backend: blocks run in the C++ addon (addon/), which reads its tensors straight from
+// the safetensors files (positioned reads, no copy through JS) and runs every forward on a worker
+// thread. If the addon did not build, callers fall back to the JS backend.
+
+import { createRequire } from 'node:module'
+import { availableParallelism } from 'node:os'
+import type { BlockSpan } from './backend.js'
+import type { Checkpoint } from './checkpoint.js'
+import type { ModelConfig } from './config.js'
+import { checkSpan } from './js-backend.js'
+import { layerTensors } from './llama-layout.js'
+import { ropeInverseFrequencies } from './rope.js'
+
+/** How the native backend stores weights: a float format, or int8 / int4 quantised at load time. */
+export type WeightFormat = 'f32' | 'bf16' | 'f16' | 'int8' | 'int4'
+export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'f16', 'int8', 'int4']
+
+export interface NativeStep {
+  session: number
+  hidden: Float32Array
+  position?: number
+}
+
+interface AddonSpan {
+  loadLayer (index: number, sources: Array<{ path: string, offset: number, bytes: number, dtype: string } | null>): Promise<void>
+  setLayer (index: number, tensors: Array<Float32Array | null>): void
+  openSession (maxLength: number): number
+  closeSession (session: number): void
+  sessionLength (session: number): number
+  forward (steps: NativeStep[]): Promise<Float32Array[]>
+  stats (): { weightBytes: number, cacheBytesPerToken: number, cacheTokensReserved: number, maxCacheTokens: number, sessions: number, format: string }
+  close (): void
+}
+
+export interface Addon {
+  BlockSpan: new (options: Record<string, unknown>) => AddonSpan
+  kernelFamily (): string
+  forceKernelFamily (family: string): boolean
+  probe (kind: 'bandwidth' | 'fma' | 'bf16', threads: number, seconds: number): Promise<number>
+}
+
+let addon: Addon | null | undefined
+let loadError = ''
+
+/** The addon, or null when it did not build or does not load here (see nativeUnavailableReason). */
+export function loadAddon (): Addon | null {
+  if (addon === undefined && process.env.BMRT_DISABLE_NATIVE === '1') {
+    addon = null
+    loadError = 'disabled by BMRT_DISABLE_NATIVE=1'
+  }
+  if (addon === undefined) {
+    try {
+      addon = createRequire(import.meta.url)('../../../addon/build/Release/bmrt.node') as Addon
+    } catch (err) {
+      addon = null
+      loadError = (err as Error).message.split('\n')[0]
+    }
+  }
+  return addon
+}
+
+export function nativeUnavailableReason (): string {
+  return loadAddon() === null ? loadError : ''
+}
+
+export interface NativeSpanOptions {
+  /** weight storage (default: the checkpoint's dtype, f32 when config.json does not say) */
+  format?: WeightFormat
+  /** threads for the kernels (default: all cores) */
+  threads?: number
+  /** tokens all sessions' KV caches may reserve together (default 0: no limit) */
+  maxCacheTokens?: number
+  onBlock?: (block: number) => void
+}
+
+export function defaultFormat (config: ModelConfig): WeightFormat {
+  return config.dtype === 'BF16' ? 'bf16' : config.dtype === 'F16' ? 'f16' : 'f32'
+}
+
+/** Loads blocks [start, end) into the addon, which reads their bytes from the files itself. */
+export async function loadNativeSpan (checkpoint: Checkpoint, config: ModelConfig, start: number, end: number,
+  options: NativeSpanOptions = {}): Promise<NativeBlockSpan> {
+  const native = loadAddon()
+  if (native === null) throw new Error(`the native addon is not available (${loadError}); use --backend js`)
+  checkSpan(config, start, end)
+  const format = options.format ?? defaultFormat(config)
+  if (!WEIGHT_FORMATS.includes(format)) throw new Error(`unknown weight format '${format}': use ${WEIGHT_FORMATS.join(', ')}`)
+  const span = new native.BlockSpan({
+    hidden: config.hiddenSize,
+    intermediate: config.intermediateSize,
+    heads: config.numHeads,
+    kvHeads: config.numKvHeads,
+    headDim: config.headDim,
+    rmsNormEps: config.rmsNormEps,
+    ropeInverseFrequencies: ropeInverseFrequencies(config),
+    slidingWindow: config.slidingWindow ?? 0,
+    attentionBias: config.attentionBias,
+    mlpBias: config.mlpBias,
+    layers: end - start,
+    format,
+    threads: options.threads ?? availableParallelism(),
+    maxCacheTokens: options.maxCacheTokens ?? 0
+  })
+  try {
+    for (let i = start; i < end; i++) {
+      const sources = []
+      for (const tensor of layerTensors(config, i)) {
+        if (!tensor.present) { sources.push(null); continue }
+        const { path, info } = await checkpoint.locate(tensor.name, tensor.shape)
+        sources.push({ path, offset: info.offset, bytes: info.byteLength, dtype: info.dtype })
+      }
+      try {
+        await span.loadLayer(i - start, sources)
+      } catch (err) {
+        (err as Error).message += ` (block ${i})` // the addon numbers blocks within the span
+        throw err
+      }
+      options.onBlock?.(i)
+    }
+  } catch (err) {
+    span.close()
+    throw err
+  }
+  return new NativeBlockSpan(config, start, end, span)
+}
+
+export class NativeBlockSpan implements BlockSpan {
+  readonly backend = 'native'
+  readonly weightBytes: number
+  readonly cacheBytesPerToken: number
+  readonly format: WeightFormat
+
+  constructor (readonly config: ModelConfig, readonly start: number, readonly end: number, private readonly span: AddonSpan) {
+    const stats = span.stats()
+    this.weightBytes = stats.weightBytes
+    this.cacheBytesPerToken = stats.cacheBytesPerToken
+    this.format = stats.format as WeightFormat
+  }
+
+  openSession (maxLength: number): number {
+    return this.span.openSession(maxLength)
+  }
+
+  async forward (session: number, hidden: Float32Array, position?: number): Promise<Float32Array> {
+    const [out] = await this.span.forward([{ session, hidden, position }])
+    return out
+  }
+
+  /** Runs steps of several sessions as one batch: each weight is streamed once for all of them. */
+  async forwardBatch (steps: NativeStep[]): Promise<Float32Array[]> {
+    return await this.span.forward(steps)
+  }
+
+  sessionLength (session: number): number {
+    return this.span.sessionLength(session)
+  }
+
+  closeSession (session: number): void {
+    this.span.closeSession(session)
+  }
+
+  /** Cache tokens reserved by open sessions, and the span's limit (0: none). */
+  cacheUsage (): { reserved: number, limit: number, sessions: number } {
+    const stats = this.span.stats()
+    return { reserved: stats.cacheTokensReserved, limit: stats.maxCacheTokens, sessions: stats.sessions }
+  }
+
+  close (): void {
+    this.span.close()
+  }
+}
