@@ -1,42 +1,32 @@
-// CPU kernels for the decoder block: weight formats, the matrix products with runtime dispatch,
-// and the machine probes the benchmarks compare against.
+// CPU kernels for the decoder block: weight formats and conversions, load-time quantisation, the
+// packed weight layout (see kernels_internal.h), linear() with runtime dispatch and threading,
+// and the machine probes the benchmarks compare against. The instruction-set-specific loops live
+// in kernels_scalar.cc, kernels_avx2.cc and kernels_avx512.cc.
 //
 // linear() has two shapes of work:
-//  - decode (a few tokens): memory-bound. Each weight is loaded once and used for every token;
-//    rows are split among threads, four rows at a time for independent load streams.
-//  - prefill (many tokens): compute-bound. Tiles of 4 tokens x 6 weight rows keep 24 accumulators
-//    in registers along K; weight rows stay in cache while every token tile passes over them.
-//    bf16 weights use the AVX512_BF16 dot product with activations rounded to bf16; other
-//    formats are widened to fp32 one block of rows at a time.
-#include "kernels.h"
-
+//  - decode (n <= kDecodeMax tokens): memory-bound. Each packed panel (16 rows) is streamed once
+//    and used for every token; panels are split among threads in contiguous ranges.
+//  - prefill (more tokens): compute-bound GEMM. Activations are repacked per block of mr tokens
+//    (rounded to bf16 pairs for bf16 weights on AVX512_BF16), threads take pairs of panels, and
+//    a register-blocked microkernel computes mr tokens x 32 rows over K blocks.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <vector>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#define BMRT_X86 1
-#include <immintrin.h>
-#ifdef _MSC_VER
-#include <intrin.h>
-#define BMRT_TARGET(x)
-#else
-#define BMRT_TARGET(x) __attribute__((target(x)))
-#endif
-#define BMRT_AVX512 BMRT_TARGET("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
-#define BMRT_AVX512BF16 BMRT_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,f16c")
-#define BMRT_AVX2 BMRT_TARGET("avx2,fma,f16c")
-#endif
+#include "kernels_internal.h"
 
 namespace bmrt {
 
+using detail::Family;
+
 // ---------------------------------------------------------------------------------------------
-// Formats and conversions
+// Formats, conversions, quantisation
 
 const char* weight_format_name(WeightFormat f) {
   switch (f) {
@@ -157,7 +147,11 @@ void quantize_q4(const float* src, int64_t rows, int64_t cols, uint8_t* q, float
   }
 }
 
-// One row of W as fp32 (any format).
+
+// ---------------------------------------------------------------------------------------------
+// Reference
+
+// One row of W as fp32, read from `data` (any format).
 static void dequantize_row(const Matrix& w, int64_t r, float* out) {
   const int64_t cols = w.cols;
   switch (w.format) {
@@ -177,25 +171,18 @@ static void dequantize_row(const Matrix& w, int64_t r, float* out) {
       for (int64_t c = 0; c < cols; c++) out[c] = w.scales[r] * p[c];
       break;
     }
-    case WeightFormat::Q4: {
+    case WeightFormat::Q4: {  // groups of 32, the last one zero-padded when cols % 32 != 0
       const int64_t groups = (cols + 31) / 32;
       const uint8_t* p = static_cast<const uint8_t*>(w.data) + r * groups * 16;
       const float* s = w.scales + r * groups;
       for (int64_t c = 0; c < cols; c++) {
-        const int64_t g = c / 32, j = c % 32;
-        const uint8_t byte = p[g * 16 + (j % 16)];
-        out[c] = s[g] * float(int(j < 16 ? byte & 0x0f : byte >> 4) - 8);
+        const int64_t g = c / 32, i = c % 32;
+        const uint8_t b = p[g * 16 + i % 16];
+        out[c] = s[g] * float(int(i < 16 ? (b & 0x0f) : (b >> 4)) - 8);
       }
       break;
     }
   }
-}
-
-void prepare_matrix(Matrix&) {}
-
-void release_matrix(Matrix& m) {
-  m.packed = nullptr;
-  m.packed_bytes = 0;
 }
 
 void linear_reference(const Matrix& w, const float* x, int64_t n, const float* bias, float* y) {
@@ -211,401 +198,299 @@ void linear_reference(const Matrix& w, const float* x, int64_t n, const float* b
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dispatch
+// Packing (layout described in kernels_internal.h)
 
-enum class Family { Scalar, Avx2, Avx512, Avx512Bf16 };
+namespace detail {
 
-static Family detect() {
-#ifdef BMRT_X86
-#ifdef _MSC_VER
-  int info[4];
-  __cpuid(info, 0);
-  const int max_leaf = info[0];
-  __cpuid(info, 1);
-  const bool osxsave = (info[2] & (1 << 27)) != 0, fma = (info[2] & (1 << 12)) != 0, f16c = (info[2] & (1 << 29)) != 0;
-  if (!osxsave || max_leaf < 7) return Family::Scalar;
-  const unsigned long long xcr0 = _xgetbv(0);
-  __cpuidex(info, 7, 0);
-  const bool avx2 = (info[1] & (1 << 5)) != 0 && (xcr0 & 0x6) == 0x6 && fma && f16c;
-  const bool avx512 = (info[1] & (1 << 16)) && (info[1] & (1 << 17)) && (info[1] & (1 << 30)) && (info[1] & (1u << 31)) && (xcr0 & 0xe6) == 0xe6;
-  __cpuidex(info, 7, 1);
-  const bool bf16 = (info[0] & (1 << 5)) != 0;
-#else
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  const bool bf16 = __builtin_cpu_supports("avx512bf16");
-#endif
-  if (avx512 && bf16) return Family::Avx512Bf16;
-  if (avx512) return Family::Avx512;
-  if (avx2) return Family::Avx2;
-#endif
-  return Family::Scalar;
-}
-
-static const Family detected = detect();
-static std::atomic<Family> active{detected};
-
-static const char* family_name(Family f) {
+int64_t panel_bytes(WeightFormat f, int64_t cols) {
+  const int64_t kp = padded_cols(cols);
   switch (f) {
-    case Family::Scalar: return "scalar";
-    case Family::Avx2: return "avx2";
-    case Family::Avx512: return "avx512";
-    case Family::Avx512Bf16: return "avx512bf16";
+    case WeightFormat::F32: return kp * kPanel * 4;
+    case WeightFormat::BF16:
+    case WeightFormat::F16: return kp * kPanel * 2;
+    case WeightFormat::Q8: return 64 + kp * kPanel;
+    case WeightFormat::Q4: return (cols + 31) / 32 * (64 + 256);
   }
-  return "?";
+  return 0;
 }
 
-std::string cpu_kernel_family() { return family_name(active.load()); }
-
-bool force_kernel_family(const std::string& name) {
-  if (name.empty()) {
-    active = detected;
-    return true;
-  }
-  for (Family f : {Family::Scalar, Family::Avx2, Family::Avx512, Family::Avx512Bf16}) {
-    if (name == family_name(f)) {
-      if (static_cast<int>(f) > static_cast<int>(detected)) return false;
-      active = f;
-      return true;
-    }
-  }
-  return false;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Portable kernels: widen each row to fp32, dot it with every token.
-
-static float dot_scalar(const float* a, const float* b, int64_t n) {
-  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += a[i] * b[i];
-    s1 += a[i + 1] * b[i + 1];
-    s2 += a[i + 2] * b[i + 2];
-    s3 += a[i + 3] * b[i + 3];
-  }
-  for (; i < n; i++) s0 += a[i] * b[i];
-  return (s0 + s1) + (s2 + s3);
-}
-
-#ifdef BMRT_X86
-BMRT_AVX2 static float dot_avx2(const float* a, const float* b, int64_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-  }
-  __m256 s = _mm256_add_ps(s0, s1);
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-  float total = _mm_cvtss_f32(h);
-  for (; i < n; i++) total += a[i] * b[i];
-  return total;
-}
-#endif
-
-static void linear_rows_portable(const Matrix& w, const float* x, int64_t n, const float* bias, float* y, int64_t r0,
-                                 int64_t r1, std::vector<float>& row, bool avx2) {
-  row.resize(static_cast<size_t>(w.cols));
-  for (int64_t r = r0; r < r1; r++) {
-    dequantize_row(w, r, row.data());
-    for (int64_t t = 0; t < n; t++) {
-#ifdef BMRT_X86
-      const float d = avx2 ? dot_avx2(row.data(), x + t * w.cols, w.cols) : dot_scalar(row.data(), x + t * w.cols, w.cols);
-#else
-      (void)avx2;
-      const float d = dot_scalar(row.data(), x + t * w.cols, w.cols);
-#endif
-      y[t * w.rows + r] = d + (bias ? bias[r] : 0.0f);
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// AVX-512 kernels
-
-#ifdef BMRT_X86
-
-BMRT_AVX512 static inline __mmask16 tail_mask(int64_t remaining) {
-  return remaining >= 16 ? __mmask16(0xffff) : remaining <= 0 ? __mmask16(0) : __mmask16((1u << remaining) - 1);
-}
-
-// 16 weights of row `p` from element c, widened to fp32 (masked past the end of the row).
-template <WeightFormat F>
-BMRT_AVX512 static inline __m512 load_weights(const void* p, int64_t c, __mmask16 m) {
-  if constexpr (F == WeightFormat::F32) {
-    return _mm512_maskz_loadu_ps(m, static_cast<const float*>(p) + c);
-  } else if constexpr (F == WeightFormat::BF16) {
-    __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + c);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  } else if constexpr (F == WeightFormat::F16) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + c));
-  } else {  // Q8 (row scale applied by the caller)
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, static_cast<const int8_t*>(p) + c)));
-  }
-}
-
-template <WeightFormat F>
-static inline const void* row_pointer(const Matrix& w, int64_t r) {
-  if constexpr (F == WeightFormat::F32) return static_cast<const float*>(w.data) + r * w.cols;
-  else if constexpr (F == WeightFormat::Q8) return static_cast<const int8_t*>(w.data) + r * w.cols;
-  else return static_cast<const uint16_t*>(w.data) + r * w.cols;
-}
-
-// Decode: R rows x N tokens, each weight loaded once.
-template <WeightFormat F, int N, int R>
-BMRT_AVX512 static void gemv_block(const Matrix& w, const float* x, const float* bias, float* y, int64_t r0) {
-  __m512 acc[N][R];
-  for (int t = 0; t < N; t++)
-    for (int i = 0; i < R; i++) acc[t][i] = _mm512_setzero_ps();
-  const void* rows[R];
-  for (int i = 0; i < R; i++) rows[i] = row_pointer<F>(w, r0 + i);
-  const int64_t cols = w.cols;
-  for (int64_t c = 0; c < cols; c += 16) {
-    const __mmask16 m = tail_mask(cols - c);
-    __m512 xv[N];
-    for (int t = 0; t < N; t++) xv[t] = _mm512_maskz_loadu_ps(m, x + t * cols + c);
-    for (int i = 0; i < R; i++) {
-      const __m512 wv = load_weights<F>(rows[i], c, m);
-      for (int t = 0; t < N; t++) acc[t][i] = _mm512_fmadd_ps(wv, xv[t], acc[t][i]);
-    }
-  }
-  for (int i = 0; i < R; i++) {
-    const float scale = F == WeightFormat::Q8 ? w.scales[r0 + i] : 1.0f;
-    for (int t = 0; t < N; t++) y[t * w.rows + r0 + i] = _mm512_reduce_add_ps(acc[t][i]) * scale + (bias ? bias[r0 + i] : 0.0f);
-  }
-}
-
-// int4: groups of 32 (16 bytes), one scale each.
-template <int N, int R>
-BMRT_AVX512 static void gemv_block_q4(const Matrix& w, const float* x, const float* bias, float* y, int64_t r0) {
-  __m512 acc[N][R];
-  for (int t = 0; t < N; t++)
-    for (int i = 0; i < R; i++) acc[t][i] = _mm512_setzero_ps();
-  const int64_t cols = w.cols, groups = (cols + 31) / 32;
-  const __m128i low = _mm_set1_epi8(0x0f);
-  const __m512 eight = _mm512_set1_ps(8.0f);
-  for (int64_t g = 0; g < groups; g++) {
-    // A short last group reads no x past the row's end (its padding weights are zero anyway).
-    const __mmask16 m0 = tail_mask(cols - g * 32), m1 = tail_mask(std::max<int64_t>(0, cols - g * 32 - 16));
-    __m512 x0[N], x1[N];
-    for (int t = 0; t < N; t++) {
-      x0[t] = _mm512_maskz_loadu_ps(m0, x + t * cols + g * 32);
-      x1[t] = _mm512_maskz_loadu_ps(m1, x + t * cols + g * 32 + 16);
-    }
-    for (int i = 0; i < R; i++) {
-      const int64_t r = r0 + i;
-      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint8_t*>(w.data) + (r * groups + g) * 16));
-      const __m512 lo = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, low))), eight);
-      const __m512 hi = _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), low))), eight);
-      const __m512 scale = _mm512_set1_ps(w.scales[r * groups + g]);
-      for (int t = 0; t < N; t++) {
-        const __m512 part = _mm512_fmadd_ps(hi, x1[t], _mm512_mul_ps(lo, x0[t]));
-        acc[t][i] = _mm512_fmadd_ps(part, scale, acc[t][i]);
+// Writes panel p of w (rows 16p..16p+15, zero past the last row) into `out`.
+static void pack_panel(const Matrix& w, int64_t p, uint8_t* out) {
+  const int64_t cols = w.cols, kp = padded_cols(cols);
+  const int64_t valid = std::min<int64_t>(kPanel, w.rows - p * kPanel);
+  std::memset(out, 0, static_cast<size_t>(panel_bytes(w.format, cols)));
+  for (int64_t j = 0; j < valid; j++) {
+    const int64_t r = p * kPanel + j;
+    switch (w.format) {
+      case WeightFormat::F32: {
+        const float* src = static_cast<const float*>(w.data) + r * cols;
+        float* dst = reinterpret_cast<float*>(out);
+        for (int64_t k = 0; k < cols; k++) dst[k * kPanel + j] = src[k];
+        break;
+      }
+      case WeightFormat::BF16: {
+        const uint16_t* src = static_cast<const uint16_t*>(w.data) + r * cols;
+        uint16_t* dst = reinterpret_cast<uint16_t*>(out);
+        for (int64_t k = 0; k < cols; k++) dst[(k / 2) * 2 * kPanel + j * 2 + (k & 1)] = src[k];
+        break;
+      }
+      case WeightFormat::F16: {
+        const uint16_t* src = static_cast<const uint16_t*>(w.data) + r * cols;
+        uint16_t* dst = reinterpret_cast<uint16_t*>(out);
+        for (int64_t k = 0; k < cols; k++) dst[k * kPanel + j] = src[k];
+        break;
+      }
+      case WeightFormat::Q8: {
+        const int8_t* src = static_cast<const int8_t*>(w.data) + r * cols;
+        reinterpret_cast<float*>(out)[j] = w.scales[r];
+        int8_t* dst = reinterpret_cast<int8_t*>(out + 64);
+        for (int64_t k = 0; k < cols; k++) dst[k * kPanel + j] = src[k];
+        break;
+      }
+      case WeightFormat::Q4: {
+        const int64_t groups = (cols + 31) / 32;
+        const uint8_t* src = static_cast<const uint8_t*>(w.data) + r * groups * 16;
+        for (int64_t g = 0; g < groups; g++) {
+          uint8_t* group = out + g * 320;
+          reinterpret_cast<float*>(group)[j] = w.scales[r * groups + g];
+          for (int b = 0; b < 16; b++) group[64 + b * kPanel + j] = src[g * 16 + b];
+        }
+        break;
       }
     }
   }
-  for (int i = 0; i < R; i++)
-    for (int t = 0; t < N; t++) y[t * w.rows + r0 + i] = _mm512_reduce_add_ps(acc[t][i]) + (bias ? bias[r0 + i] : 0.0f);
+  (void)kp;
 }
 
-template <WeightFormat F, int N>
-BMRT_AVX512 static void gemv_rows(const Matrix& w, const float* x, const float* bias, float* y, int64_t r0, int64_t r1) {
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    if constexpr (F == WeightFormat::Q4) gemv_block_q4<N, 4>(w, x, bias, y, r);
-    else gemv_block<F, N, 4>(w, x, bias, y, r);
-  }
-  for (; r < r1; r++) {
-    if constexpr (F == WeightFormat::Q4) gemv_block_q4<N, 1>(w, x, bias, y, r);
-    else gemv_block<F, N, 1>(w, x, bias, y, r);
-  }
-}
-
-template <WeightFormat F>
-BMRT_AVX512 static void gemv_avx512(const Matrix& w, const float* x, int64_t n, const float* bias, float* y, int64_t r0, int64_t r1) {
-  switch (n) {
-    case 1: gemv_rows<F, 1>(w, x, bias, y, r0, r1); break;
-    case 2: gemv_rows<F, 2>(w, x, bias, y, r0, r1); break;
-    case 3: gemv_rows<F, 3>(w, x, bias, y, r0, r1); break;
-    default: gemv_rows<F, 4>(w, x, bias, y, r0, r1); break;
-  }
-}
-
-// Prefill: T tokens x R rows of fp32 weights (rows `wr`, each `cols` long, possibly a widened copy).
-template <int T, int R>
-BMRT_AVX512 static void tile_f32(const float* const* wr, const float* x, int64_t cols, int64_t ldy, float* y, const float* bias) {
-  __m512 acc[T][R];
-  for (int t = 0; t < T; t++)
-    for (int i = 0; i < R; i++) acc[t][i] = _mm512_setzero_ps();
-  int64_t c = 0;
-  for (; c + 16 <= cols; c += 16) {
-    __m512 xv[T];
-    for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(x + t * cols + c);
-    for (int i = 0; i < R; i++) {
-      const __m512 wv = _mm512_loadu_ps(wr[i] + c);
-      for (int t = 0; t < T; t++) acc[t][i] = _mm512_fmadd_ps(wv, xv[t], acc[t][i]);
+void dequantize_panel_portable(const Matrix& w, int64_t p, int64_t k0, int64_t kc, float* out) {
+  const uint8_t* panel = panel_ptr(w, p);
+  for (int64_t k = k0; k < k0 + kc; k++) {
+    float* o = out + (k - k0) * kPanel;
+    switch (w.format) {
+      case WeightFormat::F32:
+        std::memcpy(o, reinterpret_cast<const float*>(panel) + k * kPanel, kPanel * 4);
+        break;
+      case WeightFormat::BF16: {
+        const uint16_t* src = reinterpret_cast<const uint16_t*>(panel) + (k / 2) * 2 * kPanel + (k & 1);
+        for (int j = 0; j < kPanel; j++) o[j] = bf16_to_float(src[2 * j]);
+        break;
+      }
+      case WeightFormat::F16: {
+        const uint16_t* src = reinterpret_cast<const uint16_t*>(panel) + k * kPanel;
+        for (int j = 0; j < kPanel; j++) o[j] = half_to_float(src[j]);
+        break;
+      }
+      case WeightFormat::Q8: {
+        const float* scales = reinterpret_cast<const float*>(panel);
+        const int8_t* src = reinterpret_cast<const int8_t*>(panel + 64) + k * kPanel;
+        for (int j = 0; j < kPanel; j++) o[j] = scales[j] * float(src[j]);
+        break;
+      }
+      case WeightFormat::Q4: {
+        const uint8_t* group = panel + (k / 32) * 320;
+        const float* scales = reinterpret_cast<const float*>(group);
+        const int64_t i = k % 32;
+        const uint8_t* src = group + 64 + (i % 16) * kPanel;
+        for (int j = 0; j < kPanel; j++) {
+          const int nibble = i < 16 ? (src[j] & 0x0f) : (src[j] >> 4);
+          o[j] = scales[j] * float(nibble - 8);
+        }
+        break;
+      }
     }
   }
-  if (c < cols) {
-    const __mmask16 m = tail_mask(cols - c);
-    for (int i = 0; i < R; i++) {
-      const __m512 wv = _mm512_maskz_loadu_ps(m, wr[i] + c);
-      for (int t = 0; t < T; t++) acc[t][i] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + t * cols + c), acc[t][i]);
-    }
-  }
-  for (int t = 0; t < T; t++)
-    for (int i = 0; i < R; i++) y[t * ldy + i] = _mm512_reduce_add_ps(acc[t][i]) + (bias ? bias[i] : 0.0f);
 }
 
-// Same over bf16 pairs with vdpbf16ps: weights and activations both bf16, fp32 sums.
-template <int T, int R>
-BMRT_AVX512BF16 static void tile_bf16(const uint16_t* const* wr, const uint16_t* x, int64_t cols, int64_t ldy, float* y, const float* bias) {
-  __m512 acc[T][R];
-  for (int t = 0; t < T; t++)
-    for (int i = 0; i < R; i++) acc[t][i] = _mm512_setzero_ps();
-  for (int64_t c = 0; c < cols; c += 32) {
-    const __mmask32 m = cols - c >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << (cols - c)) - 1);
-    __m512bh xv[T];
-    for (int t = 0; t < T; t++) xv[t] = (__m512bh)_mm512_maskz_loadu_epi16(m, x + t * cols + c);
-    for (int i = 0; i < R; i++) {
-      const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, wr[i] + c);
-      for (int t = 0; t < T; t++) acc[t][i] = _mm512_dpbf16_ps(acc[t][i], wv, xv[t]);
-    }
-  }
-  for (int t = 0; t < T; t++)
-    for (int i = 0; i < R; i++) y[t * ldy + i] = _mm512_reduce_add_ps(acc[t][i]) + (bias ? bias[i] : 0.0f);
+}  // namespace detail
+
+void prepare_matrix(Matrix& m) {
+  release_matrix(m);
+  if (m.rows <= 0 || m.cols <= 0 || !m.data) return;
+  const int64_t panels = detail::panel_count(m.rows), bytes = detail::panel_bytes(m.format, m.cols);
+  uint8_t* packed = static_cast<uint8_t*>(::operator new(static_cast<size_t>(panels * bytes), std::align_val_t(64)));
+  for (int64_t p = 0; p < panels; p++) detail::pack_panel(m, p, packed + p * bytes);
+  m.packed = packed;
+  m.packed_bytes = panels * bytes;
 }
 
-constexpr int kTileTokens = 4, kTileRows = 6;
-
-// Runs tile kernel K over all tokens for a block of up to kTileRows rows.
-template <typename W, template <int, int> class Tile>
-struct TileRunner;
-
-template <int T, int R>
-struct TileF32 {
-  BMRT_AVX512 static void run(const float* const* wr, const float* x, int64_t cols, int64_t ldy, float* y, const float* bias) {
-    tile_f32<T, R>(wr, x, cols, ldy, y, bias);
-  }
-};
-template <int T, int R>
-struct TileBf16 {
-  BMRT_AVX512BF16 static void run(const uint16_t* const* wr, const uint16_t* x, int64_t cols, int64_t ldy, float* y, const float* bias) {
-    tile_bf16<T, R>(wr, x, cols, ldy, y, bias);
-  }
-};
-
-// Dispatches the remainder shapes (fewer tokens or rows than a full tile) to instantiations.
-template <template <int, int> class Tile, int T, typename E>
-static void tile_rows(int rows, const E* const* wr, const E* x, int64_t cols, int64_t ldy, float* y, const float* bias) {
-  switch (rows) {
-    case 1: Tile<T, 1>::run(wr, x, cols, ldy, y, bias); break;
-    case 2: Tile<T, 2>::run(wr, x, cols, ldy, y, bias); break;
-    case 3: Tile<T, 3>::run(wr, x, cols, ldy, y, bias); break;
-    case 4: Tile<T, 4>::run(wr, x, cols, ldy, y, bias); break;
-    case 5: Tile<T, 5>::run(wr, x, cols, ldy, y, bias); break;
-    default: Tile<T, 6>::run(wr, x, cols, ldy, y, bias); break;
-  }
+void release_matrix(Matrix& m) {
+  if (m.packed) ::operator delete(m.packed, std::align_val_t(64));
+  m.packed = nullptr;
+  m.packed_bytes = 0;
 }
-
-template <template <int, int> class Tile, typename E>
-static void gemm_block(int rows, const E* const* wr, const E* x, int64_t n, int64_t cols, int64_t ldy, float* y, const float* bias) {
-  int64_t t = 0;
-  for (; t + kTileTokens <= n; t += kTileTokens) tile_rows<Tile, kTileTokens>(rows, wr, x + t * cols, cols, ldy, y + t * ldy, bias);
-  for (; t < n; t++) tile_rows<Tile, 1>(rows, wr, x + t * cols, cols, ldy, y + t * ldy, bias);
-}
-
-BMRT_AVX512 static void to_bf16_rows(const float* x, int64_t count, uint16_t* out) {
-  int64_t i = 0;
-  for (; i < count; i++) out[i] = float_to_bf16(x[i]);
-}
-
-#endif  // BMRT_X86
 
 // ---------------------------------------------------------------------------------------------
-// linear(): choose decode or prefill, split rows among threads.
+// attend()
 
-constexpr int64_t kDecodeTokens = 4;
+static void attend_portable(const float* q, const float* keys, const float* values, int64_t count, int64_t stride, int dim,
+                            float scale, float* scores, float* out) {
+  float max = -INFINITY;
+  for (int64_t j = 0; j < count; j++) {
+    const float* k = keys + j * stride;
+    float dot = 0;
+    for (int d = 0; d < dim; d++) dot += q[d] * k[d];
+    scores[j] = dot * scale;
+    max = std::max(max, scores[j]);
+  }
+  float sum = 0;
+  for (int64_t j = 0; j < count; j++) sum += (scores[j] = std::exp(scores[j] - max));
+  std::fill(out, out + dim, 0.0f);
+  for (int64_t j = 0; j < count; j++) {
+    const float p = scores[j] / sum;
+    const float* v = values + j * stride;
+    for (int d = 0; d < dim; d++) out[d] += p * v[d];
+  }
+}
 
-struct Scratch {
-  std::vector<float> rows;           // widened weight rows of one block
-  std::vector<uint16_t> activations; // x rounded to bf16 (shared by all threads of one call)
-};
+void attend(const float* q, const float* keys, const float* values, int64_t count, int64_t stride, int dim, float scale,
+            float* scores, float* out) {
+#ifdef BMRT_X86
+  if (detail::active_family() >= Family::Avx512) return detail::attend_avx512(q, keys, values, count, stride, dim, scale, scores, out);
+#endif
+  attend_portable(q, keys, values, count, stride, dim, scale, scores, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear()
+
+namespace {
+
+// A thread-local buffer that only grows (per call of linear() it is reused, not reallocated).
+template <typename T>
+T* scratch(std::vector<T>& v, size_t count) {
+  if (v.size() < count) v.resize(count);
+  return v.data();
+}
+
+// Runs fn(first, last) over [0, units) cut into at most `tasks` contiguous ranges.
+template <typename Fn>
+void parallel_ranges(ThreadPool& pool, int64_t units, int64_t tasks, const Fn& fn) {
+  tasks = std::max<int64_t>(1, std::min(tasks, units));
+  pool.run(static_cast<int>(tasks), [&](int task, int) {
+    fn(units * task / tasks, units * (task + 1) / tasks);
+  });
+}
+
+// No packed copy (prepare_matrix not called): dequantise rows from `data` one at a time.
+void linear_unpacked(const Matrix& w, const float* x, int64_t n, const float* bias, float* y, ThreadPool& pool) {
+  parallel_ranges(pool, w.rows, pool.size() * 4, [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(static_cast<size_t>(w.cols));
+    for (int64_t r = r0; r < r1; r++) {
+      dequantize_row(w, r, row.data());
+      for (int64_t t = 0; t < n; t++) {
+        const float* xt = x + t * w.cols;
+        float s[4] = {0, 0, 0, 0};
+        int64_t c = 0;
+        for (; c + 4 <= w.cols; c += 4)
+          for (int i = 0; i < 4; i++) s[i] += row[c + i] * xt[c + i];
+        for (; c < w.cols; c++) s[0] += row[c] * xt[c];
+        y[t * w.rows + r] = (s[0] + s[1]) + (s[2] + s[3]) + (bias ? bias[r] : 0.0f);
+      }
+    }
+  });
+}
+
+#ifdef BMRT_X86
+// Activations of token block b laid out [k][m] (fp32), or [k/2][m] bf16 pairs.
+void pack_activations(const detail::Job& job, Family family, float* xp, uint32_t* xbp, ThreadPool& pool) {
+  const int64_t cols = job.w->cols, pairs = (cols + 1) / 2;
+  const detail::TokenBlocks blocks(job.n, job.mr);
+  parallel_ranges(pool, blocks.count, blocks.count, [&](int64_t b0, int64_t b1) {
+    thread_local std::vector<uint32_t> row_pairs;
+    for (int64_t b = b0; b < b1; b++) {
+      const int64_t t0 = blocks.start(b), m = blocks.size(b);
+      if (xp) {
+        float* out = xp + t0 * cols;
+        for (int64_t t = 0; t < m; t++) {
+          const float* in = job.x + (t0 + t) * cols;
+          for (int64_t k = 0; k < cols; k++) out[k * m + t] = in[k];
+        }
+      } else {
+        uint32_t* out = xbp + t0 * pairs;
+        uint32_t* rp = scratch(row_pairs, static_cast<size_t>(pairs));
+        for (int64_t t = 0; t < m; t++) {
+          const float* in = job.x + (t0 + t) * cols;
+          if (family == Family::Avx512Bf16) {
+            detail::round_to_bf16_pairs_avx512bf16(in, cols, rp);
+          } else {
+            for (int64_t k = 0; k < pairs; k++) {
+              const uint32_t lo = float_to_bf16(in[2 * k]), hi = 2 * k + 1 < cols ? float_to_bf16(in[2 * k + 1]) : 0;
+              rp[k] = lo | (hi << 16);
+            }
+          }
+          for (int64_t k = 0; k < pairs; k++) out[k * m + t] = rp[k];
+        }
+      }
+    }
+  });
+}
+#endif
+
+}  // namespace
 
 void linear(const Matrix& w, const float* x, int64_t n, const float* bias, float* y, ThreadPool& pool) {
-  if (n <= 0) return;
-  const Family family = active.load();
-  const int threads = pool.size();
-  thread_local std::vector<float> portable_row;
-
-#ifdef BMRT_X86
-  if (family >= Family::Avx512) {
-    if (n <= kDecodeTokens) {
-      // Enough tasks for balance, each a multiple of 4 rows.
-      const int64_t per_task = std::max<int64_t>(4, ((w.rows + threads * 8 - 1) / (threads * 8) + 3) / 4 * 4);
-      const int tasks = static_cast<int>((w.rows + per_task - 1) / per_task);
-      pool.run(tasks, [&](int task, int) {
-        const int64_t r0 = task * per_task, r1 = std::min(w.rows, r0 + per_task);
-        for (int64_t t = 0; t < n; t += kDecodeTokens) {
-          const int64_t count = std::min(kDecodeTokens, n - t);
-          const float* xt = x + t * w.cols;
-          float* yt = y + t * w.rows;
-          switch (w.format) {
-            case WeightFormat::F32: gemv_avx512<WeightFormat::F32>(w, xt, count, bias, yt, r0, r1); break;
-            case WeightFormat::BF16: gemv_avx512<WeightFormat::BF16>(w, xt, count, bias, yt, r0, r1); break;
-            case WeightFormat::F16: gemv_avx512<WeightFormat::F16>(w, xt, count, bias, yt, r0, r1); break;
-            case WeightFormat::Q8: gemv_avx512<WeightFormat::Q8>(w, xt, count, bias, yt, r0, r1); break;
-            case WeightFormat::Q4: gemv_avx512<WeightFormat::Q4>(w, xt, count, bias, yt, r0, r1); break;
-          }
-        }
-      });
-      return;
-    }
-    const int tasks = static_cast<int>((w.rows + kTileRows - 1) / kTileRows);
-    if (w.format == WeightFormat::BF16 && family == Family::Avx512Bf16) {
-      std::vector<uint16_t> xb(static_cast<size_t>(n * w.cols));
-      to_bf16_rows(x, n * w.cols, xb.data());
-      pool.run(tasks, [&](int task, int) {
-        const int64_t r0 = int64_t(task) * kTileRows;
-        const int rows = static_cast<int>(std::min<int64_t>(kTileRows, w.rows - r0));
-        const uint16_t* wr[kTileRows];
-        for (int i = 0; i < rows; i++) wr[i] = static_cast<const uint16_t*>(w.data) + (r0 + i) * w.cols;
-        gemm_block<TileBf16>(rows, wr, xb.data(), n, w.cols, w.rows, y + r0, bias ? bias + r0 : nullptr);
-      });
-      return;
-    }
-    std::vector<std::vector<float>> widened(static_cast<size_t>(threads));
-    pool.run(tasks, [&](int task, int thread) {
-      const int64_t r0 = int64_t(task) * kTileRows;
-      const int rows = static_cast<int>(std::min<int64_t>(kTileRows, w.rows - r0));
-      const float* wr[kTileRows];
-      if (w.format == WeightFormat::F32) {
-        for (int i = 0; i < rows; i++) wr[i] = static_cast<const float*>(w.data) + (r0 + i) * w.cols;
-      } else {
-        std::vector<float>& buffer = widened[thread];
-        buffer.resize(static_cast<size_t>(kTileRows * w.cols));
-        for (int i = 0; i < rows; i++) {
-          dequantize_row(w, r0 + i, buffer.data() + i * w.cols);
-          wr[i] = buffer.data() + i * w.cols;
-        }
-      }
-      gemm_block<TileF32>(rows, wr, x, n, w.cols, w.rows, y + r0, bias ? bias + r0 : nullptr);
-    });
+  if (n <= 0 || w.rows <= 0) return;
+  if (w.cols <= 0) {
+    for (int64_t t = 0; t < n; t++)
+      for (int64_t r = 0; r < w.rows; r++) y[t * w.rows + r] = bias ? bias[r] : 0.0f;
     return;
   }
-#endif
-  const bool avx2 = family == Family::Avx2;
-  const int64_t per_task = std::max<int64_t>(1, (w.rows + threads * 4 - 1) / (threads * 4));
-  const int tasks = static_cast<int>((w.rows + per_task - 1) / per_task);
-  pool.run(tasks, [&](int task, int) {
-    const int64_t r0 = task * per_task, r1 = std::min(w.rows, r0 + per_task);
-    linear_rows_portable(w, x, n, bias, y, r0, r1, portable_row, avx2);
+  if (!w.packed) return linear_unpacked(w, x, n, bias, y, pool);
+
+  const Family family = detail::active_family();
+  const int threads = pool.size();
+  const int64_t panels = detail::panel_count(w.rows);
+  detail::Job job;
+  job.w = &w;
+  job.x = x;
+  job.n = n;
+  job.bias = bias;
+  job.y = y;
+
+  if (family == Family::Scalar) {
+    parallel_ranges(pool, panels, threads * 4, [&](int64_t p0, int64_t p1) { detail::linear_panels_scalar(job, p0, p1); });
+    return;
+  }
+#ifdef BMRT_X86
+  if (family >= Family::Avx512 && n <= detail::kDecodeMax) {
+    thread_local std::vector<float> xsum;
+    if (w.format == WeightFormat::Q4) {
+      const int64_t groups = (w.cols + 31) / 32;
+      float* s = scratch(xsum, static_cast<size_t>(n * groups));
+      for (int64_t t = 0; t < n; t++)
+        for (int64_t g = 0; g < groups; g++) {
+          float total = 0;
+          for (int64_t c = g * 32; c < std::min(w.cols, g * 32 + 32); c++) total += x[t * w.cols + c];
+          s[t * groups + g] = total;
+        }
+      job.xsum = s;
+    }
+    // One contiguous range per thread: each thread streams a single long run of memory. Finer
+    // dynamic splits measured slower here (every range start breaks a prefetch stream), and the
+    // spinning workers start together so equal static shares finish together.
+    parallel_ranges(pool, panels, threads, [&](int64_t p0, int64_t p1) { detail::decode_avx512(job, p0, p1); });
+    return;
+  }
+  if (family == Family::Avx2 && n <= detail::kDecodeMaxAvx2 && w.format != WeightFormat::Q4) {
+    parallel_ranges(pool, panels, threads, [&](int64_t p0, int64_t p1) { detail::decode_avx2(job, p0, p1); });
+    return;
+  }
+  // Prefill (and AVX2 int4 decode): GEMM over packed activations.
+  const bool bf16_dot = family == Family::Avx512Bf16 && w.format == WeightFormat::BF16;
+  job.mr = bf16_dot ? detail::kMrBf16 : family >= Family::Avx512 ? detail::kMrAvx512 : detail::kMrAvx2;
+  thread_local std::vector<float> xp;
+  thread_local std::vector<uint32_t> xbp;
+  if (bf16_dot) job.xbp = scratch(xbp, static_cast<size_t>(n * ((w.cols + 1) / 2)));
+  else job.xp = scratch(xp, static_cast<size_t>(n * w.cols));
+  pack_activations(job, family, const_cast<float*>(job.xp), const_cast<uint32_t*>(job.xbp), pool);
+  const int64_t pairs = (panels + 1) / 2;  // threads take pairs of panels (the microkernel's 32 rows)
+  parallel_ranges(pool, pairs, threads * 8, [&](int64_t a, int64_t b) {
+    const int64_t p0 = 2 * a, p1 = std::min(panels, 2 * b);
+    if (bf16_dot) detail::gemm_avx512bf16(job, p0, p1);
+    else if (family >= Family::Avx512) detail::gemm_avx512(job, p0, p1);
+    else detail::gemm_avx2(job, p0, p1);
   });
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,99 +500,78 @@ static double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+static double sum_floats(const float* p, int64_t n) {
 #ifdef BMRT_X86
-BMRT_AVX512 static float sum_avx512(const float* p, int64_t n) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (int64_t i = 0; i + 64 <= n; i += 64) {
-    a0 = _mm512_add_ps(a0, _mm512_loadu_ps(p + i));
-    a1 = _mm512_add_ps(a1, _mm512_loadu_ps(p + i + 16));
-    a2 = _mm512_add_ps(a2, _mm512_loadu_ps(p + i + 32));
-    a3 = _mm512_add_ps(a3, _mm512_loadu_ps(p + i + 48));
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-}
-
-BMRT_AVX512 static double fma_chains(int64_t iterations) {
-  __m512 a[12];
-  const __m512 m = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-  for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps(float(i));
-  for (int64_t k = 0; k < iterations; k++)
-    for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], m, b);
-  __m512 s = a[0];
-  for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
-  return _mm512_reduce_add_ps(s);
-}
-
-BMRT_AVX512BF16 static double bf16_chains(int64_t iterations) {
-  __m512 a[12];
-  const __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80), y = (__m512bh)_mm512_set1_epi16(0x3380);
-  for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps(float(i));
-  for (int64_t k = 0; k < iterations; k++)
-    for (int i = 0; i < 12; i++) a[i] = _mm512_dpbf16_ps(a[i], x, y);
-  __m512 s = a[0];
-  for (int i = 1; i < 12; i++) s = _mm512_add_ps(s, a[i]);
-  return _mm512_reduce_add_ps(s);
-}
+  const Family f = detail::active_family();
+  if (f >= Family::Avx512) return detail::sum_floats_avx512(p, n);
+  if (f == Family::Avx2) return detail::sum_floats_avx2(p, n);
 #endif
+  return detail::sum_floats_scalar(p, n);
+}
 
 double measure_read_bandwidth(ThreadPool& pool, double seconds) {
-  const int64_t count = int64_t(1) << 28;  // 1 GiB of floats, far beyond any cache
-  std::unique_ptr<float[]> buffer(new float[count]);
   const int threads = pool.size();
-  pool.run(threads, [&](int task, int) {  // first touch by the thread that will read it
-    const int64_t begin = count / threads * task, end = task + 1 == threads ? count : count / threads * (task + 1);
-    for (int64_t i = begin; i < end; i++) buffer[i] = 1.0f;
+  const int64_t per_thread = (int64_t(512) << 20) / 4 / threads / 64 * 64;  // 512 MiB of floats in all
+  const int64_t count = per_thread * threads;
+  std::unique_ptr<float, void (*)(float*)> buffer(
+      static_cast<float*>(::operator new(static_cast<size_t>(count) * 4, std::align_val_t(64))),
+      [](float* p) { ::operator delete(p, std::align_val_t(64)); });
+  pool.run(threads, [&](int task, int) {  // first touch by the thread that will read it (NUMA)
+    float* p = buffer.get() + per_thread * task;
+    for (int64_t i = 0; i < per_thread; i++) p[i] = 1.0f;
   });
   std::atomic<double> sink{0};
   double best = 0;
   const auto start = std::chrono::steady_clock::now();
+  int passes = 0;
   do {
     const auto pass = std::chrono::steady_clock::now();
     pool.run(threads, [&](int task, int) {
-      const int64_t begin = count / threads * task, len = count / threads;
-      float s = 0;
-#ifdef BMRT_X86
-      if (active.load() >= Family::Avx512) s = sum_avx512(buffer.get() + begin, len);
-      else
-#endif
-        for (int64_t i = 0; i < len; i += 16) s += buffer[begin + i];  // one float per cache line
+      const double s = sum_floats(buffer.get() + per_thread * task, per_thread);
       double expected = sink.load();
-      while (!sink.compare_exchange_weak(expected, expected + s)) {}
+      while (!sink.compare_exchange_weak(expected, expected + s)) {
+      }
     });
-    best = std::max(best, double(count / threads * threads) * 4 / seconds_since(pass));
-  } while (seconds_since(start) < seconds);
+    best = std::max(best, double(count) * 4 / seconds_since(pass));
+  } while (++passes < 3 || seconds_since(start) < seconds);
   return best;
 }
 
-static double measure_chains(ThreadPool& pool, double seconds, double flops_per_iteration, double (*chains)(int64_t)) {
-  const int64_t iterations = 1 << 22;
+static double measure_chains(ThreadPool& pool, double seconds, double (*chains)(int64_t, double*)) {
+  const int64_t iterations = int64_t(1) << 21;
   const int threads = pool.size();
   std::atomic<double> sink{0};
-  double best = 0;
+  double best = 0, flops = 0;
+  chains(1000, &flops);  // warm up (AVX-512 frequency licence, page faults)
   const auto start = std::chrono::steady_clock::now();
+  int passes = 0;
   do {
     const auto pass = std::chrono::steady_clock::now();
     pool.run(threads, [&](int, int) {
-      double v = chains(iterations), expected = sink.load();
-      while (!sink.compare_exchange_weak(expected, expected + v)) {}
+      double f = 0;
+      const double v = chains(iterations, &f);
+      double expected = sink.load();
+      while (!sink.compare_exchange_weak(expected, expected + v)) {
+      }
+      flops = f;
     });
-    best = std::max(best, flops_per_iteration * iterations * threads / seconds_since(pass));
-  } while (seconds_since(start) < seconds);
+    best = std::max(best, flops * threads / seconds_since(pass));
+  } while (++passes < 3 || seconds_since(start) < seconds);
   return best;
 }
 
 double measure_fma_peak(ThreadPool& pool, double seconds) {
 #ifdef BMRT_X86
-  if (active.load() >= Family::Avx512) return measure_chains(pool, seconds, 12.0 * 16 * 2, fma_chains);
+  const Family f = detail::active_family();
+  if (f >= Family::Avx512) return measure_chains(pool, seconds, detail::fma_chains_avx512);
+  if (f == Family::Avx2) return measure_chains(pool, seconds, detail::fma_chains_avx2);
 #endif
-  (void)pool;
-  (void)seconds;
-  return 0;
+  return measure_chains(pool, seconds, detail::fma_chains_scalar);
 }
 
 double measure_bf16_peak(ThreadPool& pool, double seconds) {
 #ifdef BMRT_X86
-  if (active.load() == Family::Avx512Bf16) return measure_chains(pool, seconds, 12.0 * 32 * 2, bf16_chains);
+  if (detail::active_family() == Family::Avx512Bf16) return measure_chains(pool, seconds, detail::bf16_chains_avx512bf16);
 #endif
   (void)pool;
   (void)seconds;

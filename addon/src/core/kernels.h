@@ -50,6 +50,12 @@ void linear(const Matrix& w, const float* x, int64_t n, const float* bias, float
 // The straightforward loop, in double precision; the oracle the tests compare linear() with.
 void linear_reference(const Matrix& w, const float* x, int64_t n, const float* bias, float* y);
 
+// One query head attending over `count` cached positions: scores[j] = scale * q·keys[j], softmax,
+// out = sum_j p[j] * values[j]. keys[j] starts at keys + j * stride (likewise values); `scores`
+// is scratch of `count` floats. The vector length is `dim` (the head size).
+void attend(const float* q, const float* keys, const float* values, int64_t count, int64_t stride, int dim, float scale,
+            float* scores, float* out);
+
 // What the CPU offers and which kernel family linear() uses (e.g. "avx512bf16", "avx2", "scalar").
 std::string cpu_kernel_family();
 // Forces a family for tests/benchmarks ("avx512bf16", "avx512", "avx2", "scalar"); returns false

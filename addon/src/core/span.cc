@@ -64,7 +64,8 @@ struct BlockSpan::Layer {
   std::vector<float> input_norm, post_attention_norm;
   Matrix q, k, v, o, gate, up, down;
   std::vector<float> q_bias, k_bias, v_bias, o_bias, gate_bias, up_bias, down_bias;
-  std::vector<AlignedBytes> storage;  // owns the matrices' data and scales
+  std::vector<AlignedBytes> storage;  // owns the matrices' data and scales when they are not packed
+  int64_t resident_bytes = 0;         // what the matrices hold in memory
   bool loaded = false;
 
   ~Layer() {
@@ -113,12 +114,18 @@ void BlockSpan::set_layer(int layer, const std::vector<std::vector<float>>& tens
 
   auto fresh = std::make_unique<Layer>();
   Layer& L = *fresh;
+  // Converts to the span's format, lets the kernels pack it, then keeps only what linear() reads:
+  // the packed panels when the kernels made them (so weights are held once), else data + scales.
   auto make_matrix = [&](Matrix& m, const std::vector<float>& values, int64_t rows, int64_t cols) {
     m.format = format_;
     m.rows = rows;
     m.cols = cols;
-    L.storage.push_back(aligned_alloc_bytes(static_cast<size_t>(weight_format_bytes(format_, rows, cols))));
-    m.data = L.storage.back().get();
+    AlignedBytes data = aligned_alloc_bytes(static_cast<size_t>(weight_format_bytes(format_, rows, cols)));
+    AlignedBytes scales;
+    const int64_t scale_count = format_ == WeightFormat::Q8 ? rows : format_ == WeightFormat::Q4 ? rows * ((cols + 31) / 32) : 0;
+    if (scale_count > 0) scales = aligned_alloc_bytes(static_cast<size_t>(scale_count) * 4);
+    m.data = data.get();
+    m.scales = static_cast<float*>(scales.get());
     switch (format_) {
       case WeightFormat::F32: std::memcpy(m.data, values.data(), values.size() * 4); break;
       case WeightFormat::BF16: {
@@ -131,20 +138,19 @@ void BlockSpan::set_layer(int layer, const std::vector<std::vector<float>>& tens
         for (size_t i = 0; i < values.size(); i++) d[i] = float_to_half(values[i]);
         break;
       }
-      case WeightFormat::Q8: {
-        L.storage.push_back(aligned_alloc_bytes(static_cast<size_t>(rows) * 4));
-        m.scales = static_cast<float*>(L.storage.back().get());
-        quantize_q8(values.data(), rows, cols, static_cast<int8_t*>(m.data), m.scales);
-        break;
-      }
-      case WeightFormat::Q4: {
-        L.storage.push_back(aligned_alloc_bytes(static_cast<size_t>(rows * ((cols + 31) / 32)) * 4));
-        m.scales = static_cast<float*>(L.storage.back().get());
-        quantize_q4(values.data(), rows, cols, static_cast<uint8_t*>(m.data), m.scales);
-        break;
-      }
+      case WeightFormat::Q8: quantize_q8(values.data(), rows, cols, static_cast<int8_t*>(m.data), m.scales); break;
+      case WeightFormat::Q4: quantize_q4(values.data(), rows, cols, static_cast<uint8_t*>(m.data), m.scales); break;
     }
     prepare_matrix(m);
+    if (m.packed != nullptr) {
+      m.data = nullptr;  // freed when `data` and `scales` go out of scope
+      m.scales = nullptr;
+      L.resident_bytes += m.packed_bytes;
+    } else {
+      L.resident_bytes += weight_format_bytes(format_, rows, cols) + scale_count * 4;
+      L.storage.push_back(std::move(data));
+      if (scales) L.storage.push_back(std::move(scales));
+    }
   };
   auto get = [&](LayerTensor t) -> const std::vector<float>& { return tensors[static_cast<int>(t)]; };
   L.input_norm = get(LayerTensor::InputNorm);
@@ -243,10 +249,7 @@ int64_t BlockSpan::weight_bytes() const {
   for (const auto& L : layers_) {
     total += static_cast<int64_t>((L->input_norm.size() + L->post_attention_norm.size() + L->q_bias.size() + L->k_bias.size() +
                                    L->v_bias.size() + L->o_bias.size() + L->gate_bias.size() + L->up_bias.size() + L->down_bias.size()) * 4);
-    for (const Matrix* m : {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down}) {
-      const int64_t scales = m->format == WeightFormat::Q8 ? m->rows : m->format == WeightFormat::Q4 ? m->rows * ((m->cols + 31) / 32) : 0;
-      total += weight_format_bytes(m->format, m->rows, m->cols) + scales * 4 + m->packed_bytes;
-    }
+    total += L->resident_bytes;
   }
   return total;
 }
@@ -389,27 +392,9 @@ void BlockSpan::run_layer(int index, std::vector<Step>& steps, std::vector<std::
     for (int64_t t = 0; t < steps[s].tokens; t++) {
       const int64_t r = first_row[s] + t, pos = starts[s] + t;
       const int64_t first = c.sliding_window > 0 ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
-      const float* qv = q_.data() + r * q_dim + head * c.head_dim;
-      float max = -INFINITY;
-      for (int64_t j = first; j <= pos; j++) {
-        const float* kv = keys + j * kv_dim + kv_head * c.head_dim;
-        float dot = 0;
-        for (int d = 0; d < c.head_dim; d++) dot += qv[d] * kv[d];
-        scores[j] = dot * scale;
-        max = std::max(max, scores[j]);
-      }
-      float sum = 0;
-      for (int64_t j = first; j <= pos; j++) {
-        scores[j] = std::exp(scores[j] - max);
-        sum += scores[j];
-      }
-      float* out = attention_.data() + r * q_dim + head * c.head_dim;
-      std::fill(out, out + c.head_dim, 0.0f);
-      for (int64_t j = first; j <= pos; j++) {
-        const float* vv = values + j * kv_dim + kv_head * c.head_dim;
-        const float p = scores[j] / sum;
-        for (int d = 0; d < c.head_dim; d++) out[d] += p * vv[d];
-      }
+      const int64_t offset = first * kv_dim + kv_head * c.head_dim;
+      attend(q_.data() + r * q_dim + head * c.head_dim, keys + offset, values + offset, pos + 1 - first, kv_dim, c.head_dim,
+             scale, scores, attention_.data() + r * q_dim + head * c.head_dim);
     }
   });
   linear(L.o, attention_.data(), total, bias_or_null(L.o_bias), out_.data(), pool_);

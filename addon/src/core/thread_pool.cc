@@ -1,44 +1,83 @@
-// The kernels' thread pool: workers sleep on a condition variable between runs; a run hands out
-// task numbers through an atomic counter so fast threads take more tasks.
+// The kernels' thread pool. A run publishes (fn, tasks) and bumps a generation counter; workers
+// and the caller take task numbers from an atomic counter, so faster threads take more tasks.
+//
+// Waking a sleeping thread costs tens of microseconds, about the time a decode step spends on a
+// small matrix, so after a run workers spin for a short while (kSpin) watching the generation
+// before they sleep on a condition variable. The caller likewise spins, then yields, while the
+// last tasks finish. Exceptions thrown by fn are caught and the first is rethrown by run().
 #include "thread_pool.h"
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#include <immintrin.h>
+static inline void cpu_relax() { _mm_pause(); }
+#else
+static inline void cpu_relax() { std::this_thread::yield(); }
+#endif
+
 namespace bmrt {
+
+namespace {
+constexpr auto kSpin = std::chrono::microseconds(300);
+}
 
 struct ThreadPool::State {
   std::vector<std::thread> workers;
   std::mutex mutex;
-  std::condition_variable wake, finished;
+  std::condition_variable wake;
+  std::atomic<uint64_t> generation{0};  // bumped once per run
+  std::atomic<int> sleepers{0};         // workers waiting (or about to wait) on `wake`
+  std::atomic<bool> stopping{false};
+
+  // The current run; written before `generation` is bumped, read after it is seen.
   const std::function<void(int, int)>* fn = nullptr;
   int tasks = 0;
   std::atomic<int> next{0};
-  int busy = 0;              // workers still inside the current run
-  unsigned long long generation = 0;  // bumps once per run so workers see each run exactly once
-  bool stopping = false;
+  std::atomic<int> pending{0};  // workers that have not finished the current run
+  std::mutex error_mutex;
+  std::exception_ptr error;
 
-  // Takes tasks until none are left.
   void drain(int thread) {
-    for (int task = next.fetch_add(1); task < tasks; task = next.fetch_add(1)) (*fn)(task, thread);
+    for (int task = next.fetch_add(1); task < tasks; task = next.fetch_add(1)) {
+      try {
+        (*fn)(task, thread);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+
+  // Returns false when the pool is stopping.
+  bool wait_for_run(uint64_t seen) {
+    const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 0;; i++) {
+      if (generation.load(std::memory_order_acquire) != seen) return true;
+      if (stopping.load(std::memory_order_relaxed)) return false;
+      cpu_relax();
+      if ((i & 63) == 63 && std::chrono::steady_clock::now() > spin_until) break;
+    }
+    std::unique_lock<std::mutex> lock(mutex);
+    sleepers.fetch_add(1);  // seq_cst: pairs with run()'s bump-then-check of `sleepers`
+    wake.wait(lock, [&] { return stopping.load() || generation.load() != seen; });
+    sleepers.fetch_sub(1);
+    return !stopping.load();
   }
 
   void work(int thread) {
-    unsigned long long seen = 0;
-    for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mutex);
-        wake.wait(lock, [&] { return stopping || generation != seen; });
-        if (stopping) return;
-        seen = generation;
-      }
+    uint64_t seen = 0;
+    while (wait_for_run(seen)) {
+      seen = generation.load(std::memory_order_acquire);
       drain(thread);
-      std::lock_guard<std::mutex> lock(mutex);
-      if (--busy == 0) finished.notify_one();
+      pending.fetch_sub(1, std::memory_order_acq_rel);
     }
   }
 };
@@ -62,23 +101,32 @@ int ThreadPool::size() const { return static_cast<int>(state_->workers.size()) +
 void ThreadPool::run(int tasks, const std::function<void(int, int)>& fn) {
   if (tasks <= 0) return;
   State& s = *state_;
-  if (tasks == 1 || s.workers.empty()) {
+  if (tasks == 1 || s.workers.empty()) {  // not worth waking anyone
     for (int t = 0; t < tasks; t++) fn(t, 0);
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(s.mutex);
-    s.fn = &fn;
-    s.tasks = tasks;
-    s.next.store(0);
-    s.busy = static_cast<int>(s.workers.size());
-    s.generation++;
+  s.fn = &fn;
+  s.tasks = tasks;
+  s.error = nullptr;
+  s.next.store(0, std::memory_order_relaxed);
+  s.pending.store(static_cast<int>(s.workers.size()), std::memory_order_relaxed);
+  s.generation.fetch_add(1);  // seq_cst: publishes the fields above
+  if (s.sleepers.load() > 0) {
+    std::lock_guard<std::mutex> lock(s.mutex);  // a worker between its check and wait() holds it
+    s.wake.notify_all();
   }
-  s.wake.notify_all();
   s.drain(0);
-  std::unique_lock<std::mutex> lock(s.mutex);
-  s.finished.wait(lock, [&] { return s.busy == 0; });
+  // Workers may still be finishing their last task (or still waking up to find none left).
+  for (int i = 0; s.pending.load(std::memory_order_acquire) != 0; i++) {
+    if (i < 4096) cpu_relax();
+    else std::this_thread::yield();
+  }
   s.fn = nullptr;
+  if (s.error) {
+    std::exception_ptr e = s.error;
+    s.error = nullptr;
+    std::rethrow_exception(e);
+  }
 }
 
 }  // namespace bmrt
