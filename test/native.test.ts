@@ -185,9 +185,12 @@ describe('native addon', function () {
     await assert.rejects(span.forward(session, new Float32Array(32).fill(NaN)), /NaN or infinite/)
     await assert.rejects(span.forward(session, randomHidden(1, 32), 3), /position 3 is outside the session's 0 cached tokens/)
     await assert.rejects(span.forward(999, randomHidden(1, 32)), /unknown or closed session 999/)
+    const first = span.forward(session, randomHidden(1, 32))
+    await assert.rejects(span.forward(session, randomHidden(1, 32)), /session \d+ is already running a step/)
+    await first
     assert.throws(() => span.openSession(7), { code: 'CACHE_FULL', message: /attention cache full: 4 of 10 tokens reserved/ })
     assert.throws(() => span.openSession(0), /positive integer/)
-    const out = await span.forward(session, randomHidden(4, 32))
+    const out = await span.forward(session, randomHidden(4, 32), 0) // rewound to the start: 4 fit again
     assert.equal(out.length, 128)
     span.closeSession(session)
     const again = span.openSession(10) // the closed session's reservation came back

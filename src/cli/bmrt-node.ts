@@ -19,7 +19,8 @@ const program = addBackendOptions(new Command('bmrt-node'))
       const log = (line: string): void => { process.stderr.write(`${line}\n`) }
       log(`loading blocks ${start}:${end} of ${o.model} (${config.numLayers} blocks, ${resolveBackend(o.backend)} backend)`)
       const span = await loadBlockSpan(o.model, start, end, { ...loadOptions(o), onBlock: b => log(`  block ${b} loaded`) })
-      log(`weights in memory: ${(span.weightBytes / 2 ** 20).toFixed(1)} MiB; KV cache per token: ${span.cacheBytesPerToken} bytes`)
+      const fullSession = span.cacheBytesPerToken * config.maxPositionEmbeddings
+      log(`weights in memory: ${(span.weightBytes / 2 ** 20).toFixed(1)} MiB (${span.backend} backend); KV cache: ${span.cacheBytesPerToken} bytes per token, ${(fullSession / 2 ** 20).toFixed(1)} MiB for a session of the full ${config.maxPositionEmbeddings}-token context`)
       const session = span.openSession(8)
       const started = performance.now()
       const out = await span.forward(session, new Float32Array(8 * config.hiddenSize).fill(0.1))

@@ -129,6 +129,7 @@ export class NativeBlockSpan implements BlockSpan {
   readonly weightBytes: number
   readonly cacheBytesPerToken: number
   readonly format: WeightFormat
+  private readonly running = new Set<number>()
 
   constructor (readonly config: ModelConfig, readonly start: number, readonly end: number, private readonly span: AddonSpan) {
     const stats = span.stats()
@@ -142,13 +143,24 @@ export class NativeBlockSpan implements BlockSpan {
   }
 
   async forward (session: number, hidden: Float32Array, position?: number): Promise<Float32Array> {
-    const [out] = await this.span.forward([{ session, hidden, position }])
+    const [out] = await this.forwardBatch([{ session, hidden, position }])
     return out
   }
 
   /** Runs steps of several sessions as one batch: each weight is streamed once for all of them. */
   async forwardBatch (steps: NativeStep[]): Promise<Float32Array[]> {
-    return await this.span.forward(steps)
+    // Steps of one session must run in the order they were asked for; the addon's worker threads
+    // would not guarantee that, so a session takes one step at a time (as in the JS backend).
+    for (const { session } of steps) {
+      if (this.running.has(session)) throw new Error(`session ${session} is already running a step`)
+    }
+    const ids = new Set(steps.map(s => s.session))
+    ids.forEach(id => this.running.add(id))
+    try {
+      return await this.span.forward(steps)
+    } finally {
+      ids.forEach(id => this.running.delete(id))
+    }
   }
 
   sessionLength (session: number): number {

@@ -260,6 +260,9 @@ int64_t BlockSpan::cache_bytes_per_token() const {
 
 void BlockSpan::forward(std::vector<Step>& steps) {
   if (steps.empty()) throw std::invalid_argument("a forward needs at least one step");
+  // One forward at a time, validated under the same lock so every step sees its session's
+  // length as the previous forward left it.
+  std::lock_guard<std::mutex> lock(compute_mutex_);
   for (const auto& L : layers_)
     if (!L->loaded) throw std::invalid_argument("the span's blocks are not all loaded");
   const int64_t h = config_.hidden;
@@ -286,7 +289,6 @@ void BlockSpan::forward(std::vector<Step>& steps) {
     total += s.tokens;
   }
 
-  std::lock_guard<std::mutex> lock(compute_mutex_);
   std::vector<float> x(static_cast<size_t>(total * h));
   int64_t row = 0;
   for (size_t i = 0; i < steps.size(); i++) {
