@@ -4,7 +4,7 @@
 import '../polyfill.js'
 import { Command } from 'commander'
 import { loadConfig } from '../inference/config.js'
-import { loadBlockSpan, resolveBackend } from '../inference/model.js'
+import { loadBlockSpan, resolveBackend } from '../inference/load-span.js'
 import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, loadOptions, type BackendCliOptions } from './options.js'
 
 const program = addBackendOptions(new Command('bmrt-node'))

@@ -3,7 +3,7 @@
 import { fileURLToPath } from 'node:url'
 import { availableParallelism } from 'node:os'
 import { InvalidArgumentError, Option, type Command } from 'commander'
-import type { LoadOptions } from '../inference/model.js'
+import type { LoadOptions } from '../inference/load-span.js'
 import type { WeightFormat } from '../inference/native-backend.js'
 
 /** The bundled stories260K model, used when --model is not given. */
