@@ -14,3 +14,7 @@ export { loadAddon, NativeBlockSpan, WEIGHT_FORMATS, type WeightFormat } from '.
 export { Sampler, type SamplingOptions } from './inference/sampling.js'
 export { generate, collect, type GenerateOptions, type GeneratedToken, type GenerationResult, type FinishReason } from './inference/generate.js'
 export { makeTestModel, type TestModelSpec } from './inference/test-model.js'
+export { createNode, joinSwarm, type BmrtNode, type NodeOptions } from './p2p/node.js'
+export { loadOrCreateIdentity } from './p2p/identity.js'
+export { Registry, registryDhtOptions, type SpanRecord, type SpanState, type RecordStats } from './p2p/registry.js'
+export { chooseBestBlocks, shouldChooseOtherBlocks, ServerState, type ServedSpan } from './petals/block-selection.js'

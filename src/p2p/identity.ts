@@ -1,0 +1,30 @@
+// A node's persistent identity: an Ed25519 private key in a file of its own (permissions 0600),
+// created on first run, so the peer id (and the addresses others saved) survive restarts.
+
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { dirname } from 'node:path'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import type { PrivateKey } from '@libp2p/interface'
+
+/** Reads the key at `path`, or creates it there; `created` says which. */
+export async function loadOrCreateIdentity (path: string): Promise<{ privateKey: PrivateKey, created: boolean }> {
+  let bytes: Uint8Array | null = null
+  try {
+    bytes = await readFile(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot read identity file ${path}: ${(err as Error).message}`)
+  }
+  if (bytes !== null) {
+    try {
+      return { privateKey: privateKeyFromProtobuf(bytes), created: false }
+    } catch (err) {
+      throw new Error(`${path} is not a bmrt identity file (${(err as Error).message}); move it away to create a new identity`)
+    }
+  }
+  const privateKey = await generateKeyPair('Ed25519')
+  await mkdir(dirname(path), { recursive: true })
+  // 'wx': never overwrite a key another process created meanwhile.
+  await writeFile(path, privateKeyToProtobuf(privateKey), { mode: 0o600, flag: 'wx' })
+  await chmod(path, 0o600) // the mode above is subject to the umask
+  return { privateKey, created: true }
+}

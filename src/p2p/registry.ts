@@ -1,0 +1,181 @@
+// Who serves which blocks, in the DHT. Two kinds of record (the design measured in the libp2p
+// reference): a provider record per (model, block) says "this peer serves block b", and one signed,
+// expiring span record per (model, server) says which span, in which state, with what details.
+// The span record is authoritative; a stale provider record after a span change does no harm.
+
+import { CID } from 'multiformats/cid'
+import * as raw from 'multiformats/codecs/raw'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { KadDHTInit, SelectFn, ValidateFn } from '@libp2p/kad-dht'
+import type { BmrtNode } from './node.js'
+import { privateKeyOf } from './node.js'
+
+export type SpanState = 'joining' | 'online' | 'offline'
+
+/** One server's announcement for one model. */
+export interface SpanRecord {
+  model: string
+  peerId: string
+  /** blocks [start, end) */
+  start: number
+  end: number
+  state: SpanState
+  /** when it was signed (ms since the epoch); the newest record of a server wins */
+  ts: number
+  /** after this (ms since the epoch) the record is invalid everywhere */
+  expiresAt: number
+  /** server details the registry does not interpret (throughput, dtype, cache left, …) */
+  info: Record<string, unknown>
+}
+
+/** Counts of records the validator refused, by reason (a node serves these in its status). */
+export interface RecordStats {
+  rejected: Record<string, number>
+}
+
+const NAMESPACE = 'bmrt'
+const SIGNATURE_BYTES = 64
+const MAX_RECORD_BYTES = 16 * 1024
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+export function recordKey (model: string, peerId: string): Uint8Array {
+  return encoder.encode(`/${NAMESPACE}/${encodeURIComponent(model)}/${peerId}`)
+}
+
+export async function blockCid (model: string, block: number): Promise<CID> {
+  return CID.createV1(raw.code, await sha256.digest(encoder.encode(`bmrt/${model}/block/${block}`)))
+}
+
+/** Parses and checks a record value under `key`; throws with the reason it is refused. */
+export async function verifyRecord (key: Uint8Array, value: Uint8Array, now = Date.now()): Promise<SpanRecord> {
+  const parts = decoder.decode(key).split('/')
+  if (parts.length !== 4 || parts[1] !== NAMESPACE) throw new RecordError('malformed-key', 'record key is not /bmrt/<model>/<peer id>')
+  if (value.length <= SIGNATURE_BYTES || value.length > MAX_RECORD_BYTES) throw new RecordError('malformed', `record of ${value.length} bytes`)
+  let publicKey
+  try {
+    publicKey = peerIdFromString(parts[3]).publicKey
+  } catch {
+    throw new RecordError('malformed-key', 'record key names no valid peer id')
+  }
+  if (publicKey == null) throw new RecordError('malformed-key', 'peer id does not embed its public key (bmrt uses Ed25519 ids)')
+  const payload = value.subarray(0, value.length - SIGNATURE_BYTES)
+  const signature = value.subarray(value.length - SIGNATURE_BYTES)
+  if (!(await publicKey.verify(concat(key, payload), signature))) throw new RecordError('bad-signature', 'record is not signed by the peer it names')
+  let record: SpanRecord
+  try {
+    record = JSON.parse(decoder.decode(payload))
+  } catch {
+    throw new RecordError('malformed', 'record payload is not JSON')
+  }
+  const ok = record !== null && typeof record === 'object' &&
+    record.model === decodeURIComponent(parts[2]) && record.peerId === parts[3] &&
+    Number.isSafeInteger(record.start) && Number.isSafeInteger(record.end) && record.start >= 0 && record.start < record.end &&
+    ['joining', 'online', 'offline'].includes(record.state) &&
+    Number.isFinite(record.ts) && Number.isFinite(record.expiresAt) &&
+    record.info !== null && typeof record.info === 'object' && !Array.isArray(record.info)
+  if (!ok) throw new RecordError('malformed', 'record fields are missing, of the wrong type, or do not match its key')
+  if (record.expiresAt <= now) throw new RecordError('expired', 'record expired')
+  return record
+}
+
+class RecordError extends Error {
+  constructor (readonly reason: string, message: string) {
+    super(message)
+  }
+}
+
+function concat (a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length)
+  out.set(a)
+  out.set(b, a.length)
+  return out
+}
+
+/**
+ * kad-dht settings every node of a swarm must share: the span-record validator (counting what it
+ * refuses in `stats`) and newest-wins selector, and provider-record expiry.
+ */
+export function registryDhtOptions (stats: RecordStats, ttlMs = 180_000, refreshMs = 60_000): Partial<KadDHTInit> {
+  const validate: ValidateFn = async (key, value) => {
+    try {
+      await verifyRecord(key, value)
+    } catch (err) {
+      const reason = err instanceof RecordError ? err.reason : 'malformed'
+      stats.rejected[reason] = (stats.rejected[reason] ?? 0) + 1
+      throw err
+    }
+  }
+  const select: SelectFn = (_key, records) => {
+    let best = 0
+    let bestTs = -Infinity
+    records.forEach((value, i) => {
+      try {
+        const ts = JSON.parse(decoder.decode(value.subarray(0, value.length - SIGNATURE_BYTES))).ts
+        if (ts > bestTs) { best = i; bestTs = ts }
+      } catch {}
+    })
+    return best
+  }
+  return {
+    validators: { [NAMESPACE]: validate },
+    selectors: { [NAMESPACE]: select },
+    reprovide: { validity: ttlMs, interval: Math.min(15_000, ttlMs / 4), threshold: ttlMs - refreshMs }
+  }
+}
+
+export interface AnnounceOptions {
+  /** how long the record stays valid (default 180 s) */
+  ttlMs?: number
+}
+
+/** Announces this node's spans and finds other servers'. */
+export class Registry {
+  private readonly provided = new Map<string, Set<number>>()
+
+  constructor (private readonly node: BmrtNode) {}
+
+  /** Signs and stores this node's span record, and provides every block of the span. */
+  async announce (model: string, span: { start: number, end: number, state: SpanState, info?: Record<string, unknown> },
+    options: AnnounceOptions = {}): Promise<SpanRecord> {
+    const peerId = this.node.peerId.toString()
+    const ts = Date.now()
+    const record: SpanRecord = { model, peerId, start: span.start, end: span.end, state: span.state, ts, expiresAt: ts + (options.ttlMs ?? 180_000), info: span.info ?? {} }
+    const key = recordKey(model, peerId)
+    const payload = encoder.encode(JSON.stringify(record))
+    const signature = await privateKeyOf(this.node).sign(concat(key, payload))
+    await this.node.contentRouting.put(key, concat(payload, signature))
+
+    const blocks = new Set<number>()
+    if (span.state !== 'offline') for (let b = span.start; b < span.end; b++) blocks.add(b)
+    const before = this.provided.get(model) ?? new Set<number>()
+    await Promise.all([...blocks].filter(b => !before.has(b)).map(async b => await this.node.contentRouting.provide(await blockCid(model, b))))
+    await Promise.all([...before].filter(b => !blocks.has(b)).map(async b => await this.node.contentRouting.cancelReprovide(await blockCid(model, b))))
+    this.provided.set(model, blocks)
+    return record
+  }
+
+  /** Announces OFFLINE at once and stops providing the blocks (a clean shutdown). */
+  async withdraw (model: string, span: { start: number, end: number, info?: Record<string, unknown> }): Promise<void> {
+    await this.announce(model, { ...span, state: 'offline' })
+  }
+
+  /** The newest valid record of one server, or null. */
+  async lookup (model: string, peerId: string): Promise<SpanRecord | null> {
+    const key = recordKey(model, peerId)
+    try {
+      return await verifyRecord(key, await this.node.contentRouting.get(key))
+    } catch {
+      return null // not found, or nothing valid left
+    }
+  }
+
+  /** Servers whose current, unexpired record says they serve `block` and are online. */
+  async findServers (model: string, block: number): Promise<SpanRecord[]> {
+    const peers = new Set<string>()
+    for await (const provider of this.node.contentRouting.findProviders(await blockCid(model, block))) peers.add(provider.id.toString())
+    const records = await Promise.all([...peers].map(async peer => await this.lookup(model, peer)))
+    return records.filter((r): r is SpanRecord => r !== null && r.state === 'online' && r.start <= block && block < r.end)
+  }
+}

@@ -1,0 +1,117 @@
+// The DHT registry on a real loopback swarm: servers announce spans, a client (DHT client mode)
+// finds them per block; withdrawals, forged and expired records, newest-wins, persistent identity.
+
+import assert from 'node:assert/strict'
+import { stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
+import { Registry, recordKey, registryDhtOptions, verifyRecord, type RecordStats } from '../src/p2p/registry.js'
+import { loadOrCreateIdentity } from '../src/p2p/identity.js'
+import { scratchDir } from './helpers.js'
+
+describe('DHT registry on a loopback swarm', function () {
+  const stats: RecordStats[] = []
+  const nodes: BmrtNode[] = []
+  let bootstrap: BmrtNode
+  let servers: BmrtNode[]
+  let client: BmrtNode
+
+  const make = async (dhtServer: boolean, bootstrapAddrs: string[] = []): Promise<BmrtNode> => {
+    const s: RecordStats = { rejected: {} }
+    stats.push(s)
+    const node = await createNode({ bootstrap: bootstrapAddrs, dhtServer, dht: registryDhtOptions(s) })
+    nodes.push(node)
+    return node
+  }
+
+  before(async () => {
+    bootstrap = await make(true)
+    const addrs = bootstrap.getMultiaddrs().map(a => a.toString())
+    servers = [await make(true, addrs), await make(true, addrs), await make(true, addrs)]
+    client = await make(false, addrs)
+    await Promise.all([...servers, client].map(async n => await joinSwarm(n)))
+    await joinSwarm(bootstrap)
+  })
+  after(async () => { await Promise.all(nodes.map(async n => await n.stop())) })
+
+  it('finds the online servers of each block, from a client in DHT client mode', async () => {
+    const [a, b] = servers.map(s => new Registry(s))
+    await a.announce('org/model-7b', { start: 0, end: 4, state: 'online', info: { throughput: 10 } })
+    await b.announce('org/model-7b', { start: 2, end: 6, state: 'online', info: { throughput: 5 } })
+    const registry = new Registry(client)
+    const peers = async (block: number): Promise<string[]> => (await registry.findServers('org/model-7b', block)).map(r => r.peerId).sort()
+    assert.deepEqual(await peers(0), [servers[0].peerId.toString()])
+    assert.deepEqual(await peers(3), [servers[0].peerId.toString(), servers[1].peerId.toString()].sort())
+    assert.deepEqual(await peers(5), [servers[1].peerId.toString()])
+    assert.deepEqual(await peers(6), [])
+    const record = await registry.lookup('org/model-7b', servers[1].peerId.toString())
+    assert.deepEqual(record?.info, { throughput: 5 })
+  })
+
+  it('drops a withdrawn server at once, and the newest record of a server wins', async () => {
+    const registry = new Registry(servers[2])
+    await registry.announce('m', { start: 0, end: 2, state: 'joining' })
+    const reader = new Registry(client)
+    assert.deepEqual(await reader.findServers('m', 1), [], 'joining servers are not routed to')
+    await registry.announce('m', { start: 0, end: 2, state: 'online', info: { round: 2 } })
+    assert.deepEqual((await reader.findServers('m', 1)).map(r => r.info), [{ round: 2 }])
+    await registry.withdraw('m', { start: 0, end: 2 })
+    assert.deepEqual(await reader.findServers('m', 1), [])
+    assert.equal((await reader.lookup('m', servers[2].peerId.toString()))?.state, 'offline')
+  })
+
+  it('storing peers refuse a record signed by another key, and the genuine one stays', async () => {
+    const victim = servers[0].peerId.toString()
+    const key = recordKey('org/model-7b', victim)
+    const forged = new TextEncoder().encode(JSON.stringify({ model: 'org/model-7b', peerId: victim, start: 0, end: 80, state: 'online', ts: Date.now() + 1e6, expiresAt: Date.now() + 1e6, info: {} }))
+    const attacker = await generateKeyPair('Ed25519')
+    const signature = await attacker.sign(new Uint8Array([...key, ...forged]))
+    await client.contentRouting.put(key, new Uint8Array([...forged, ...signature]))
+    const refused = stats.reduce((sum, s) => sum + (s.rejected['bad-signature'] ?? 0), 0)
+    assert.ok(refused >= 1, 'no storing peer refused the forged record')
+    const record = await new Registry(client).lookup('org/model-7b', victim)
+    assert.equal(record?.end, 4)
+  })
+})
+
+describe('span records', () => {
+  it('are refused when expired, mismatched with their key, or malformed', async () => {
+    const privateKey = await generateKeyPair('Ed25519')
+    const peerId = peerIdFromPrivateKey(privateKey).toString()
+    const sign = async (model: string, record: object): Promise<[Uint8Array, Uint8Array]> => {
+      const key = recordKey(model, peerId)
+      const payload = new TextEncoder().encode(JSON.stringify(record))
+      return [key, new Uint8Array([...payload, ...await privateKey.sign(new Uint8Array([...key, ...payload]))])]
+    }
+    const good = { model: 'm', peerId, start: 0, end: 2, state: 'online', ts: 1000, expiresAt: 5000, info: {} }
+    assert.equal((await verifyRecord(...await sign('m', good), 2000)).end, 2)
+    await assert.rejects(verifyRecord(...await sign('m', good), 6000), /record expired/)
+    await assert.rejects(verifyRecord(...await sign('other', good), 2000), /do not match its key/)
+    await assert.rejects(verifyRecord(...await sign('m', { ...good, start: 3 }), 2000), /wrong type/)
+    await assert.rejects(verifyRecord(...await sign('m', { ...good, state: 'dancing' }), 2000), /wrong type/)
+    const [key, value] = await sign('m', good)
+    value[3] ^= 1
+    await assert.rejects(verifyRecord(key, value, 2000), /not signed by the peer it names/)
+  })
+})
+
+describe('node identity', () => {
+  it('is created once with permissions 0600 and keeps the peer id across restarts', async () => {
+    const { dir, cleanup } = await scratchDir()
+    try {
+      const path = join(dir, 'sub', 'identity.key')
+      const first = await loadOrCreateIdentity(path)
+      assert.equal(first.created, true)
+      if (process.platform !== 'win32') assert.equal((await stat(path)).mode & 0o777, 0o600)
+      const second = await loadOrCreateIdentity(path)
+      assert.equal(second.created, false)
+      assert.equal(peerIdFromPrivateKey(second.privateKey).toString(), peerIdFromPrivateKey(first.privateKey).toString())
+      await writeFile(path, 'not a key')
+      await assert.rejects(loadOrCreateIdentity(path), /is not a bmrt identity file .*move it away/)
+    } finally {
+      await cleanup()
+    }
+  })
+})
