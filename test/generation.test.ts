@@ -40,6 +40,25 @@ describe('local generation on the bundled model (js backend)', () => {
     }
   })
 
+  it('incremental decoding gives the full decode\'s text, even for random tokens', async () => {
+    const prompt = model.tokenizer.encode('Once upon a time')
+    const anchor = prompt[prompt.length - 1]
+    for (const seed of [1, 2, 3, 4]) {
+      // Temperature 3 draws nearly uniformly from the 512 tokens, byte-fallback pieces included.
+      const generation = generate(model, prompt, { maxNewTokens: 60, temperature: 3, seed, ignoreEos: true })
+      let streamed = ''
+      let result
+      for (;;) {
+        const next = await generation.next()
+        if (next.done === true) { result = next.value; break }
+        streamed += next.value.text
+      }
+      const full = model.tokenizer.decode([anchor, ...result.ids]).slice(model.tokenizer.decode([anchor]).length)
+      assert.equal(result.text, full, `seed ${seed}`)
+      assert.equal(streamed, full, `seed ${seed}`)
+    }
+  })
+
   it('stops before a stop sequence and never streams any part of it', async () => {
     const generation = generate(model, model.tokenizer.encode('Once upon a time'), { maxNewTokens: 50, stop: ['Lily'] })
     let streamed = ''

@@ -103,27 +103,29 @@ export async function collect (generation: AsyncGenerator<GeneratedToken, Genera
 }
 
 /**
- * Turns generated ids into text that is safe to show: decodes with the prompt's last token in front
- * (so SentencePiece's leading-space handling matches the full decode), holds back an unfinished
- * UTF-8 sequence and any tail that could still become a stop string.
+ * Turns generated ids into text that is safe to show, decoding only a short window each step:
+ * the text a token adds is decode(window + token) minus decode(window), where the window starts
+ * at the last token that completed text (the prompt's last token at first, so SentencePiece's
+ * leading-space rule sees the same context as a full decode). A token that leaves an unfinished
+ * UTF-8 sequence adds nothing until the sequence completes. Text that could still become a stop
+ * string is held back.
  */
 class TextTracker {
   private readonly ids: number[]
-  private readonly prefix: string
-  private emitted = 0
+  private prefixOffset = 0
+  private readOffset = 1
   private text = ''
+  private emitted = 0
   final = ''
   private done = false
 
   constructor (private readonly model: LanguageModel, anchor: number, private readonly stops: readonly string[]) {
     this.ids = [anchor]
-    this.prefix = model.tokenizer.decode(this.ids)
   }
 
   push (id: number): { delta: string, stopped: boolean } {
     this.ids.push(id)
-    const full = this.model.tokenizer.decode(this.ids)
-    this.text = full.startsWith(this.prefix) ? full.slice(this.prefix.length) : full
+    this.decodeNew(false)
     const longest = Math.max(0, ...this.stops.map(s => s.length))
     let stopAt = -1
     for (const s of this.stops) {
@@ -135,16 +137,28 @@ class TextTracker {
       this.done = true
       return { delta: this.take(stopAt), stopped: true }
     }
-    let safe = this.text.length
-    if (this.text.endsWith('\uFFFD')) safe-- // an incomplete byte-fallback sequence
-    safe -= this.pendingStopPrefix(safe)
     this.final = this.text
-    return { delta: this.take(safe), stopped: false }
+    return { delta: this.take(this.text.length - this.pendingStopPrefix(this.text.length)), stopped: false }
   }
 
   /** Text held back so far, released when generation ends for a reason other than a stop string. */
   flush (): string {
-    return this.done ? '' : this.take(this.text.length)
+    if (this.done) return ''
+    this.decodeNew(true) // an unfinished UTF-8 sequence at the very end shows as U+FFFD
+    this.final = this.text
+    return this.take(this.text.length)
+  }
+
+  /** Appends the text of the ids after the window; unless `force`, only once it is complete. */
+  private decodeNew (force: boolean): void {
+    const tokenizer = this.model.tokenizer
+    const before = tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset))
+    const after = tokenizer.decode(this.ids.slice(this.prefixOffset))
+    if (after.length > before.length && (force || !after.endsWith('\uFFFD'))) {
+      this.text += after.slice(before.length)
+      this.prefixOffset = this.readOffset
+      this.readOffset = this.ids.length
+    }
   }
 
   private take (end: number): string {
