@@ -171,11 +171,22 @@ export class Registry {
     }
   }
 
-  /** Servers whose current, unexpired record says they serve `block` and are online. */
-  async findServers (model: string, block: number): Promise<SpanRecord[]> {
+  /**
+   * Servers whose current, unexpired record says they serve `block` in one of `states` (default:
+   * online only, the servers a client may route to; block selection also counts joining ones).
+   */
+  async findServers (model: string, block: number, states: readonly SpanState[] = ['online']): Promise<SpanRecord[]> {
     const peers = new Set<string>()
     for await (const provider of this.node.contentRouting.findProviders(await blockCid(model, block))) peers.add(provider.id.toString())
     const records = await Promise.all([...peers].map(async peer => await this.lookup(model, peer)))
-    return records.filter((r): r is SpanRecord => r !== null && r.state === 'online' && r.start <= block && block < r.end)
+    return records.filter((r): r is SpanRecord => r !== null && states.includes(r.state) && r.start <= block && block < r.end)
+  }
+
+  /** Every server's record for the model's blocks [0, blocks), one per server. */
+  async findSpans (model: string, blocks: number, states: readonly SpanState[] = ['online']): Promise<SpanRecord[]> {
+    const found = new Map<string, SpanRecord>()
+    const perBlock = await Promise.all(Array.from({ length: blocks }, async (_, b) => await this.findServers(model, b, states)))
+    for (const record of perBlock.flat()) found.set(record.peerId, record)
+    return [...found.values()]
   }
 }

@@ -1,0 +1,190 @@
+// A block server's life, as Petals runs it: join the swarm, choose a span (pinned, or the weakest
+// window), announce JOINING, load the blocks, measure throughput, announce ONLINE, then refresh the
+// announcement every update period and now and then check whether moving would balance the swarm
+// better. Stopping announces OFFLINE at once.
+
+import { basename, resolve } from 'node:path'
+import type { PrivateKey } from '@libp2p/interface'
+import type { BlockSpan } from '../inference/backend.js'
+import { loadConfig, type ModelConfig } from '../inference/config.js'
+import { loadBlockSpan, type LoadOptions } from '../inference/load-span.js'
+import { createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
+import { Registry, registryDhtOptions, type RecordStats, type SpanRecord, type SpanState } from '../p2p/registry.js'
+import { chooseBestBlocks, ServerState, shouldChooseOtherBlocks, type ServedSpan } from './block-selection.js'
+import { measureThroughput } from './throughput.js'
+
+export const VERSION = '0.1.0'
+
+export interface ServerOptions {
+  modelDir: string
+  /** the name the swarm knows the model by (default: the model folder's name) */
+  modelName?: string
+  /** pin blocks [start, end) (Petals --block_indices); else choose numBlocks blocks */
+  blocks?: [number, number]
+  numBlocks?: number
+  load?: LoadOptions
+  privateKey?: PrivateKey
+  host?: string
+  port?: number
+  /** peers to join through; empty starts a new swarm */
+  initialPeers?: string[]
+  publicName?: string
+  /** 'auto' measures (cached on disk), a number is announced as it is */
+  throughput?: 'auto' | number
+  /** 0 disables rebalancing (default 0.75) */
+  balanceQuality?: number
+  /** how often the announcement is refreshed (default 60 s) */
+  updatePeriodMs?: number
+  /** how long an announcement stays valid (default 180 s) */
+  expirationMs?: number
+  /** how often the one-line status is printed (default: every update period) */
+  log?: (line: string) => void
+}
+
+export class BlockServer {
+  readonly registry: Registry
+  readonly stats: RecordStats
+  readonly modelName: string
+  span: BlockSpan | null = null
+  state: SpanState = 'joining'
+  throughput = 0
+  private info: Record<string, unknown> = {}
+  private timers: NodeJS.Timeout[] = []
+  private stopped = false
+
+  private constructor (readonly node: BmrtNode, readonly config: ModelConfig, private readonly options: ServerOptions, stats: RecordStats) {
+    this.registry = new Registry(node)
+    this.stats = stats
+    this.modelName = options.modelName ?? basename(resolve(options.modelDir))
+  }
+
+  static async start (options: ServerOptions): Promise<BlockServer> {
+    const log = options.log ?? (() => {})
+    const config = await loadConfig(options.modelDir)
+    if (options.blocks === undefined && options.numBlocks === undefined) throw new Error('give --blocks START:END or --num-blocks N')
+    const stats: RecordStats = { rejected: {} }
+    const node = await createNode({
+      privateKey: options.privateKey,
+      host: options.host,
+      port: options.port,
+      bootstrap: options.initialPeers ?? [],
+      dht: registryDhtOptions(stats, options.expirationMs ?? 180_000, options.updatePeriodMs ?? 60_000)
+    })
+    const server = new BlockServer(node, config, options, stats)
+    log(`peer id ${node.peerId.toString()}`)
+    for (const addr of node.getMultiaddrs()) log(`  share as --initial-peers: ${addr.toString()}`)
+    try {
+      if ((options.initialPeers ?? []).length > 0) {
+        log('joining the swarm...')
+        await joinSwarm(node)
+      } else {
+        log('starting a new swarm')
+      }
+      await server.serve(await server.chooseSpan())
+      server.schedule()
+    } catch (err) {
+      await server.stop()
+      throw err
+    }
+    return server
+  }
+
+  private log (line: string): void {
+    this.options.log?.(line)
+  }
+
+  /** Everyone's spans, as block selection sees them (joining servers count). */
+  private async swarmSpans (): Promise<ServedSpan[]> {
+    const records = await this.registry.findSpans(this.modelName, this.config.numLayers, ['joining', 'online'])
+    return records.map((r: SpanRecord) => ({
+      peerId: r.peerId,
+      start: r.start,
+      end: r.end,
+      throughput: typeof r.info.throughput === 'number' ? r.info.throughput : 0,
+      state: r.state === 'online' ? ServerState.ONLINE : ServerState.JOINING
+    }))
+  }
+
+  private async chooseSpan (): Promise<{ start: number, end: number }> {
+    if (this.options.blocks !== undefined) return { start: this.options.blocks[0], end: this.options.blocks[1] }
+    const length = Math.min(this.options.numBlocks!, this.config.numLayers)
+    const others = (await this.swarmSpans()).filter(s => s.peerId !== this.node.peerId.toString())
+    return chooseBestBlocks(length, others, this.config.numLayers)
+  }
+
+  private async announce (state: SpanState, span: { start: number, end: number }): Promise<void> {
+    this.state = state
+    await this.registry.announce(this.modelName, { ...span, state, info: this.info }, { ttlMs: this.options.expirationMs ?? 180_000 })
+  }
+
+  /** JOINING, load, measure, ONLINE. */
+  private async serve (span: { start: number, end: number }): Promise<void> {
+    const format = this.options.load?.format ?? this.config.dtype?.toLowerCase() ?? 'f32'
+    this.info = { version: VERSION, publicName: this.options.publicName ?? null, dtype: format, throughput: 0 }
+    await this.announce('joining', span)
+    this.log(`loading blocks ${span.start}:${span.end} of ${this.modelName} (${this.config.numLayers} blocks)`)
+    this.span = await loadBlockSpan(this.options.modelDir, span.start, span.end, {
+      ...this.options.load,
+      onBlock: b => this.log(`  block ${b} loaded`)
+    })
+    if (this.options.throughput === undefined || this.options.throughput === 'auto') {
+      const measured = await measureThroughput(this.span, { modelName: this.modelName })
+      this.throughput = measured.throughput
+      this.info = { ...this.info, throughput: measured.throughput, inferenceRps: measured.inferenceRps, forwardRps: measured.forwardRps, networkRps: measured.networkRps }
+      this.log(`throughput ${measured.throughput.toFixed(1)} rps (inference ${measured.inferenceRps.toFixed(0)}, forward ${measured.forwardRps.toFixed(0)} tokens/s per block${measured.cached ? ', cached' : ''})`)
+    } else {
+      this.throughput = this.options.throughput
+      this.info = { ...this.info, throughput: this.throughput }
+    }
+    await this.announce('online', span)
+    this.log(`online: serving blocks ${span.start}:${span.end} of ${this.modelName} (${this.span.backend} backend)`)
+  }
+
+  /** The refresh timer and, unless the span is pinned, the randomly spaced rebalancing checks. */
+  private schedule (): void {
+    const period = this.options.updatePeriodMs ?? 60_000
+    this.timers.push(setInterval(() => {
+      if (this.span === null || this.stopped) return
+      this.announce(this.state, this.span).catch(err => this.log(`announce failed: ${(err as Error).message}`))
+      this.log(`status: ${this.state}, blocks ${this.span.start}:${this.span.end}, records refused ${Object.values(this.stats.rejected).reduce((a, b) => a + b, 0)}`)
+    }, period))
+    const quality = this.options.balanceQuality ?? 0.75
+    if (this.options.blocks !== undefined || quality <= 0) return
+    const check = (): void => {
+      // De-synchronised: a random delay of 0..2 periods, as Petals does.
+      const timer = setTimeout(() => {
+        this.rebalance(quality).catch(err => this.log(`rebalancing check failed: ${(err as Error).message}`)).finally(() => { if (!this.stopped) check() })
+      }, Math.random() * 2 * period)
+      this.timers.push(timer)
+    }
+    check()
+  }
+
+  /** Moves the span when the balance-quality test says so; returns whether it moved. */
+  async rebalance (quality = this.options.balanceQuality ?? 0.75): Promise<boolean> {
+    if (this.span === null || this.stopped) return false
+    const spans = await this.swarmSpans()
+    if (!spans.some(s => s.peerId === this.node.peerId.toString())) return false // our record is not visible yet
+    if (!shouldChooseOtherBlocks(this.node.peerId.toString(), spans, this.config.numLayers, { balanceQuality: quality })) return false
+    const old = { start: this.span.start, end: this.span.end }
+    this.log(`moving: blocks ${old.start}:${old.end} would balance the swarm better elsewhere`)
+    await this.announce('offline', old)
+    this.span.close()
+    this.span = null
+    await this.serve(await this.chooseSpan())
+    return true
+  }
+
+  /** Announces OFFLINE (unless nothing was announced), then stops the node and frees the blocks. */
+  async stop (): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    this.timers.forEach(t => clearTimeout(t))
+    try {
+      if (this.span !== null) await this.registry.withdraw(this.modelName, { start: this.span.start, end: this.span.end, info: this.info })
+    } finally {
+      this.span?.close()
+      await this.node.stop()
+    }
+  }
+}

@@ -1,0 +1,80 @@
+// Block servers on a loopback swarm: pinned and chosen spans, a hole filled by --num-blocks,
+// graceful stop, and one end-to-end rebalancing move.
+
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
+import { Registry, registryDhtOptions } from '../src/p2p/registry.js'
+import { BlockServer } from '../src/petals/server.js'
+import { makeTestModel } from '../src/inference/test-model.js'
+import { scratchDir } from './helpers.js'
+
+describe('block servers on a loopback swarm', function () {
+  let cleanup: () => Promise<void>
+  let modelDir: string
+  let entry: BmrtNode
+  let client: BmrtNode
+  let initialPeers: string[]
+  const servers: BlockServer[] = []
+  const MODEL = 'tiny20'
+
+  const start = async (options: { blocks?: [number, number], numBlocks?: number, throughput: number }): Promise<BlockServer> => {
+    const server = await BlockServer.start({
+      modelDir, modelName: MODEL, initialPeers, load: { backend: 'js' }, updatePeriodMs: 600_000, ...options
+    })
+    servers.push(server)
+    return server
+  }
+  const holders = async (block: number): Promise<string[]> =>
+    (await new Registry(client).findServers(MODEL, block)).map(r => r.peerId).sort()
+
+  before(async () => {
+    let dir: string
+    ({ dir, cleanup } = await scratchDir())
+    modelDir = join(dir, 'model')
+    await makeTestModel(modelDir, { layers: 20, hidden: 16, intermediate: 32, heads: 2, vocab: 32 })
+    entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
+    initialPeers = entry.getMultiaddrs().map(a => a.toString())
+    client = await createNode({ bootstrap: initialPeers, dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
+    await joinSwarm(client)
+  })
+  after(async () => {
+    await Promise.all(servers.map(async s => await s.stop()))
+    await client.stop()
+    await entry.stop()
+    await cleanup()
+  })
+
+  it('serves pinned spans, fills the hole with --num-blocks, and drops a stopped server at once', async () => {
+    const a = await start({ blocks: [0, 8], throughput: 1 })
+    const b = await start({ blocks: [12, 20], throughput: 1 })
+    const c = await start({ numBlocks: 4, throughput: 1 })
+    assert.deepEqual([c.span?.start, c.span?.end], [8, 12], 'the new server took the uncovered blocks')
+    const id = (s: BlockServer): string => s.node.peerId.toString()
+    for (let block = 0; block < 20; block++) {
+      const expected = [a, b, c].filter(s => s.span!.start <= block && block < s.span!.end).map(id).sort()
+      assert.deepEqual(await holders(block), expected, `block ${block}`)
+    }
+    const record = await new Registry(client).lookup(MODEL, id(c))
+    assert.equal(record?.info.throughput, 1)
+    assert.equal(record?.info.version, '0.1.0')
+
+    await b.stop()
+    assert.deepEqual(await holders(15), [])
+    assert.equal((await new Registry(client).lookup(MODEL, id(b)))?.state, 'offline')
+    await a.stop()
+    await c.stop()
+  })
+
+  it('moves a server when a stronger one arrives on its blocks, and not before', async () => {
+    const a = await start({ blocks: [0, 10], throughput: 1 })
+    const m = await start({ numBlocks: 10, throughput: 1 })
+    assert.deepEqual([m.span?.start, m.span?.end], [10, 20])
+    assert.equal(await m.rebalance(), false, 'the swarm is balanced')
+    await start({ blocks: [10, 20], throughput: 10 })
+    assert.equal(await m.rebalance(), true)
+    assert.deepEqual([m.span?.start, m.span?.end], [0, 10])
+    assert.deepEqual(await holders(5), [a.node.peerId.toString(), m.node.peerId.toString()].sort())
+    assert.equal((await holders(15)).includes(m.node.peerId.toString()), false)
+  })
+})
