@@ -1,34 +1,98 @@
-// `bmrt-node`: the server command. This version loads a span of blocks and checks it runs; serving
-// the span to a swarm (DHT announcements, the inference protocol) is the next piece of work.
+// `bmrt-node`: serve a span of transformer blocks to a swarm, as Petals' run_server does.
 
 import '../polyfill.js'
-import { Command } from 'commander'
-import { loadConfig } from '../inference/config.js'
-import { loadBlockSpan, resolveBackend } from '../inference/load-span.js'
-import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, loadOptions, type BackendCliOptions } from './options.js'
+import { Command, InvalidArgumentError, Option } from 'commander'
+import { multiaddr } from '@multiformats/multiaddr'
+import { loadOrCreateIdentity } from '../p2p/identity.js'
+import { BlockServer } from '../petals/server.js'
+import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, number, type BackendCliOptions } from './options.js'
+
+interface NodeCliOptions extends BackendCliOptions {
+  model: string
+  modelName?: string
+  blocks?: [number, number]
+  numBlocks?: number
+  initialPeers: string[]
+  newSwarm?: boolean
+  publicName?: string
+  identity?: string
+  host: string
+  port: number
+  announceAddrs: string[]
+  publicIp?: string
+  throughput: 'auto' | number
+  balanceQuality: number
+  updatePeriod: number
+  expiration?: number
+  attnCacheTokens?: number
+}
+
+const multiaddrArgument = (value: string, previous: string[] = []): string[] => {
+  try {
+    multiaddr(value)
+  } catch {
+    throw new InvalidArgumentError('expected a multiaddr such as /ip4/1.2.3.4/tcp/31337/p2p/12D3KooW...')
+  }
+  return [...previous, value]
+}
 
 const program = addBackendOptions(new Command('bmrt-node'))
-  .description('load a span of transformer blocks and check that it runs (swarm serving is not built yet)')
+  .description('serve a span of transformer blocks to a bmrt swarm')
   .option('--model <dir>', 'Hugging Face model directory', BUNDLED_MODEL)
-  .option('--blocks <start:end>', 'blocks to load, end excluded, e.g. 0:20; default: all', blockSpan)
+  .option('--model-name <name>', "the name the swarm knows the model by (default: the folder's name)")
+  .option('--blocks <start:end>', 'serve exactly these blocks, end excluded, e.g. 0:20 (no rebalancing)', blockSpan)
+  .option('--num-blocks <n>', 'serve this many blocks where the swarm is weakest', integer(1))
+  .option('--initial-peers <multiaddr>', 'a peer of the swarm to join through (repeatable)', multiaddrArgument, [])
+  .option('--new-swarm', 'start a new swarm (no initial peers)')
+  .option('--public-name <name>', 'a name shown to others on the swarm monitor')
+  .option('--identity <path>', 'key file for a stable peer id, created on first run (mode 0600); default: a new id each run')
+  .option('--host <ip>', 'address to listen on', '0.0.0.0')
+  .option('--port <n>', 'TCP port to listen on (0: any free port)', integer(0), 0)
+  .option('--announce-addrs <multiaddr>', 'address to tell peers instead of the listening ones (repeatable)', multiaddrArgument, [])
+  .option('--public-ip <ip>', 'announce this IP with the listening port (behind port forwarding)')
+  .addOption(new Option('--throughput <rps>', "'auto' to measure (cached on disk), or a number to announce").default('auto')
+    .argParser(v => (v === 'auto' ? 'auto' : number(n => n >= 0, "'auto' or a number >= 0")(v))))
+  .option('--balance-quality <q>', 'move to other blocks when that improves the swarm below this ratio; 0 disables', number(n => n >= 0, 'a number >= 0'), 0.75)
+  .option('--update-period <seconds>', 'how often the announcement is refreshed', number(n => n > 0, 'a number > 0'), 60)
+  .option('--expiration <seconds>', 'how long an announcement stays valid (default: 3 x update period)', number(n => n > 0, 'a number > 0'))
+  .option('--attn-cache-tokens <n>', 'tokens all sessions\' KV caches may reserve together (native backend)', integer(1))
   .showHelpAfterError()
-  .action(async (o: BackendCliOptions & { model: string, blocks?: [number, number] }) => {
+  .action(async (o: NodeCliOptions) => {
+    const log = (line: string): void => { process.stdout.write(`${line}\n`) }
     try {
-      const config = await loadConfig(o.model)
-      const [start, end] = o.blocks ?? [0, config.numLayers]
-      const log = (line: string): void => { process.stderr.write(`${line}\n`) }
-      log(`loading blocks ${start}:${end} of ${o.model} (${config.numLayers} blocks, ${resolveBackend(o.backend)} backend)`)
-      const span = await loadBlockSpan(o.model, start, end, { ...loadOptions(o), onBlock: b => log(`  block ${b} loaded`) })
-      const fullSession = span.cacheBytesPerToken * config.maxPositionEmbeddings
-      log(`weights in memory: ${(span.weightBytes / 2 ** 20).toFixed(1)} MiB (${span.backend} backend); KV cache: ${span.cacheBytesPerToken} bytes per token, ${(fullSession / 2 ** 20).toFixed(1)} MiB for a session of the full ${config.maxPositionEmbeddings}-token context`)
-      const session = span.openSession(8)
-      const started = performance.now()
-      const out = await span.forward(session, new Float32Array(8 * config.hiddenSize).fill(0.1))
-      log(`check: 8 tokens through the span in ${(performance.now() - started).toFixed(1)} ms, outputs finite: ${out.every(Number.isFinite)}`)
-      span.close()
-      log('serving a span to a swarm is not in this version of bmrt-node; it exits after the check')
+      if (o.blocks === undefined && o.numBlocks === undefined) throw new Error('give --blocks START:END or --num-blocks N')
+      if (o.initialPeers.length === 0 && o.newSwarm !== true) throw new Error('give --initial-peers MULTIADDR to join a swarm, or --new-swarm to start one')
+      if (o.publicIp !== undefined && o.port === 0) throw new Error('--public-ip needs a fixed --port (the one forwarded to this machine)')
+      const identity = o.identity === undefined ? undefined : await loadOrCreateIdentity(o.identity)
+      if (identity?.created === true) log(`created identity ${o.identity}`)
+      const updatePeriodMs = o.updatePeriod * 1000
+      const server = await BlockServer.start({
+        modelDir: o.model,
+        modelName: o.modelName,
+        blocks: o.blocks,
+        numBlocks: o.numBlocks,
+        load: { ...loadOptions(o), maxCacheTokens: o.attnCacheTokens },
+        privateKey: identity?.privateKey,
+        host: o.host,
+        port: o.port,
+        announce: [...o.announceAddrs, ...(o.publicIp !== undefined ? [`/ip4/${o.publicIp}/tcp/${o.port}`] : [])],
+        initialPeers: o.initialPeers,
+        publicName: o.publicName,
+        throughput: o.throughput,
+        balanceQuality: o.balanceQuality,
+        updatePeriodMs,
+        expirationMs: (o.expiration ?? 3 * o.updatePeriod) * 1000,
+        log
+      })
+      const shutdown = (signal: string): void => {
+        log(`${signal}: announcing offline and stopping`)
+        server.stop().then(() => { log('offline'); process.exit(0) }, err => { fail('bmrt-node', err); process.exit(1) })
+      }
+      process.once('SIGINT', () => shutdown('SIGINT'))
+      process.once('SIGTERM', () => shutdown('SIGTERM'))
     } catch (err) {
       fail('bmrt-node', err)
+      process.exit(1)
     }
   })
 

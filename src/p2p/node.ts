@@ -23,6 +23,8 @@ export interface NodeOptions {
   host?: string
   /** TCP port (default 0: any free port) */
   port?: number
+  /** addresses to tell other peers instead of the listening ones (e.g. behind port forwarding) */
+  announce?: string[]
   /** multiaddrs of peers to join through (empty: a new swarm) */
   bootstrap?: string[]
   /** the DHT protocol id; every node of a swarm must use the same (default /bmrt/kad/1.0.0) */
@@ -48,7 +50,7 @@ export async function createNode (options: NodeOptions = {}): Promise<BmrtNode> 
   const server = options.dhtServer ?? true
   const node = await createLibp2p({
     privateKey,
-    addresses: { listen: [`/ip4/${host}/tcp/${options.port ?? 0}`] },
+    addresses: { listen: [`/ip4/${host}/tcp/${options.port ?? 0}`], announce: options.announce ?? [] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],

@@ -26,6 +26,8 @@ export interface ServerOptions {
   privateKey?: PrivateKey
   host?: string
   port?: number
+  /** addresses to announce instead of the listening ones */
+  announce?: string[]
   /** peers to join through; empty starts a new swarm */
   initialPeers?: string[]
   publicName?: string
@@ -67,6 +69,7 @@ export class BlockServer {
       privateKey: options.privateKey,
       host: options.host,
       port: options.port,
+      announce: options.announce,
       bootstrap: options.initialPeers ?? [],
       dht: registryDhtOptions(stats, options.expirationMs ?? 180_000, options.updatePeriodMs ?? 60_000)
     })

@@ -1,0 +1,71 @@
+// bmrt-node as a user runs it: real processes joining a loopback swarm; a killed one disappears
+// within its expiry, a stopped one (SIGTERM) at once.
+
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
+import { Registry, registryDhtOptions } from '../src/p2p/registry.js'
+import { BUNDLED_MODEL, ROOT } from './helpers.js'
+
+/** Starts bmrt-node and resolves with the process once it prints its "online" line. */
+async function startNode (args: string[]): Promise<{ process: ChildProcess, output: string[] }> {
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'bmrt-node.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const output: string[] = []
+  child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()))
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', line => {
+      output.push(line)
+      if (line.startsWith('online:')) resolve()
+    })
+    child.once('exit', code => reject(new Error(`bmrt-node exited with ${code} before going online:\n${output.join('\n')}`)))
+  })
+  return { process: child, output }
+}
+
+describe('bmrt-node processes', function () {
+  let entry: BmrtNode
+  let client: BmrtNode
+  let args: string[]
+  const children: ChildProcess[] = []
+
+  before(async () => {
+    entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
+    client = await createNode({ bootstrap: entry.getMultiaddrs().map(String), dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
+    await joinSwarm(client)
+    args = ['--model', BUNDLED_MODEL, '--initial-peers', entry.getMultiaddrs()[0].toString(), '--host', '127.0.0.1',
+      '--backend', 'js', '--throughput', '1', '--update-period', '1', '--expiration', '3']
+  })
+  after(async () => {
+    children.forEach(c => c.kill('SIGKILL'))
+    await client.stop()
+    await entry.stop()
+  })
+
+  it('are found by block; a SIGKILLed node expires, a SIGTERMed one leaves at once', async () => {
+    const first = await startNode([...args, '--blocks', '0:2'])
+    const second = await startNode([...args, '--blocks', '2:5', '--public-name', 'second'])
+    children.push(first.process, second.process)
+    assert.match(first.output.join('\n'), /share as --initial-peers: \/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/12D3KooW/)
+    const registry = new Registry(client)
+    const names = async (block: number): Promise<unknown[]> => (await registry.findServers('stories260K', block)).map(r => r.info.publicName)
+    assert.deepEqual(await names(1), [null])
+    assert.deepEqual(await names(4), ['second'])
+
+    first.process.kill('SIGKILL')
+    const killedAt = Date.now()
+    // Its record stays valid until it expires (3 s after its last refresh), then no lookup returns it.
+    while ((await names(1)).length > 0) {
+      assert.ok(Date.now() - killedAt < 20_000, 'a killed node was still listed 20 s later')
+      await new Promise(resolve => setTimeout(resolve, 250))
+    }
+    assert.ok(Date.now() - killedAt <= 3_000 + 5_000, `gone after ${Date.now() - killedAt} ms, expiry is 3 s`)
+
+    const exited = new Promise<number | null>(resolve => second.process.once('exit', resolve))
+    second.process.kill('SIGTERM')
+    assert.equal(await exited, 0)
+    assert.match(second.output.join('\n'), /SIGTERM: announcing offline and stopping\noffline/)
+    assert.deepEqual(await names(4), [])
+  })
+})
