@@ -1,5 +1,5 @@
-// Block servers on a loopback swarm: pinned and chosen spans, a hole filled by --num-blocks,
-// graceful stop, and one end-to-end rebalancing move.
+// Block servers on a loopback swarm: five servers with different spans found block by block (and by
+// `bmrt swarm status`), a hole filled by --num-blocks, graceful stop, one end-to-end rebalancing move.
 
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
@@ -7,7 +7,9 @@ import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
 import { Registry, registryDhtOptions } from '../src/p2p/registry.js'
 import { BlockServer } from '../src/petals/server.js'
 import { makeTestModel } from '../src/inference/test-model.js'
-import { scratchDir } from './helpers.js'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { ROOT, scratchDir } from './helpers.js'
 
 describe('block servers on a loopback swarm', function () {
   let cleanup: () => Promise<void>
@@ -50,11 +52,26 @@ describe('block servers on a loopback swarm', function () {
     const b = await start({ blocks: [12, 20], throughput: 1 })
     const c = await start({ numBlocks: 4, throughput: 1 })
     assert.deepEqual([c.span?.start, c.span?.end], [8, 12], 'the new server took the uncovered blocks')
+    const d = await start({ blocks: [0, 10], throughput: 2 })
+    const e = await start({ blocks: [5, 15], throughput: 3 })
+    const all = [a, b, c, d, e]
     const id = (s: BlockServer): string => s.node.peerId.toString()
     for (let block = 0; block < 20; block++) {
-      const expected = [a, b, c].filter(s => s.span!.start <= block && block < s.span!.end).map(id).sort()
+      const expected = all.filter(s => s.span!.start <= block && block < s.span!.end).map(id).sort()
       assert.deepEqual(await holders(block), expected, `block ${block}`)
     }
+
+    // The same picture through `bmrt swarm status --json`, as a separate process would see it.
+    const { stdout } = await promisify(execFile)(process.execPath, [join(ROOT, 'bin', 'bmrt.js'), 'swarm', 'status', '--initial-peers', initialPeers[0], '--json'])
+    const [model] = JSON.parse(stdout).models
+    assert.equal(model.name, MODEL)
+    assert.equal(model.blocks, 20)
+    assert.deepEqual(model.coverage, Array.from({ length: 20 }, (_, block) => all.filter(s => s.span!.start <= block && block < s.span!.end).length))
+    assert.equal(model.complete, true)
+    assert.deepEqual(model.servers.map((s: { peerId: string }) => s.peerId).sort(), all.map(id).sort())
+    assert.equal(model.servers.find((s: { peerId: string }) => s.peerId === id(e)).throughput, 3)
+    await d.stop()
+    await e.stop()
     const record = await new Registry(client).lookup(MODEL, id(c))
     assert.equal(record?.info.throughput, 1)
     assert.equal(record?.info.version, '0.1.0')

@@ -1,11 +1,10 @@
 // `bmrt-node`: serve a span of transformer blocks to a swarm, as Petals' run_server does.
 
 import '../polyfill.js'
-import { Command, InvalidArgumentError, Option } from 'commander'
-import { multiaddr } from '@multiformats/multiaddr'
+import { Command, Option } from 'commander'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { BlockServer } from '../petals/server.js'
-import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, number, type BackendCliOptions } from './options.js'
+import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, multiaddrArgument, number, type BackendCliOptions } from './options.js'
 
 interface NodeCliOptions extends BackendCliOptions {
   model: string
@@ -25,15 +24,6 @@ interface NodeCliOptions extends BackendCliOptions {
   updatePeriod: number
   expiration?: number
   attnCacheTokens?: number
-}
-
-const multiaddrArgument = (value: string, previous: string[] = []): string[] => {
-  try {
-    multiaddr(value)
-  } catch {
-    throw new InvalidArgumentError('expected a multiaddr such as /ip4/1.2.3.4/tcp/31337/p2p/12D3KooW...')
-  }
-  return [...previous, value]
 }
 
 const program = addBackendOptions(new Command('bmrt-node'))

@@ -6,7 +6,10 @@ import { LocalModel } from '../inference/model.js'
 import { DEFAULT_MAX_NEW_TOKENS, generate, type GenerationResult } from '../inference/generate.js'
 import { makeTestModel } from '../inference/test-model.js'
 import { parseDType } from '../inference/dtype.js'
-import { addBackendOptions, BUNDLED_MODEL, fail, integer, loadOptions, number, repeatable, type BackendCliOptions } from './options.js'
+import { addBackendOptions, BUNDLED_MODEL, fail, integer, loadOptions, multiaddrArgument, number, repeatable, type BackendCliOptions } from './options.js'
+import { createNode, joinSwarm } from '../p2p/node.js'
+import { Registry, registryDhtOptions } from '../p2p/registry.js'
+import { formatSwarmState, swarmState } from '../petals/swarm-state.js'
 
 const program = new Command('bmrt')
   .description('bmrt: run large language models across ordinary machines, BitTorrent style')
@@ -85,6 +88,27 @@ program.command('make-test-model')
       process.stdout.write(`wrote a ${config.numLayers}-block ${config.modelType} model (hidden ${config.hiddenSize}, ${config.numHeads} heads, ${config.numKvHeads} KV heads, ${o.dtype}) to ${o.out}\n`)
     } catch (err) {
       fail('bmrt make-test-model', err)
+    }
+  })
+
+program.command('swarm')
+  .description('look at a swarm')
+  .command('status')
+  .description("each model's block coverage and servers (span, state, throughput, name, cache left), read from the DHT")
+  .requiredOption('--initial-peers <multiaddr>', 'a peer of the swarm (repeatable)', multiaddrArgument)
+  .option('--model <name>', 'only this model')
+  .option('--json', 'print JSON for scripts')
+  .action(async (o: { initialPeers: string[], model?: string, json?: boolean }) => {
+    // A DHT client: it reads the swarm without storing records for others.
+    const node = await createNode({ bootstrap: o.initialPeers, dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
+    try {
+      await joinSwarm(node, 1, 15_000)
+      const state = await swarmState(new Registry(node), o.model)
+      process.stdout.write(o.json === true ? `${JSON.stringify({ models: state }, null, 2)}\n` : formatSwarmState(state))
+    } catch (err) {
+      fail('bmrt swarm status', err)
+    } finally {
+      await node.stop()
     }
   })
 

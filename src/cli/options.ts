@@ -3,6 +3,7 @@
 import { fileURLToPath } from 'node:url'
 import { availableParallelism } from 'node:os'
 import { InvalidArgumentError, Option, type Command } from 'commander'
+import { multiaddr } from '@multiformats/multiaddr'
 import type { LoadOptions } from '../inference/load-span.js'
 import type { WeightFormat } from '../inference/native-backend.js'
 
@@ -27,6 +28,16 @@ export function number (check: (n: number) => boolean, expectation: string) {
 
 /** Collects a repeatable option's values. */
 export function repeatable (value: string, previous: string[] = []): string[] {
+  return [...previous, value]
+}
+
+/** Collects a repeatable multiaddr option, refusing what is not one. */
+export function multiaddrArgument (value: string, previous: string[] = []): string[] {
+  try {
+    multiaddr(value)
+  } catch {
+    throw new InvalidArgumentError('expected a multiaddr such as /ip4/1.2.3.4/tcp/31337/p2p/12D3KooW...')
+  }
   return [...previous, value]
 }
 

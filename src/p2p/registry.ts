@@ -44,15 +44,34 @@ export function recordKey (model: string, peerId: string): Uint8Array {
   return encoder.encode(`/${NAMESPACE}/${encodeURIComponent(model)}/${peerId}`)
 }
 
+/** The models one server serves, for listing what a swarm runs. Its key: /bmrt/_models/<peer id>. */
+export interface ModelIndexRecord {
+  peerId: string
+  models: Array<{ name: string, blocks: number }>
+  ts: number
+  expiresAt: number
+}
+
+const INDEX_SEGMENT = '_models'
+
+export function indexKey (peerId: string): Uint8Array {
+  return encoder.encode(`/${NAMESPACE}/${INDEX_SEGMENT}/${peerId}`)
+}
+
+async function indexCid (): Promise<CID> {
+  return CID.createV1(raw.code, await sha256.digest(encoder.encode('bmrt/models')))
+}
+
 export async function blockCid (model: string, block: number): Promise<CID> {
   return CID.createV1(raw.code, await sha256.digest(encoder.encode(`bmrt/${model}/block/${block}`)))
 }
 
-/** Parses and checks a record value under `key`; throws with the reason it is refused. */
-export async function verifyRecord (key: Uint8Array, value: Uint8Array, now = Date.now()): Promise<SpanRecord> {
+/** Checks key shape, size and signature; returns the key's parts and the parsed JSON payload. */
+async function verifySigned (key: Uint8Array, value: Uint8Array): Promise<{ parts: string[], payload: any }> {
   const parts = decoder.decode(key).split('/')
   if (parts.length !== 4 || parts[1] !== NAMESPACE) throw new RecordError('malformed-key', 'record key is not /bmrt/<model>/<peer id>')
-  if (value.length <= SIGNATURE_BYTES || value.length > MAX_RECORD_BYTES) throw new RecordError('malformed', `record of ${value.length} bytes`)
+  if (value.length <= SIGNATURE_BYTES) throw new RecordError('unsigned', `record of ${value.length} bytes has no room for a signature`)
+  if (value.length > MAX_RECORD_BYTES) throw new RecordError('oversized', `record of ${value.length} bytes exceeds ${MAX_RECORD_BYTES}`)
   let publicKey
   try {
     publicKey = peerIdFromString(parts[3]).publicKey
@@ -63,12 +82,17 @@ export async function verifyRecord (key: Uint8Array, value: Uint8Array, now = Da
   const payload = value.subarray(0, value.length - SIGNATURE_BYTES)
   const signature = value.subarray(value.length - SIGNATURE_BYTES)
   if (!(await publicKey.verify(concat(key, payload), signature))) throw new RecordError('bad-signature', 'record is not signed by the peer it names')
-  let record: SpanRecord
   try {
-    record = JSON.parse(decoder.decode(payload))
+    return { parts, payload: JSON.parse(decoder.decode(payload)) }
   } catch {
     throw new RecordError('malformed', 'record payload is not JSON')
   }
+}
+
+/** Parses and checks a span record under `key`; throws with the reason it is refused. */
+export async function verifyRecord (key: Uint8Array, value: Uint8Array, now = Date.now()): Promise<SpanRecord> {
+  const { parts, payload } = await verifySigned(key, value)
+  const record = payload as SpanRecord
   const ok = record !== null && typeof record === 'object' &&
     record.model === decodeURIComponent(parts[2]) && record.peerId === parts[3] &&
     Number.isSafeInteger(record.start) && Number.isSafeInteger(record.end) && record.start >= 0 && record.start < record.end &&
@@ -76,6 +100,18 @@ export async function verifyRecord (key: Uint8Array, value: Uint8Array, now = Da
     Number.isFinite(record.ts) && Number.isFinite(record.expiresAt) &&
     record.info !== null && typeof record.info === 'object' && !Array.isArray(record.info)
   if (!ok) throw new RecordError('malformed', 'record fields are missing, of the wrong type, or do not match its key')
+  if (record.expiresAt <= now) throw new RecordError('expired', 'record expired')
+  return record
+}
+
+/** Parses and checks a model index record under `key`. */
+export async function verifyIndexRecord (key: Uint8Array, value: Uint8Array, now = Date.now()): Promise<ModelIndexRecord> {
+  const { parts, payload } = await verifySigned(key, value)
+  const record = payload as ModelIndexRecord
+  const ok = parts[2] === INDEX_SEGMENT && record !== null && typeof record === 'object' && record.peerId === parts[3] &&
+    Array.isArray(record.models) && record.models.every(m => typeof m?.name === 'string' && Number.isSafeInteger(m.blocks) && m.blocks > 0) &&
+    Number.isFinite(record.ts) && Number.isFinite(record.expiresAt)
+  if (!ok) throw new RecordError('malformed', 'index record fields are missing, of the wrong type, or do not match its key')
   if (record.expiresAt <= now) throw new RecordError('expired', 'record expired')
   return record
 }
@@ -100,7 +136,8 @@ function concat (a: Uint8Array, b: Uint8Array): Uint8Array {
 export function registryDhtOptions (stats: RecordStats, ttlMs = 180_000, refreshMs = 60_000): Partial<KadDHTInit> {
   const validate: ValidateFn = async (key, value) => {
     try {
-      await verifyRecord(key, value)
+      if (decoder.decode(key).startsWith(`/${NAMESPACE}/${INDEX_SEGMENT}/`)) await verifyIndexRecord(key, value)
+      else await verifyRecord(key, value)
     } catch (err) {
       const reason = err instanceof RecordError ? err.reason : 'malformed'
       stats.rejected[reason] = (stats.rejected[reason] ?? 0) + 1
@@ -133,12 +170,14 @@ export interface AnnounceOptions {
 /** Announces this node's spans and finds other servers'. */
 export class Registry {
   private readonly provided = new Map<string, Set<number>>()
+  private indexProvided = false
 
   constructor (private readonly node: BmrtNode) {}
 
   /** Signs and stores this node's span record, and provides every block of the span. */
   async announce (model: string, span: { start: number, end: number, state: SpanState, info?: Record<string, unknown> },
     options: AnnounceOptions = {}): Promise<SpanRecord> {
+    if (model === INDEX_SEGMENT) throw new Error(`'${INDEX_SEGMENT}' is reserved and cannot name a model`)
     const peerId = this.node.peerId.toString()
     const ts = Date.now()
     const record: SpanRecord = { model, peerId, start: span.start, end: span.end, state: span.state, ts, expiresAt: ts + (options.ttlMs ?? 180_000), info: span.info ?? {} }
@@ -156,12 +195,41 @@ export class Registry {
     return record
   }
 
+  /** Signs and stores the list of models this node serves (empty when it stops serving). */
+  async announceModels (models: Array<{ name: string, blocks: number }>, options: AnnounceOptions = {}): Promise<void> {
+    const peerId = this.node.peerId.toString()
+    const ts = Date.now()
+    const record: ModelIndexRecord = { peerId, models, ts, expiresAt: ts + (options.ttlMs ?? 180_000) }
+    const key = indexKey(peerId)
+    const payload = encoder.encode(JSON.stringify(record))
+    await this.node.contentRouting.put(key, concat(payload, await privateKeyOf(this.node).sign(concat(key, payload))))
+    if (!this.indexProvided) {
+      await this.node.contentRouting.provide(await indexCid())
+      this.indexProvided = true
+    }
+  }
+
+  /** The models the swarm's servers announce, with their block counts. */
+  async listModels (): Promise<Array<{ name: string, blocks: number }>> {
+    const peers = new Set<string>()
+    for await (const provider of this.node.contentRouting.findProviders(await indexCid())) peers.add(provider.id.toString())
+    const models = new Map<string, number>()
+    await Promise.all([...peers].map(async peer => {
+      try {
+        const key = indexKey(peer)
+        for (const m of (await verifyIndexRecord(key, await this.node.contentRouting.get(key))).models) models.set(m.name, m.blocks)
+      } catch {} // gone or invalid
+    }))
+    return [...models].map(([name, blocks]) => ({ name, blocks })).sort((a, b) => a.name.localeCompare(b.name))
+  }
+
   /** Announces OFFLINE at once and stops providing the blocks (a clean shutdown). */
   async withdraw (model: string, span: { start: number, end: number, info?: Record<string, unknown> }): Promise<void> {
     await this.announce(model, { ...span, state: 'offline' })
   }
 
   /** The newest valid record of one server, or null. */
+
   async lookup (model: string, peerId: string): Promise<SpanRecord | null> {
     const key = recordKey(model, peerId)
     try {

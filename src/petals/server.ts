@@ -117,7 +117,9 @@ export class BlockServer {
 
   private async announce (state: SpanState, span: { start: number, end: number }): Promise<void> {
     this.state = state
-    await this.registry.announce(this.modelName, { ...span, state, info: this.info }, { ttlMs: this.options.expirationMs ?? 180_000 })
+    const ttlMs = this.options.expirationMs ?? 180_000
+    await this.registry.announce(this.modelName, { ...span, state, info: this.info }, { ttlMs })
+    await this.registry.announceModels(state === 'offline' ? [] : [{ name: this.modelName, blocks: this.config.numLayers }], { ttlMs })
   }
 
   /** JOINING, load, measure, ONLINE. */
