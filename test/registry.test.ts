@@ -74,6 +74,19 @@ describe('DHT registry on a loopback swarm', function () {
     const record = await new Registry(client).lookup('org/model-7b', victim)
     assert.equal(record?.end, 4)
   })
+
+  it('a peer sending garbage on the DHT protocol does not stop a node from serving', async () => {
+    const target = servers[0]
+    for (const size of [1, 7, 300, 70_000]) {
+      const garbage = new Uint8Array(size).map((_, i) => (i * 7919 + size) % 256)
+      const stream = await client.dialProtocol(target.getMultiaddrs()[0], '/bmrt/kad/1.0.0')
+      stream.send(garbage)
+      await stream.close().catch(() => {}) // the node may reset the stream: that is its right
+    }
+    const record = await new Registry(client).lookup('org/model-7b', target.peerId.toString())
+    assert.equal(record?.state, 'online')
+    assert.deepEqual((await new Registry(client).findServers('org/model-7b', 0)).map(r => r.peerId), [target.peerId.toString()])
+  })
 })
 
 describe('span records', () => {
@@ -94,6 +107,8 @@ describe('span records', () => {
     const [key, value] = await sign('m', good)
     value[3] ^= 1
     await assert.rejects(verifyRecord(key, value, 2000), /not signed by the peer it names/)
+    await assert.rejects(verifyRecord(key, value.subarray(0, 40), 2000), /has no room for a signature/)
+    await assert.rejects(verifyRecord(...await sign('m', { ...good, info: { padding: 'x'.repeat(20_000) } }), 2000), /exceeds 16384/)
   })
 })
 
