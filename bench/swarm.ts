@@ -39,7 +39,7 @@ try {
     const started = performance.now()
     const child = spawn(process.execPath, [join(root, 'bin', 'bmrt-node.js'), '--model', modelDir, '--model-name', MODEL,
       '--blocks', `${i * perNode}:${Math.min(BLOCKS, (i + 1) * perNode)}`, '--initial-peers', entry.getMultiaddrs()[0].toString(),
-      '--host', '127.0.0.1', '--backend', 'js', '--throughput', '1'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      '--host-addrs', '/ip4/127.0.0.1/tcp/0', '--backend', 'js', '--throughput', '1'], { stdio: ['ignore', 'pipe', 'inherit'] })
     children.push(child)
     let peerId = ''
     let onlineAt = 0

@@ -34,7 +34,7 @@ describe('bmrt-node processes', function () {
     entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
     client = await createNode({ bootstrap: entry.getMultiaddrs().map(String), dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
     await joinSwarm(client)
-    args = ['--model', BUNDLED_MODEL, '--initial-peers', entry.getMultiaddrs()[0].toString(), '--host', '127.0.0.1',
+    args = ['--model', BUNDLED_MODEL, '--initial-peers', entry.getMultiaddrs()[0].toString(), '--host-addrs', '/ip4/127.0.0.1/tcp/0',
       '--backend', 'js', '--throughput', '1', '--update-period', '1', '--expiration', '3']
   })
   after(async () => {
@@ -52,6 +52,15 @@ describe('bmrt-node processes', function () {
     const names = async (block: number): Promise<unknown[]> => (await registry.findServers('stories260K', block)).map(r => r.info.publicName)
     assert.deepEqual(await names(1), [null])
     assert.deepEqual(await names(4), ['second'])
+
+    // Refreshing every second, the first node measures its round trip to the next hop (block 2's server).
+    const secondId = second.output.find(l => l.startsWith('peer id '))!.slice(8)
+    const firstId = first.output.find(l => l.startsWith('peer id '))!.slice(8)
+    for (;;) {
+      const pings = (await registry.lookup('stories260K', firstId))?.info.nextPings as Record<string, number> | undefined
+      if (pings?.[secondId] !== undefined) { assert.ok(pings[secondId] >= 0 && pings[secondId] < 5, 'RTT in seconds'); break }
+      await new Promise(resolve => setTimeout(resolve, 250))
+    }
 
     first.process.kill('SIGKILL')
     const killedAt = Date.now()

@@ -15,8 +15,9 @@ interface NodeCliOptions extends BackendCliOptions {
   newSwarm?: boolean
   publicName?: string
   identity?: string
-  host: string
+  hostAddrs: string[]
   port: number
+  inferenceMaxLength: number
   announceAddrs: string[]
   publicIp?: string
   throughput: 'auto' | number
@@ -36,8 +37,8 @@ const program = addBackendOptions(new Command('bmrt-node'))
   .option('--new-swarm', 'start a new swarm (no initial peers)')
   .option('--public-name <name>', 'a name shown to others on the swarm monitor')
   .option('--identity <path>', 'key file for a stable peer id, created on first run (mode 0600); default: a new id each run')
-  .option('--host <ip>', 'address to listen on', '0.0.0.0')
-  .option('--port <n>', 'TCP port to listen on (0: any free port)', integer(0), 0)
+  .option('--port <n>', 'TCP port to listen on, on every interface (0: any free port)', integer(0), 0)
+  .option('--host-addrs <multiaddr>', 'listen on this multiaddr instead, e.g. /ip4/127.0.0.1/tcp/31337 (repeatable)', multiaddrArgument, [])
   .option('--announce-addrs <multiaddr>', 'address to tell peers instead of the listening ones (repeatable)', multiaddrArgument, [])
   .option('--public-ip <ip>', 'announce this IP with the listening port (behind port forwarding)')
   .addOption(new Option('--throughput <rps>', "'auto' to measure (cached on disk), or a number to announce").default('auto')
@@ -46,6 +47,7 @@ const program = addBackendOptions(new Command('bmrt-node'))
   .option('--update-period <seconds>', 'how often the announcement is refreshed', number(n => n > 0, 'a number > 0'), 60)
   .option('--expiration <seconds>', 'how long an announcement stays valid (default: 3 x update period)', number(n => n > 0, 'a number > 0'))
   .option('--attn-cache-tokens <n>', 'tokens all sessions\' KV caches may reserve together (native backend)', integer(1))
+  .option('--inference-max-length <n>', 'the longest session a client may open, announced to clients', integer(1), 8192)
   .showHelpAfterError()
   .action(async (o: NodeCliOptions) => {
     const log = (line: string): void => { process.stdout.write(`${line}\n`) }
@@ -63,11 +65,12 @@ const program = addBackendOptions(new Command('bmrt-node'))
         numBlocks: o.numBlocks,
         load: { ...loadOptions(o), maxCacheTokens: o.attnCacheTokens },
         privateKey: identity?.privateKey,
-        host: o.host,
         port: o.port,
+        listen: o.hostAddrs.length > 0 ? o.hostAddrs : [`/ip4/0.0.0.0/tcp/${o.port}`],
         announce: [...o.announceAddrs, ...(o.publicIp !== undefined ? [`/ip4/${o.publicIp}/tcp/${o.port}`] : [])],
         initialPeers: o.initialPeers,
         publicName: o.publicName,
+        inferenceMaxLength: o.inferenceMaxLength,
         throughput: o.throughput,
         balanceQuality: o.balanceQuality,
         updatePeriodMs,

@@ -28,6 +28,8 @@ export interface BlockSpan {
   /** Tokens held in the session's cache. */
   sessionLength (session: number): number
   closeSession (session: number): void
+  /** Open sessions, the cache tokens they reserve, and the span's limit (0: none). */
+  cacheUsage (): { sessions: number, reserved: number, limit: number }
   /** Releases the weights and every session. */
   close (): void
 }

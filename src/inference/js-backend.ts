@@ -109,6 +109,12 @@ class JsBlockSpan implements BlockSpan {
     this.sessions.delete(session)
   }
 
+  cacheUsage (): { sessions: number, reserved: number, limit: number } {
+    let reserved = 0
+    for (const s of this.sessions.values()) reserved += s.maxLength
+    return { sessions: this.sessions.size, reserved, limit: 0 }
+  }
+
   close (): void {
     this.sessions.clear()
     this.layers = []

@@ -19,10 +19,12 @@ export type BmrtNode = Libp2p<{ identify: Identify, ping: Ping, dht: KadDHT }>
 export interface NodeOptions {
   /** the node's identity (default: a fresh Ed25519 key) */
   privateKey?: PrivateKey
-  /** address to listen on (default 127.0.0.1) */
+  /** address to listen on (default 127.0.0.1), unless `listen` is given */
   host?: string
-  /** TCP port (default 0: any free port) */
+  /** TCP port (default 0: any free port), unless `listen` is given */
   port?: number
+  /** multiaddrs to listen on (overrides host and port) */
+  listen?: string[]
   /** addresses to tell other peers instead of the listening ones (e.g. behind port forwarding) */
   announce?: string[]
   /** multiaddrs of peers to join through (empty: a new swarm) */
@@ -50,7 +52,7 @@ export async function createNode (options: NodeOptions = {}): Promise<BmrtNode> 
   const server = options.dhtServer ?? true
   const node = await createLibp2p({
     privateKey,
-    addresses: { listen: [`/ip4/${host}/tcp/${options.port ?? 0}`], announce: options.announce ?? [] },
+    addresses: { listen: options.listen ?? [`/ip4/${host}/tcp/${options.port ?? 0}`], announce: options.announce ?? [] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],

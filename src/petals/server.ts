@@ -5,6 +5,7 @@
 
 import { basename, resolve } from 'node:path'
 import type { PrivateKey } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { BlockSpan } from '../inference/backend.js'
 import { loadConfig, type ModelConfig } from '../inference/config.js'
 import { loadBlockSpan, type LoadOptions } from '../inference/load-span.js'
@@ -26,6 +27,8 @@ export interface ServerOptions {
   privateKey?: PrivateKey
   host?: string
   port?: number
+  /** multiaddrs to listen on (overrides host and port) */
+  listen?: string[]
   /** addresses to announce instead of the listening ones */
   announce?: string[]
   /** peers to join through; empty starts a new swarm */
@@ -39,7 +42,9 @@ export interface ServerOptions {
   updatePeriodMs?: number
   /** how long an announcement stays valid (default 180 s) */
   expirationMs?: number
-  /** how often the one-line status is printed (default: every update period) */
+  /** the longest session a client may open, announced to clients (default 8192, Petals' for GQA models) */
+  inferenceMaxLength?: number
+  /** where progress and status lines go */
   log?: (line: string) => void
 }
 
@@ -52,6 +57,7 @@ export class BlockServer {
   throughput = 0
   private info: Record<string, unknown> = {}
   private timers: NodeJS.Timeout[] = []
+  private readonly pings = new Map<string, number>()
   private stopped = false
 
   private constructor (readonly node: BmrtNode, readonly config: ModelConfig, private readonly options: ServerOptions, stats: RecordStats) {
@@ -69,6 +75,7 @@ export class BlockServer {
       privateKey: options.privateKey,
       host: options.host,
       port: options.port,
+      listen: options.listen,
       announce: options.announce,
       bootstrap: options.initialPeers ?? [],
       dht: registryDhtOptions(stats, options.expirationMs ?? 180_000, options.updatePeriodMs ?? 60_000)
@@ -125,7 +132,16 @@ export class BlockServer {
   /** JOINING, load, measure, ONLINE. */
   private async serve (span: { start: number, end: number }): Promise<void> {
     const format = this.options.load?.format ?? this.config.dtype?.toLowerCase() ?? 'f32'
-    this.info = { version: VERSION, publicName: this.options.publicName ?? null, dtype: format, throughput: 0 }
+    const quant = format === 'int8' || format === 'int4' ? format : 'none'
+    this.info = {
+      version: VERSION,
+      publicName: this.options.publicName ?? null,
+      dtype: quant === 'none' ? format : (this.config.dtype?.toLowerCase() ?? 'f32'),
+      quant,
+      throughput: 0,
+      usingRelay: false,
+      inferenceMaxLength: this.options.inferenceMaxLength ?? 8192
+    }
     await this.announce('joining', span)
     this.log(`loading blocks ${span.start}:${span.end} of ${this.modelName} (${this.config.numLayers} blocks)`)
     this.span = await loadBlockSpan(this.options.modelDir, span.start, span.end, {
@@ -141,6 +157,8 @@ export class BlockServer {
       this.throughput = this.options.throughput
       this.info = { ...this.info, throughput: this.throughput }
     }
+    const usage = this.span.cacheUsage()
+    this.info = { ...this.info, cacheTokensLeft: usage.limit > 0 ? usage.limit - usage.reserved : null }
     await this.announce('online', span)
     this.log(`online: serving blocks ${span.start}:${span.end} of ${this.modelName} (${this.span.backend} backend)`)
   }
@@ -150,8 +168,17 @@ export class BlockServer {
     const period = this.options.updatePeriodMs ?? 60_000
     this.timers.push(setInterval(() => {
       if (this.span === null || this.stopped) return
-      this.announce(this.state, this.span).catch(err => this.log(`announce failed: ${(err as Error).message}`))
-      this.log(`status: ${this.state}, blocks ${this.span.start}:${this.span.end}, records refused ${Object.values(this.stats.rejected).reduce((a, b) => a + b, 0)}`)
+      const usage = this.span.cacheUsage()
+      const cacheLeft = usage.limit > 0 ? usage.limit - usage.reserved : null
+      const span = this.span
+      this.pingNextServers(span.end)
+        .then(nextPings => {
+          this.info = { ...this.info, cacheTokensLeft: cacheLeft, nextPings }
+          return this.stopped ? undefined : this.announce(this.state, span)
+        })
+        .catch(err => this.log(`announce failed: ${(err as Error).message}`))
+      const refused = Object.values(this.stats.rejected).reduce((a, b) => a + b, 0)
+      this.log(`status: ${this.state}, blocks ${this.span.start}:${this.span.end}, ${usage.sessions} sessions, cache left ${cacheLeft ?? 'unlimited'} tokens, records refused ${refused}`)
     }, period))
     const quality = this.options.balanceQuality ?? 0.75
     if (this.options.blocks !== undefined || quality <= 0) return
@@ -163,6 +190,25 @@ export class BlockServer {
       this.timers.push(timer)
     }
     check()
+  }
+
+  /**
+   * Round-trip times (seconds, smoothed) to up to 5 servers of the block after this span: the
+   * likeliest next hops, which clients weigh when routing (Petals' next_pings).
+   */
+  private async pingNextServers (block: number): Promise<Record<string, number>> {
+    if (block >= this.config.numLayers) return {}
+    const candidates = (await this.registry.findServers(this.modelName, block)).slice(0, 5)
+    await Promise.all(candidates.map(async record => {
+      try {
+        const rtt = await this.node.services.ping.ping(peerIdFromString(record.peerId), { signal: AbortSignal.timeout(5000) }) / 1000
+        const previous = this.pings.get(record.peerId)
+        this.pings.set(record.peerId, previous === undefined ? rtt : 0.8 * previous + 0.2 * rtt)
+      } catch {
+        this.pings.delete(record.peerId) // unreachable now: let clients not count on it
+      }
+    }))
+    return Object.fromEntries([...this.pings].filter(([peer]) => candidates.some(c => c.peerId === peer)))
   }
 
   /** Moves the span when the balance-quality test says so; returns whether it moved. */
