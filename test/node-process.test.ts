@@ -62,6 +62,8 @@ describe('bmrt-node processes', function () {
       await new Promise(resolve => setTimeout(resolve, 250))
     }
 
+    assert.match(first.output.join('\n'), /status: online, blocks 0:2, 0 sessions, 0\.0 tokens\/s, cache left unlimited tokens, records refused 0/)
+
     first.process.kill('SIGKILL')
     const killedAt = Date.now()
     // Its record stays valid until it expires (3 s after its last refresh), then no lookup returns it.

@@ -55,6 +55,9 @@ export class BlockServer {
   span: BlockSpan | null = null
   state: SpanState = 'joining'
   throughput = 0
+  /** tokens this server's span has processed for clients (the protocol handlers count them) */
+  tokensServed = 0
+  private tokensAtLastStatus = 0
   private info: Record<string, unknown> = {}
   private timers: NodeJS.Timeout[] = []
   private readonly pings = new Map<string, number>()
@@ -178,7 +181,9 @@ export class BlockServer {
         })
         .catch(err => this.log(`announce failed: ${(err as Error).message}`))
       const refused = Object.values(this.stats.rejected).reduce((a, b) => a + b, 0)
-      this.log(`status: ${this.state}, blocks ${this.span.start}:${this.span.end}, ${usage.sessions} sessions, cache left ${cacheLeft ?? 'unlimited'} tokens, records refused ${refused}`)
+      const rate = (this.tokensServed - this.tokensAtLastStatus) / (period / 1000)
+      this.tokensAtLastStatus = this.tokensServed
+      this.log(`status: ${this.state}, blocks ${this.span.start}:${this.span.end}, ${usage.sessions} sessions, ${rate.toFixed(1)} tokens/s, cache left ${cacheLeft ?? 'unlimited'} tokens, records refused ${refused}`)
     }, period))
     const quality = this.options.balanceQuality ?? 0.75
     if (this.options.blocks !== undefined || quality <= 0) return
