@@ -3,9 +3,19 @@
 
 import assert from 'node:assert/strict'
 import { LocalModel } from '../src/inference/model.js'
-import { collect, generate } from '../src/inference/generate.js'
+import { collect, generate, type GeneratedToken, type GenerationResult } from '../src/inference/generate.js'
 import { BUNDLED_MODEL } from './helpers.js'
 import { EXPECTED } from './expected.js'
+
+/** Runs a generation to the end, concatenating the text it streamed. */
+async function stream (generation: AsyncGenerator<GeneratedToken, GenerationResult>): Promise<{ streamed: string, result: GenerationResult }> {
+  let streamed = ''
+  for (;;) {
+    const next = await generation.next()
+    if (next.done === true) return { streamed, result: next.value }
+    streamed += next.value.text
+  }
+}
 
 describe('local generation on the bundled model (js backend)', () => {
   let model: LocalModel
@@ -45,14 +55,7 @@ describe('local generation on the bundled model (js backend)', () => {
     const anchor = prompt[prompt.length - 1]
     for (const seed of [1, 2, 3, 4]) {
       // Temperature 3 draws nearly uniformly from the 512 tokens, byte-fallback pieces included.
-      const generation = generate(model, prompt, { maxNewTokens: 60, temperature: 3, seed, ignoreEos: true })
-      let streamed = ''
-      let result
-      for (;;) {
-        const next = await generation.next()
-        if (next.done === true) { result = next.value; break }
-        streamed += next.value.text
-      }
+      const { streamed, result } = await stream(generate(model, prompt, { maxNewTokens: 60, temperature: 3, seed, ignoreEos: true }))
       const full = model.tokenizer.decode([anchor, ...result.ids]).slice(model.tokenizer.decode([anchor]).length)
       assert.equal(result.text, full, `seed ${seed}`)
       assert.equal(streamed, full, `seed ${seed}`)
@@ -60,14 +63,7 @@ describe('local generation on the bundled model (js backend)', () => {
   })
 
   it('stops before a stop sequence and never streams any part of it', async () => {
-    const generation = generate(model, model.tokenizer.encode('Once upon a time'), { maxNewTokens: 50, stop: ['Lily'] })
-    let streamed = ''
-    let result
-    for (;;) {
-      const next = await generation.next()
-      if (next.done === true) { result = next.value; break }
-      streamed += next.value.text
-    }
+    const { streamed, result } = await stream(generate(model, model.tokenizer.encode('Once upon a time'), { maxNewTokens: 50, stop: ['Lily'] }))
     assert.equal(result.finishReason, 'stop')
     assert.equal(result.text, ', there was a little girl named ')
     assert.equal(streamed, result.text)
