@@ -150,3 +150,10 @@ export function blockParameterCount (config: ModelConfig): number {
   if (config.mlpBias) n += 2 * i + h
   return n
 }
+
+/** Throws unless [start, end) is a non-empty span of the model's blocks. */
+export function checkSpan (config: ModelConfig, start: number, end: number): void {
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > config.numLayers || start >= end) {
+    throw new Error(`block span ${start}:${end} is not within the model's ${config.numLayers} blocks (need 0 <= start < end <= ${config.numLayers})`)
+  }
+}

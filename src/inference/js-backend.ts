@@ -3,7 +3,7 @@
 // against, so clarity beats speed here.
 
 import type { BlockSpan, ModelHead } from './backend.js'
-import type { ModelConfig } from './config.js'
+import { checkSpan, type ModelConfig } from './config.js'
 import { tensorNames, type Checkpoint } from './checkpoint.js'
 import { layerTensors, type LayerTensorSuffix } from './llama-layout.js'
 import { applyRope, ropeAngles, ropeInverseFrequencies } from './rope.js'
@@ -57,12 +57,6 @@ export async function loadJsSpan (checkpoint: Checkpoint, config: ModelConfig, s
     onBlock?.(i)
   }
   return new JsBlockSpan(config, start, end, layers)
-}
-
-export function checkSpan (config: ModelConfig, start: number, end: number): void {
-  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > config.numLayers || start >= end) {
-    throw new Error(`block span ${start}:${end} is not within the model's ${config.numLayers} blocks (need 0 <= start < end <= ${config.numLayers})`)
-  }
 }
 
 class JsBlockSpan implements BlockSpan {

@@ -7,7 +7,7 @@ import { basename, resolve } from 'node:path'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { BlockSpan } from '../inference/backend.js'
-import { loadConfig, type ModelConfig } from '../inference/config.js'
+import { checkSpan, loadConfig, type ModelConfig } from '../inference/config.js'
 import { loadBlockSpan, type LoadOptions } from '../inference/load-span.js'
 import { createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
 import { Registry, registryDhtOptions, type RecordStats, type SpanRecord, type SpanState } from '../p2p/registry.js'
@@ -134,6 +134,7 @@ export class BlockServer {
 
   /** JOINING, load, measure, ONLINE. */
   private async serve (span: { start: number, end: number }): Promise<void> {
+    checkSpan(this.config, span.start, span.end) // before announcing anything about it
     const format = this.options.load?.format ?? this.config.dtype?.toLowerCase() ?? 'f32'
     const quant = format === 'int8' || format === 'int4' ? format : 'none'
     this.info = {
