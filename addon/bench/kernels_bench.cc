@@ -68,33 +68,21 @@ struct BenchMatrix {
   std::vector<uint8_t> data;
   std::vector<float> scales;
   std::vector<Matrix> copies;  // m plus clones whose `packed` points into `extra`
-  std::vector<std::unique_ptr<uint8_t[]>> extra;
+  struct AlignedFree {
+    void operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t(64)); }
+  };
+  std::vector<std::unique_ptr<uint8_t[], AlignedFree>> extra;  // freed with the alignment they were made with
 
   BenchMatrix(WeightFormat format, int64_t rows, int64_t cols, int count) {
     m.format = format;
     m.rows = rows;
     m.cols = cols;
     data.resize(size_t(weight_format_bytes(format, rows, cols)));
+    scales.resize(size_t(weight_scale_count(format, rows, cols)));
     m.data = data.data();
     std::vector<float> values(size_t(rows * cols));
     for (float& v : values) v = random_float();
-    switch (format) {
-      case WeightFormat::F32: std::memcpy(data.data(), values.data(), values.size() * 4); break;
-      case WeightFormat::BF16:
-        for (size_t i = 0; i < values.size(); i++) reinterpret_cast<uint16_t*>(data.data())[i] = float_to_bf16(values[i]);
-        break;
-      case WeightFormat::F16:
-        for (size_t i = 0; i < values.size(); i++) reinterpret_cast<uint16_t*>(data.data())[i] = float_to_half(values[i]);
-        break;
-      case WeightFormat::Q8:
-        scales.resize(size_t(rows));
-        quantize_q8(values.data(), rows, cols, reinterpret_cast<int8_t*>(data.data()), scales.data());
-        break;
-      case WeightFormat::Q4:
-        scales.resize(size_t(rows * ((cols + 31) / 32)));
-        quantize_q4(values.data(), rows, cols, data.data(), scales.data());
-        break;
-    }
+    encode_weights(format, values.data(), rows, cols, m.data, scales.empty() ? nullptr : scales.data());
     m.scales = scales.empty() ? nullptr : scales.data();
     prepare_matrix(m);
     copies.push_back(m);

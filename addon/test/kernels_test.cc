@@ -22,55 +22,12 @@
 #include <vector>
 
 #include "../src/core/kernels.h"
+#include "test_support.h"
 
 using namespace bmrt;
 
-static int passed = 0, failed = 0;
-#define CHECK(cond, ...)                                  \
-  do {                                                    \
-    if (cond) {                                           \
-      passed++;                                           \
-    } else {                                              \
-      failed++;                                           \
-      std::printf("FAILED %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                           \
-      std::printf("\n");                                  \
-    }                                                     \
-  } while (0)
+using bmrt_test::OwnedMatrix;
 
-// A matrix of `format` made from fp32 values, owning its storage.
-struct OwnedMatrix {
-  Matrix m;
-  std::vector<uint8_t> data;
-  std::vector<float> scales;
-  OwnedMatrix(WeightFormat format, int64_t rows, int64_t cols, const std::vector<float>& values, bool prepare = true) {
-    m.format = format;
-    m.rows = rows;
-    m.cols = cols;
-    data.resize(static_cast<size_t>(weight_format_bytes(format, rows, cols)));
-    m.data = data.data();
-    switch (format) {
-      case WeightFormat::F32: std::memcpy(data.data(), values.data(), values.size() * 4); break;
-      case WeightFormat::BF16:
-        for (size_t i = 0; i < values.size(); i++) reinterpret_cast<uint16_t*>(data.data())[i] = float_to_bf16(values[i]);
-        break;
-      case WeightFormat::F16:
-        for (size_t i = 0; i < values.size(); i++) reinterpret_cast<uint16_t*>(data.data())[i] = float_to_half(values[i]);
-        break;
-      case WeightFormat::Q8:
-        scales.resize(static_cast<size_t>(rows));
-        quantize_q8(values.data(), rows, cols, reinterpret_cast<int8_t*>(data.data()), scales.data());
-        break;
-      case WeightFormat::Q4:
-        scales.resize(static_cast<size_t>(rows * ((cols + 31) / 32)));
-        quantize_q4(values.data(), rows, cols, data.data(), scales.data());
-        break;
-    }
-    m.scales = scales.empty() ? nullptr : scales.data();
-    if (prepare) prepare_matrix(m);
-  }
-  ~OwnedMatrix() { release_matrix(m); }
-};
 
 static std::vector<float> random_values(std::mt19937& rng, size_t count, float scale) {
   std::normal_distribution<float> normal(0.0f, scale);
@@ -275,6 +232,6 @@ int main() {
   for (auto& [name, w] : worst)
     std::printf("  %-32s max error: %.3g relative (to max |y|), %.3g absolute, %.3g of sum |w x|\n", name.c_str(), w.relative,
                 w.absolute, w.bound);
-  std::printf("kernels: %d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  std::printf("kernels: %d passed, %d failed\n", bmrt_test::passed, bmrt_test::failed);
+  return bmrt_test::failed == 0 ? 0 : 1;
 }

@@ -10,21 +10,10 @@
 #include <vector>
 
 #include "../src/core/span.h"
+#include "test_support.h"
 
 using namespace bmrt;
 
-static int passed = 0, failed = 0;
-#define CHECK(cond, ...)                                  \
-  do {                                                    \
-    if (cond) {                                           \
-      passed++;                                           \
-    } else {                                              \
-      failed++;                                           \
-      std::printf("FAILED %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                           \
-      std::printf("\n");                                  \
-    }                                                     \
-  } while (0)
 
 struct Weights {
   std::vector<std::vector<float>> tensors;  // indexed by LayerTensor
@@ -259,6 +248,6 @@ int main() {
   test_shape("GQA 8/2, 2 blocks", wide, 2, WeightFormat::Q8, 3e-2);
   test_shape("GQA 8/2, 2 blocks", wide, 2, WeightFormat::Q4, 0.25);
   test_sessions();
-  std::printf("span: %d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  std::printf("span: %d passed, %d failed\n", bmrt_test::passed, bmrt_test::failed);
+  return bmrt_test::failed == 0 ? 0 : 1;
 }

@@ -319,6 +319,27 @@ void release_matrix(Matrix& m) {
   m.packed_bytes = 0;
 }
 
+int64_t weight_scale_count(WeightFormat f, int64_t rows, int64_t cols) {
+  if (f == WeightFormat::Q8) return rows;
+  if (f == WeightFormat::Q4) return rows * ((cols + 31) / 32);
+  return 0;
+}
+
+void encode_weights(WeightFormat f, const float* values, int64_t rows, int64_t cols, void* data, float* scales) {
+  const int64_t count = rows * cols;
+  switch (f) {
+    case WeightFormat::F32: std::memcpy(data, values, static_cast<size_t>(count) * 4); break;
+    case WeightFormat::BF16:
+      for (int64_t i = 0; i < count; i++) static_cast<uint16_t*>(data)[i] = float_to_bf16(values[i]);
+      break;
+    case WeightFormat::F16:
+      for (int64_t i = 0; i < count; i++) static_cast<uint16_t*>(data)[i] = float_to_half(values[i]);
+      break;
+    case WeightFormat::Q8: quantize_q8(values, rows, cols, static_cast<int8_t*>(data), scales); break;
+    case WeightFormat::Q4: quantize_q4(values, rows, cols, static_cast<uint8_t*>(data), scales); break;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // attend()
 

@@ -68,6 +68,11 @@ uint16_t float_to_bf16(float value);
 float half_to_float(uint16_t bits);
 uint16_t float_to_half(float value);
 void quantize_q8(const float* src, int64_t rows, int64_t cols, int8_t* q, float* scales);
+// Scales per row: Q8 one per row, Q4 one per group of 32 (ceil(cols / 32) per row), else none.
+int64_t weight_scale_count(WeightFormat f, int64_t rows, int64_t cols);
+// Stores a [rows, cols] fp32 matrix in format f: `data` holds weight_format_bytes, `scales`
+// weight_scale_count floats (null when there are none).
+void encode_weights(WeightFormat f, const float* values, int64_t rows, int64_t cols, void* data, float* scales);
 void quantize_q4(const float* src, int64_t rows, int64_t cols, uint8_t* q, float* scales);
 
 // Machine probes for the benchmarks, measured over about `seconds`:

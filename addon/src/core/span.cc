@@ -122,25 +122,11 @@ void BlockSpan::set_layer(int layer, const std::vector<std::vector<float>>& tens
     m.cols = cols;
     AlignedBytes data = aligned_alloc_bytes(static_cast<size_t>(weight_format_bytes(format_, rows, cols)));
     AlignedBytes scales;
-    const int64_t scale_count = format_ == WeightFormat::Q8 ? rows : format_ == WeightFormat::Q4 ? rows * ((cols + 31) / 32) : 0;
+    const int64_t scale_count = weight_scale_count(format_, rows, cols);
     if (scale_count > 0) scales = aligned_alloc_bytes(static_cast<size_t>(scale_count) * 4);
     m.data = data.get();
     m.scales = static_cast<float*>(scales.get());
-    switch (format_) {
-      case WeightFormat::F32: std::memcpy(m.data, values.data(), values.size() * 4); break;
-      case WeightFormat::BF16: {
-        auto* d = static_cast<uint16_t*>(m.data);
-        for (size_t i = 0; i < values.size(); i++) d[i] = float_to_bf16(values[i]);
-        break;
-      }
-      case WeightFormat::F16: {
-        auto* d = static_cast<uint16_t*>(m.data);
-        for (size_t i = 0; i < values.size(); i++) d[i] = float_to_half(values[i]);
-        break;
-      }
-      case WeightFormat::Q8: quantize_q8(values.data(), rows, cols, static_cast<int8_t*>(m.data), m.scales); break;
-      case WeightFormat::Q4: quantize_q4(values.data(), rows, cols, static_cast<uint8_t*>(m.data), m.scales); break;
-    }
+    encode_weights(format_, values.data(), rows, cols, m.data, m.scales);
     prepare_matrix(m);
     if (m.packed != nullptr) {
       m.data = nullptr;  // freed when `data` and `scales` go out of scope
