@@ -7,6 +7,7 @@
 // (prints medians; this shared 2-core VM's memory bandwidth swings between about 40 and 75 GB/s)
 
 import '../src/polyfill.js'
+import { median } from './stats.js'
 import { parseArgs } from 'node:util'
 import { loadAddon, WEIGHT_FORMATS, type WeightFormat } from '../src/inference/native-backend.js'
 import { ropeInverseFrequencies } from '../src/inference/rope.js'
@@ -39,7 +40,6 @@ if (addon === null) {
   process.exit(1)
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const gb = (x: number): string => (x / 1e9).toFixed(1)
 
 /** Bytes the kernels must stream per weight matrix of `rows` x `cols` in `format` (scales included). */

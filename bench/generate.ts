@@ -4,6 +4,7 @@
 // Run: npm run bench:generate
 
 import '../src/polyfill.js'
+import { median } from './stats.js'
 import { join } from 'node:path'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -15,7 +16,6 @@ import { loadAddon } from '../src/inference/native-backend.js'
 import type { BackendName } from '../src/inference/backend.js'
 
 const RUNS = 5
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 async function measure (label: string, dir: string, newTokens: number, backend: BackendName): Promise<number> {
   const model = await LocalModel.load(dir, { backend })

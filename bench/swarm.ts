@@ -4,6 +4,7 @@
 // Run: npm run bench:swarm [-- --nodes 10]
 
 import '../src/polyfill.js'
+import { median, percentile } from './stats.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -20,8 +21,6 @@ const NODES = Number(args.nodes)
 const BLOCKS = 80
 const MODEL = 'tiny70b'
 const root = fileURLToPath(new URL('../../', import.meta.url))
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-const percentile = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]
 
 const scratch = await mkdtemp(join(tmpdir(), 'bmrt-bench-swarm-'))
 const children: ChildProcess[] = []

@@ -174,6 +174,19 @@ export class Registry {
 
   constructor (private readonly node: BmrtNode) {}
 
+  /** Stores `record` as JSON followed by this node's signature over key + JSON. */
+  private async putSigned (key: Uint8Array, record: object): Promise<void> {
+    const payload = encoder.encode(JSON.stringify(record))
+    await this.node.contentRouting.put(key, concat(payload, await privateKeyOf(this.node).sign(concat(key, payload))))
+  }
+
+  /** Peer ids of the providers of `cid`. */
+  private async providers (cid: CID): Promise<string[]> {
+    const peers = new Set<string>()
+    for await (const provider of this.node.contentRouting.findProviders(cid)) peers.add(provider.id.toString())
+    return [...peers]
+  }
+
   /** Signs and stores this node's span record, and provides every block of the span. */
   async announce (model: string, span: { start: number, end: number, state: SpanState, info?: Record<string, unknown> },
     options: AnnounceOptions = {}): Promise<SpanRecord> {
@@ -181,10 +194,7 @@ export class Registry {
     const peerId = this.node.peerId.toString()
     const ts = Date.now()
     const record: SpanRecord = { model, peerId, start: span.start, end: span.end, state: span.state, ts, expiresAt: ts + (options.ttlMs ?? 180_000), info: span.info ?? {} }
-    const key = recordKey(model, peerId)
-    const payload = encoder.encode(JSON.stringify(record))
-    const signature = await privateKeyOf(this.node).sign(concat(key, payload))
-    await this.node.contentRouting.put(key, concat(payload, signature))
+    await this.putSigned(recordKey(model, peerId), record)
 
     const blocks = new Set<number>()
     if (span.state !== 'offline') for (let b = span.start; b < span.end; b++) blocks.add(b)
@@ -200,9 +210,7 @@ export class Registry {
     const peerId = this.node.peerId.toString()
     const ts = Date.now()
     const record: ModelIndexRecord = { peerId, models, ts, expiresAt: ts + (options.ttlMs ?? 180_000) }
-    const key = indexKey(peerId)
-    const payload = encoder.encode(JSON.stringify(record))
-    await this.node.contentRouting.put(key, concat(payload, await privateKeyOf(this.node).sign(concat(key, payload))))
+    await this.putSigned(indexKey(peerId), record)
     if (!this.indexProvided) {
       await this.node.contentRouting.provide(await indexCid())
       this.indexProvided = true
@@ -211,10 +219,8 @@ export class Registry {
 
   /** The models the swarm's servers announce, with their block counts. */
   async listModels (): Promise<Array<{ name: string, blocks: number }>> {
-    const peers = new Set<string>()
-    for await (const provider of this.node.contentRouting.findProviders(await indexCid())) peers.add(provider.id.toString())
     const models = new Map<string, number>()
-    await Promise.all([...peers].map(async peer => {
+    await Promise.all((await this.providers(await indexCid())).map(async peer => {
       try {
         const key = indexKey(peer)
         for (const m of (await verifyIndexRecord(key, await this.node.contentRouting.get(key))).models) models.set(m.name, m.blocks)
@@ -244,9 +250,8 @@ export class Registry {
    * online only, the servers a client may route to; block selection also counts joining ones).
    */
   async findServers (model: string, block: number, states: readonly SpanState[] = ['online']): Promise<SpanRecord[]> {
-    const peers = new Set<string>()
-    for await (const provider of this.node.contentRouting.findProviders(await blockCid(model, block))) peers.add(provider.id.toString())
-    const records = await Promise.all([...peers].map(async peer => await this.lookup(model, peer)))
+    const peers = await this.providers(await blockCid(model, block))
+    const records = await Promise.all(peers.map(async peer => await this.lookup(model, peer)))
     return records.filter((r): r is SpanRecord => r !== null && states.includes(r.state) && r.start <= block && block < r.end)
   }
 
