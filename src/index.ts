@@ -1,4 +1,4 @@
-// The bmrt library: `import { LocalModel, generate } from 'bmrt'`.
+// The bmrt library: `import { LocalModel, DistributedModel, generate } from 'bmrt'`.
 
 import './polyfill.js'
 
@@ -12,9 +12,14 @@ export { LocalModel, type LanguageModel, type LanguageModelSession } from './inf
 export { loadBlockSpan, loadSpan, resolveBackend, type LoadOptions } from './inference/load-span.js'
 export { loadAddon, NativeBlockSpan, WEIGHT_FORMATS, type WeightFormat } from './inference/native-backend.js'
 export { Sampler, type SamplingOptions } from './inference/sampling.js'
-export { generate, collect, type GenerateOptions, type GeneratedToken, type GenerationResult, type FinishReason } from './inference/generate.js'
+export { generate, collect, Conversation, type GenerateOptions, type GeneratedToken, type GenerationResult, type FinishReason } from './inference/generate.js'
 export { makeTestModel, type TestModelSpec } from './inference/test-model.js'
 export { createNode, joinSwarm, type BmrtNode, type NodeOptions } from './p2p/node.js'
 export { loadOrCreateIdentity } from './p2p/identity.js'
 export { Registry, registryDhtOptions, type SpanRecord, type SpanState, type RecordStats } from './p2p/registry.js'
 export { chooseBestBlocks, shouldChooseOtherBlocks, ServerState, type ServedSpan } from './petals/block-selection.js'
+export { BlockServer, type ServerOptions } from './petals/server.js'
+export { DistributedModel, type DistributedModelOptions } from './petals/distributed-model.js'
+export { InferenceSession, type InferenceSessionOptions } from './petals/inference-session.js'
+export { minLatencyRoute, maxThroughputRoute, formatRoute, MissingBlocksError, type RouteHop, type ServerSpan } from './petals/routing.js'
+export { INFERENCE_PROTOCOL, FORWARD_PROTOCOL, INFO_PROTOCOL, ProtocolError, ErrorCode } from './p2p/wire.js'

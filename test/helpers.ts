@@ -1,8 +1,10 @@
 // Shared by the tests: where things are, scratch directories, and array comparison.
 
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 
 /** The repository root (tests run from dist/test/). */
@@ -31,4 +33,20 @@ export function randomHidden (n: number, width: number, seed = 7): Float32Array 
     out[i] = (state / 2 ** 32) * 2 - 1
   }
   return out
+}
+
+/** Starts bmrt-node and resolves with the process once it prints its "online" line. */
+export async function startNode (args: string[]): Promise<{ process: ChildProcess, output: string[], peerId: string }> {
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'bmrt-node.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const output: string[] = []
+  child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()))
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', line => {
+      output.push(line)
+      if (line.startsWith('online:')) resolve()
+    })
+    child.once('exit', code => reject(new Error(`bmrt-node exited with ${code} before going online:\n${output.join('\n')}`)))
+  })
+  const peerId = output.find(l => l.startsWith('peer id '))!.slice('peer id '.length)
+  return { process: child, output, peerId }
 }

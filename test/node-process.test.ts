@@ -2,27 +2,10 @@
 // within its expiry, a stopped one (SIGTERM) at once.
 
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { join } from 'node:path'
-import { createInterface } from 'node:readline'
+import type { ChildProcess } from 'node:child_process'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
 import { Registry, registryDhtOptions } from '../src/p2p/registry.js'
-import { BUNDLED_MODEL, ROOT } from './helpers.js'
-
-/** Starts bmrt-node and resolves with the process once it prints its "online" line. */
-async function startNode (args: string[]): Promise<{ process: ChildProcess, output: string[] }> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'bmrt-node.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const output: string[] = []
-  child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()))
-  await new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', line => {
-      output.push(line)
-      if (line.startsWith('online:')) resolve()
-    })
-    child.once('exit', code => reject(new Error(`bmrt-node exited with ${code} before going online:\n${output.join('\n')}`)))
-  })
-  return { process: child, output }
-}
+import { BUNDLED_MODEL, startNode } from './helpers.js'
 
 describe('bmrt-node processes', function () {
   let entry: BmrtNode
@@ -62,7 +45,7 @@ describe('bmrt-node processes', function () {
       await new Promise(resolve => setTimeout(resolve, 250))
     }
 
-    assert.match(first.output.join('\n'), /status: online, blocks 0:2, 0 sessions, 0\.0 tokens\/s, cache left unlimited tokens, records refused 0/)
+    assert.match(first.output.join('\n'), /status: online, blocks 0:2, 0 sessions, 0\.0 tokens\/s, cache left 16384 tokens, records refused 0/)
 
     first.process.kill('SIGKILL')
     const killedAt = Date.now()

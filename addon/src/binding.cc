@@ -4,6 +4,7 @@
 // INTERNAL.
 #include <napi.h>
 
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <string>
@@ -203,14 +204,24 @@ class Span : public Napi::ObjectWrap<Span> {
     return env.Undefined();
   }
 
+  // openSession(maxLength, firstLayer = 0, layerCount = to the end): layers relative to the span.
   Napi::Value OpenSession(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!info[0].IsNumber()) throw_invalid(env, "openSession needs a max length");
     double max_length = info[0].As<Napi::Number>().DoubleValue();
     if (!(max_length >= 1) || max_length != static_cast<double>(static_cast<int64_t>(max_length)))
       throw_invalid(env, "session max length must be a positive integer");
+    auto optional_int = [&](size_t i, const char* name, int fallback) {
+      if (info[i].IsUndefined()) return fallback;
+      double d = info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : 0.5;
+      // Checked before the cast (out-of-range casts are undefined); open_session checks the range.
+      if (!(std::fabs(d) <= 1e9) || d != std::floor(d)) throw_invalid(env, std::string(name) + " must be an integer");
+      return static_cast<int>(d);
+    };
+    const int first_layer = optional_int(1, "firstLayer", 0);
+    const int layer_count = optional_int(2, "layerCount", -1);
     try {
-      return Napi::Number::New(env, span(env)->open_session(static_cast<int64_t>(max_length)));
+      return Napi::Number::New(env, span(env)->open_session(static_cast<int64_t>(max_length), first_layer, layer_count));
     } catch (const std::exception& e) {
       throw make_error(env, describe(e));
     }
@@ -280,8 +291,9 @@ class Span : public Napi::ObjectWrap<Span> {
     Napi::Object o = Napi::Object::New(env);
     o.Set("weightBytes", static_cast<double>(s->weight_bytes()));
     o.Set("cacheBytesPerToken", static_cast<double>(s->cache_bytes_per_token()));
-    o.Set("cacheTokensReserved", static_cast<double>(s->cache_tokens_reserved()));
-    o.Set("maxCacheTokens", static_cast<double>(s->max_cache_tokens()));
+    o.Set("layers", s->layers());
+    o.Set("cacheLayerTokensReserved", static_cast<double>(s->cache_layer_tokens_reserved()));
+    o.Set("maxCacheTokens", static_cast<double>(s->max_cache_tokens()));  // per block
     o.Set("sessions", s->sessions());
     o.Set("format", bmrt::weight_format_name(s->format()));
     return o;

@@ -223,7 +223,7 @@ static void test_sessions() {
   }
   CHECK(refused, "a session over the cache budget was not refused");
   span.close_session(sa);
-  CHECK(span.cache_tokens_reserved() == 8, "closing a session returns its reservation");
+  CHECK(span.cache_layer_tokens_reserved() == 8, "closing a session returns its reservation");
   // Bad steps are refused before any session changes.
   std::vector<float> nan(64, NAN);
   steps = {{sb, -1, 1, nan.data()}};
@@ -234,6 +234,80 @@ static void test_sessions() {
     nan_refused = true;
   }
   CHECK(nan_refused && span.session_length(sb) == 3, "NaN input refused, session untouched");
+}
+
+// A session over layers [1, 3) of a 4-layer span gives what a 2-layer span of those layers gives,
+// prefill then decode; a batch mixing layer ranges is refused; the budget counts layer-tokens.
+static void test_sub_range() {
+  BlockConfig c = make_config(64, 128, 4, 2, 16, 0, false);
+  std::mt19937 rng(11);
+  std::vector<Weights> weights;
+  for (int l = 0; l < 4; l++) weights.push_back(random_layer(c, rng));
+  BlockSpan full(c, 4, WeightFormat::F32, 2, 0), part(c, 2, WeightFormat::F32, 2, 0);
+  for (int l = 0; l < 4; l++) full.set_layer(l, weights[l].tensors);
+  for (int l = 0; l < 2; l++) part.set_layer(l, weights[1 + l].tensors);
+  const int64_t n = 9, prefill = 4, h = c.hidden;
+  std::vector<float> x(static_cast<size_t>(n * h));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (auto& v : x) v = normal(rng);
+  auto expected = run_span(part, x, n, prefill);
+  int session = full.open_session(n, 1, 2);
+  CHECK(full.cache_layer_tokens_reserved() == 2 * n, "a 2-layer session of %lld reserves %lld layer-tokens, not %lld",
+        (long long)n, (long long)(2 * n), (long long)full.cache_layer_tokens_reserved());
+  std::vector<float> got(x);
+  std::vector<Step> steps = {{session, -1, prefill, got.data()}};
+  full.forward(steps);
+  for (int64_t t = prefill; t < n; t++) {
+    steps = {{session, -1, 1, got.data() + t * h}};
+    full.forward(steps);
+  }
+  double diff = 0;
+  for (size_t i = 0; i < got.size(); i++) diff = std::max(diff, double(std::abs(got[i] - expected[i])));
+  CHECK(diff <= 1e-6, "layers 1:3 of a 4-layer span differ from a 2-layer span by %g", diff);
+
+  // Sessions over different layers cannot share a batch (their tokens meet different weights).
+  int whole = full.open_session(4);
+  std::vector<float> a(static_cast<size_t>(h), 0.5f), b(static_cast<size_t>(h), 0.5f);
+  steps = {{session, 0, 1, a.data()}, {whole, -1, 1, b.data()}};
+  bool mixed_refused = false;
+  try {
+    full.forward(steps);
+  } catch (const std::invalid_argument& e) {
+    mixed_refused = std::string(e.what()).find("same blocks") != std::string::npos;
+  }
+  CHECK(mixed_refused && full.session_length(session) == n && full.session_length(whole) == 0, "a mixed-range batch refused, sessions untouched");
+
+  // Out-of-span layer ranges are refused.
+  for (auto range : {std::pair<int, int>{3, 2}, {-1, 2}, {4, -1}, {0, 0}, {0, 5}}) {
+    bool refused = false;
+    try {
+      full.open_session(4, range.first, range.second);
+    } catch (const std::invalid_argument&) {
+      refused = true;
+    }
+    CHECK(refused, "layers %d (+%d) of a 4-layer span refused", range.first, range.second);
+  }
+
+  // Budget: 10 tokens per block × 4 blocks = 40 layer-tokens.
+  BlockSpan budget(c, 4, WeightFormat::F32, 1, 10);
+  for (int l = 0; l < 4; l++) budget.set_layer(l, weights[l].tensors);
+  int s1 = budget.open_session(10, 1, 2);  // 20
+  int s2 = budget.open_session(5);          // 20: 40 of 40
+  CHECK(budget.cache_layer_tokens_reserved() == 40, "reserved %lld layer-tokens, expected 40", (long long)budget.cache_layer_tokens_reserved());
+  std::string message;
+  try {
+    budget.open_session(1, 3, 1);
+  } catch (const CacheFullError& e) {
+    message = e.what();
+  }
+  CHECK(message.find("40 of 40 tokens reserved") != std::string::npos && message.find("needs 1") != std::string::npos,
+        "a full budget refuses even one layer-token: '%s'", message.c_str());
+  budget.close_session(s1);
+  CHECK(budget.cache_layer_tokens_reserved() == 20, "closing a sub-range session returns its 20 layer-tokens");
+  int s3 = budget.open_session(20, 0, 1);  // 20 more fit again
+  CHECK(budget.cache_layer_tokens_reserved() == 40, "a 1-layer session of 20 reserves 20");
+  budget.close_session(s2);
+  budget.close_session(s3);
 }
 
 int main() {
@@ -248,6 +322,7 @@ int main() {
   test_shape("GQA 8/2, 2 blocks", wide, 2, WeightFormat::Q8, 3e-2);
   test_shape("GQA 8/2, 2 blocks", wide, 2, WeightFormat::Q4, 0.25);
   test_sessions();
+  test_sub_range();
   std::printf("span: %d passed, %d failed\n", bmrt_test::passed, bmrt_test::failed);
   return bmrt_test::failed == 0 ? 0 : 1;
 }

@@ -46,7 +46,7 @@ const program = addBackendOptions(new Command('bmrt-node'))
   .option('--balance-quality <q>', 'move to other blocks when that improves the swarm below this ratio; 0 disables', number(n => n >= 0, 'a number >= 0'), 0.75)
   .option('--update-period <seconds>', 'how often the announcement is refreshed', number(n => n > 0, 'a number > 0'), 60)
   .option('--expiration <seconds>', 'how long an announcement stays valid (default: 3 x update period)', number(n => n > 0, 'a number > 0'))
-  .option('--attn-cache-tokens <n>', 'tokens all sessions\' KV caches may reserve together (native backend)', integer(1))
+  .option('--attn-cache-tokens <n>', 'KV cache tokens per block that all client sessions may reserve together (Petals\' attn_cache_tokens; default 16384 for GQA models, else 4096)', integer(1))
   .option('--inference-max-length <n>', 'the longest session a client may open, announced to clients', integer(1), 8192)
   .showHelpAfterError()
   .action(async (o: NodeCliOptions) => {

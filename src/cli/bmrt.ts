@@ -1,12 +1,14 @@
-// `bmrt`: the user's command. Subcommands: generate (local text generation), make-test-model.
+// `bmrt`: the user's command. Subcommands: generate, chat (here or through a swarm), make-test-model,
+// swarm status.
 
 import '../polyfill.js'
 import { Command, Option } from 'commander'
-import { LocalModel } from '../inference/model.js'
-import { DEFAULT_MAX_NEW_TOKENS, generate, type GenerationResult } from '../inference/generate.js'
+import { createInterface } from 'node:readline'
+import { Conversation, generate, type GeneratedToken, type GenerationResult } from '../inference/generate.js'
 import { makeTestModel } from '../inference/test-model.js'
 import { parseDType } from '../inference/dtype.js'
-import { addBackendOptions, BUNDLED_MODEL, fail, integer, loadOptions, multiaddrArgument, number, repeatable, type BackendCliOptions } from './options.js'
+import type { ChatMessage } from '../inference/tokenizer.js'
+import { addModelOptions, addSamplingOptions, BUNDLED_MODEL, fail, integer, multiaddrArgument, number, openModel, samplingOptions, type ModelCliOptions, type SamplingCliOptions } from './options.js'
 import { createNode, joinSwarm } from '../p2p/node.js'
 import { Registry, registryDhtOptions } from '../p2p/registry.js'
 import { formatSwarmState, swarmState } from '../petals/swarm-state.js'
@@ -15,26 +17,29 @@ const program = new Command('bmrt')
   .description('bmrt: run large language models across ordinary machines, BitTorrent style')
   .showHelpAfterError()
 
-addBackendOptions(program.command('generate'))
-  .description('generate text with a model on this machine, streaming it to the terminal')
-  .option('--model <dir>', 'Hugging Face model directory (config.json, safetensors, tokenizer.json)', BUNDLED_MODEL)
+addModelOptions(addSamplingOptions(program.command('generate')))
+  .description('generate text, streaming it to the terminal: on this machine, or through a swarm with --initial-peers')
   .option('--prompt <text>', 'text to continue', 'Once upon a time')
   .option('--chat', "wrap the prompt as a user message in the model's chat template")
   .option('--system <text>', 'system message for --chat')
-  .option('--max-new-tokens <n>', 'tokens to generate at most', integer(1), DEFAULT_MAX_NEW_TOKENS)
-  .option('--temperature <t>', 'sampling temperature; 0 = greedy (argmax)', number(n => n >= 0, 'a number >= 0'), 0)
-  .option('--top-k <k>', 'sample among the k most likely tokens; 0 = off', integer(0), 0)
-  .option('--top-p <p>', 'sample among the most likely tokens reaching probability p; 1 = off', number(n => n > 0 && n <= 1, 'a number in (0, 1]'), 1)
-  .option('--repetition-penalty <r>', 'penalise tokens already in the context; 1 = off', number(n => n > 0, 'a number > 0'), 1)
-  .option('--seed <n>', 'seed for sampling (same seed, same output)', integer(Number.MIN_SAFE_INTEGER))
-  .option('--stop <text>', 'stop before this text (repeatable)', repeatable, [])
-  .option('--ignore-eos', 'keep generating after the end-of-sequence token')
   .option('--show-ids', 'print the prompt and generated token ids at the end')
   .action(async (o) => {
     try {
       await runGenerate(o)
     } catch (err) {
       fail('bmrt generate', err)
+    }
+  })
+
+addModelOptions(addSamplingOptions(program.command('chat')))
+  .description("talk with a model, turn after turn (reads lines from stdin; the servers keep the conversation's cache)")
+  .option('--system <text>', 'system message')
+  .option('--max-length <n>', "tokens the conversation may hold (default: the model's context)", integer(2))
+  .action(async (o) => {
+    try {
+      await runChat(o)
+    } catch (err) {
+      fail('bmrt chat', err)
     }
   })
 
@@ -112,55 +117,96 @@ program.command('swarm')
     }
   })
 
-interface GenerateCliOptions extends BackendCliOptions {
-  model: string
+interface GenerateCliOptions extends ModelCliOptions, SamplingCliOptions {
   prompt: string
   chat?: boolean
   system?: string
-  maxNewTokens: number
-  temperature: number
-  topK: number
-  topP: number
-  repetitionPenalty: number
-  seed?: number
-  stop: string[]
-  ignoreEos?: boolean
   showIds?: boolean
 }
 
 async function runGenerate (o: GenerateCliOptions): Promise<void> {
   const log = (line: string): void => { process.stderr.write(`${line}\n`) }
-  log(`loading ${o.model}`)
-  const model = await LocalModel.load(o.model, { ...loadOptions(o), onProgress: m => log(`  ${m}`) })
-  const chat = o.chat === true || o.system !== undefined
-  const promptIds = chat
-    ? model.tokenizer.encodeChat([...(o.system !== undefined ? [{ role: 'system' as const, content: o.system }] : []), { role: 'user', content: o.prompt }])
-    : model.tokenizer.encode(o.prompt)
-  const controller = new AbortController()
-  process.once('SIGINT', () => controller.abort())
+  const model = await openModel(o, log)
+  try {
+    const chat = o.chat === true || o.system !== undefined
+    const promptIds = chat
+      ? model.tokenizer.encodeChat([...(o.system !== undefined ? [{ role: 'system' as const, content: o.system }] : []), { role: 'user', content: o.prompt }])
+      : model.tokenizer.encode(o.prompt)
+    const controller = new AbortController()
+    process.once('SIGINT', () => controller.abort())
+    if (!chat) process.stdout.write(o.prompt)
+    const result = await streamToStdout(generate(model, promptIds, { ...samplingOptions(o), signal: controller.signal }))
+    log(`[${result.ids.length} tokens, finished by ${result.finishReason}; prompt ${result.promptTokens} tokens in ${(result.prefillSeconds * 1000).toFixed(1)} ms; ${result.tokensPerSecond.toFixed(1)} tokens/s]`)
+    if (o.showIds === true) log(`prompt ids: ${JSON.stringify(promptIds)}\ngenerated ids: ${JSON.stringify(result.ids)}`)
+  } finally {
+    await model.close()
+  }
+}
 
-  if (!chat) process.stdout.write(o.prompt)
-  const generation = generate(model, promptIds, {
-    maxNewTokens: o.maxNewTokens,
-    temperature: o.temperature,
-    topK: o.topK,
-    topP: o.topP,
-    repetitionPenalty: o.repetitionPenalty,
-    seed: o.seed,
-    stop: o.stop,
-    ignoreEos: o.ignoreEos === true,
-    signal: controller.signal
-  })
-  let result: GenerationResult
+interface ChatCliOptions extends ModelCliOptions, SamplingCliOptions {
+  system?: string
+  maxLength?: number
+}
+
+/** The chat loop: every line is a user turn; /reset starts over, /exit (or end of input) leaves. */
+async function runChat (o: ChatCliOptions): Promise<void> {
+  const log = (line: string): void => { process.stderr.write(`${line}\n`) }
+  const model = await openModel(o, log)
+  const maxLength = Math.min(o.maxLength ?? model.config.maxPositionEmbeddings, model.config.maxPositionEmbeddings)
+  const start = (): ChatMessage[] => (o.system !== undefined ? [{ role: 'system', content: o.system }] : [])
+  let messages = start()
+  let conversation = await Conversation.open(model, maxLength)
+  const lines = createInterface({ input: process.stdin, terminal: process.stdin.isTTY })
+  let generation: AbortController | null = null
+  lines.on('SIGINT', () => { if (generation !== null) generation.abort(); else lines.close() })
+  const interactive = process.stdin.isTTY === true
+  const input = lines[Symbol.asyncIterator]() // buffers lines that arrive while a reply is generated
+  if (interactive) log('type a message; /reset starts over, /exit or Ctrl-D leaves')
+  try {
+    for (;;) {
+      if (interactive) process.stdout.write('> ')
+      const next = await input.next()
+      const line: string | null = next.done === true ? null : next.value
+      if (line === null || line.trim() === '/exit') break
+      if (line.trim() === '') continue
+      if (line.trim() === '/reset') {
+        await conversation.close()
+        conversation = await Conversation.open(model, maxLength)
+        messages = start()
+        log('[conversation reset]')
+        continue
+      }
+      messages.push({ role: 'user', content: line })
+      generation = new AbortController()
+      let result: GenerationResult
+      try {
+        result = await streamToStdout(conversation.generate(model.tokenizer.encodeChat(messages), { ...samplingOptions(o), signal: generation.signal }))
+      } catch (err) {
+        if (!(err instanceof RangeError)) throw err
+        log(`[${err.message}; type /reset to start a new conversation]`)
+        messages.pop()
+        continue
+      } finally {
+        generation = null
+      }
+      messages.push({ role: 'assistant', content: result.text })
+      log(`[${result.ids.length} tokens, ${result.finishReason}, ${result.tokensPerSecond.toFixed(1)} tokens/s; conversation ${conversation.length} of ${maxLength} tokens]`)
+    }
+  } finally {
+    lines.close()
+    await conversation.close()
+    await model.close()
+  }
+}
+
+
+/** Writes a generation's text as it comes, then a newline; returns its result. */
+async function streamToStdout (generation: AsyncGenerator<GeneratedToken, GenerationResult>): Promise<GenerationResult> {
   for (;;) {
     const next = await generation.next()
-    if (next.done === true) { result = next.value; break }
+    if (next.done === true) { process.stdout.write('\n'); return next.value }
     process.stdout.write(next.value.text)
   }
-  process.stdout.write('\n')
-  log(`[${result.ids.length} tokens, finished by ${result.finishReason}; prompt ${result.promptTokens} tokens in ${(result.prefillSeconds * 1000).toFixed(1)} ms; ${result.tokensPerSecond.toFixed(1)} tokens/s]`)
-  if (o.showIds === true) log(`prompt ids: ${JSON.stringify(promptIds)}\ngenerated ids: ${JSON.stringify(result.ids)}`)
-  model.close()
 }
 
 await program.parseAsync(process.argv)

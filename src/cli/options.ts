@@ -1,10 +1,14 @@
-// Option parsers and defaults shared by the bmrt and bmrt-node commands.
+// Option parsers, defaults and option groups shared by the bmrt and bmrt-node commands.
 
 import { fileURLToPath } from 'node:url'
 import { availableParallelism } from 'node:os'
 import { InvalidArgumentError, Option, type Command } from 'commander'
 import { multiaddr } from '@multiformats/multiaddr'
+import { DEFAULT_MAX_NEW_TOKENS, type GenerateOptions } from '../inference/generate.js'
 import type { LoadOptions } from '../inference/load-span.js'
+import { LocalModel, type LanguageModel } from '../inference/model.js'
+import { DistributedModel } from '../petals/distributed-model.js'
+import { formatRoute } from '../petals/routing.js'
 import type { WeightFormat } from '../inference/native-backend.js'
 
 /** The bundled stories260K model, used when --model is not given. */
@@ -74,4 +78,75 @@ export function addBackendOptions (command: Command): Command {
 export function loadOptions (o: BackendCliOptions): LoadOptions {
   const format: WeightFormat | undefined = o.quant !== 'none' ? o.quant : o.dtype
   return { backend: o.backend, format, threads: o.threads }
+}
+
+export interface SamplingCliOptions {
+  maxNewTokens: number
+  temperature: number
+  topK: number
+  topP: number
+  repetitionPenalty: number
+  seed?: number
+  stop: string[]
+  ignoreEos?: boolean
+}
+
+/** The generation options shared by generate and chat. */
+export function addSamplingOptions (command: Command): Command {
+  return command
+    .option('--max-new-tokens <n>', 'tokens to generate at most', integer(1), DEFAULT_MAX_NEW_TOKENS)
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy (argmax)', number(n => n >= 0, 'a number >= 0'), 0)
+    .option('--top-k <k>', 'sample among the k most likely tokens; 0 = off', integer(0), 0)
+    .option('--top-p <p>', 'sample among the most likely tokens reaching probability p; 1 = off', number(n => n > 0 && n <= 1, 'a number in (0, 1]'), 1)
+    .option('--repetition-penalty <r>', 'penalise tokens already in the context; 1 = off', number(n => n > 0, 'a number > 0'), 1)
+    .option('--seed <n>', 'seed for sampling (same seed, same output)', integer(Number.MIN_SAFE_INTEGER))
+    .option('--stop <text>', 'stop before this text (repeatable)', repeatable, [])
+    .option('--ignore-eos', 'keep generating after the end-of-sequence token')
+}
+
+export function samplingOptions (o: SamplingCliOptions): GenerateOptions {
+  return {
+    maxNewTokens: o.maxNewTokens,
+    temperature: o.temperature,
+    topK: o.topK,
+    topP: o.topP,
+    repetitionPenalty: o.repetitionPenalty,
+    seed: o.seed,
+    stop: o.stop,
+    ignoreEos: o.ignoreEos === true
+  }
+}
+
+export interface ModelCliOptions extends BackendCliOptions {
+  model: string
+  initialPeers: string[]
+  modelName?: string
+  wireDtype?: string
+  showRoute?: boolean
+}
+
+/** Where the model runs: this machine, or a swarm (--initial-peers). */
+export function addModelOptions (command: Command): Command {
+  return addBackendOptions(command)
+    .option('--model <dir>', 'Hugging Face model directory (config.json, tokenizer.json; safetensors: all of it here, only embeddings and lm_head for a swarm)', BUNDLED_MODEL)
+    .option('--initial-peers <multiaddr>', 'run the blocks on the swarm this peer belongs to (repeatable); without it, everything runs here', multiaddrArgument, [])
+    .option('--model-name <name>', "swarm: the name servers announce the model under (default: the --model folder's name)")
+    .addOption(new Option('--wire-dtype <dtype>', "swarm: activations on the wire (default: the model's dtype); bf16/f16 halve fp32 traffic").choices(['f32', 'bf16', 'f16']))
+    .option('--show-route', 'swarm: print the chain of servers used, and every failover')
+}
+
+/** Loads the model the options name, locally or as a client of a swarm. */
+export async function openModel (o: ModelCliOptions, log: (line: string) => void): Promise<LanguageModel & { close: () => Promise<void> | void }> {
+  if (o.initialPeers.length === 0) {
+    log(`loading ${o.model}`)
+    return await LocalModel.load(o.model, { ...loadOptions(o), onProgress: m => log(`  ${m}`) })
+  }
+  log(`loading the embeddings and lm_head of ${o.model}`)
+  return await DistributedModel.load(o.model, {
+    initialPeers: o.initialPeers,
+    modelName: o.modelName,
+    dtype: o.wireDtype,
+    onProgress: m => log(`  ${m}`),
+    onRoute: o.showRoute === true ? (route, reason) => log(`route (${reason}): ${formatRoute(route)}`) : undefined
+  })
 }

@@ -6,7 +6,29 @@ import type { ModelConfig } from './config.js'
 
 export type BackendName = 'js' | 'native'
 
-/** A contiguous span of decoder blocks [start, end) with per-session KV caches. */
+/** Absolute block indices [start, end). */
+export interface BlockRange {
+  start: number
+  end: number
+}
+
+/** One session's step in a batch (see BlockSpan.forwardBatch). */
+export interface SpanStep {
+  session: number
+  /** [tokens, hiddenSize] */
+  hidden: Float32Array
+  /** where the tokens go; default: the session's current length */
+  position?: number
+}
+
+/**
+ * A contiguous span of decoder blocks [start, end) with per-session KV caches.
+ *
+ * Cache budget, in Petals' units: `maxCacheTokens` (a load option, Petals' attn_cache_tokens) is
+ * tokens PER BLOCK, so the span may reserve maxCacheTokens × (end - start) block-tokens, and a
+ * session of maxLength m over k blocks reserves m × k of them. A session that does not fit is
+ * refused with an Error whose `code` is 'CACHE_FULL'. maxCacheTokens 0: no limit.
+ */
 export interface BlockSpan {
   readonly backend: BackendName
   readonly config: ModelConfig
@@ -14,24 +36,55 @@ export interface BlockSpan {
   readonly end: number
   /** bytes of weights this span holds in memory */
   readonly weightBytes: number
-  /** bytes of KV cache one token of one session takes in this span */
+  /** bytes of KV cache one token of one full-span session takes in this span */
   readonly cacheBytesPerToken: number
 
-  /** Opens a session whose KV cache holds up to `maxLength` tokens; returns its id. */
-  openSession (maxLength: number): number
   /**
-   * Runs the span on `hidden` ([n, hiddenSize]) as the session's tokens at positions
+   * Opens a session whose KV cache holds up to `maxLength` tokens of `blocks` (absolute indices, a
+   * non-empty part of [start, end); default the whole span), which is all its steps will run: a
+   * route may enter this span mid-way and leave it mid-way. Returns the session's id. Throws when
+   * `blocks` is outside the span, and with code 'CACHE_FULL' when the budget cannot hold it.
+   */
+  openSession (maxLength: number, blocks?: BlockRange): number
+  /**
+   * Runs the session's blocks on `hidden` ([n, hiddenSize]) as the session's tokens at positions
    * `position`..`position + n - 1`, and returns the new hidden states. `position` defaults to the
    * session's current length; a smaller one rewinds the cache (Petals' start_from_position).
+   * A session runs one step at a time.
    */
   forward (session: number, hidden: Float32Array, position?: number): Promise<Float32Array>
+  /**
+   * Steps of several different sessions in one call, outputs in the steps' order; the native
+   * backend streams each weight once for all of them. Every session in a batch must run the same
+   * blocks. Nothing runs when any step is invalid.
+   */
+  forwardBatch (steps: SpanStep[]): Promise<Float32Array[]>
   /** Tokens held in the session's cache. */
   sessionLength (session: number): number
   closeSession (session: number): void
-  /** Open sessions, the cache tokens they reserve, and the span's limit (0: none). */
+  /**
+   * Open sessions; `reserved`: the block-tokens they reserve divided by the span's block count
+   * (a full-span session of m tokens shows m, one over half the span m / 2); `limit`:
+   * maxCacheTokens, tokens per block (0: none). So limit - reserved is what a new full-span
+   * session could still take, Petals' cache_tokens_left.
+   */
   cacheUsage (): { sessions: number, reserved: number, limit: number }
   /** Releases the weights and every session. */
   close (): void
+}
+
+/**
+ * The session's blocks, checked against the span: `blocks` must be a non-empty part of
+ * [span.start, span.end). Errors carry code INVALID_ARGUMENT, like the addon's.
+ */
+export function sessionBlocks (span: { start: number, end: number }, blocks?: BlockRange): BlockRange {
+  if (blocks === undefined) return { start: span.start, end: span.end }
+  const { start, end } = blocks
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < span.start || end > span.end || start >= end) {
+    throw Object.assign(new Error(`blocks ${start}:${end} are not a non-empty part of this span's blocks ${span.start}:${span.end}`),
+      { code: 'INVALID_ARGUMENT' })
+  }
+  return { start, end }
 }
 
 /** The client-side ends of the model: token embeddings, final norm and lm_head. */

@@ -1,7 +1,7 @@
 // The generation loop: prefill the prompt, then sample one token at a time, streaming text as it
 // becomes final. Works on any LanguageModel (this machine's, or a swarm through the client SDK).
 
-import type { LanguageModel } from './model.js'
+import type { LanguageModel, LanguageModelSession } from './model.js'
 import { Sampler, validateSamplingOptions, type SamplingOptions } from './sampling.js'
 
 export interface GenerateOptions extends SamplingOptions {
@@ -43,27 +43,69 @@ export const DEFAULT_MAX_NEW_TOKENS = 128
  * (or `collect`) gives the whole result.
  */
 export async function * generate (model: LanguageModel, promptIds: readonly number[], options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
+  const maxNewTokens = checkGenerateOptions(promptIds, options)
+  const conversation = await Conversation.open(model, promptIds.length + maxNewTokens)
+  try {
+    return yield * conversation.generate(promptIds, options)
+  } finally {
+    await conversation.close()
+  }
+}
+
+function checkGenerateOptions (ids: readonly number[], options: GenerateOptions): number {
   const maxNewTokens = options.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS
   if (!Number.isSafeInteger(maxNewTokens) || maxNewTokens < 1) throw new RangeError(`max new tokens must be a positive integer, got ${maxNewTokens}`)
-  if (promptIds.length === 0) throw new RangeError('the prompt is empty: give at least one token')
+  if (ids.length === 0) throw new RangeError('the prompt is empty: give at least one token')
   validateSamplingOptions(options)
-  const stops = (options.stop ?? []).filter(s => s.length > 0)
-  const maxLength = promptIds.length + maxNewTokens
-  const context = model.config.maxPositionEmbeddings
-  if (maxLength > context) {
-    throw new RangeError(`prompt (${promptIds.length} tokens) + max new tokens (${maxNewTokens}) exceeds the model's context of ${context} tokens`)
+  return maxNewTokens
+}
+
+/**
+ * A multi-turn conversation on one session: the model's caches keep every earlier turn, so each
+ * turn feeds only the tokens that are new. A turn gives the whole conversation's ids so far; the
+ * part the caches already hold is skipped, and where the ids differ from what was fed (a chat
+ * template may tokenise a reply differently than it was generated) the caches rewind to the
+ * common prefix.
+ */
+export class Conversation {
+  /** ids in the session's caches, in order */
+  private fed: number[] = []
+
+  private constructor (readonly model: LanguageModel, private readonly session: LanguageModelSession, readonly maxLength: number) {}
+
+  static async open (model: LanguageModel, maxLength: number): Promise<Conversation> {
+    const context = model.config.maxPositionEmbeddings
+    if (maxLength > context) throw new RangeError(`a session of ${maxLength} tokens exceeds the model's context of ${context} tokens`)
+    return new Conversation(model, await model.openSession(maxLength), maxLength)
   }
 
-  const sampler = new Sampler(options)
-  const text = new TextTracker(model, promptIds[promptIds.length - 1], stops)
-  const seen = [...promptIds]
-  const eos = new Set(options.ignoreEos === true ? [] : model.eosTokenIds)
-  const session = await model.openSession(maxLength)
-  let finishReason: FinishReason = 'length'
-  const started = performance.now()
-  let firstTokenAt = started
-  try {
-    let logits = await session.step(promptIds)
+  /** Tokens in the caches. */
+  get length (): number {
+    return this.fed.length
+  }
+
+  /** Streams the reply to the conversation whose ids are now `ids` (every turn so far). */
+  async * generate (ids: readonly number[], options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
+    const maxNewTokens = checkGenerateOptions(ids, options)
+    if (ids.length + maxNewTokens > this.maxLength) {
+      throw new RangeError(`prompt (${ids.length} tokens) + max new tokens (${maxNewTokens}) exceeds the ${this.maxLength} tokens this session holds` +
+        (this.maxLength < this.model.config.maxPositionEmbeddings ? '' : ' (the model\'s context)'))
+    }
+    const stops = (options.stop ?? []).filter(s => s.length > 0)
+    let keep = 0
+    while (keep < this.fed.length && keep < ids.length && this.fed[keep] === ids[keep]) keep++
+    keep = Math.min(keep, ids.length - 1) // the last prompt token must be fed to get its logits
+
+    const sampler = new Sampler(options)
+    const text = new TextTracker(this.model, ids[ids.length - 1], stops)
+    const seen = [...ids]
+    const eos = new Set(options.ignoreEos === true ? [] : this.model.eosTokenIds)
+    let finishReason: FinishReason = 'length'
+    const started = performance.now()
+    let firstTokenAt = started
+    this.fed = this.fed.slice(0, keep) // if a step fails, the caches hold no more than this
+    let logits = await this.session.step(ids.slice(keep), keep)
+    this.fed = [...ids]
     for (let produced = 0; produced < maxNewTokens; produced++) {
       if (options.signal?.aborted === true) { finishReason = 'aborted'; break }
       const id = sampler.sample(logits, seen)
@@ -73,24 +115,29 @@ export async function * generate (model: LanguageModel, promptIds: readonly numb
       const { delta, stopped } = text.push(id)
       yield { id, text: delta }
       if (stopped) { finishReason = 'stop'; break }
-      if (produced + 1 < maxNewTokens) logits = await session.step([id])
+      if (produced + 1 < maxNewTokens) {
+        logits = await this.session.step([id])
+        this.fed.push(id)
+      }
     }
-  } finally {
-    await session.close()
+    const finished = performance.now()
+    const rest = text.flush()
+    if (rest.length > 0) yield { id: null, text: rest }
+    const generated = seen.slice(ids.length)
+    const decodeSeconds = (finished - firstTokenAt) / 1000
+    return {
+      ids: generated,
+      text: text.final,
+      finishReason,
+      promptTokens: ids.length,
+      prefillSeconds: (firstTokenAt - started) / 1000,
+      decodeSeconds,
+      tokensPerSecond: generated.length > 1 && decodeSeconds > 0 ? (generated.length - 1) / decodeSeconds : 0
+    }
   }
-  const finished = performance.now()
-  const rest = text.flush()
-  if (rest.length > 0) yield { id: null, text: rest }
-  const ids = seen.slice(promptIds.length)
-  const decodeSeconds = (finished - firstTokenAt) / 1000
-  return {
-    ids,
-    text: text.final,
-    finishReason,
-    promptTokens: promptIds.length,
-    prefillSeconds: (firstTokenAt - started) / 1000,
-    decodeSeconds,
-    tokensPerSecond: ids.length > 1 && decodeSeconds > 0 ? (ids.length - 1) / decodeSeconds : 0
+
+  async close (): Promise<void> {
+    await this.session.close()
   }
 }
 

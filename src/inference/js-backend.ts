@@ -2,7 +2,7 @@
 // double-precision accumulation. It runs anywhere and is the oracle the native addon is tested
 // against, so clarity beats speed here.
 
-import type { BlockSpan, ModelHead } from './backend.js'
+import { sessionBlocks, type BlockRange, type BlockSpan, type ModelHead, type SpanStep } from './backend.js'
 import { checkSpan, type ModelConfig } from './config.js'
 import { tensorNames, type Checkpoint } from './checkpoint.js'
 import { layerTensors, type LayerTensorSuffix } from './llama-layout.js'
@@ -20,16 +20,27 @@ interface LayerWeights {
 interface Session {
   maxLength: number
   length: number
-  /** per layer of the span: [maxLength, numKvHeads * headDim] */
+  /** the span's layers it runs: [first, first + keys.length) */
+  first: number
+  /** per layer it runs: [maxLength, numKvHeads * headDim] */
   keys: Float32Array[]
   values: Float32Array[]
   busy: boolean
 }
 
-/** Reads the weights of blocks [start, end) and nothing else; `onBlock` hears of each block loaded. */
+export interface JsSpanOptions {
+  /** hears of each block loaded */
+  onBlock?: (block: number) => void
+  /** cache tokens per block, Petals' attn_cache_tokens (default 0: no limit); see BlockSpan */
+  maxCacheTokens?: number
+}
+
+/** Reads the weights of blocks [start, end) and nothing else. */
 export async function loadJsSpan (checkpoint: Checkpoint, config: ModelConfig, start: number, end: number,
-  onBlock?: (block: number) => void): Promise<BlockSpan> {
+  options: JsSpanOptions = {}): Promise<BlockSpan> {
   checkSpan(config, start, end)
+  const maxCacheTokens = options.maxCacheTokens ?? 0
+  if (!Number.isSafeInteger(maxCacheTokens) || maxCacheTokens < 0) throw new Error(`maxCacheTokens must be a non-negative integer, got ${maxCacheTokens}`)
   const layers: LayerWeights[] = []
   for (let i = start; i < end; i++) {
     const t: Partial<Record<LayerTensorSuffix, Float32Array>> = {}
@@ -54,9 +65,9 @@ export async function loadJsSpan (checkpoint: Checkpoint, config: ModelConfig, s
       upBias: t['mlp.up_proj.bias'],
       downBias: t['mlp.down_proj.bias']
     })
-    onBlock?.(i)
+    options.onBlock?.(i)
   }
-  return new JsBlockSpan(config, start, end, layers)
+  return new JsBlockSpan(config, start, end, layers, maxCacheTokens)
 }
 
 class JsBlockSpan implements BlockSpan {
@@ -70,8 +81,10 @@ class JsBlockSpan implements BlockSpan {
   private readonly inverseFrequencies: Float32Array
   private readonly sessions = new Map<number, Session>()
   private nextSession = 1
+  /** block-tokens the open sessions reserve (maxLength × blocks, summed) */
+  private reserved = 0
 
-  constructor (config: ModelConfig, start: number, end: number, layers: LayerWeights[]) {
+  constructor (config: ModelConfig, start: number, end: number, layers: LayerWeights[], private readonly maxCacheTokens: number) {
     this.config = config
     this.start = start
     this.end = end
@@ -81,17 +94,22 @@ class JsBlockSpan implements BlockSpan {
     this.cacheBytesPerToken = layers.length * 2 * config.numKvHeads * config.headDim * 4
   }
 
-  openSession (maxLength: number): number {
+  openSession (maxLength: number, blocks?: BlockRange): number {
     if (!Number.isSafeInteger(maxLength) || maxLength <= 0) throw new Error(`session max length must be a positive integer, got ${maxLength}`)
-    const kvDim = this.config.numKvHeads * this.config.headDim
+    const { start, end } = sessionBlocks(this, blocks)
+    const count = end - start
+    // Petals' accounting (the same words as the addon's): maxCacheTokens per block, and a session
+    // pays for the blocks it uses.
+    const blocksHeld = this.end - this.start
+    const budget = this.maxCacheTokens * blocksHeld
+    if (this.maxCacheTokens > 0 && this.reserved + maxLength * count > budget) {
+      throw Object.assign(new Error(`attention cache full: ${this.reserved} of ${budget} tokens reserved (${this.maxCacheTokens} per block x ` +
+        `${blocksHeld} blocks); a session of ${maxLength} tokens over ${count} blocks needs ${maxLength * count}`), { code: 'CACHE_FULL' })
+    }
+    const cache = (): Float32Array[] => Array.from({ length: count }, () => new Float32Array(maxLength * this.config.numKvHeads * this.config.headDim))
     const id = this.nextSession++
-    this.sessions.set(id, {
-      maxLength,
-      length: 0,
-      keys: this.layers.map(() => new Float32Array(maxLength * kvDim)),
-      values: this.layers.map(() => new Float32Array(maxLength * kvDim)),
-      busy: false
-    })
+    this.sessions.set(id, { maxLength, length: 0, first: start - this.start, keys: cache(), values: cache(), busy: false })
+    this.reserved += maxLength * count
     return id
   }
 
@@ -100,17 +118,19 @@ class JsBlockSpan implements BlockSpan {
   }
 
   closeSession (session: number): void {
+    const s = this.sessions.get(session)
+    if (s === undefined) return
+    this.reserved -= s.maxLength * s.keys.length
     this.sessions.delete(session)
   }
 
   cacheUsage (): { sessions: number, reserved: number, limit: number } {
-    let reserved = 0
-    for (const s of this.sessions.values()) reserved += s.maxLength
-    return { sessions: this.sessions.size, reserved, limit: 0 }
+    return { sessions: this.sessions.size, reserved: this.reserved / (this.end - this.start), limit: this.maxCacheTokens }
   }
 
   close (): void {
     this.sessions.clear()
+    this.reserved = 0
     this.layers = []
   }
 
@@ -120,8 +140,48 @@ class JsBlockSpan implements BlockSpan {
     return s
   }
 
-  async forward (sessionId: number, hidden: Float32Array, position?: number): Promise<Float32Array> {
-    const session = this.session(sessionId)
+  async forward (session: number, hidden: Float32Array, position?: number): Promise<Float32Array> {
+    const [out] = await this.forwardBatch([{ session, hidden, position }])
+    return out
+  }
+
+  /** A plain loop over the steps, after checking them all, so a bad step leaves every session as it was. */
+  async forwardBatch (steps: SpanStep[]): Promise<Float32Array[]> {
+    if (steps.length === 0) throw new Error('a forward needs at least one step')
+    const checked = steps.map(step => ({ ...this.check(step), id: step.session, hidden: step.hidden }))
+    const first = checked[0].session
+    checked.forEach(({ id, session }, i) => {
+      if (checked.findIndex(c => c.id === id) !== i) throw new Error(`session ${id} appears twice in one batch`)
+      if (session.first !== first.first || session.keys.length !== first.keys.length) {
+        throw new Error(`all sessions in one batch must run the same blocks: session ${id} runs ${this.blocksOf(session)}, ` +
+          `session ${checked[0].id} runs ${this.blocksOf(first)}`)
+      }
+      if (session.busy) throw new Error(`session ${id} is already running a step`)
+    })
+    for (const { session } of checked) session.busy = true
+    try {
+      const outputs: Float32Array[] = []
+      for (const { id, session, hidden, n, start } of checked) {
+        session.length = start
+        const x = Float32Array.from(hidden)
+        for (let l = 0; l < session.keys.length; l++) {
+          this.layer(this.layers[session.first + l], session.keys[l], session.values[l], x, n, start)
+          // Yield between layers so a long forward never starves the event loop for its whole span.
+          await new Promise(resolve => setImmediate(resolve))
+          if (!this.sessions.has(id)) throw new Error(`session ${id} was closed during a step`)
+        }
+        session.length = start + n
+        outputs.push(x)
+      }
+      return outputs
+    } finally {
+      for (const { session } of checked) session.busy = false
+    }
+  }
+
+  /** Validates one step without touching its session: its session, token count and start position. */
+  private check ({ session: id, hidden, position }: SpanStep): { session: Session, n: number, start: number } {
+    const session = this.session(id)
     const h = this.config.hiddenSize
     if (hidden.length === 0 || hidden.length % h !== 0) {
       throw new Error(`hidden states must be [tokens, ${h}] floats, got ${hidden.length} values`)
@@ -135,22 +195,12 @@ class JsBlockSpan implements BlockSpan {
       throw new Error(`session holds at most ${session.maxLength} tokens; ${start} cached + ${n} new would exceed it`)
     }
     if (!hidden.every(Number.isFinite)) throw new Error('hidden states contain NaN or infinite values')
-    if (session.busy) throw new Error(`session ${sessionId} is already running a step`)
-    session.busy = true
-    try {
-      session.length = start
-      const x = Float32Array.from(hidden)
-      for (let l = 0; l < this.layers.length; l++) {
-        this.layer(this.layers[l], session.keys[l], session.values[l], x, n, start)
-        // Yield between layers so a long forward never starves the event loop for its whole span.
-        await new Promise(resolve => setImmediate(resolve))
-        if (!this.sessions.has(sessionId)) throw new Error(`session ${sessionId} was closed during a step`)
-      }
-      session.length = start + n
-      return x
-    } finally {
-      session.busy = false
-    }
+    return { session, n, start }
+  }
+
+  /** A session's blocks as absolute indices, for messages. */
+  private blocksOf (session: Session): string {
+    return `${this.start + session.first}:${this.start + session.first + session.keys.length}`
   }
 
   /** One decoder block on x ([n, hidden], updated in place) at positions start..start+n-1. */

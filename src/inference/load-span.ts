@@ -14,7 +14,7 @@ export interface LoadOptions {
   format?: WeightFormat
   /** native kernel threads (default: all cores) */
   threads?: number
-  /** tokens all sessions' KV caches may reserve together (native; default: no limit) */
+  /** KV cache tokens per block, Petals' attn_cache_tokens (default 0: no limit); see BlockSpan */
   maxCacheTokens?: number
   /** progress callback, called once per loaded part */
   onProgress?: (message: string) => void
@@ -42,7 +42,7 @@ export async function loadSpan (checkpoint: Checkpoint, config: ModelConfig, sta
   if (options.format !== undefined && options.format !== 'f32') {
     throw new Error(`the js backend computes in f32; weight format ${options.format} needs the native backend`)
   }
-  return await loadJsSpan(checkpoint, config, start, end, options.onBlock)
+  return await loadJsSpan(checkpoint, config, start, end, { onBlock: options.onBlock, maxCacheTokens: options.maxCacheTokens })
 }
 
 /** Loads blocks [start, end) of the model in `dir`, reading no other block's bytes. */

@@ -24,8 +24,11 @@ export interface LanguageModel {
 export interface LanguageModelSession {
   /** Tokens processed so far. */
   readonly length: number
-  /** Feeds new token ids and returns the logits that follow the last of them. */
-  step (ids: readonly number[]): Promise<Float32Array>
+  /**
+   * Feeds token ids at `position` (default: after the last step; smaller rewinds the caches) and
+   * returns the logits that follow the last of them.
+   */
+  step (ids: readonly number[], position?: number): Promise<Float32Array>
   close (): Promise<void>
 }
 
@@ -48,7 +51,7 @@ export class LocalModel implements LanguageModel {
       options.onProgress?.('loaded embeddings, final norm and lm_head')
       const blocks = await loadSpan(checkpoint, config, 0, config.numLayers, options)
       options.onProgress?.(`loaded blocks 0:${config.numLayers} (${(blocks.weightBytes / 2 ** 20).toFixed(1)} MiB on the ${blocks.backend} backend)`)
-      return new LocalModel(dir, config, tokenizer, await eosIds(dir, config), head, blocks)
+      return new LocalModel(dir, config, tokenizer, await loadEosTokenIds(dir, config), head, blocks)
     } finally {
       await checkpoint.close()
     }
@@ -59,9 +62,9 @@ export class LocalModel implements LanguageModel {
     const { head, blocks } = this
     return {
       get length () { return blocks.sessionLength(id) },
-      async step (ids) {
+      async step (ids, position) {
         if (ids.length === 0) throw new Error('a step needs at least one token')
-        return head.logits(await blocks.forward(id, head.embed(ids)))
+        return head.logits(await blocks.forward(id, head.embed(ids), position))
       },
       async close () { blocks.closeSession(id) }
     }
@@ -73,7 +76,7 @@ export class LocalModel implements LanguageModel {
 }
 
 /** EOS ids from config.json plus generation_config.json (Llama 3 instruct lists extra ones there). */
-async function eosIds (dir: string, config: ModelConfig): Promise<number[]> {
+export async function loadEosTokenIds (dir: string, config: ModelConfig): Promise<number[]> {
   const ids = new Set(config.eosTokenIds)
   try {
     const generation = JSON.parse(await readFile(join(dir, 'generation_config.json'), 'utf8'))

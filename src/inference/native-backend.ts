@@ -4,7 +4,7 @@
 
 import { createRequire } from 'node:module'
 import { availableParallelism } from 'node:os'
-import type { BlockSpan } from './backend.js'
+import { sessionBlocks, type BlockRange, type BlockSpan, type SpanStep } from './backend.js'
 import type { Checkpoint } from './checkpoint.js'
 import { checkSpan, type ModelConfig } from './config.js'
 import { layerTensors } from './llama-layout.js'
@@ -14,20 +14,18 @@ import { ropeInverseFrequencies } from './rope.js'
 export type WeightFormat = 'f32' | 'bf16' | 'f16' | 'int8' | 'int4'
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'f16', 'int8', 'int4']
 
-export interface NativeStep {
-  session: number
-  hidden: Float32Array
-  position?: number
-}
+export type NativeStep = SpanStep
 
 interface AddonSpan {
   loadLayer (index: number, sources: Array<{ path: string, offset: number, bytes: number, dtype: string } | null>): Promise<void>
   setLayer (index: number, tensors: Array<Float32Array | null>): void
-  openSession (maxLength: number): number
+  /** layers relative to the span; layerCount -1 (default): to the end */
+  openSession (maxLength: number, firstLayer?: number, layerCount?: number): number
   closeSession (session: number): void
   sessionLength (session: number): number
   forward (steps: NativeStep[]): Promise<Float32Array[]>
-  stats (): { weightBytes: number, cacheBytesPerToken: number, cacheTokensReserved: number, maxCacheTokens: number, sessions: number, format: string }
+  /** maxCacheTokens is per block; cacheLayerTokensReserved sums maxLength × layers over sessions */
+  stats (): { weightBytes: number, cacheBytesPerToken: number, layers: number, cacheLayerTokensReserved: number, maxCacheTokens: number, sessions: number, format: string }
   close (): void
 }
 
@@ -67,7 +65,7 @@ export interface NativeSpanOptions {
   format?: WeightFormat
   /** threads for the kernels (default: all cores) */
   threads?: number
-  /** tokens all sessions' KV caches may reserve together (default 0: no limit) */
+  /** cache tokens per block, Petals' attn_cache_tokens (default 0: no limit); see BlockSpan */
   maxCacheTokens?: number
   onBlock?: (block: number) => void
 }
@@ -137,8 +135,10 @@ export class NativeBlockSpan implements BlockSpan {
     this.format = stats.format as WeightFormat
   }
 
-  openSession (maxLength: number): number {
-    return this.span.openSession(maxLength)
+  openSession (maxLength: number, blocks?: BlockRange): number {
+    // Checked here too so the error names absolute blocks; the addon counts from the span's start.
+    const { start, end } = sessionBlocks(this, blocks)
+    return this.span.openSession(maxLength, start - this.start, end - start)
   }
 
   async forward (session: number, hidden: Float32Array, position?: number): Promise<Float32Array> {
@@ -146,7 +146,10 @@ export class NativeBlockSpan implements BlockSpan {
     return out
   }
 
-  /** Runs steps of several sessions as one batch: each weight is streamed once for all of them. */
+  /**
+   * Runs steps of several sessions (over the same blocks) as one batch: each weight is streamed
+   * once for all of them.
+   */
   async forwardBatch (steps: NativeStep[]): Promise<Float32Array[]> {
     // Steps of one session must run in the order they were asked for; the addon's worker threads
     // would not guarantee that, so a session takes one step at a time (as in the JS backend).
@@ -170,10 +173,10 @@ export class NativeBlockSpan implements BlockSpan {
     this.span.closeSession(session)
   }
 
-  /** Cache tokens reserved by open sessions, and the span's limit (0: none). */
+  /** See BlockSpan.cacheUsage: reserved block-tokens over the span's blocks, limit per block. */
   cacheUsage (): { reserved: number, limit: number, sessions: number } {
     const stats = this.span.stats()
-    return { reserved: stats.cacheTokensReserved, limit: stats.maxCacheTokens, sessions: stats.sessions }
+    return { reserved: stats.cacheLayerTokensReserved / stats.layers, limit: stats.maxCacheTokens, sessions: stats.sessions }
   }
 
   close (): void {

@@ -3,7 +3,7 @@
 // (see ../shared reference: the stock DHT drops them, and its client mode never serves records).
 
 import '../polyfill.js'
-import { createLibp2p, type Libp2p } from 'libp2p'
+import { createLibp2p, type Libp2p, type Libp2pInit } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -35,6 +35,8 @@ export interface NodeOptions {
   dhtServer?: boolean
   /** extra kad-dht settings (validators, selectors, record expiry) */
   dht?: Partial<KadDHTInit>
+  /** how connections are pinged to find dead peers (libp2p's default: every 10 s) */
+  connectionMonitor?: Libp2pInit['connectionMonitor']
 }
 
 const keys = new WeakMap<BmrtNode, PrivateKey>()
@@ -59,6 +61,7 @@ export async function createNode (options: NodeOptions = {}): Promise<BmrtNode> 
     // Every local peer dials from 127.0.0.1; the default limit of 5 inbound connections per second
     // per host would refuse them.
     connectionManager: { allow: ['/ip4/127.0.0.0/ipcidr/8'] },
+    connectionMonitor: options.connectionMonitor,
     peerDiscovery: (options.bootstrap?.length ?? 0) > 0 ? [bootstrap({ list: options.bootstrap!, timeout: 0 })] : [],
     services: {
       identify: identify(),

@@ -12,6 +12,9 @@ import { loadBlockSpan, type LoadOptions } from '../inference/load-span.js'
 import { createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
 import { Registry, registryDhtOptions, type RecordStats, type SpanRecord, type SpanState } from '../p2p/registry.js'
 import { chooseBestBlocks, ServerState, shouldChooseOtherBlocks, type ServedSpan } from './block-selection.js'
+import { ErrorCode, FORWARD_PROTOCOL, INFERENCE_PROTOCOL, INFO_PROTOCOL, ProtocolError, WireDType } from '../p2p/wire.js'
+import { serveInfo, serveSession, SessionTracker, type HandlerOptions } from './handler.js'
+import { TaskQueue } from './task-queue.js'
 import { measureThroughput } from './throughput.js'
 
 export const VERSION = '0.1.0'
@@ -44,6 +47,10 @@ export interface ServerOptions {
   expirationMs?: number
   /** the longest session a client may open, announced to clients (default 8192, Petals' for GQA models) */
   inferenceMaxLength?: number
+  /** how long a client session may wait for its next step (default 5 min) */
+  stepTimeoutMs?: number
+  /** how long a client session may last (default 30 min) */
+  sessionTimeoutMs?: number
   /** where progress and status lines go */
   log?: (line: string) => void
 }
@@ -57,11 +64,16 @@ export class BlockServer {
   throughput = 0
   /** tokens this server's span has processed for clients (the protocol handlers count them) */
   tokensServed = 0
+  /** time spent computing those tokens */
+  computeSeconds = 0
   private tokensAtLastStatus = 0
   private info: Record<string, unknown> = {}
   private timers: NodeJS.Timeout[] = []
   private readonly pings = new Map<string, number>()
   private stopped = false
+  /** the client sessions open now */
+  readonly sessions = new SessionTracker()
+  private readonly queue = new TaskQueue()
 
   private constructor (readonly node: BmrtNode, readonly config: ModelConfig, private readonly options: ServerOptions, stats: RecordStats) {
     this.registry = new Registry(node)
@@ -84,6 +96,7 @@ export class BlockServer {
       dht: registryDhtOptions(stats, options.expirationMs ?? 180_000, options.updatePeriodMs ?? 60_000)
     })
     const server = new BlockServer(node, config, options, stats)
+    await server.handleProtocols()
     log(`peer id ${node.peerId.toString()}`)
     for (const addr of node.getMultiaddrs()) log(`  share as --initial-peers: ${addr.toString()}`)
     try {
@@ -100,6 +113,28 @@ export class BlockServer {
       throw err
     }
     return server
+  }
+
+  /** Serves the block protocols: sessions are refused while the span loads. */
+  private async handleProtocols (): Promise<void> {
+    const dtype = this.config.dtype === 'BF16' ? WireDType.BF16 : this.config.dtype === 'F16' ? WireDType.F16 : WireDType.F32
+    const options: HandlerOptions = {
+      modelName: this.modelName,
+      span: () => this.span,
+      state: () => this.state,
+      version: VERSION,
+      dtype,
+      queue: this.queue,
+      inferenceMaxLength: this.options.inferenceMaxLength ?? 8192,
+      stepTimeoutMs: this.options.stepTimeoutMs,
+      sessionTimeoutMs: this.options.sessionTimeoutMs,
+      onStep: (tokens, seconds) => { this.tokensServed += tokens; this.computeSeconds += seconds }
+    }
+    // Raised from libp2p's 32 streams per protocol per connection: one client may run many sessions.
+    const limits = { maxInboundStreams: 256 }
+    await this.node.handle(INFERENCE_PROTOCOL, async stream => await serveSession(stream, 'inference', options, this.sessions), limits)
+    await this.node.handle(FORWARD_PROTOCOL, async stream => await serveSession(stream, 'forward', options, this.sessions), limits)
+    await this.node.handle(INFO_PROTOCOL, async stream => await serveInfo(stream, options, this.sessions), limits)
   }
 
   private log (line: string): void {
@@ -150,6 +185,7 @@ export class BlockServer {
     this.log(`loading blocks ${span.start}:${span.end} of ${this.modelName} (${this.config.numLayers} blocks)`)
     this.span = await loadBlockSpan(this.options.modelDir, span.start, span.end, {
       ...this.options.load,
+      maxCacheTokens: this.options.load?.maxCacheTokens ?? defaultCacheTokens(this.config),
       onBlock: b => this.log(`  block ${b} loaded`)
     })
     if (this.options.throughput === undefined || this.options.throughput === 'auto') {
@@ -162,7 +198,7 @@ export class BlockServer {
       this.info = { ...this.info, throughput: this.throughput }
     }
     const usage = this.span.cacheUsage()
-    this.info = { ...this.info, cacheTokensLeft: usage.limit > 0 ? usage.limit - usage.reserved : null }
+    this.info = { ...this.info, cacheTokensLeft: usage.limit > 0 ? Math.floor(usage.limit - usage.reserved) : null }
     await this.announce('online', span)
     this.log(`online: serving blocks ${span.start}:${span.end} of ${this.modelName} (${this.span.backend} backend)`)
   }
@@ -173,7 +209,7 @@ export class BlockServer {
     this.timers.push(setInterval(() => {
       if (this.span === null || this.stopped) return
       const usage = this.span.cacheUsage()
-      const cacheLeft = usage.limit > 0 ? usage.limit - usage.reserved : null
+      const cacheLeft = usage.limit > 0 ? Math.floor(usage.limit - usage.reserved) : null
       const span = this.span
       this.pingNextServers(span.end)
         .then(nextPings => {
@@ -226,6 +262,7 @@ export class BlockServer {
     const old = { start: this.span.start, end: this.span.end }
     this.log(`moving: blocks ${old.start}:${old.end} would balance the swarm better elsewhere`)
     await this.announce('offline', old)
+    this.sessions.endAll(new ProtocolError(ErrorCode.SHUTTING_DOWN, 'the server is moving to other blocks'))
     this.span.close()
     this.span = null
     await this.serve(await this.chooseSpan())
@@ -237,6 +274,7 @@ export class BlockServer {
     if (this.stopped) return
     this.stopped = true
     this.timers.forEach(t => clearTimeout(t))
+    this.sessions.endAll(new ProtocolError(ErrorCode.SHUTTING_DOWN, 'the server is shutting down'))
     try {
       if (this.span !== null) await this.registry.withdraw(this.modelName, { start: this.span.start, end: this.span.end, info: this.info })
     } finally {
@@ -244,4 +282,9 @@ export class BlockServer {
       await this.node.stop()
     }
   }
+}
+
+/** Petals' default attention cache: 16384 tokens per block for GQA models, 4096 otherwise. */
+export function defaultCacheTokens (config: ModelConfig): number {
+  return config.numKvHeads < config.numHeads ? 16384 : 4096
 }

@@ -76,7 +76,10 @@ struct BlockSpan::Layer {
 struct BlockSpan::Session {
   int64_t max_length = 0;
   int64_t length = 0;
-  std::vector<std::vector<float>> keys, values;  // per layer: [max_length, kv_heads * head_dim]
+  int first_layer = 0;  // the session runs layers [first_layer, first_layer + keys.size())
+  std::vector<std::vector<float>> keys, values;  // per layer it runs: [max_length, kv_heads * head_dim]
+  int layer_count() const { return static_cast<int>(keys.size()); }
+  int64_t reserved() const { return max_length * layer_count(); }  // layer-tokens
 };
 
 BlockSpan::BlockSpan(BlockConfig config, int layers, WeightFormat format, int threads, int64_t max_cache_tokens)
@@ -179,26 +182,38 @@ void BlockSpan::load_layer(int layer, const std::vector<TensorSource>& sources) 
   set_layer(layer, tensors);
 }
 
-int BlockSpan::open_session(int64_t max_length) {
+int BlockSpan::open_session(int64_t max_length, int first_layer, int layer_count) {
   if (max_length <= 0) throw std::invalid_argument("session max length must be positive");
+  if (layer_count == -1) layer_count = layers() - first_layer;
+  if (first_layer < 0 || layer_count <= 0 || int64_t(first_layer) + layer_count > layers())
+    throw std::invalid_argument("a session's layers must be a non-empty part of the span's 0:" + std::to_string(layers()) + ", got " +
+                                std::to_string(first_layer) + ":" + std::to_string(int64_t(first_layer) + layer_count));
+  const int64_t needed = max_length * layer_count;
   std::lock_guard<std::mutex> lock(sessions_mutex_);
-  if (max_cache_tokens_ > 0 && cache_reserved_ + max_length > max_cache_tokens_)
-    throw CacheFullError("attention cache full: " + std::to_string(cache_reserved_) + " of " + std::to_string(max_cache_tokens_) +
-                         " tokens reserved, a session of " + std::to_string(max_length) + " does not fit");
+  // Petals' accounting: the budget is max_cache_tokens per block, and a session pays for the
+  // blocks it uses, so a client passing through two of ten blocks takes a fifth of a full one.
+  const int64_t budget = max_cache_tokens_ * layers();
+  if (max_cache_tokens_ > 0 && cache_reserved_ + needed > budget)
+    throw CacheFullError("attention cache full: " + std::to_string(cache_reserved_) + " of " + std::to_string(budget) +
+                         " tokens reserved (" + std::to_string(max_cache_tokens_) + " per block x " + std::to_string(layers()) +
+                         " blocks); a session of " + std::to_string(max_length) + " tokens over " + std::to_string(layer_count) +
+                         " blocks needs " + std::to_string(needed));
   auto session = std::make_shared<Session>();
   session->max_length = max_length;
+  session->first_layer = first_layer;
   const size_t per_layer = static_cast<size_t>(max_length) * config_.kv_heads * config_.head_dim;
   try {
-    for (int l = 0; l < layers(); l++) {
+    for (int l = 0; l < layer_count; l++) {
       session->keys.emplace_back(per_layer);
       session->values.emplace_back(per_layer);
     }
   } catch (const std::bad_alloc&) {
-    throw CacheFullError("out of memory reserving a KV cache of " + std::to_string(max_length) + " tokens");
+    throw CacheFullError("out of memory reserving a KV cache of " + std::to_string(max_length) + " tokens over " +
+                         std::to_string(layer_count) + " blocks");
   }
   int id = next_session_++;
+  cache_reserved_ += session->reserved();
   sessions_[id] = std::move(session);
-  cache_reserved_ += max_length;
   return id;
 }
 
@@ -206,7 +221,7 @@ void BlockSpan::close_session(int id) {
   std::lock_guard<std::mutex> lock(sessions_mutex_);
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return;
-  cache_reserved_ -= it->second->max_length;
+  cache_reserved_ -= it->second->reserved();
   sessions_.erase(it);  // a forward still running on it holds its own reference
 }
 
@@ -225,7 +240,7 @@ int BlockSpan::sessions() const {
   return static_cast<int>(sessions_.size());
 }
 
-int64_t BlockSpan::cache_tokens_reserved() const {
+int64_t BlockSpan::cache_layer_tokens_reserved() const {
   std::lock_guard<std::mutex> lock(sessions_mutex_);
   return cache_reserved_;
 }
@@ -249,8 +264,12 @@ void BlockSpan::forward(std::vector<Step>& steps) {
   // One forward at a time, validated under the same lock so every step sees its session's
   // length as the previous forward left it.
   std::lock_guard<std::mutex> lock(compute_mutex_);
-  for (const auto& L : layers_)
-    if (!L->loaded) throw std::invalid_argument("the span's blocks are not all loaded");
+  // Once this forward is done the kernels' workers should sleep rather than spin: the next one
+  // is a network round trip away, and other spans or processes may want the cores meanwhile.
+  struct Rest {
+    ThreadPool& pool;
+    ~Rest() { pool.rest(); }
+  } rest{pool_};
   const int64_t h = config_.hidden;
 
   // Validate everything before changing any session.
@@ -262,6 +281,13 @@ void BlockSpan::forward(std::vector<Step>& steps) {
     for (size_t j = 0; j < i; j++)
       if (steps[j].session == s.session) throw std::invalid_argument("session " + std::to_string(s.session) + " appears twice in one batch");
     auto session = find_session(s.session);
+    // One batch runs one sequence of layers: every step's tokens go through the same weights.
+    if (i > 0 && (session->first_layer != sessions[0]->first_layer || session->layer_count() != sessions[0]->layer_count()))
+      throw std::invalid_argument("all sessions in one batch must run the same blocks: session " + std::to_string(s.session) +
+                                  " runs layers " + std::to_string(session->first_layer) + ":" +
+                                  std::to_string(session->first_layer + session->layer_count()) + ", session " +
+                                  std::to_string(steps[0].session) + " runs " + std::to_string(sessions[0]->first_layer) + ":" +
+                                  std::to_string(sessions[0]->first_layer + sessions[0]->layer_count()));
     if (s.tokens <= 0 || s.hidden == nullptr) throw std::invalid_argument("a step needs at least one token of hidden states");
     int64_t start = s.position < 0 ? session->length : s.position;
     if (start > session->length)
@@ -274,6 +300,9 @@ void BlockSpan::forward(std::vector<Step>& steps) {
     starts.push_back(start);
     total += s.tokens;
   }
+  const int first = sessions[0]->first_layer, end = first + sessions[0]->layer_count();
+  for (int l = first; l < end; l++)
+    if (!layers_[l]->loaded) throw std::invalid_argument("block " + std::to_string(l) + " of the span is not loaded");
 
   std::vector<float> x(static_cast<size_t>(total * h));
   int64_t row = 0;
@@ -282,7 +311,7 @@ void BlockSpan::forward(std::vector<Step>& steps) {
     std::memcpy(x.data() + row * h, steps[i].hidden, static_cast<size_t>(steps[i].tokens * h) * 4);
     row += steps[i].tokens;
   }
-  for (int l = 0; l < layers(); l++) run_layer(l, steps, sessions, starts, x.data(), total);
+  for (int l = first; l < end; l++) run_layer(l, first, steps, sessions, starts, x.data(), total);
   row = 0;
   for (size_t i = 0; i < steps.size(); i++) {
     std::memcpy(steps[i].hidden, x.data() + row * h, static_cast<size_t>(steps[i].tokens * h) * 4);
@@ -321,9 +350,11 @@ const float* bias_or_null(const std::vector<float>& b) { return b.empty() ? null
 
 }  // namespace
 
-void BlockSpan::run_layer(int index, std::vector<Step>& steps, std::vector<std::shared_ptr<Session>>& sessions,
+// `index` is the span's layer; `index - first_layer` is its slot in the sessions' caches.
+void BlockSpan::run_layer(int index, int first_layer, std::vector<Step>& steps, std::vector<std::shared_ptr<Session>>& sessions,
                           std::vector<int64_t>& starts, float* x, int64_t total) {
   Layer& L = *layers_[index];
+  const size_t slot = static_cast<size_t>(index - first_layer);
   const BlockConfig& c = config_;
   const int64_t h = c.hidden, inter = c.intermediate;
   const int64_t q_dim = int64_t(c.heads) * c.head_dim, kv_dim = int64_t(c.kv_heads) * c.head_dim;
@@ -358,8 +389,8 @@ void BlockSpan::run_layer(int index, std::vector<Step>& steps, std::vector<std::
       }
       rope(q_.data() + row * q_dim, c.heads, c.head_dim, cos.data(), sin.data());
       rope(k_.data() + row * kv_dim, c.kv_heads, c.head_dim, cos.data(), sin.data());
-      std::memcpy(session.keys[index].data() + pos * kv_dim, k_.data() + row * kv_dim, kv_dim * 4);
-      std::memcpy(session.values[index].data() + pos * kv_dim, v_.data() + row * kv_dim, kv_dim * 4);
+      std::memcpy(session.keys[slot].data() + pos * kv_dim, k_.data() + row * kv_dim, kv_dim * 4);
+      std::memcpy(session.values[slot].data() + pos * kv_dim, v_.data() + row * kv_dim, kv_dim * 4);
     }
   }
 
@@ -374,8 +405,8 @@ void BlockSpan::run_layer(int index, std::vector<Step>& steps, std::vector<std::
   pool_.run(tasks, [&](int task, int thread) {
     const size_t s = static_cast<size_t>(task / c.heads);
     const int head = task % c.heads, kv_head = head / group;
-    const float* keys = sessions[s]->keys[index].data();
-    const float* values = sessions[s]->values[index].data();
+    const float* keys = sessions[s]->keys[slot].data();
+    const float* values = sessions[s]->values[slot].data();
     float* scores = scores_.data() + static_cast<size_t>(thread) * longest;
     for (int64_t t = 0; t < steps[s].tokens; t++) {
       const int64_t r = first_row[s] + t, pos = starts[s] + t;

@@ -60,7 +60,9 @@ struct Step {
 
 class BlockSpan {
  public:
-  // max_cache_tokens: total tokens all sessions' caches may reserve together (0: unlimited).
+  // max_cache_tokens: cache tokens per block (Petals' attn_cache_tokens; 0: unlimited). The span's
+  // budget is max_cache_tokens × layers() layer-tokens, and a session of max_length tokens over k
+  // layers reserves max_length × k of it, so sessions over fewer blocks take proportionally less.
   BlockSpan(BlockConfig config, int layers, WeightFormat format, int threads, int64_t max_cache_tokens);
   ~BlockSpan();
 
@@ -71,14 +73,17 @@ class BlockSpan {
   // Same, from fp32 values in memory (tests and benchmarks); same indexing.
   void set_layer(int layer, const std::vector<std::vector<float>>& tensors);
 
-  int open_session(int64_t max_length);
+  // A session over layers [first_layer, first_layer + layer_count) of the span (layer_count -1: to
+  // the end), so a client can enter the span mid-way and leave it mid-way; its KV cache holds only
+  // those layers. Throws CacheFullError when its max_length × layer_count does not fit the budget.
+  int open_session(int64_t max_length, int first_layer = 0, int layer_count = -1);
   void close_session(int session);
   int64_t session_length(int session) const;
   int64_t session_max_length(int session) const;
 
-  // Runs the steps (different sessions) through every block; linear layers see all the steps'
-  // tokens at once, so a batch streams each weight once. Throws std::invalid_argument for bad
-  // steps before touching any session.
+  // Runs the steps (different sessions, all over the same layers) through their sessions' layers;
+  // linear layers see all the steps' tokens at once, so a batch streams each weight once. Throws
+  // std::invalid_argument for bad steps before touching any session.
   void forward(std::vector<Step>& steps);
 
   const BlockConfig& config() const { return config_; }
@@ -86,7 +91,8 @@ class BlockSpan {
   WeightFormat format() const { return format_; }
   int64_t weight_bytes() const;
   int64_t cache_bytes_per_token() const;
-  int64_t cache_tokens_reserved() const;
+  // Layer-tokens reserved by open sessions (max_length × layer count, summed).
+  int64_t cache_layer_tokens_reserved() const;
   int64_t max_cache_tokens() const { return max_cache_tokens_; }
   int sessions() const;
 
@@ -94,7 +100,7 @@ class BlockSpan {
   struct Layer;
   struct Session;
   std::shared_ptr<Session> find_session(int id) const;
-  void run_layer(int index, std::vector<Step>& steps, std::vector<std::shared_ptr<Session>>& sessions,
+  void run_layer(int index, int first_layer, std::vector<Step>& steps, std::vector<std::shared_ptr<Session>>& sessions,
                  std::vector<int64_t>& starts, float* x, int64_t total);
 
   BlockConfig config_;
@@ -103,7 +109,7 @@ class BlockSpan {
   std::vector<std::unique_ptr<Layer>> layers_;
   std::map<int, std::shared_ptr<Session>> sessions_;  // a running forward keeps its sessions alive
   int next_session_ = 1;
-  int64_t cache_reserved_ = 0;
+  int64_t cache_reserved_ = 0;  // layer-tokens
   mutable std::mutex sessions_mutex_;  // guards sessions_ and cache_reserved_
   std::mutex compute_mutex_;           // one forward at a time (the pool and the scratch are shared)
   ThreadPool pool_;

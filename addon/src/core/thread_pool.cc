@@ -3,7 +3,8 @@
 //
 // Waking a sleeping thread costs tens of microseconds, about the time a decode step spends on a
 // small matrix, so after a run workers spin for a short while (kSpin) watching the generation
-// before they sleep on a condition variable. The caller likewise spins, then yields, while the
+// before they sleep on a condition variable, unless the owner said with rest() that its burst of
+// runs is over (a span's forward is done: spinning then only takes the cores from other work). The caller likewise spins, then yields, while the
 // last tasks finish. Exceptions thrown by fn are caught and the first is rethrown by run().
 #include "thread_pool.h"
 
@@ -36,6 +37,7 @@ struct ThreadPool::State {
   std::atomic<uint64_t> generation{0};  // bumped once per run
   std::atomic<int> sleepers{0};         // workers waiting (or about to wait) on `wake`
   std::atomic<bool> stopping{false};
+  std::atomic<bool> resting{false};     // set by rest(): no run is coming soon, do not spin
 
   // The current run; written before `generation` is bumped, read after it is seen.
   const std::function<void(int, int)>* fn = nullptr;
@@ -62,6 +64,7 @@ struct ThreadPool::State {
     for (int i = 0;; i++) {
       if (generation.load(std::memory_order_acquire) != seen) return true;
       if (stopping.load(std::memory_order_relaxed)) return false;
+      if (resting.load(std::memory_order_relaxed)) break;
       cpu_relax();
       if ((i & 63) == 63 && std::chrono::steady_clock::now() > spin_until) break;
     }
@@ -96,6 +99,8 @@ ThreadPool::~ThreadPool() {
   delete state_;
 }
 
+void ThreadPool::rest() { state_->resting.store(true, std::memory_order_relaxed); }
+
 int ThreadPool::size() const { return static_cast<int>(state_->workers.size()) + 1; }
 
 void ThreadPool::run(int tasks, const std::function<void(int, int)>& fn) {
@@ -105,6 +110,7 @@ void ThreadPool::run(int tasks, const std::function<void(int, int)>& fn) {
     for (int t = 0; t < tasks; t++) fn(t, 0);
     return;
   }
+  s.resting.store(false, std::memory_order_relaxed);
   s.fn = &fn;
   s.tasks = tasks;
   s.error = nullptr;

@@ -16,6 +16,8 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const;
+  // Tells the workers that no run follows soon: they sleep at once instead of spinning.
+  void rest();
   // Calls fn(task, thread) for every task in [0, tasks), on up to size() threads; thread is in
   // [0, size()) and unique among concurrently running calls (for per-thread scratch buffers).
   void run(int tasks, const std::function<void(int task, int thread)>& fn);

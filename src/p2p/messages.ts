@@ -1,0 +1,1306 @@
+import { decodeMessage, encodeMessage, enumeration, MaxLengthError, message, streamMessage } from 'protons-runtime'
+import { alloc as uint8ArrayAlloc } from 'uint8arrays/alloc'
+import type { Codec, DecodeOptions } from 'protons-runtime'
+import type { Uint8ArrayList } from 'uint8arraylist'
+
+export enum WireDType {
+  F32 = 'F32',
+  BF16 = 'BF16',
+  F16 = 'F16'
+}
+
+enum __WireDTypeValues {
+  F32 = 0,
+  BF16 = 1,
+  F16 = 2
+}
+
+export namespace WireDType {
+  export const codec = (): Codec<WireDType> => {
+    return enumeration<WireDType>(__WireDTypeValues)
+  }
+}
+
+export interface Tensor {
+  dtype: WireDType
+  shape: number[]
+  data: Uint8Array<ArrayBuffer>
+}
+
+export namespace Tensor {
+  let _codec: Codec<Tensor>
+
+  export const codec = (): Codec<Tensor> => {
+    if (_codec == null) {
+      _codec = message<Tensor>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.dtype != null && __WireDTypeValues[obj.dtype] !== 0) {
+          w.uint32(8)
+          WireDType.codec().encode(obj.dtype, w)
+        }
+
+        if (obj.shape != null && obj.shape.length > 0) {
+          for (const value of obj.shape) {
+            w.uint32(16)
+            w.uint32(value)
+          }
+        }
+
+        if ((obj.data != null && obj.data.byteLength > 0)) {
+          w.uint32(26)
+          w.bytes(obj.data)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          dtype: WireDType.F32,
+          shape: [],
+          data: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.dtype = WireDType.codec().decode(reader)
+              break
+            }
+            case 2: {
+              if (opts.limits?.shape != null && obj.shape.length === opts.limits.shape) {
+                throw new MaxLengthError('Decode error - repeated field "shape" had too many elements')
+              }
+
+              obj.shape.push(reader.uint32())
+              break
+            }
+            case 3: {
+              obj.data = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const obj = {
+          shape: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.dtype`,
+                value: WireDType.codec().decode(reader)
+              }
+              break
+            }
+            case 2: {
+              if (opts.limits?.shape != null && obj.shape === opts.limits.shape) {
+                throw new MaxLengthError('Streaming decode error - repeated field "shape" had too many elements')
+              }
+
+              yield {
+                field: `${prefix}.shape[]`,
+                index: obj.shape,
+                value: reader.uint32()
+              }
+
+              obj.shape++
+
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.data`,
+                value: reader.bytes()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface TensorDtypeFieldEvent {
+    field: '$.dtype'
+    value: WireDType
+  }
+
+  export interface TensorShapeFieldEvent {
+    field: '$.shape[]'
+    index: number
+    value: number
+  }
+
+  export interface TensorDataFieldEvent {
+    field: '$.data'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export function encode (obj: Partial<Tensor>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, Tensor.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Tensor>): Tensor {
+    return decodeMessage(buf, Tensor.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Tensor>): Generator<TensorDtypeFieldEvent | TensorShapeFieldEvent | TensorDataFieldEvent> {
+    return streamMessage(buf, Tensor.codec(), opts)
+  }
+}
+
+export interface Open {
+  model: string
+  start: number
+  end: number
+  maxLength: number
+  batch: number
+  dtype?: WireDType
+}
+
+export namespace Open {
+  let _codec: Codec<Open>
+
+  export const codec = (): Codec<Open> => {
+    if (_codec == null) {
+      _codec = message<Open>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.model != null && obj.model !== '')) {
+          w.uint32(10)
+          w.string(obj.model)
+        }
+
+        if ((obj.start != null && obj.start !== 0)) {
+          w.uint32(16)
+          w.uint32(obj.start)
+        }
+
+        if ((obj.end != null && obj.end !== 0)) {
+          w.uint32(24)
+          w.uint32(obj.end)
+        }
+
+        if ((obj.maxLength != null && obj.maxLength !== 0)) {
+          w.uint32(32)
+          w.uint32(obj.maxLength)
+        }
+
+        if ((obj.batch != null && obj.batch !== 0)) {
+          w.uint32(40)
+          w.uint32(obj.batch)
+        }
+
+        if (obj.dtype != null) {
+          w.uint32(48)
+          WireDType.codec().encode(obj.dtype, w)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          model: '',
+          start: 0,
+          end: 0,
+          maxLength: 0,
+          batch: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.model = reader.string()
+              break
+            }
+            case 2: {
+              obj.start = reader.uint32()
+              break
+            }
+            case 3: {
+              obj.end = reader.uint32()
+              break
+            }
+            case 4: {
+              obj.maxLength = reader.uint32()
+              break
+            }
+            case 5: {
+              obj.batch = reader.uint32()
+              break
+            }
+            case 6: {
+              obj.dtype = WireDType.codec().decode(reader)
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.model`,
+                value: reader.string()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.start`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.end`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 4: {
+              yield {
+                field: `${prefix}.maxLength`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 5: {
+              yield {
+                field: `${prefix}.batch`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 6: {
+              yield {
+                field: `${prefix}.dtype`,
+                value: WireDType.codec().decode(reader)
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface OpenModelFieldEvent {
+    field: '$.model'
+    value: string
+  }
+
+  export interface OpenStartFieldEvent {
+    field: '$.start'
+    value: number
+  }
+
+  export interface OpenEndFieldEvent {
+    field: '$.end'
+    value: number
+  }
+
+  export interface OpenMaxLengthFieldEvent {
+    field: '$.maxLength'
+    value: number
+  }
+
+  export interface OpenBatchFieldEvent {
+    field: '$.batch'
+    value: number
+  }
+
+  export interface OpenDtypeFieldEvent {
+    field: '$.dtype'
+    value: WireDType
+  }
+
+  export function encode (obj: Partial<Open>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, Open.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Open>): Open {
+    return decodeMessage(buf, Open.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Open>): Generator<OpenModelFieldEvent | OpenStartFieldEvent | OpenEndFieldEvent | OpenMaxLengthFieldEvent | OpenBatchFieldEvent | OpenDtypeFieldEvent> {
+    return streamMessage(buf, Open.codec(), opts)
+  }
+}
+
+export interface Step {
+  position?: number
+  hidden?: Tensor
+}
+
+export namespace Step {
+  let _codec: Codec<Step>
+
+  export const codec = (): Codec<Step> => {
+    if (_codec == null) {
+      _codec = message<Step>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.position != null) {
+          w.uint32(8)
+          w.uint32(obj.position)
+        }
+
+        if (obj.hidden != null) {
+          w.uint32(18)
+          Tensor.codec().encode(obj.hidden, w)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {}
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.position = reader.uint32()
+              break
+            }
+            case 2: {
+              obj.hidden = Tensor.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.hidden
+              })
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.position`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 2: {
+              yield * Tensor.codec().stream(reader, reader.uint32(), `${prefix}.hidden`, {
+                limits: opts.limits?.hidden
+              })
+
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface StepPositionFieldEvent {
+    field: '$.position'
+    value: number
+  }
+
+  export interface StepHiddenDtypeFieldEvent {
+    field: '$.hidden.dtype'
+    value: WireDType
+  }
+
+  export interface StepHiddenShapeFieldEvent {
+    field: '$.hidden.shape[]'
+    index: number
+    value: number
+  }
+
+  export interface StepHiddenDataFieldEvent {
+    field: '$.hidden.data'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export function encode (obj: Partial<Step>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, Step.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Step>): Step {
+    return decodeMessage(buf, Step.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Step>): Generator<StepPositionFieldEvent | StepHiddenDtypeFieldEvent | StepHiddenShapeFieldEvent | StepHiddenDataFieldEvent> {
+    return streamMessage(buf, Step.codec(), opts)
+  }
+}
+
+export interface Request {
+  open?: Open
+  step?: Step
+}
+
+export namespace Request {
+  let _codec: Codec<Request>
+
+  export const codec = (): Codec<Request> => {
+    if (_codec == null) {
+      _codec = message<Request>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.open != null) {
+          w.uint32(10)
+          Open.codec().encode(obj.open, w)
+        }
+
+        if (obj.step != null) {
+          w.uint32(18)
+          Step.codec().encode(obj.step, w)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {}
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.open = Open.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.open
+              })
+              break
+            }
+            case 2: {
+              obj.step = Step.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.step
+              })
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield * Open.codec().stream(reader, reader.uint32(), `${prefix}.open`, {
+                limits: opts.limits?.open
+              })
+
+              break
+            }
+            case 2: {
+              yield * Step.codec().stream(reader, reader.uint32(), `${prefix}.step`, {
+                limits: opts.limits?.step
+              })
+
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface RequestOpenModelFieldEvent {
+    field: '$.open.model'
+    value: string
+  }
+
+  export interface RequestOpenStartFieldEvent {
+    field: '$.open.start'
+    value: number
+  }
+
+  export interface RequestOpenEndFieldEvent {
+    field: '$.open.end'
+    value: number
+  }
+
+  export interface RequestOpenMaxLengthFieldEvent {
+    field: '$.open.maxLength'
+    value: number
+  }
+
+  export interface RequestOpenBatchFieldEvent {
+    field: '$.open.batch'
+    value: number
+  }
+
+  export interface RequestOpenDtypeFieldEvent {
+    field: '$.open.dtype'
+    value: WireDType
+  }
+
+  export interface RequestStepPositionFieldEvent {
+    field: '$.step.position'
+    value: number
+  }
+
+  export interface RequestStepHiddenDtypeFieldEvent {
+    field: '$.step.hidden.dtype'
+    value: WireDType
+  }
+
+  export interface RequestStepHiddenShapeFieldEvent {
+    field: '$.step.hidden.shape[]'
+    index: number
+    value: number
+  }
+
+  export interface RequestStepHiddenDataFieldEvent {
+    field: '$.step.hidden.data'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export function encode (obj: Partial<Request>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, Request.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Request>): Request {
+    return decodeMessage(buf, Request.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Request>): Generator<RequestOpenModelFieldEvent | RequestOpenStartFieldEvent | RequestOpenEndFieldEvent | RequestOpenMaxLengthFieldEvent | RequestOpenBatchFieldEvent | RequestOpenDtypeFieldEvent | RequestStepPositionFieldEvent | RequestStepHiddenDtypeFieldEvent | RequestStepHiddenShapeFieldEvent | RequestStepHiddenDataFieldEvent> {
+    return streamMessage(buf, Request.codec(), opts)
+  }
+}
+
+export enum ErrorCode {
+  INTERNAL = 'INTERNAL',
+  BAD_REQUEST = 'BAD_REQUEST',
+  NOT_SERVED = 'NOT_SERVED',
+  CACHE_FULL = 'CACHE_FULL',
+  TOO_LONG = 'TOO_LONG',
+  TIMEOUT = 'TIMEOUT',
+  SHUTTING_DOWN = 'SHUTTING_DOWN'
+}
+
+enum __ErrorCodeValues {
+  INTERNAL = 0,
+  BAD_REQUEST = 1,
+  NOT_SERVED = 2,
+  CACHE_FULL = 3,
+  TOO_LONG = 4,
+  TIMEOUT = 5,
+  SHUTTING_DOWN = 6
+}
+
+export namespace ErrorCode {
+  export const codec = (): Codec<ErrorCode> => {
+    return enumeration<ErrorCode>(__ErrorCodeValues)
+  }
+}
+
+export interface Failure {
+  code: ErrorCode
+  message: string
+}
+
+export namespace Failure {
+  let _codec: Codec<Failure>
+
+  export const codec = (): Codec<Failure> => {
+    if (_codec == null) {
+      _codec = message<Failure>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.code != null && __ErrorCodeValues[obj.code] !== 0) {
+          w.uint32(8)
+          ErrorCode.codec().encode(obj.code, w)
+        }
+
+        if ((obj.message != null && obj.message !== '')) {
+          w.uint32(18)
+          w.string(obj.message)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          code: ErrorCode.INTERNAL,
+          message: ''
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.code = ErrorCode.codec().decode(reader)
+              break
+            }
+            case 2: {
+              obj.message = reader.string()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.code`,
+                value: ErrorCode.codec().decode(reader)
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.message`,
+                value: reader.string()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface FailureCodeFieldEvent {
+    field: '$.code'
+    value: ErrorCode
+  }
+
+  export interface FailureMessageFieldEvent {
+    field: '$.message'
+    value: string
+  }
+
+  export function encode (obj: Partial<Failure>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, Failure.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Failure>): Failure {
+    return decodeMessage(buf, Failure.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Failure>): Generator<FailureCodeFieldEvent | FailureMessageFieldEvent> {
+    return streamMessage(buf, Failure.codec(), opts)
+  }
+}
+
+export interface Response {
+  hidden?: Tensor
+  error?: Failure
+}
+
+export namespace Response {
+  let _codec: Codec<Response>
+
+  export const codec = (): Codec<Response> => {
+    if (_codec == null) {
+      _codec = message<Response>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.hidden != null) {
+          w.uint32(10)
+          Tensor.codec().encode(obj.hidden, w)
+        }
+
+        if (obj.error != null) {
+          w.uint32(18)
+          Failure.codec().encode(obj.error, w)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {}
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.hidden = Tensor.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.hidden
+              })
+              break
+            }
+            case 2: {
+              obj.error = Failure.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.error
+              })
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield * Tensor.codec().stream(reader, reader.uint32(), `${prefix}.hidden`, {
+                limits: opts.limits?.hidden
+              })
+
+              break
+            }
+            case 2: {
+              yield * Failure.codec().stream(reader, reader.uint32(), `${prefix}.error`, {
+                limits: opts.limits?.error
+              })
+
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface ResponseHiddenDtypeFieldEvent {
+    field: '$.hidden.dtype'
+    value: WireDType
+  }
+
+  export interface ResponseHiddenShapeFieldEvent {
+    field: '$.hidden.shape[]'
+    index: number
+    value: number
+  }
+
+  export interface ResponseHiddenDataFieldEvent {
+    field: '$.hidden.data'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface ResponseErrorCodeFieldEvent {
+    field: '$.error.code'
+    value: ErrorCode
+  }
+
+  export interface ResponseErrorMessageFieldEvent {
+    field: '$.error.message'
+    value: string
+  }
+
+  export function encode (obj: Partial<Response>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, Response.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Response>): Response {
+    return decodeMessage(buf, Response.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Response>): Generator<ResponseHiddenDtypeFieldEvent | ResponseHiddenShapeFieldEvent | ResponseHiddenDataFieldEvent | ResponseErrorCodeFieldEvent | ResponseErrorMessageFieldEvent> {
+    return streamMessage(buf, Response.codec(), opts)
+  }
+}
+
+export interface InfoRequest {
+  model: string
+}
+
+export namespace InfoRequest {
+  let _codec: Codec<InfoRequest>
+
+  export const codec = (): Codec<InfoRequest> => {
+    if (_codec == null) {
+      _codec = message<InfoRequest>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.model != null && obj.model !== '')) {
+          w.uint32(10)
+          w.string(obj.model)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          model: ''
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.model = reader.string()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.model`,
+                value: reader.string()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface InfoRequestModelFieldEvent {
+    field: '$.model'
+    value: string
+  }
+
+  export function encode (obj: Partial<InfoRequest>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, InfoRequest.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InfoRequest>): InfoRequest {
+    return decodeMessage(buf, InfoRequest.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<InfoRequest>): Generator<InfoRequestModelFieldEvent> {
+    return streamMessage(buf, InfoRequest.codec(), opts)
+  }
+}
+
+export interface Info {
+  version: string
+  model: string
+  start: number
+  end: number
+  dtype: WireDType
+  backend: string
+  inferenceMaxLength: number
+  cacheTokensLeft?: number
+  sessions: number
+  state: string
+}
+
+export namespace Info {
+  let _codec: Codec<Info>
+
+  export const codec = (): Codec<Info> => {
+    if (_codec == null) {
+      _codec = message<Info>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.version != null && obj.version !== '')) {
+          w.uint32(10)
+          w.string(obj.version)
+        }
+
+        if ((obj.model != null && obj.model !== '')) {
+          w.uint32(18)
+          w.string(obj.model)
+        }
+
+        if ((obj.start != null && obj.start !== 0)) {
+          w.uint32(24)
+          w.uint32(obj.start)
+        }
+
+        if ((obj.end != null && obj.end !== 0)) {
+          w.uint32(32)
+          w.uint32(obj.end)
+        }
+
+        if (obj.dtype != null && __WireDTypeValues[obj.dtype] !== 0) {
+          w.uint32(40)
+          WireDType.codec().encode(obj.dtype, w)
+        }
+
+        if ((obj.backend != null && obj.backend !== '')) {
+          w.uint32(50)
+          w.string(obj.backend)
+        }
+
+        if ((obj.inferenceMaxLength != null && obj.inferenceMaxLength !== 0)) {
+          w.uint32(56)
+          w.uint32(obj.inferenceMaxLength)
+        }
+
+        if (obj.cacheTokensLeft != null) {
+          w.uint32(64)
+          w.uint32(obj.cacheTokensLeft)
+        }
+
+        if ((obj.sessions != null && obj.sessions !== 0)) {
+          w.uint32(72)
+          w.uint32(obj.sessions)
+        }
+
+        if ((obj.state != null && obj.state !== '')) {
+          w.uint32(82)
+          w.string(obj.state)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          version: '',
+          model: '',
+          start: 0,
+          end: 0,
+          dtype: WireDType.F32,
+          backend: '',
+          inferenceMaxLength: 0,
+          sessions: 0,
+          state: ''
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.version = reader.string()
+              break
+            }
+            case 2: {
+              obj.model = reader.string()
+              break
+            }
+            case 3: {
+              obj.start = reader.uint32()
+              break
+            }
+            case 4: {
+              obj.end = reader.uint32()
+              break
+            }
+            case 5: {
+              obj.dtype = WireDType.codec().decode(reader)
+              break
+            }
+            case 6: {
+              obj.backend = reader.string()
+              break
+            }
+            case 7: {
+              obj.inferenceMaxLength = reader.uint32()
+              break
+            }
+            case 8: {
+              obj.cacheTokensLeft = reader.uint32()
+              break
+            }
+            case 9: {
+              obj.sessions = reader.uint32()
+              break
+            }
+            case 10: {
+              obj.state = reader.string()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.version`,
+                value: reader.string()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.model`,
+                value: reader.string()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.start`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 4: {
+              yield {
+                field: `${prefix}.end`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 5: {
+              yield {
+                field: `${prefix}.dtype`,
+                value: WireDType.codec().decode(reader)
+              }
+              break
+            }
+            case 6: {
+              yield {
+                field: `${prefix}.backend`,
+                value: reader.string()
+              }
+              break
+            }
+            case 7: {
+              yield {
+                field: `${prefix}.inferenceMaxLength`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 8: {
+              yield {
+                field: `${prefix}.cacheTokensLeft`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 9: {
+              yield {
+                field: `${prefix}.sessions`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 10: {
+              yield {
+                field: `${prefix}.state`,
+                value: reader.string()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface InfoVersionFieldEvent {
+    field: '$.version'
+    value: string
+  }
+
+  export interface InfoModelFieldEvent {
+    field: '$.model'
+    value: string
+  }
+
+  export interface InfoStartFieldEvent {
+    field: '$.start'
+    value: number
+  }
+
+  export interface InfoEndFieldEvent {
+    field: '$.end'
+    value: number
+  }
+
+  export interface InfoDtypeFieldEvent {
+    field: '$.dtype'
+    value: WireDType
+  }
+
+  export interface InfoBackendFieldEvent {
+    field: '$.backend'
+    value: string
+  }
+
+  export interface InfoInferenceMaxLengthFieldEvent {
+    field: '$.inferenceMaxLength'
+    value: number
+  }
+
+  export interface InfoCacheTokensLeftFieldEvent {
+    field: '$.cacheTokensLeft'
+    value: number
+  }
+
+  export interface InfoSessionsFieldEvent {
+    field: '$.sessions'
+    value: number
+  }
+
+  export interface InfoStateFieldEvent {
+    field: '$.state'
+    value: string
+  }
+
+  export function encode (obj: Partial<Info>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, Info.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Info>): Info {
+    return decodeMessage(buf, Info.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Info>): Generator<InfoVersionFieldEvent | InfoModelFieldEvent | InfoStartFieldEvent | InfoEndFieldEvent | InfoDtypeFieldEvent | InfoBackendFieldEvent | InfoInferenceMaxLengthFieldEvent | InfoCacheTokensLeftFieldEvent | InfoSessionsFieldEvent | InfoStateFieldEvent> {
+    return streamMessage(buf, Info.codec(), opts)
+  }
+}

@@ -1,0 +1,178 @@
+// The client SDK (Petals' AutoDistributedModelForCausalLM): a model whose blocks run on a swarm.
+// Only the embeddings, final norm and lm_head are loaded here; hidden states stream through a
+// chain of servers found in the DHT. It is a LanguageModel, so the generation loop, sampling and
+// multi-turn conversations work exactly as they do on a local model.
+//
+//   const model = await DistributedModel.load('models/stories260K', { initialPeers: [addr] })
+//   for await (const token of model.generate('Once upon a time')) process.stdout.write(token.text)
+//   await model.close()
+
+import { basename, resolve } from 'node:path'
+import type { ModelHead } from '../inference/backend.js'
+import { Checkpoint } from '../inference/checkpoint.js'
+import { loadConfig, type ModelConfig } from '../inference/config.js'
+import { Conversation, generate, type GeneratedToken, type GenerateOptions, type GenerationResult } from '../inference/generate.js'
+import { loadJsHead } from '../inference/js-backend.js'
+import { loadEosTokenIds, type LanguageModel, type LanguageModelSession } from '../inference/model.js'
+import { Tokenizer } from '../inference/tokenizer.js'
+import { createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
+import { Registry, registryDhtOptions } from '../p2p/registry.js'
+import { FORWARD_PROTOCOL, parseWireDType, WireDType } from '../p2p/wire.js'
+import { InferenceSession, withRetries, type InferenceSessionOptions, type SessionContext } from './inference-session.js'
+import { HopError, RemoteSpan } from './remote-span.js'
+import { formatRoute, MissingBlocksError, retryDelayMs, type RouteHop } from './routing.js'
+import { SequenceManager, type SequenceManagerOptions } from './sequence-manager.js'
+
+export interface DistributedModelOptions extends SequenceManagerOptions {
+  /** multiaddrs of swarm peers to join through */
+  initialPeers: string[]
+  /** the name servers announce the model under (default: the model folder's name) */
+  modelName?: string
+  /** activations on the wire: f32, bf16 or f16 (default: the model's dtype, f32 when unknown) */
+  dtype?: string
+  /** recovery attempts per step before giving up (default 8) */
+  maxRetries?: number
+  /** opening a server session (default 5 s) */
+  connectTimeoutMs?: number
+  /** one server's answer to one step (default 60 s) */
+  stepTimeoutMs?: number
+  /** hears of every chain chosen (at open and after failovers) */
+  onRoute?: (route: readonly RouteHop[], reason: string) => void
+  /** progress while connecting */
+  onProgress?: (message: string) => void
+}
+
+export class DistributedModel implements LanguageModel {
+  private constructor (
+    readonly config: ModelConfig,
+    readonly tokenizer: Tokenizer,
+    readonly eosTokenIds: readonly number[],
+    readonly head: ModelHead,
+    readonly node: BmrtNode,
+    readonly manager: SequenceManager,
+    private readonly context: SessionContext,
+    private readonly options: DistributedModelOptions
+  ) {}
+
+  /** Loads the model's ends from `dir` and joins the swarm serving its blocks. */
+  static async load (dir: string, options: DistributedModelOptions): Promise<DistributedModel> {
+    if (options.initialPeers.length === 0) throw new Error('give the swarm\'s initial peers (multiaddrs) to connect to')
+    const progress = options.onProgress ?? (() => {})
+    const config = await loadConfig(dir)
+    const tokenizer = await Tokenizer.load(dir)
+    const checkpoint = await Checkpoint.open(dir)
+    let head: ModelHead
+    try {
+      head = await loadJsHead(checkpoint, config) // the blocks' weights are never read
+    } finally {
+      await checkpoint.close()
+    }
+    const dtype = options.dtype !== undefined ? parseWireDType(options.dtype) : config.dtype === 'BF16' ? WireDType.BF16 : config.dtype === 'F16' ? WireDType.F16 : WireDType.F32
+    const modelName = options.modelName ?? basename(resolve(dir))
+    const node = await createNode({
+      listen: [], // clients never need to be dialable
+      bootstrap: options.initialPeers,
+      dhtServer: false,
+      dht: registryDhtOptions({ rejected: {} }),
+      // Ping connected servers every 2 s: a hung server (alive socket, no answers) loses its
+      // connection within seconds, which ends its sessions and starts failover.
+      connectionMonitor: { pingInterval: 2000, pingTimeout: { minTimeout: 1000, maxTimeout: 5000 } }
+    })
+    try {
+      progress('joining the swarm...')
+      await joinSwarm(node)
+      const manager = new SequenceManager(node, new Registry(node), modelName, config.numLayers, options)
+      await manager.update()
+      progress(`found ${manager.servers.length} servers of ${modelName}`)
+      const context: SessionContext = { node, manager, model: modelName, numBlocks: config.numLayers, hiddenSize: config.hiddenSize, dtype }
+      return new DistributedModel(config, tokenizer, await loadEosTokenIds(dir, config), head, node, manager, context, options)
+    } catch (err) {
+      await node.stop()
+      throw err
+    }
+  }
+
+  /** An inference session over the whole model for raw hidden states ([batch, tokens, hidden]). */
+  async inferenceSession (options: Omit<InferenceSessionOptions, 'onRoute'>): Promise<InferenceSession> {
+    return await InferenceSession.open(this.context, {
+      maxRetries: this.options.maxRetries,
+      connectTimeoutMs: this.options.connectTimeoutMs,
+      stepTimeoutMs: this.options.stepTimeoutMs,
+      ...options,
+      onRoute: this.options.onRoute
+    })
+  }
+
+  /** LanguageModel: a one-sequence session from token ids to logits. */
+  async openSession (maxLength: number): Promise<LanguageModelSession> {
+    const session = await this.inferenceSession({ maxLength })
+    const { head } = this
+    return {
+      get length () { return session.position },
+      async step (ids, position) {
+        if (ids.length === 0) throw new Error('a step needs at least one token')
+        return head.logits(await session.step(head.embed(ids), position))
+      },
+      async close () { session.close() }
+    }
+  }
+
+  /** Streams a continuation of `prompt` (text, or token ids). */
+  generate (prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
+    return generate(this, typeof prompt === 'string' ? this.tokenizer.encode(prompt) : prompt, options)
+  }
+
+  /** A multi-turn conversation whose turns keep the servers' caches (at most `maxLength` tokens). */
+  async session (maxLength: number): Promise<Conversation> {
+    return await Conversation.open(this, maxLength)
+  }
+
+  /**
+   * Runs hidden states [batch, tokens, hidden] through blocks [start, end) without keeping caches
+   * (batch work: scoring, embeddings). Routes spread load by throughput; on a failure the rest of
+   * the range is routed again from the failed hop's first block.
+   */
+  async forward (hidden: Float32Array, options: { batch?: number, start?: number, end?: number } = {}): Promise<Float32Array> {
+    const { batch = 1, start = 0, end = this.config.numLayers } = options
+    const size = this.config.hiddenSize
+    if (!(start >= 0 && start < end && end <= this.config.numLayers)) throw new RangeError(`blocks ${start}:${end} are not a range of the model's ${this.config.numLayers}`)
+    if (hidden.length === 0 || hidden.length % (batch * size) !== 0) throw new RangeError(`hidden states must be [${batch}, tokens, ${size}], got ${hidden.length} values`)
+    const tokens = hidden.length / (batch * size)
+    const maxRetries = this.options.maxRetries ?? 8
+    let x = hidden
+    let block = start
+    let route = await withRetries(maxRetries, async () => await this.manager.forwardRoute(block, end))
+    for (let attempt = 0; block < end;) {
+      const hop = route[0]
+      let remote: RemoteSpan | null = null
+      try {
+        remote = await RemoteSpan.open(this.node, hop, {
+          protocol: FORWARD_PROTOCOL, model: this.context.model, maxLength: tokens, batch, hiddenSize: size, dtype: this.context.dtype,
+          connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs
+        })
+        x = await remote.step(x, tokens, 0)
+        this.manager.onSuccess(hop.peerId)
+        block = hop.end
+        route = route.slice(1)
+      } catch (err) {
+        if (!(err instanceof HopError) || attempt >= maxRetries) throw err
+        this.manager.onFailure(hop.peerId)
+        await new Promise(resolve => setTimeout(resolve, retryDelayMs(attempt++)))
+        try {
+          route = await this.manager.forwardRoute(block, end)
+        } catch (e) {
+          if (!(e instanceof MissingBlocksError)) throw e
+        }
+        this.options.onRoute?.(route, `forward: ${err.message}; continuing via ${formatRoute(route)}`)
+      } finally {
+        remote?.close()
+      }
+    }
+    return x
+  }
+
+  /** Leaves the swarm. */
+  async close (): Promise<void> {
+    await this.node.stop()
+  }
+}

@@ -1,0 +1,200 @@
+// The server side of the block protocols (Petals' rpc_inference, rpc_forward and rpc_info).
+//
+// One stream is one session: an Open frame (model, blocks, max_length, batch), then Step frames
+// with only the new tokens' hidden states, each answered by one frame of output hidden states.
+// The session's KV caches are reserved at Open against the span's cache budget, and freed when the
+// stream ends for any reason: the client closed it, went away, idled past the step timeout, or
+// sent something malformed. A bad frame gets an error frame and ends its session, never the node.
+
+import type { Stream } from '@libp2p/interface'
+import type { BlockSpan } from '../inference/backend.js'
+import { decodeHidden, encodeHidden, ErrorCode, FrameStream, Info, InfoRequest, ProtocolError, Request, Response, type WireDType } from '../p2p/wire.js'
+import type { Priority, TaskQueue } from './task-queue.js'
+
+export interface HandlerOptions {
+  /** the name clients ask for */
+  modelName: string
+  /** the span being served now (null while loading or moving) */
+  span: () => BlockSpan | null
+  /** announce state, reported by /bmrt/info */
+  state: () => string
+  version: string
+  /** activations on the wire when the client does not ask for a dtype */
+  dtype: WireDType
+  queue: TaskQueue
+  /** the longest session a client may open (tokens per sequence) */
+  inferenceMaxLength: number
+  /** the most sequences one session may step together (default 64) */
+  maxBatch?: number
+  /** how long a session may wait for its next frame (default 5 min, as Petals) */
+  stepTimeoutMs?: number
+  /** how long a session may last in all (default 30 min, as Petals) */
+  sessionTimeoutMs?: number
+  /** hears of every step computed for clients: batch × tokens, and the compute time */
+  onStep?: (tokens: number, seconds: number) => void
+}
+
+/** The sessions a server has open, so that moving or stopping can end them with a clear error. */
+export class SessionTracker {
+  private readonly live = new Set<(error: ProtocolError) => void>()
+
+  get size (): number { return this.live.size }
+
+  add (end: (error: ProtocolError) => void): () => void {
+    this.live.add(end)
+    return () => this.live.delete(end)
+  }
+
+  /** Ends every open session with `error` (sent to its client as an error frame). */
+  endAll (error: ProtocolError): void {
+    for (const end of [...this.live]) end(error)
+  }
+}
+
+/** Serves one /bmrt/inference (priority 'inference') or /bmrt/forward ('forward') stream. */
+export async function serveSession (stream: Stream, priority: Priority, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
+  const frames = new FrameStream(stream)
+  const stepTimeoutMs = options.stepTimeoutMs ?? 5 * 60_000
+  const sessionTimeoutMs = options.sessionTimeoutMs ?? 30 * 60_000
+  const deadline = Date.now() + sessionTimeoutMs
+  // Aborting `ended` ends the session wherever it waits: a read, or a queued compute task.
+  const ended = new AbortController()
+  const untrack = tracker.add(error => ended.abort(error))
+  // A client that goes away cancels its queued work at once (the stream closes or resets).
+  stream.addEventListener('close', () => ended.abort(new Error('the client closed the stream')), { once: true })
+  const sessions: number[] = []
+  let span: BlockSpan | null = null
+
+  // The next frame; null when the client closed its side (the normal end of a session). One
+  // controller per session, aborted by a timeout, the tracker or nothing: no signal per step.
+  const next = async (): Promise<Request | null> => {
+    const left = deadline - Date.now()
+    const timer = setTimeout(() => ended.abort(new ProtocolError(ErrorCode.TIMEOUT, left < stepTimeoutMs
+      ? `session ended: a session may last at most ${sessionTimeoutMs / 1000} s`
+      : `session ended: no step for ${stepTimeoutMs / 1000} s`)), Math.max(0, Math.min(stepTimeoutMs, left)))
+    try {
+      return await frames.read(Request, { signal: ended.signal })
+    } catch (err) {
+      throw ended.signal.aborted ? ended.signal.reason : err
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  try {
+    const first = await next()
+    if (first === null) return
+    const open = first.open
+    if (open === undefined) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'a session starts with an Open frame (model, blocks, max_length, batch)')
+    span = options.span()
+    const batch = open.batch
+    const maxLength = open.maxLength
+    checkOpen(open, span, options)
+    const dtype = open.dtype ?? options.dtype
+    const blocks = { start: open.start, end: open.end }
+    try {
+      for (let b = 0; b < batch; b++) sessions.push(span!.openSession(maxLength, blocks))
+    } catch (err) {
+      if ((err as { code?: string }).code === 'CACHE_FULL') throw new ProtocolError(ErrorCode.CACHE_FULL, (err as Error).message)
+      throw err
+    }
+    const hidden = span!.config.hiddenSize
+    let length = 0 // tokens in every sequence's cache
+
+    for (;;) {
+      const request = await next()
+      if (request === null) return
+      const step = request.step
+      if (step === undefined) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'expected a Step frame')
+      const { values, tokens } = decodeHidden(step.hidden, { batch, hidden })
+      const position = step.position ?? length
+      if (position > length) throw new ProtocolError(ErrorCode.BAD_REQUEST, `position ${position} is beyond the ${length} tokens cached`)
+      if (position + tokens > maxLength) {
+        throw new ProtocolError(ErrorCode.TOO_LONG, `the session holds ${maxLength} tokens; ${position} + ${tokens} new would exceed it`)
+      }
+      const rows = tokens * hidden
+      const steps = sessions.map((session, b) => ({ session, position, hidden: values.subarray(b * rows, (b + 1) * rows) }))
+      let seconds = 0
+      const outputs = await options.queue.run(priority, async () => {
+        const started = performance.now()
+        try {
+          return await span!.forwardBatch(steps)
+        } finally {
+          seconds = (performance.now() - started) / 1000
+        }
+      }, ended.signal)
+      length = position + tokens
+      options.onStep?.(batch * tokens, seconds)
+      await frames.write(Response, { hidden: encodeHidden(concat(outputs), [batch, tokens, hidden], dtype) })
+    }
+  } catch (err) {
+    const error = err instanceof ProtocolError
+      ? err
+      : (err as { code?: string }).code === 'INVALID_ARGUMENT'
+          ? new ProtocolError(ErrorCode.BAD_REQUEST, (err as Error).message)
+          : new ProtocolError(ErrorCode.INTERNAL, (err as Error).message)
+    await sendError(frames, error)
+  } finally {
+    untrack()
+    for (const session of sessions) span?.closeSession(session)
+  }
+}
+
+/** Refuses what this server cannot or will not serve, with the reason. */
+function checkOpen (open: NonNullable<Request['open']>, span: BlockSpan | null, options: HandlerOptions): asserts span is BlockSpan {
+  if (open.model !== options.modelName) throw new ProtocolError(ErrorCode.NOT_SERVED, `this server serves ${options.modelName}, not ${open.model}`)
+  if (span === null) throw new ProtocolError(ErrorCode.NOT_SERVED, 'this server is loading its blocks; try another')
+  if (open.start >= open.end || open.start < span.start || open.end > span.end) {
+    throw new ProtocolError(ErrorCode.NOT_SERVED, `blocks ${open.start}:${open.end} are not within this server's ${span.start}:${span.end}`)
+  }
+  if (open.maxLength < 1 || open.maxLength > options.inferenceMaxLength) {
+    throw new ProtocolError(ErrorCode.TOO_LONG, `max_length must be 1..${options.inferenceMaxLength}, got ${open.maxLength}`)
+  }
+  const maxBatch = options.maxBatch ?? 64
+  if (open.batch < 1 || open.batch > maxBatch) throw new ProtocolError(ErrorCode.TOO_LONG, `batch must be 1..${maxBatch}, got ${open.batch}`)
+}
+
+function concat (parts: Float32Array[]): Float32Array {
+  if (parts.length === 1) return parts[0]
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0))
+  let offset = 0
+  for (const part of parts) { out.set(part, offset); offset += part.length }
+  return out
+}
+
+/** Sends an error frame (when the stream still takes one) and closes our side. */
+async function sendError (frames: FrameStream, error: ProtocolError): Promise<void> {
+  try {
+    await frames.write(Response, { error: { code: error.code, message: error.message } }, { signal: AbortSignal.timeout(5000) })
+    await frames.stream.close({ signal: AbortSignal.timeout(5000) })
+  } catch {
+    frames.stream.abort(error) // the client is gone or stuck: drop the stream
+  }
+}
+
+/** Serves one /bmrt/info request. */
+export async function serveInfo (stream: Stream, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
+  const frames = new FrameStream(stream)
+  try {
+    const request = await frames.read(InfoRequest, { signal: AbortSignal.timeout(10_000) })
+    if (request === null) { await stream.close(); return }
+    const span = options.span()
+    const usage = span?.cacheUsage()
+    const info: Info = {
+      version: options.version,
+      model: options.modelName,
+      start: span?.start ?? 0,
+      end: span?.end ?? 0,
+      dtype: options.dtype,
+      backend: span?.backend ?? '',
+      inferenceMaxLength: options.inferenceMaxLength,
+      cacheTokensLeft: usage !== undefined && usage.limit > 0 ? Math.max(0, Math.floor(usage.limit - usage.reserved)) : undefined,
+      sessions: tracker.size,
+      state: request.model === options.modelName ? options.state() : 'not served'
+    }
+    await frames.write(Info, info)
+    await stream.close()
+  } catch (err) {
+    stream.abort(err as Error)
+  }
+}

@@ -1,0 +1,240 @@
+// An inference session over a chain of servers (Petals' InferenceSession), with failover.
+//
+// Each hop keeps the history of its inputs (the hidden states that entered its first block), the
+// "client-side cache" of Petals' dual-cache design. When a hop fails (an error, a closed stream, no
+// answer in time), the client bans its server, routes that hop's block range again, and gives the
+// first replacement the whole history plus the new tokens so it rebuilds its KV cache in one
+// prefill; further replacements get the full outputs of the one before. Servers downstream keep
+// their caches and get only the new tokens. Unlike upstream Petals (reference/petals.md §4.4), the
+// position is tracked for the whole session, fresh servers always start at position 0, and full
+// outputs are cropped to the new tokens before they reach a warm server.
+
+import type { BmrtNode } from '../p2p/node.js'
+import { ErrorCode, INFERENCE_PROTOCOL, type WireDType } from '../p2p/wire.js'
+import { HopError, RemoteSpan, sliceTokens, type RemoteSpanOptions } from './remote-span.js'
+import { formatRoute, MissingBlocksError, retryDelayMs, type RouteHop } from './routing.js'
+import type { SequenceManager } from './sequence-manager.js'
+
+export interface InferenceSessionOptions {
+  /** tokens each sequence may hold, prompt included */
+  maxLength: number
+  /** sequences stepped together (default 1) */
+  batch?: number
+  /** attempts to recover within one step before giving up (default 8: about 2 minutes of backoff) */
+  maxRetries?: number
+  connectTimeoutMs?: number
+  stepTimeoutMs?: number
+  /** hears of the chain chosen at open and after every failover */
+  onRoute?: (route: readonly RouteHop[], reason: string) => void
+}
+
+/** What the session needs to know about the model and swarm. */
+export interface SessionContext {
+  node: BmrtNode
+  manager: SequenceManager
+  model: string
+  numBlocks: number
+  hiddenSize: number
+  dtype: WireDType
+}
+
+/** Inputs of one hop for positions [0, length): per sequence, a growing [tokens, hidden] buffer. */
+class TokenHistory {
+  private rows: Float32Array[]
+  length = 0
+
+  constructor (readonly batch: number, readonly hidden: number) {
+    this.rows = Array.from({ length: batch }, () => new Float32Array(0))
+  }
+
+  /** The first `keep` tokens of a [batch, tokens, hidden] tensor. */
+  static of (x: Float32Array, batch: number, tokens: number, hidden: number, keep: number): TokenHistory {
+    const history = new TokenHistory(batch, hidden)
+    history.append(sliceTokens(x, batch, tokens, hidden, 0, keep), keep)
+    return history
+  }
+
+  truncate (length: number): void {
+    this.length = Math.min(this.length, length)
+  }
+
+  append (x: Float32Array, tokens: number): void {
+    const { hidden } = this
+    const need = (this.length + tokens) * hidden
+    for (let b = 0; b < this.batch; b++) {
+      if (this.rows[b].length < need) { // grow by doubling: appends stay O(1) amortised
+        const grown = new Float32Array(Math.max(need, 2 * this.rows[b].length))
+        grown.set(this.rows[b].subarray(0, this.length * hidden))
+        this.rows[b] = grown
+      }
+      this.rows[b].set(x.subarray(b * tokens * hidden, (b + 1) * tokens * hidden), this.length * hidden)
+    }
+    this.length += tokens
+  }
+
+  /** [batch, length + tokens, hidden]: the history followed by `x` ([batch, tokens, hidden]). */
+  with (x: Float32Array, tokens: number): Float32Array {
+    const { hidden, length } = this
+    const total = length + tokens
+    const out = new Float32Array(this.batch * total * hidden)
+    for (let b = 0; b < this.batch; b++) {
+      out.set(this.rows[b].subarray(0, length * hidden), b * total * hidden)
+      out.set(x.subarray(b * tokens * hidden, (b + 1) * tokens * hidden), (b * total + length) * hidden)
+    }
+    return out
+  }
+}
+
+/** One server of the chain, as this session uses it. */
+class Hop {
+  remote: RemoteSpan | null = null
+  /** tokens the server holds in its caches for this session */
+  cached = 0
+
+  /**
+   * @param history inputs for positions already processed; null for a replacement that takes the
+   *   previous hop's full output instead
+   */
+  constructor (readonly route: RouteHop, public history: TokenHistory | null) {}
+}
+
+export class InferenceSession {
+  /** tokens processed so far (per sequence) */
+  position = 0
+  /** failovers so far */
+  failovers = 0
+  private closed = false
+  readonly batch: number
+
+  private constructor (private readonly context: SessionContext, private readonly options: InferenceSessionOptions, private hops: Hop[]) {
+    this.batch = options.batch ?? 1
+  }
+
+  static async open (context: SessionContext, options: InferenceSessionOptions): Promise<InferenceSession> {
+    const batch = options.batch ?? 1
+    if (!Number.isSafeInteger(options.maxLength) || options.maxLength < 1) throw new RangeError(`max length must be a positive integer, got ${options.maxLength}`)
+    if (!Number.isSafeInteger(batch) || batch < 1) throw new RangeError(`batch must be a positive integer, got ${batch}`)
+    const route = await withRetries(options.maxRetries, async () =>
+      await context.manager.inferenceRoute(0, context.numBlocks, batch * options.maxLength))
+    options.onRoute?.(route, 'open')
+    return new InferenceSession(context, options, route.map(r => new Hop(r, new TokenHistory(batch, context.hiddenSize))))
+  }
+
+  /** The chain in use now. */
+  get route (): RouteHop[] {
+    return this.hops.map(h => h.route)
+  }
+
+  get maxLength (): number {
+    return this.options.maxLength
+  }
+
+  /**
+   * Runs new tokens' hidden states ([batch, tokens, hidden], fp32) through every block and returns
+   * the last block's outputs. `position` (default: after the last step) may be smaller to rewind.
+   */
+  async step (hidden: Float32Array, position = this.position): Promise<Float32Array> {
+    if (this.closed) throw new Error('the inference session is closed')
+    const { batch } = this
+    const size = this.context.hiddenSize
+    if (hidden.length === 0 || hidden.length % (batch * size) !== 0) {
+      throw new RangeError(`hidden states must be [${batch}, tokens, ${size}], got ${hidden.length} values`)
+    }
+    const tokens = hidden.length / (batch * size)
+    if (!Number.isSafeInteger(position) || position < 0 || position > this.position) {
+      throw new RangeError(`position must be 0..${this.position}, got ${position}`)
+    }
+    if (position + tokens > this.options.maxLength) {
+      throw new RangeError(`the session holds ${this.options.maxLength} tokens; ${position} + ${tokens} new would exceed it`)
+    }
+    for (const hop of this.hops) hop.history?.truncate(position)
+
+    let x = hidden // the new tokens' input to hop i
+    let full: Float32Array | null = null // [batch, position + tokens, hidden] when the previous hop was fresh
+    let attempt = 0
+    for (let i = 0; i < this.hops.length;) {
+      const hop = this.hops[i]
+      const warm = hop.cached >= position
+      const input = warm ? x : hop.history !== null ? hop.history.with(x, tokens) : full
+      if (input === null) throw new Error('internal: a fresh hop has neither history nor a full input')
+      const count = warm ? tokens : position + tokens
+      try {
+        hop.remote ??= await RemoteSpan.open(this.context.node, hop.route, this.remoteOptions())
+        const out = await hop.remote.step(input, count, warm ? position : 0)
+        this.context.manager.onSuccess(hop.route.peerId)
+        if (warm) hop.history!.append(x, tokens)
+        else hop.history = TokenHistory.of(input, batch, count, size, count)
+        hop.cached = position + tokens
+        full = warm ? null : out
+        x = warm ? out : sliceTokens(out, batch, count, size, position, tokens)
+        i++
+      } catch (err) {
+        if (!(err instanceof HopError)) throw err
+        if (attempt >= (this.options.maxRetries ?? 8)) {
+          throw new Error(`blocks ${hop.route.start}:${hop.route.end} failed ${attempt + 1} times; giving up. Last error: ${err.message}`)
+        }
+        // A server that ended an idle session did nothing wrong: reconnect without a ban.
+        if (err.code !== ErrorCode.TIMEOUT) this.context.manager.onFailure(hop.route.peerId)
+        hop.remote?.close()
+        // Whoever serves these blocks next starts fresh from the hop's input history.
+        const history = hop.history ?? TokenHistory.of(full!, batch, position + tokens, size, position)
+        history.truncate(position)
+        Object.assign(hop, { remote: null, cached: 0, history })
+        await sleep(retryDelayMs(attempt++))
+        const replacements = await this.reroute(hop.route)
+        if (replacements === null) continue // nobody else serves them now: try the same server again
+        this.hops.splice(i, 1, ...replacements.map((r, k) => new Hop(r, k === 0 ? history : null)))
+        this.failovers++
+        this.options.onRoute?.(this.route, `blocks ${hop.route.start}:${hop.route.end} failed on ${hop.route.peerId} (${err.message}); replaced by ${formatRoute(replacements)}`)
+      }
+    }
+    this.position = position + tokens
+    return x
+  }
+
+  /** A new chain for one failed hop's blocks, or null when none can be found right now. */
+  private async reroute (failed: RouteHop): Promise<RouteHop[] | null> {
+    try {
+      return await this.context.manager.inferenceRoute(failed.start, failed.end, this.batch * this.options.maxLength)
+    } catch (err) {
+      if (err instanceof MissingBlocksError) return null
+      throw err
+    }
+  }
+
+  private remoteOptions (): RemoteSpanOptions {
+    return {
+      protocol: INFERENCE_PROTOCOL,
+      model: this.context.model,
+      maxLength: this.options.maxLength,
+      batch: this.batch,
+      hiddenSize: this.context.hiddenSize,
+      dtype: this.context.dtype,
+      connectTimeoutMs: this.options.connectTimeoutMs,
+      stepTimeoutMs: this.options.stepTimeoutMs
+    }
+  }
+
+  /** Ends every server's session, last hop first. */
+  close (): void {
+    if (this.closed) return
+    this.closed = true
+    for (const hop of [...this.hops].reverse()) hop.remote?.close()
+  }
+}
+
+/** Runs `attempt` until it stops failing with MissingBlocksError, waiting as Petals does between tries. */
+export async function withRetries<T> (maxRetries = 8, attempt: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await attempt()
+    } catch (err) {
+      if (!(err instanceof MissingBlocksError) || i >= maxRetries) throw err
+      await sleep(retryDelayMs(i + 1))
+    }
+  }
+}
+
+async function sleep (ms: number): Promise<void> {
+  if (ms > 0) await new Promise(resolve => setTimeout(resolve, ms))
+}

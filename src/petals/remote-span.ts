@@ -1,0 +1,122 @@
+// The client's end of one server session (one hop of a route): a long-lived stream that carries
+// only each step's new tokens. Steps longer than a frame allows (prefills, replays) go as several
+// consecutive steps of fewer tokens, which the server treats exactly like one long step.
+
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { BmrtNode } from '../p2p/node.js'
+import { decodeHidden, encodeHidden, ErrorCode, FrameStream, MAX_TENSOR_BYTES, ProtocolError, Request, Response, wireDTypeBytes, type WireDType } from '../p2p/wire.js'
+import type { RouteHop } from './routing.js'
+
+export interface RemoteSpanOptions {
+  protocol: string
+  model: string
+  /** tokens per sequence the server reserves */
+  maxLength: number
+  batch: number
+  hiddenSize: number
+  dtype: WireDType
+  /** how long opening the stream may take (default 5 s, as Petals' connect_timeout) */
+  connectTimeoutMs?: number
+  /** how long one frame's answer may take (default 60 s) */
+  stepTimeoutMs?: number
+}
+
+/** A failure of one hop, with the peer to blame. */
+export class HopError extends Error {
+  constructor (readonly peerId: string, message: string, readonly code?: ErrorCode) {
+    super(message)
+    this.name = 'HopError'
+  }
+}
+
+export class RemoteSpan {
+  private closed = false
+
+  private constructor (readonly hop: RouteHop, private readonly frames: FrameStream, private readonly options: RemoteSpanOptions) {}
+
+  /** Opens the stream and sends Open; a refusal (e.g. cache full) arrives with the first answer. */
+  static async open (node: BmrtNode, hop: RouteHop, options: RemoteSpanOptions): Promise<RemoteSpan> {
+    try {
+      const stream = await node.dialProtocol(peerIdFromString(hop.peerId), options.protocol, {
+        signal: AbortSignal.timeout(options.connectTimeoutMs ?? 5000)
+      })
+      const frames = new FrameStream(stream)
+      await frames.write(Request, {
+        open: { model: options.model, start: hop.start, end: hop.end, maxLength: options.maxLength, batch: options.batch, dtype: options.dtype }
+      })
+      return new RemoteSpan(hop, frames, options)
+    } catch (err) {
+      throw new HopError(hop.peerId, `could not open a session on ${hop.peerId}: ${(err as Error).message}`)
+    }
+  }
+
+  /**
+   * Runs `tokens` tokens' hidden states ([batch, tokens, hidden], fp32) through the hop's blocks,
+   * starting at `position`, and returns the outputs of the same shape.
+   */
+  async step (hidden: Float32Array, tokens: number, position: number): Promise<Float32Array> {
+    const { batch, hiddenSize, dtype } = this.options
+    const perToken = batch * hiddenSize * wireDTypeBytes(dtype)
+    const chunk = Math.max(1, Math.floor(MAX_TENSOR_BYTES / perToken))
+    const out = new Float32Array(batch * tokens * hiddenSize)
+    for (let first = 0; first < tokens; first += chunk) {
+      const count = Math.min(chunk, tokens - first)
+      const input = sliceTokens(hidden, batch, tokens, hiddenSize, first, count)
+      const output = await this.exchange(input, count, position + first)
+      putTokens(out, output, batch, tokens, hiddenSize, first, count)
+    }
+    return out
+  }
+
+  private async exchange (input: Float32Array, tokens: number, position: number): Promise<Float32Array> {
+    const { batch, hiddenSize, dtype } = this.options
+    const peer = this.hop.peerId
+    let response: Response | null
+    try {
+      await this.frames.write(Request, { step: { position, hidden: encodeHidden(input, [batch, tokens, hiddenSize], dtype) } })
+      response = await this.frames.read(Response, { signal: AbortSignal.timeout(this.options.stepTimeoutMs ?? 60_000) })
+    } catch (err) {
+      const e = err as Error
+      const reason = e.name === 'TimeoutError' || e.name === 'AbortError' ? `no answer within ${(this.options.stepTimeoutMs ?? 60_000) / 1000} s` : e.message
+      throw new HopError(peer, `${peer} failed: ${reason}`, err instanceof ProtocolError ? err.code : undefined)
+    }
+    if (response === null) throw new HopError(peer, `${peer} closed the session`)
+    if (response.error !== undefined) {
+      throw new HopError(peer, `${peer} refused: ${response.error.message} (${response.error.code})`, response.error.code)
+    }
+    try {
+      const { values, tokens: got } = decodeHidden(response.hidden, { batch, hidden: hiddenSize })
+      if (got !== tokens) throw new Error(`answered ${got} tokens for ${tokens}`)
+      return values
+    } catch (err) {
+      throw new HopError(peer, `${peer} sent bad hidden states: ${(err as Error).message}`)
+    }
+  }
+
+  /** Ends the session: the server frees its caches. */
+  close (): void {
+    if (this.closed) return
+    this.closed = true
+    this.frames.stream.close().catch(() => this.frames.stream.abort(new Error('closing')))
+  }
+}
+
+/** Tokens [first, first + count) of every sequence of [batch, tokens, hidden]. */
+export function sliceTokens (x: Float32Array, batch: number, tokens: number, hidden: number, first: number, count: number): Float32Array {
+  if (batch === 1 || count === tokens) {
+    if (batch === 1) return x.subarray(first * hidden, (first + count) * hidden)
+    return x
+  }
+  const out = new Float32Array(batch * count * hidden)
+  for (let b = 0; b < batch; b++) {
+    out.set(x.subarray((b * tokens + first) * hidden, (b * tokens + first + count) * hidden), b * count * hidden)
+  }
+  return out
+}
+
+/** Writes [batch, count, hidden] into tokens [first, first + count) of [batch, tokens, hidden]. */
+function putTokens (out: Float32Array, part: Float32Array, batch: number, tokens: number, hidden: number, first: number, count: number): void {
+  for (let b = 0; b < batch; b++) {
+    out.set(part.subarray(b * count * hidden, (b + 1) * count * hidden), (b * tokens + first) * hidden)
+  }
+}

@@ -1,0 +1,106 @@
+// What a client knows about the swarm serving one model (Petals' RemoteSequenceManager): the
+// servers' spans from the DHT registry, refreshed every update period and at once after a failure,
+// round-trip times to them, and bans of servers that failed. It turns that into routes.
+
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { BmrtNode } from '../p2p/node.js'
+import type { Registry } from '../p2p/registry.js'
+import { BanList, maxThroughputRoute, minLatencyRoute, MissingBlocksError, serverSpanFromRecord, type RouteHop, type ServerSpan } from './routing.js'
+
+export interface SequenceManagerOptions {
+  /** refresh the swarm's spans this often (default 60 s, as Petals) */
+  updatePeriodMs?: number
+  /** first ban of a failing server; doubles with each further failure (default 15 s, as Petals) */
+  banTimeoutMs?: number
+  /** only these servers (peer ids), if given */
+  allowedServers?: readonly string[]
+  /** never these servers */
+  blockedServers?: readonly string[]
+}
+
+export class SequenceManager {
+  private spans: ServerSpan[] = []
+  private updatedAt = 0
+  private updating: Promise<void> | null = null
+  private readonly rtts = new Map<string, number>()
+  readonly bans: BanList
+
+  constructor (private readonly node: BmrtNode, private readonly registry: Registry, readonly model: string,
+    readonly numBlocks: number, private readonly options: SequenceManagerOptions = {}) {
+    this.bans = new BanList({ banTimeoutMs: options.banTimeoutMs ?? 15_000 })
+  }
+
+  /** The servers known now (after the allow and block lists). */
+  get servers (): readonly ServerSpan[] {
+    return this.spans
+  }
+
+  /** Fetches every ONLINE span of the model and pings servers not pinged yet. */
+  async update (): Promise<void> {
+    this.updating ??= this.fetch().finally(() => { this.updating = null })
+    await this.updating
+  }
+
+  private async fetch (): Promise<void> {
+    const records = await this.registry.findSpans(this.model, this.numBlocks, ['online'])
+    const allowed = this.options.allowedServers
+    const blocked = new Set(this.options.blockedServers ?? [])
+    this.spans = records.map(serverSpanFromRecord)
+      .filter(s => !blocked.has(s.peerId) && (allowed === undefined || allowed.includes(s.peerId)))
+    this.updatedAt = Date.now()
+    await Promise.all(this.spans.filter(s => !Number.isFinite(this.rtts.get(s.peerId) ?? NaN)).map(async s => await this.ping(s.peerId)))
+  }
+
+  /** Round trip to a server in seconds, smoothed as Petals does (EMA 0.2); unreachable: infinite. */
+  private async ping (peerId: string): Promise<void> {
+    try {
+      const rtt = await this.node.services.ping.ping(peerIdFromString(peerId), { signal: AbortSignal.timeout(2000) }) / 1000
+      const previous = this.rtts.get(peerId)
+      this.rtts.set(peerId, previous === undefined ? rtt : 0.8 * previous + 0.2 * rtt)
+    } catch {
+      this.rtts.set(peerId, Infinity) // routing caps it at its worst delay, as Petals does
+    }
+  }
+
+  private async fresh (): Promise<void> {
+    if (Date.now() - this.updatedAt > (this.options.updatePeriodMs ?? 60_000)) await this.update()
+  }
+
+  /**
+   * The fastest chain over blocks [start, end) for an inference session reserving
+   * `cacheTokensNeeded` tokens per server. Refreshes once when blocks seem missing.
+   */
+  async inferenceRoute (start: number, end: number, cacheTokensNeeded: number): Promise<RouteHop[]> {
+    return await this.route(spans => minLatencyRoute(spans, start, end, { rtts: this.rtts, cacheTokensNeeded }), start, end)
+  }
+
+  /** A chain for forward work over [start, end), spreading load by throughput. */
+  async forwardRoute (start: number, end: number): Promise<RouteHop[]> {
+    return await this.route(spans => maxThroughputRoute(spans, start, end), start, end)
+  }
+
+  private async route (choose: (spans: ServerSpan[]) => RouteHop[], start: number, end: number): Promise<RouteHop[]> {
+    await this.fresh()
+    try {
+      return choose(this.bans.filter(this.spans, start, end))
+    } catch (err) {
+      if (!(err instanceof MissingBlocksError)) throw err
+      await this.update() // servers may have joined since the last look
+      return choose(this.bans.filter(this.spans, start, end))
+    }
+  }
+
+  /**
+   * Bans a server that failed (15 s, doubling per consecutive failure) and refreshes the spans in
+   * the background: re-routing goes on at once with what is known, so a hung peer that slows DHT
+   * queries does not slow recovery.
+   */
+  onFailure (peerId: string): void {
+    this.bans.fail(peerId)
+    this.update().catch(() => {}) // the next route that finds blocks missing waits for it
+  }
+
+  onSuccess (peerId: string): void {
+    this.bans.succeed(peerId)
+  }
+}

@@ -1,0 +1,171 @@
+// Hostile and broken clients against a real server: each gets an error frame saying what was
+// wrong (or, when it vanished, nothing), its caches are freed, and a well-behaved session running
+// alongside finishes with the right tokens.
+
+import assert from 'node:assert/strict'
+import type { Stream } from '@libp2p/interface'
+import { collect } from '../src/inference/generate.js'
+import { loadAddon } from '../src/inference/native-backend.js'
+import { createNode, type BmrtNode } from '../src/p2p/node.js'
+import { registryDhtOptions } from '../src/p2p/registry.js'
+import { ErrorCode, FrameStream, INFERENCE_PROTOCOL, INFO_PROTOCOL, Info, InfoRequest, Request, Response, WireDType, encodeHidden, type Tensor } from '../src/p2p/wire.js'
+import { DistributedModel } from '../src/petals/distributed-model.js'
+import { BlockServer } from '../src/petals/server.js'
+import { EXPECTED } from './expected.js'
+import { BUNDLED_MODEL } from './helpers.js'
+
+const MODEL = 'stories-bad-peers'
+const IDLE_MODEL = 'stories-idle'
+const backend = loadAddon() !== null ? 'native' : 'js'
+const HIDDEN = 64 // the bundled model's hidden size
+
+describe('a server facing bad peers', function () {
+  let entry: BmrtNode
+  let server: BlockServer
+  let idle: BlockServer
+  let attacker: BmrtNode
+  let model: DistributedModel
+
+  before(async () => {
+    entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
+    const initialPeers = entry.getMultiaddrs().map(String)
+    server = await BlockServer.start({
+      modelDir: BUNDLED_MODEL,
+      modelName: MODEL,
+      blocks: [0, 5],
+      initialPeers,
+      throughput: 1,
+      updatePeriodMs: 600_000,
+      load: { backend, maxCacheTokens: 256 }
+    })
+    // A second server that cuts idle sessions off after a second.
+    idle = await BlockServer.start({
+      modelDir: BUNDLED_MODEL, modelName: IDLE_MODEL, blocks: [0, 5], initialPeers, throughput: 1, updatePeriodMs: 600_000, stepTimeoutMs: 1000, load: { backend }
+    })
+    attacker = await createNode({ listen: [] })
+    model = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: MODEL })
+  })
+  after(async () => {
+    await model.close()
+    await attacker.stop()
+    await idle.stop()
+    await server.stop()
+    await entry.stop()
+  })
+
+  const dial = async (protocol = INFERENCE_PROTOCOL, target = server): Promise<{ stream: Stream, frames: FrameStream }> => {
+    const stream = await attacker.dialProtocol(target.node.getMultiaddrs()[0], protocol)
+    return { stream, frames: new FrameStream(stream) }
+  }
+  const open = (overrides: Partial<NonNullable<Request['open']>> = {}): Request =>
+    ({ open: { model: MODEL, start: 0, end: 5, maxLength: 32, batch: 1, dtype: WireDType.F32, ...overrides } })
+  const hidden = (tokens: number, fill = 0.5, shape: [number, number, number] = [1, tokens, HIDDEN]): Tensor =>
+    encodeHidden(new Float32Array(shape[0] * shape[1] * shape[2]).fill(fill), shape, WireDType.F32)
+  /** The error frame the server answers with, after which it closes the stream. */
+  const refusal = async (frames: FrameStream): Promise<{ code: ErrorCode, message: string }> => {
+    const response = await frames.read(Response)
+    assert.ok(response?.error !== undefined, `expected an error frame, got ${JSON.stringify(response)}`)
+    assert.equal(await frames.read(Response), null, 'the server ends the session after an error')
+    return response.error
+  }
+  /** Waits until the server holds `sessions` sessions (the bad ones' caches freed). */
+  const sessionsOpen = async (sessions: number, target = server): Promise<void> => {
+    while (target.span!.cacheUsage().sessions !== sessions) await new Promise(resolve => setTimeout(resolve, 20))
+  }
+
+  it('refuses each bad request with its error, frees its caches, and keeps serving a good session', async () => {
+    // A good conversation, half done while the bad peers come and go.
+    const conversation = await model.session(64)
+    const { promptIds, ids } = EXPECTED[0]
+    const first = await collect(conversation.generate(promptIds, { maxNewTokens: 10 }))
+    assert.deepEqual(first.ids, ids.slice(0, 10))
+    const baseline = server.span!.cacheUsage()
+    assert.deepEqual([baseline.sessions, baseline.reserved], [1, 64])
+    const sessionsFreed = async (): Promise<void> => {
+      await sessionsOpen(1)
+      assert.equal(server.span!.cacheUsage().reserved, 64)
+    }
+
+    const cases: Array<{ what: string, frames: Request[], code: ErrorCode, message: RegExp }> = [
+      { what: 'a step before any Open (an unknown session)', frames: [{ step: { hidden: hidden(1) } }], code: ErrorCode.BAD_REQUEST, message: /starts with an Open frame/ },
+      { what: 'another model', frames: [open({ model: 'llama-70b' })], code: ErrorCode.NOT_SERVED, message: /serves stories-bad-peers, not llama-70b/ },
+      { what: 'blocks it does not hold', frames: [open({ start: 3, end: 9 })], code: ErrorCode.NOT_SERVED, message: /blocks 3:9 are not within this server's 0:5/ },
+      { what: 'an absurd max_length', frames: [open({ maxLength: 2_000_000_000 })], code: ErrorCode.TOO_LONG, message: /max_length must be 1\.\.8192/ },
+      { what: 'an absurd batch', frames: [open({ batch: 100_000 })], code: ErrorCode.TOO_LONG, message: /batch must be 1\.\.64/ },
+      // 256 tokens per block, 64 of them taken by the good session: 4096 is a fine max_length, but does not fit.
+      { what: 'more cache than is left', frames: [open({ maxLength: 4096 })], code: ErrorCode.CACHE_FULL, message: /4096/ },
+      { what: 'a wrong hidden size', frames: [open(), { step: { hidden: hidden(2, 0.5, [1, 2, 32]) } }], code: ErrorCode.BAD_REQUEST, message: /hidden size 32, but the model's is 64/ },
+      { what: 'a wrong batch', frames: [open(), { step: { hidden: hidden(2, 0.5, [3, 2, HIDDEN]) } }], code: ErrorCode.BAD_REQUEST, message: /batch of 3 sequences, but the session was opened with 1/ },
+      { what: 'a byte count that does not match the shape', frames: [open(), { step: { hidden: { ...hidden(2), data: new Uint8Array(100) } } }], code: ErrorCode.BAD_REQUEST, message: /needs 512 bytes, the frame has 100/ },
+      { what: 'NaN hidden states', frames: [open(), { step: { hidden: hidden(1, Number.NaN) } }], code: ErrorCode.BAD_REQUEST, message: /NaN or infinite/ },
+      { what: 'a position beyond the cache', frames: [open(), { step: { position: 5, hidden: hidden(1) } }], code: ErrorCode.BAD_REQUEST, message: /position 5 is beyond the 0 tokens cached/ },
+      { what: 'more tokens than max_length', frames: [open({ maxLength: 4 }), { step: { hidden: hidden(5) } }], code: ErrorCode.TOO_LONG, message: /holds 4 tokens; 0 \+ 5 new would exceed it/ }
+    ]
+    for (const { what, frames: requests, code, message } of cases) {
+      const { frames } = await dial()
+      for (const request of requests) await frames.write(Request, request)
+      const error = await refusal(frames)
+      assert.equal(error.code, code, `${what}: ${error.message}`)
+      assert.match(error.message, message, what)
+      await sessionsFreed()
+    }
+
+    // A frame that does not decode, and one that claims to be larger than any frame may be.
+    for (const [what, bytes, pattern] of [
+      ['garbage bytes', Uint8Array.of(5, 0xff, 0xff, 0xff, 0xff, 0xff), /malformed frame/],
+      ['an oversized frame', Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x0f), /frame too large/]
+    ] as const) {
+      const { stream, frames } = await dial()
+      stream.send(bytes)
+      const error = await refusal(frames)
+      assert.equal(error.code, ErrorCode.BAD_REQUEST, what)
+      assert.match(error.message, pattern, what)
+    }
+
+    // A truncated frame, then the client vanishes: nobody to answer, but the session is freed.
+    {
+      const { stream, frames } = await dial()
+      await frames.write(Request, open())
+      await sessionsOpen(2)
+      stream.send(Uint8Array.of(200, 1, 8, 1)) // says 200 bytes follow, sends 2
+      stream.abort(new Error('client crashed'))
+      await sessionsFreed()
+    }
+
+    // The info protocol still answers, and the good conversation continues where it was.
+    const { frames } = await dial(INFO_PROTOCOL)
+    await frames.write(InfoRequest, { model: MODEL })
+    const info = await frames.read(Info)
+    assert.equal(info?.start, 0)
+    assert.equal(info?.end, 5)
+    assert.equal(info?.sessions, 1, 'only the good session is open')
+    const rest = await collect(conversation.generate([...promptIds, ...first.ids], { maxNewTokens: 40 }))
+    assert.deepEqual([...first.ids, ...rest.ids], ids)
+    await conversation.close()
+  })
+
+  it('cuts off a client that opens a session and never steps; a real client whose session idled out carries on', async () => {
+    const { frames } = await dial(INFERENCE_PROTOCOL, idle)
+    await frames.write(Request, open({ model: IDLE_MODEL, maxLength: 100 }))
+    const error = await refusal(frames)
+    assert.equal(error.code, ErrorCode.TIMEOUT)
+    assert.match(error.message, /no step for 1 s/)
+    await sessionsOpen(0, idle)
+
+    // The SDK's session is ended the same way between two turns; the next turn reopens it (no ban:
+    // the server did nothing wrong), replays the history, and the tokens are those of EXPECTED.md.
+    const client = await DistributedModel.load(BUNDLED_MODEL, { initialPeers: [entry.getMultiaddrs()[0].toString()], modelName: IDLE_MODEL })
+    try {
+      const conversation = await client.session(64)
+      const { promptIds, ids } = EXPECTED[1]
+      const first = await collect(conversation.generate(promptIds, { maxNewTokens: 10 }))
+      await sessionsOpen(0, idle) // idled out
+      const rest = await collect(conversation.generate([...promptIds, ...first.ids], { maxNewTokens: 40 }))
+      assert.deepEqual([...first.ids, ...rest.ids], ids)
+      assert.equal(client.manager.bans.isBanned(idle.node.peerId.toString()), false)
+      await conversation.close()
+    } finally {
+      await client.close()
+    }
+  })
+})
