@@ -83,7 +83,7 @@ export async function serveSession (stream: Stream, priority: Priority, options:
 
   try {
     const first = await next()
-    if (first === null) return
+    if (first === null) { await closeQuietly(stream); return }
     const open = first.open
     if (open === undefined) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'a session starts with an Open frame (model, blocks, max_length, batch)')
     span = options.span()
@@ -103,7 +103,7 @@ export async function serveSession (stream: Stream, priority: Priority, options:
 
     for (;;) {
       const request = await next()
-      if (request === null) return
+      if (request === null) { await closeQuietly(stream); return } // the client's normal goodbye
       const step = request.step
       if (step === undefined) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'expected a Step frame')
       const { values, tokens } = decodeHidden(step.hidden, { batch, hidden })
@@ -160,6 +160,15 @@ function concat (parts: Float32Array[]): Float32Array {
   let offset = 0
   for (const part of parts) { out.set(part, offset); offset += part.length }
   return out
+}
+
+/** Closes our side after the client closed its own. */
+async function closeQuietly (stream: Stream): Promise<void> {
+  try {
+    await stream.close({ signal: AbortSignal.timeout(5000) })
+  } catch {
+    stream.abort(new Error('could not close the stream'))
+  }
 }
 
 /** Sends an error frame (when the stream still takes one) and closes our side. */
