@@ -38,7 +38,7 @@ export interface DistributedModelOptions extends SequenceManagerOptions {
   stepTimeoutMs?: number
   /** hears of every chain chosen (at open and after failovers) */
   onRoute?: (route: readonly RouteHop[], reason: string) => void
-  /** progress while connecting */
+  /** progress while connecting, and waits before retries */
   onProgress?: (message: string) => void
 }
 
@@ -83,8 +83,8 @@ export class DistributedModel implements LanguageModel {
       await joinSwarm(node)
       const manager = new SequenceManager(node, new Registry(node), modelName, config.numLayers, options)
       await manager.update()
-      progress(`found ${manager.servers.length} servers of ${modelName}`)
-      const context: SessionContext = { node, manager, model: modelName, numBlocks: config.numLayers, hiddenSize: config.hiddenSize, dtype }
+      progress(`found ${manager.servers.length} server${manager.servers.length === 1 ? '' : 's'} of ${modelName}`)
+      const context: SessionContext = { node, manager, model: modelName, numBlocks: config.numLayers, hiddenSize: config.hiddenSize, dtype, log: options.onProgress }
       return new DistributedModel(config, tokenizer, await loadEosTokenIds(dir, config), head, node, manager, context, options)
     } catch (err) {
       await node.stop()
@@ -141,7 +141,7 @@ export class DistributedModel implements LanguageModel {
     const maxRetries = this.options.maxRetries ?? 8
     let x = hidden
     let block = start
-    let route = await withRetries(maxRetries, async () => await this.manager.forwardRoute(block, end))
+    let route = await withRetries(maxRetries, async () => await this.manager.forwardRoute(block, end), this.options.onProgress)
     for (let attempt = 0; block < end;) {
       const hop = route[0]
       let remote: RemoteSpan | null = null

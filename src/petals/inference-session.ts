@@ -36,6 +36,8 @@ export interface SessionContext {
   numBlocks: number
   hiddenSize: number
   dtype: WireDType
+  /** hears of waits and retries (a user should know why nothing happens) */
+  log?: (message: string) => void
 }
 
 /** Inputs of one hop for positions [0, length): per sequence, a growing [tokens, hidden] buffer. */
@@ -115,7 +117,7 @@ export class InferenceSession {
     if (!Number.isSafeInteger(options.maxLength) || options.maxLength < 1) throw new RangeError(`max length must be a positive integer, got ${options.maxLength}`)
     if (!Number.isSafeInteger(batch) || batch < 1) throw new RangeError(`batch must be a positive integer, got ${batch}`)
     const route = await withRetries(options.maxRetries, async () =>
-      await context.manager.inferenceRoute(0, context.numBlocks, batch * options.maxLength))
+      await context.manager.inferenceRoute(0, context.numBlocks, batch * options.maxLength), context.log)
     options.onRoute?.(route, 'open')
     return new InferenceSession(context, options, route.map(r => new Hop(r, new TokenHistory(batch, context.hiddenSize))))
   }
@@ -180,7 +182,9 @@ export class InferenceSession {
         const history = hop.history ?? TokenHistory.of(full!, batch, position + tokens, size, position)
         history.truncate(position)
         Object.assign(hop, { remote: null, cached: 0, history })
-        await sleep(retryDelayMs(attempt++))
+        const delay = retryDelayMs(attempt++)
+        if (delay > 0) this.context.log?.(`${err.message}; retrying blocks ${hop.route.start}:${hop.route.end} in ${delay / 1000} s (attempt ${attempt + 1} of ${(this.options.maxRetries ?? 8) + 1})`)
+        await sleep(delay)
         const replacements = await this.reroute(hop.route)
         if (replacements === null) continue // nobody else serves them now: try the same server again
         this.hops.splice(i, 1, ...replacements.map((r, k) => new Hop(r, k === 0 ? history : null)))
@@ -224,13 +228,15 @@ export class InferenceSession {
 }
 
 /** Runs `attempt` until it stops failing with MissingBlocksError, waiting as Petals does between tries. */
-export async function withRetries<T> (maxRetries = 8, attempt: () => Promise<T>): Promise<T> {
+export async function withRetries<T> (maxRetries = 8, attempt: () => Promise<T>, log?: (message: string) => void): Promise<T> {
   for (let i = 0; ; i++) {
     try {
       return await attempt()
     } catch (err) {
       if (!(err instanceof MissingBlocksError) || i >= maxRetries) throw err
-      await sleep(retryDelayMs(i + 1))
+      const delay = retryDelayMs(i + 1)
+      log?.(`${err.message}; looking again in ${delay / 1000} s (attempt ${i + 2} of ${maxRetries + 1})`)
+      await sleep(delay)
     }
   }
 }

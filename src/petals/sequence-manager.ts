@@ -71,7 +71,7 @@ export class SequenceManager {
    * `cacheTokensNeeded` tokens per server. Refreshes once when blocks seem missing.
    */
   async inferenceRoute (start: number, end: number, cacheTokensNeeded: number): Promise<RouteHop[]> {
-    return await this.route(spans => minLatencyRoute(spans, start, end, { rtts: this.rtts, cacheTokensNeeded }), start, end)
+    return await this.route(spans => minLatencyRoute(spans, start, end, { rtts: this.rtts, cacheTokensNeeded, model: this.model }), start, end)
   }
 
   /** A chain for forward work over [start, end), spreading load by throughput. */
