@@ -1,5 +1,6 @@
 // The kernels' thread pool. A run publishes (fn, tasks) and bumps a generation counter; workers
-// and the caller take task numbers from an atomic counter, so faster threads take more tasks.
+// and the caller take task numbers from an atomic counter, so faster threads take more tasks, and
+// the run is over when all its tasks are (a worker still waking up is not waited for).
 //
 // Waking a sleeping thread costs tens of microseconds, about the time a decode step spends on a
 // small matrix, so after a run workers spin for a short while (kSpin) watching the generation
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -30,20 +32,14 @@ namespace {
 constexpr auto kSpin = std::chrono::microseconds(300);
 }
 
-struct ThreadPool::State {
-  std::vector<std::thread> workers;
-  std::mutex mutex;
-  std::condition_variable wake;
-  std::atomic<uint64_t> generation{0};  // bumped once per run
-  std::atomic<int> sleepers{0};         // workers waiting (or about to wait) on `wake`
-  std::atomic<bool> stopping{false};
-  std::atomic<bool> resting{false};     // set by rest(): no run is coming soon, do not spin
-
-  // The current run; written before `generation` is bumped, read after it is seen.
+// One run's work. Workers hold it by shared_ptr, so one that wakes late (after the run is over)
+// finds no task left to claim and touches nothing else: run() waits for its tasks to finish, not
+// for every worker to report, and a sleeping worker's wake-up never delays it.
+struct Run {
   const std::function<void(int, int)>* fn = nullptr;
   int tasks = 0;
   std::atomic<int> next{0};
-  std::atomic<int> pending{0};  // workers that have not finished the current run
+  std::atomic<int> finished{0};
   std::mutex error_mutex;
   std::exception_ptr error;
 
@@ -55,8 +51,20 @@ struct ThreadPool::State {
         std::lock_guard<std::mutex> lock(error_mutex);
         if (!error) error = std::current_exception();
       }
+      finished.fetch_add(1, std::memory_order_acq_rel);
     }
   }
+};
+
+struct ThreadPool::State {
+  std::vector<std::thread> workers;
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::atomic<uint64_t> generation{0};  // bumped once per run
+  std::atomic<int> sleepers{0};         // workers waiting (or about to wait) on `wake`
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> resting{false};     // set by rest(): no run is coming soon, do not spin
+  std::shared_ptr<Run> current;         // the latest run; read and written with std::atomic_load/store
 
   // Returns false when the pool is stopping.
   bool wait_for_run(uint64_t seen) {
@@ -79,8 +87,8 @@ struct ThreadPool::State {
     uint64_t seen = 0;
     while (wait_for_run(seen)) {
       seen = generation.load(std::memory_order_acquire);
-      drain(thread);
-      pending.fetch_sub(1, std::memory_order_acq_rel);
+      std::shared_ptr<Run> run = std::atomic_load(&current);
+      if (run) run->drain(thread);
     }
   }
 };
@@ -110,29 +118,23 @@ void ThreadPool::run(int tasks, const std::function<void(int, int)>& fn) {
     for (int t = 0; t < tasks; t++) fn(t, 0);
     return;
   }
+  auto run = std::make_shared<Run>();
+  run->fn = &fn;
+  run->tasks = tasks;
   s.resting.store(false, std::memory_order_relaxed);
-  s.fn = &fn;
-  s.tasks = tasks;
-  s.error = nullptr;
-  s.next.store(0, std::memory_order_relaxed);
-  s.pending.store(static_cast<int>(s.workers.size()), std::memory_order_relaxed);
-  s.generation.fetch_add(1);  // seq_cst: publishes the fields above
+  std::atomic_store(&s.current, run);
+  s.generation.fetch_add(1);  // seq_cst: publishes the run
   if (s.sleepers.load() > 0) {
     std::lock_guard<std::mutex> lock(s.mutex);  // a worker between its check and wait() holds it
     s.wake.notify_all();
   }
-  s.drain(0);
-  // Workers may still be finishing their last task (or still waking up to find none left).
-  for (int i = 0; s.pending.load(std::memory_order_acquire) != 0; i++) {
+  run->drain(0);
+  // Workers may still be finishing tasks they claimed.
+  for (int i = 0; run->finished.load(std::memory_order_acquire) != tasks; i++) {
     if (i < 4096) cpu_relax();
     else std::this_thread::yield();
   }
-  s.fn = nullptr;
-  if (s.error) {
-    std::exception_ptr e = s.error;
-    s.error = nullptr;
-    std::rethrow_exception(e);
-  }
+  if (run->error) std::rethrow_exception(run->error);
 }
 
 }  // namespace bmrt
