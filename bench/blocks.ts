@@ -3,12 +3,20 @@
 // layer and a Llama-2-7B layer (random weights, a span of 4 such layers) in every weight format:
 // decode time (1 token, KV length 128) as a share of the bandwidth floor, and prefill-128 time as
 // a share of the peak.
-// Run: npm run bench:blocks [-- --threads N --repeats N --shapes tinyllama,llama-2-7b --formats f32,bf16]
+// Run: npm run bench:blocks [-- --threads N --repeats N --shapes tinyllama,llama-2-7b --formats f32,bf16 --torch PYTHON|none]
+// With a Python that has torch, the torch backend (transformers' layers in a worker process) runs
+// the same shapes in f32 and bf16 in the same run, for the native/torch ratio.
 // (prints medians; this shared 2-core VM's memory bandwidth swings between about 40 and 75 GB/s)
 
 import '../src/polyfill.js'
 import { median } from './stats.js'
 import { parseArgs } from 'node:util'
+import { spawnSync } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { loadBlockSpan } from '../src/inference/load-span.js'
+import { makeTestModel } from '../src/inference/test-model.js'
 import { loadAddon, WEIGHT_FORMATS, type WeightFormat } from '../src/inference/native-backend.js'
 import { ropeInverseFrequencies } from '../src/inference/rope.js'
 import { parseConfig } from '../src/inference/config.js'
@@ -19,7 +27,9 @@ const { values: args } = parseArgs({
     threads: { type: 'string', default: '2' },
     repeats: { type: 'string', default: '7' },
     shapes: { type: 'string', default: 'tinyllama,llama-2-7b' },
-    formats: { type: 'string', default: WEIGHT_FORMATS.join(',') }
+    formats: { type: 'string', default: WEIGHT_FORMATS.join(',') },
+    // the PyTorch worker (the torch backend) on the same shapes; 'none' to skip
+    torch: { type: 'string', default: process.env.BMRT_PYTHON ?? 'python3' }
   }
 })
 const threads = Number(args.threads)
@@ -61,6 +71,45 @@ function randomValues (count: number, scale: number, seed: number): Float32Array
     out[i] = ((state / 2 ** 32) * 2 - 1) * scale
   }
   return out
+}
+
+const nativeMs = new Map<string, { decodeMs: number, prefillMs: number }>()
+const python = args.torch === 'none' || spawnSync(args.torch, ['-c', 'import torch'], { stdio: 'ignore' }).status !== 0 ? null : args.torch
+if (python === null && args.torch !== 'none') console.log(`(no torch column: ${args.torch} cannot import torch; pass --torch PYTHON)`)
+
+/**
+ * Per-layer decode (1 token at KV length 128) and prefill-128 ms of the torch backend, on a random
+ * checkpoint of the shape written to a scratch folder (the worker loads from files, as it does in a
+ * node).
+ */
+async function torchLayerMs (shape: { hidden: number, intermediate: number, heads: number, kvHeads: number }, format: 'f32' | 'bf16'): Promise<{ decodeMs: number, prefillMs: number }> {
+  const dir = await mkdtemp(join(tmpdir(), 'bmrt-bench-torch-'))
+  try {
+    await makeTestModel(dir, { layers: LAYERS, ...shape, vocab: 32, dtype: format === 'bf16' ? 'BF16' : 'F32' })
+    const span = await loadBlockSpan(dir, 0, LAYERS, { backend: 'torch', python: python!, threads, format })
+    try {
+      const prompt = randomValues(CONTEXT * shape.hidden, 1, 8)
+      const token = randomValues(shape.hidden, 1, 9)
+      const session = span.openSession(CONTEXT + 1)
+      const prefill: number[] = []
+      for (let i = 0; i < Math.max(3, Math.ceil(repeats / 2)); i++) {
+        const started = performance.now()
+        await span.forward(session, prompt, 0)
+        prefill.push((performance.now() - started) / LAYERS)
+      }
+      const decode: number[] = []
+      for (let i = 0; i < repeats; i++) {
+        const started = performance.now()
+        await span.forward(session, token, CONTEXT)
+        decode.push((performance.now() - started) / LAYERS)
+      }
+      return { decodeMs: median(decode), prefillMs: median(prefill) }
+    } finally {
+      span.close()
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
 }
 
 console.log(`bench/blocks: ${threads} threads, kernels: ${addon.kernelFamily()}, medians of ${repeats}`)
@@ -129,6 +178,15 @@ for (const shapeName of args.shapes.split(',')) {
     const flops = 2 * params * CONTEXT / (prefillMs / 1000)
     const peak = format === 'bf16' && bf16Peak > 0 ? bf16Peak : fmaPeak
     console.log(`${shapeName.padEnd(11)} ${format.padEnd(6)} ${(bytes / 1e6).toFixed(0).padStart(10)} ${decodeMs.toFixed(2).padStart(10)} ${gb(streamed).padStart(5)} ${(100 * median(shares)).toFixed(0).padStart(4)}% ${prefillMs.toFixed(1).padStart(15)} ${gb(flops).padStart(8)} ${(100 * flops / peak).toFixed(0).padStart(5)}%`)
+    nativeMs.set(`${shapeName} ${format}`, { decodeMs, prefillMs })
+  }
+  if (python !== null) {
+    for (const format of (['f32', 'bf16'] as const).filter(f => args.formats.split(',').includes(f))) {
+      const torch = await torchLayerMs(shape, format)
+      const native = nativeMs.get(`${shapeName} ${format}`)!
+      const bytes = matrices.reduce((sum, [r, c]) => sum + matrixBytes(format, r, c), 0)
+      console.log(`${shapeName.padEnd(11)} ${`torch ${format}`.padEnd(10)} ${torch.decodeMs.toFixed(2).padStart(6)} ms decode (${gb(bytes / (torch.decodeMs / 1000))} GB/s, native ${(torch.decodeMs / native.decodeMs).toFixed(1)}x faster), prefill-128 ${torch.prefillMs.toFixed(1)} ms (native ${(torch.prefillMs / native.prefillMs).toFixed(1)}x faster)`)
+    }
   }
 }
 console.log('')

@@ -1,6 +1,6 @@
 // Shared by the tests: where things are, scratch directories, and array comparison.
 
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -50,3 +50,18 @@ export async function startNode (args: string[]): Promise<{ process: ChildProces
   const peerId = output.find(l => l.startsWith('peer id '))!.slice('peer id '.length)
   return { process: child, output, peerId }
 }
+
+/**
+ * The Python interpreter with torch for the torch backend's tests: $BMRT_PYTHON, else python3.
+ * Null (tests skip) when it cannot import torch, unless BMRT_REQUIRE_TORCH=1 (CI), which fails.
+ */
+export function torchPython (): string | null {
+  if (cachedTorchPython !== undefined) return cachedTorchPython
+  const python = process.env.BMRT_PYTHON ?? 'python3'
+  const probe = spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore' })
+  if (probe.status === 0) return (cachedTorchPython = python)
+  if (process.env.BMRT_REQUIRE_TORCH === '1') throw new Error(`BMRT_REQUIRE_TORCH=1 but ${python} cannot import torch`)
+  console.log(`    (skipped: ${python} cannot import torch; set BMRT_PYTHON to a Python with torch and transformers)`)
+  return (cachedTorchPython = null)
+}
+let cachedTorchPython: string | null | undefined

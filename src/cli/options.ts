@@ -59,7 +59,9 @@ export function fail (command: string, err: unknown): void {
 }
 
 export interface BackendCliOptions {
-  backend: 'auto' | 'native' | 'js'
+  backend: 'auto' | 'native' | 'js' | 'torch'
+  python?: string
+  device?: string
   dtype?: 'f32' | 'bf16' | 'f16'
   quant: 'none' | 'int8' | 'int4'
   threads: number
@@ -68,8 +70,10 @@ export interface BackendCliOptions {
 /** The options that choose how blocks run, shared by every command that runs blocks. */
 export function addBackendOptions (command: Command): Command {
   return command
-    .addOption(new Option('--backend <name>', 'block executor: native (the C++ addon), js (portable reference), auto = native when the addon built').choices(['auto', 'native', 'js']).default('auto'))
-    .addOption(new Option('--dtype <dtype>', "weight storage of the native backend; default: the checkpoint's dtype").choices(['f32', 'bf16', 'f16']))
+    .addOption(new Option('--backend <name>', 'block executor: native (the C++ addon), js (portable reference), torch (a Python worker with PyTorch and transformers), auto = native when the addon built').choices(['auto', 'native', 'js', 'torch']).default('auto'))
+    .addOption(new Option('--dtype <dtype>', "weight storage (native), weights and compute (torch); default: the checkpoint's dtype (torch on cpu: f32)").choices(['f32', 'bf16', 'f16']))
+    .option('--python <path>', "the torch backend's Python interpreter (default: $BMRT_PYTHON, else python3)")
+    .option('--device <device>', 'where the torch backend runs: cpu, cuda, cuda:N or mps (default: cpu)')
     .addOption(new Option('--quant <q>', 'quantise weights at load time (native backend): int8 per-row, int4 per group of 32').choices(['none', 'int8', 'int4']).default('none'))
     .option('--threads <n>', 'threads for the native kernels', integer(1), availableParallelism())
 }
@@ -77,7 +81,7 @@ export function addBackendOptions (command: Command): Command {
 /** LoadOptions from the backend options. */
 export function loadOptions (o: BackendCliOptions): LoadOptions {
   const format: WeightFormat | undefined = o.quant !== 'none' ? o.quant : o.dtype
-  return { backend: o.backend, format, threads: o.threads }
+  return { backend: o.backend, format, threads: o.threads, python: o.python, device: o.device }
 }
 
 export interface SamplingCliOptions {

@@ -4,7 +4,7 @@
 
 import type { ModelConfig } from './config.js'
 
-export type BackendName = 'js' | 'native'
+export type BackendName = 'js' | 'native' | 'torch'
 
 /** Absolute block indices [start, end). */
 export interface BlockRange {

@@ -1,0 +1,389 @@
+// The torch backend: blocks run in a Python worker (python/bmrt_torch_worker.py) with PyTorch, on
+// transformers' own Llama/Mistral layers when transformers is installed, else on a small plain
+// PyTorch block. The worker holds the weights and KV caches; this side keeps the session table,
+// the cache budget and the checks, so the BlockSpan semantics are the JS backend's word for word.
+// Messages are framed as in the worker's docstring: two u32 lengths, a JSON header, raw fp32 bytes.
+
+import { spawn, type ChildProcess } from 'node:child_process'
+import type { Socket } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { sessionBlocks, type BlockRange, type BlockSpan, type SpanStep } from './backend.js'
+import { checkSpan, type ModelConfig } from './config.js'
+
+/** The worker script, shipped in the npm package next to dist/. */
+export const TORCH_WORKER_SCRIPT = fileURLToPath(new URL('../../../python/bmrt_torch_worker.py', import.meta.url))
+
+export type TorchDType = 'f32' | 'bf16' | 'f16'
+
+export interface TorchSpanOptions {
+  /** the interpreter (default: $BMRT_PYTHON, else python3) */
+  python?: string
+  /** torch device: cpu (default), cuda, cuda:N, mps */
+  device?: string
+  /** compute and weight dtype (default: f32 on cpu, the checkpoint's dtype on accelerators) */
+  format?: TorchDType
+  /** cache tokens per block, Petals' attn_cache_tokens (default 0: no limit); see BlockSpan */
+  maxCacheTokens?: number
+  onBlock?: (block: number) => void
+  /** use the plain-PyTorch block even when transformers is importable (tests) */
+  plain?: boolean
+  /** the worker's environment (default: this process's) */
+  env?: NodeJS.ProcessEnv
+}
+
+/** What the worker says once its blocks are loaded. */
+export interface TorchWorkerInfo {
+  python: string
+  torch: string
+  transformers: string | null
+  impl: 'transformers' | 'plain'
+  plain_reason: string | null
+  device: string
+  dtype: string
+  weight_bytes: number
+  pid: number
+}
+
+interface Header { type: string, ok?: boolean, error?: string, code?: string, index?: number }
+
+interface Pending { resolve: (payload: Buffer) => void, reject: (err: Error) => void }
+
+const STDERR_LINES = 20
+
+function frame (header: object, payload?: Uint8Array): Buffer {
+  const json = Buffer.from(JSON.stringify(header))
+  const prefix = Buffer.alloc(8)
+  prefix.writeUInt32LE(json.length, 0)
+  prefix.writeUInt32LE(payload?.byteLength ?? 0, 4)
+  return payload === undefined ? Buffer.concat([prefix, json]) : Buffer.concat([prefix, json, payload])
+}
+
+/**
+ * One worker process: requests go out in order and the replies come back in that order, so a
+ * queue of pending calls matches them. When the process ends, every pending call is rejected at once.
+ */
+class TorchWorker {
+  readonly process: ChildProcess
+  /** settles when the worker has loaded its blocks */
+  readonly ready: Promise<TorchWorkerInfo>
+  /** set once the process is gone: why, for every later call */
+  dead: Error | null = null
+  private readonly pending: Pending[] = []
+  private buffer: Buffer = Buffer.alloc(0)
+  private readonly stderrLines: string[] = []
+  private stderrPartial = ''
+
+  constructor (private readonly python: string, args: string[], env: NodeJS.ProcessEnv | undefined,
+    private readonly onBlock?: (block: number) => void) {
+    this.process = spawn(python, [TORCH_WORKER_SCRIPT, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: env ?? process.env })
+    let readyCall!: Pending
+    this.ready = new Promise<Buffer>((resolve, reject) => { readyCall = { resolve, reject } })
+      .then(payload => JSON.parse(payload.toString()) as TorchWorkerInfo)
+    this.ready.catch(() => {}) // a worker that never gets used must not raise an unhandled rejection
+    this.pending.push(readyCall)
+    this.process.stdout!.on('data', (chunk: Buffer) => this.receive(chunk))
+    this.process.stderr!.on('data', (chunk: Buffer) => this.keepStderr(chunk.toString()))
+    this.process.stdin!.on('error', () => {}) // EPIPE after a crash: 'exit' reports it
+    this.process.on('error', err => this.die(this.startError(err)))
+    // 'close' comes once stderr is drained, so the message has its last lines; 'exit' alone is
+    // enough should something else hold the pipes open.
+    const ended = (code: number | null, signal: NodeJS.Signals | null): void => {
+      const how = signal !== null ? `was killed by ${signal}` : `exited with code ${code}`
+      const stderr = this.stderrTail()
+      this.die(new Error(`the torch worker (${this.python}) ${how}${stderr === '' ? '' : `; its last stderr lines:\n${stderr}`}`))
+    }
+    this.process.on('close', ended)
+    this.process.on('exit', (code, signal) => { setTimeout(() => ended(code, signal), 500).unref() })
+    this.busy() // loading: the ready message is pending
+  }
+
+  /** Sends a request; the promise settles with the reply's payload. */
+  async request (header: object, payload?: Uint8Array): Promise<Buffer> {
+    if (this.dead !== null) throw this.dead
+    return await new Promise<Buffer>((resolve, reject) => {
+      if (this.pending.length === 0) this.busy()
+      this.pending.push({ resolve, reject })
+      this.process.stdin!.write(frame(header, payload))
+    })
+  }
+
+  kill (): void {
+    this.die(new Error('the torch span was closed'))
+    this.process.kill('SIGKILL')
+  }
+
+  /** Keeps node alive while calls are pending, and lets it exit while the worker idles. */
+  private busy (): void {
+    this.process.ref();
+    (this.process.stdout as unknown as Socket).ref()
+  }
+
+  private idle (): void {
+    this.process.unref();
+    (this.process.stdout as unknown as Socket).unref();
+    (this.process.stderr as unknown as Socket).unref();
+    (this.process.stdin as unknown as Socket).unref()
+  }
+
+  private settle (): Pending {
+    const call = this.pending.shift()!
+    if (this.pending.length === 0) this.idle()
+    return call
+  }
+
+  private receive (chunk: Buffer): void {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk])
+    while (this.buffer.length >= 8) {
+      const headerLength = this.buffer.readUInt32LE(0)
+      const payloadLength = this.buffer.readUInt32LE(4)
+      if (this.buffer.length < 8 + headerLength + payloadLength) return
+      const header = JSON.parse(this.buffer.subarray(8, 8 + headerLength).toString()) as Header
+      // Copy the payload out: Float32Array views need their own aligned buffer anyway.
+      const payload = Buffer.from(this.buffer.subarray(8 + headerLength, 8 + headerLength + payloadLength))
+      this.buffer = this.buffer.subarray(8 + headerLength + payloadLength)
+      this.dispatch(header, payload)
+    }
+  }
+
+  private dispatch (header: Header, payload: Buffer): void {
+    if (header.type === 'block') {
+      this.onBlock?.(header.index!)
+    } else if (header.type === 'ready') {
+      this.settle().resolve(Buffer.from(JSON.stringify(header)))
+    } else if (header.type === 'fatal') {
+      this.die(this.fatalError(header))
+    } else if (header.type === 'reply' && this.pending.length > 0) {
+      const call = this.settle()
+      if (header.ok === true) call.resolve(payload)
+      else call.reject(new Error(`torch worker: ${header.error ?? 'unknown error'}`))
+    }
+  }
+
+  private die (err: Error): void {
+    if (this.dead === null) this.dead = err
+    for (const call of this.pending.splice(0)) call.reject(this.dead)
+    this.idle()
+  }
+
+  private startError (err: Error): Error {
+    return new Error(`bmrt could not start ${this.python} (${err.message}): install Python 3.9+ or pass --python PATH`)
+  }
+
+  private fatalError ({ code, error }: Header): Error {
+    if (code === 'NO_TORCH' || code === 'TORCH_TOO_OLD') {
+      return Object.assign(new Error(`${this.python} has no torch: pip install torch (and transformers) for that interpreter, ` +
+        `or pass --python PATH to one that has them (${error})`), { code })
+    }
+    return Object.assign(new Error(`the torch worker could not start: ${error}`), { code })
+  }
+
+  private keepStderr (text: string): void {
+    const lines = (this.stderrPartial + text).split('\n')
+    this.stderrPartial = lines.pop()!
+    this.stderrLines.push(...lines)
+    this.stderrLines.splice(0, Math.max(0, this.stderrLines.length - STDERR_LINES))
+  }
+
+  private stderrTail (): string {
+    return [...this.stderrLines, this.stderrPartial].filter(l => l.trim() !== '').slice(-STDERR_LINES).join('\n')
+  }
+}
+
+interface Session {
+  maxLength: number
+  length: number
+  /** absolute blocks it runs */
+  start: number
+  end: number
+  /** the worker that holds its cache */
+  worker: TorchWorker
+  busy: boolean
+}
+
+let warnedPlain = false
+
+/** Starts a worker for blocks [start, end) of the model in `dir` and waits until it has loaded them. */
+export async function loadTorchSpan (dir: string, config: ModelConfig, start: number, end: number,
+  options: TorchSpanOptions = {}): Promise<TorchBlockSpan> {
+  checkSpan(config, start, end)
+  const maxCacheTokens = options.maxCacheTokens ?? 0
+  if (!Number.isSafeInteger(maxCacheTokens) || maxCacheTokens < 0) throw new Error(`maxCacheTokens must be a non-negative integer, got ${maxCacheTokens}`)
+  const span = new TorchBlockSpan(dir, config, start, end, maxCacheTokens, options)
+  try {
+    const info = await span.worker.ready
+    if (info.impl === 'plain' && options.plain !== true && !warnedPlain) {
+      warnedPlain = true
+      process.emitWarning(`the torch backend runs its plain PyTorch blocks: ${info.plain_reason ?? 'transformers is missing'}; ` +
+        'pip install transformers to run transformers\' own Llama layers', { code: 'BMRT_TORCH_PLAIN' })
+    }
+    span.info = info
+    return span
+  } catch (err) {
+    span.close()
+    throw err
+  }
+}
+
+export class TorchBlockSpan implements BlockSpan {
+  readonly backend = 'torch'
+  /** what the current worker reported when it came up */
+  info: TorchWorkerInfo | null = null
+  worker: TorchWorker
+  private readonly python: string
+  private readonly sessions = new Map<number, Session>()
+  private nextSession = 1
+  /** block-tokens the open sessions reserve (maxLength × blocks, summed) */
+  private reserved = 0
+  private closed = false
+  private readonly killOnExit = (): void => { this.worker.process.kill('SIGKILL') }
+
+  constructor (private readonly dir: string, readonly config: ModelConfig, readonly start: number, readonly end: number,
+    private readonly maxCacheTokens: number, private readonly options: TorchSpanOptions) {
+    this.python = options.python ?? process.env.BMRT_PYTHON ?? 'python3'
+    this.worker = this.startWorker()
+    process.on('exit', this.killOnExit)
+  }
+
+  /** as the worker counted them once loaded */
+  get weightBytes (): number {
+    return this.info?.weight_bytes ?? 0
+  }
+
+  /** the cache is kept in the compute dtype the worker chose */
+  get cacheBytesPerToken (): number {
+    const bytes = ['bfloat16', 'float16'].includes(this.info?.dtype ?? '') ? 2 : 4
+    return (this.end - this.start) * 2 * this.config.numKvHeads * this.config.headDim * bytes
+  }
+
+  /** The worker's process id (tests kill it to check recovery). */
+  get workerPid (): number | undefined {
+    return this.worker.process.pid
+  }
+
+  private startWorker (): TorchWorker {
+    const args = ['--model', this.dir, '--start', String(this.start), '--end', String(this.end), '--device', this.options.device ?? 'cpu']
+    if (this.options.format !== undefined) args.push('--dtype', this.options.format)
+    if (this.options.plain === true) args.push('--plain')
+    return new TorchWorker(this.python, args, this.options.env, this.options.onBlock)
+  }
+
+  openSession (maxLength: number, blocks?: BlockRange): number {
+    if (this.closed) throw new Error('the torch span is closed')
+    if (!Number.isSafeInteger(maxLength) || maxLength <= 0) throw new Error(`session max length must be a positive integer, got ${maxLength}`)
+    const { start, end } = sessionBlocks(this, blocks)
+    const count = end - start
+    const blocksHeld = this.end - this.start
+    const budget = this.maxCacheTokens * blocksHeld
+    if (this.maxCacheTokens > 0 && this.reserved + maxLength * count > budget) {
+      throw Object.assign(new Error(`attention cache full: ${this.reserved} of ${budget} tokens reserved (${this.maxCacheTokens} per block x ` +
+        `${blocksHeld} blocks); a session of ${maxLength} tokens over ${count} blocks needs ${maxLength * count}`), { code: 'CACHE_FULL' })
+    }
+    if (this.worker.dead !== null) {
+      // The worker died: a fresh one reloads the blocks; the open request waits in its stdin meanwhile.
+      this.worker = this.startWorker()
+      this.worker.ready.then(info => { this.info = info }, () => {})
+    }
+    const id = this.nextSession++
+    const session: Session = { maxLength, length: 0, start, end, worker: this.worker, busy: false }
+    this.sessions.set(id, session)
+    this.reserved += maxLength * count
+    // Not awaited: the worker handles requests in order, so the first forward waits behind it, and
+    // a failure here (out of memory, say) fails that forward too, since the worker knows no session.
+    this.worker.request({ op: 'open', id, max_length: maxLength, first: start, count }).catch(() => {})
+    return id
+  }
+
+  sessionLength (session: number): number {
+    return this.session(session).length
+  }
+
+  closeSession (session: number): void {
+    const s = this.sessions.get(session)
+    if (s === undefined) return
+    this.reserved -= s.maxLength * (s.end - s.start)
+    this.sessions.delete(session)
+    if (s.worker === this.worker && s.worker.dead === null) this.worker.request({ op: 'close', id: session }).catch(() => {})
+  }
+
+  cacheUsage (): { sessions: number, reserved: number, limit: number } {
+    return { sessions: this.sessions.size, reserved: this.reserved / (this.end - this.start), limit: this.maxCacheTokens }
+  }
+
+  close (): void {
+    if (this.closed) return
+    this.closed = true
+    this.sessions.clear()
+    this.reserved = 0
+    process.off('exit', this.killOnExit)
+    this.worker.kill()
+  }
+
+  private session (id: number): Session {
+    const s = this.sessions.get(id)
+    if (s === undefined) throw new Error(`unknown or closed session ${id}`)
+    return s
+  }
+
+  async forward (session: number, hidden: Float32Array, position?: number): Promise<Float32Array> {
+    const [out] = await this.forwardBatch([{ session, hidden, position }])
+    return out
+  }
+
+  async forwardBatch (steps: SpanStep[]): Promise<Float32Array[]> {
+    if (steps.length === 0) throw new Error('a forward needs at least one step')
+    const checked = steps.map(step => ({ ...this.check(step), id: step.session, hidden: step.hidden }))
+    const first = checked[0].session
+    checked.forEach(({ id, session }, i) => {
+      if (checked.findIndex(c => c.id === id) !== i) throw new Error(`session ${id} appears twice in one batch`)
+      if (session.start !== first.start || session.end !== first.end) {
+        throw new Error(`all sessions in one batch must run the same blocks: session ${id} runs ${session.start}:${session.end}, ` +
+          `session ${checked[0].id} runs ${first.start}:${first.end}`)
+      }
+      if (session.busy) throw new Error(`session ${id} is already running a step`)
+      if (session.worker !== this.worker) throw new Error(`session lost: the torch worker restarted (session ${id}); open a new session`)
+    })
+    const worker = this.worker
+    if (worker.dead !== null) throw worker.dead
+    const payload = new Uint8Array(checked.reduce((sum, c) => sum + c.hidden.byteLength, 0))
+    let offset = 0
+    for (const { hidden } of checked) {
+      payload.set(new Uint8Array(hidden.buffer, hidden.byteOffset, hidden.byteLength), offset)
+      offset += hidden.byteLength
+    }
+    for (const { session } of checked) session.busy = true
+    try {
+      const reply = await worker.request({ op: 'forward', steps: checked.map(c => ({ id: c.id, position: c.start, tokens: c.n })) }, payload)
+      const all = new Float32Array(reply.buffer, reply.byteOffset, reply.byteLength / 4)
+      const outputs: Float32Array[] = []
+      let row = 0
+      for (const { id, session, n, start } of checked) {
+        if (!this.sessions.has(id)) throw new Error(`session ${id} was closed during a step`)
+        session.length = start + n
+        outputs.push(all.slice(row * this.config.hiddenSize, (row + n) * this.config.hiddenSize))
+        row += n
+      }
+      return outputs
+    } finally {
+      for (const { session } of checked) session.busy = false
+    }
+  }
+
+  /** Validates one step without touching its session: its session, token count and start position. */
+  private check ({ session: id, hidden, position }: SpanStep): { session: Session, n: number, start: number } {
+    const session = this.session(id)
+    const h = this.config.hiddenSize
+    if (hidden.length === 0 || hidden.length % h !== 0) {
+      throw new Error(`hidden states must be [tokens, ${h}] floats, got ${hidden.length} values`)
+    }
+    const n = hidden.length / h
+    const start = position ?? session.length
+    if (!Number.isInteger(start) || start < 0 || start > session.length) {
+      throw new Error(`position ${start} is outside the session's ${session.length} cached tokens`)
+    }
+    if (start + n > session.maxLength) {
+      throw new Error(`session holds at most ${session.maxLength} tokens; ${start} cached + ${n} new would exceed it`)
+    }
+    if (!hidden.every(Number.isFinite)) throw new Error('hidden states contain NaN or infinite values')
+    return { session, n, start }
+  }
+}
