@@ -427,7 +427,8 @@ class Worker:
                     x = self.blocks[i](x, mask, cos, sin, cache)
                 cache.length = position + n
                 outputs.append(x[0].to(device='cpu', dtype=torch.float32))
-        return torch.cat(outputs).contiguous().numpy().tobytes()
+        # A fresh tensor from cat: its storage is exactly its bytes (and numpy is not required).
+        return bytes(torch.cat(outputs).untyped_storage())
 
     def _mask(self, position: int, n: int) -> torch.Tensor:
         """Additive [1, 1, n, position + n] mask: query i sees keys <= position + i (within the window)."""
