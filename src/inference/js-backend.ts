@@ -2,11 +2,12 @@
 // double-precision accumulation. It runs anywhere and is the oracle the native addon is tested
 // against, so clarity beats speed here.
 
-import { sessionBlocks, type BlockRange, type BlockSpan, type ModelHead, type SpanStep } from './backend.js'
+import type { BlockRange, BlockSpan, ModelHead, SpanStep } from './backend.js'
 import { checkSpan, type ModelConfig } from './config.js'
 import { tensorNames, type Checkpoint } from './checkpoint.js'
 import { layerTensors, type LayerTensorSuffix } from './llama-layout.js'
 import { applyRope, ropeAngles, ropeInverseFrequencies } from './rope.js'
+import { checkCacheTokens, SessionTable, type TableSession } from './session-table.js'
 
 interface LayerWeights {
   inputNorm: Float32Array
@@ -17,15 +18,10 @@ interface LayerWeights {
   gateBias?: Float32Array; upBias?: Float32Array; downBias?: Float32Array
 }
 
-interface Session {
-  maxLength: number
-  length: number
-  /** the span's layers it runs: [first, first + keys.length) */
-  first: number
-  /** per layer it runs: [maxLength, numKvHeads * headDim] */
+interface Session extends TableSession {
+  /** per block it runs: [maxLength, numKvHeads * headDim] */
   keys: Float32Array[]
   values: Float32Array[]
-  busy: boolean
 }
 
 export interface JsSpanOptions {
@@ -39,8 +35,7 @@ export interface JsSpanOptions {
 export async function loadJsSpan (checkpoint: Checkpoint, config: ModelConfig, start: number, end: number,
   options: JsSpanOptions = {}): Promise<BlockSpan> {
   checkSpan(config, start, end)
-  const maxCacheTokens = options.maxCacheTokens ?? 0
-  if (!Number.isSafeInteger(maxCacheTokens) || maxCacheTokens < 0) throw new Error(`maxCacheTokens must be a non-negative integer, got ${maxCacheTokens}`)
+  const maxCacheTokens = checkCacheTokens(options.maxCacheTokens ?? 0)
   const layers: LayerWeights[] = []
   for (let i = start; i < end; i++) {
     const t: Partial<Record<LayerTensorSuffix, Float32Array>> = {}
@@ -79,12 +74,9 @@ class JsBlockSpan implements BlockSpan {
   readonly cacheBytesPerToken: number
   private layers: LayerWeights[]
   private readonly inverseFrequencies: Float32Array
-  private readonly sessions = new Map<number, Session>()
-  private nextSession = 1
-  /** block-tokens the open sessions reserve (maxLength × blocks, summed) */
-  private reserved = 0
+  private readonly sessions: SessionTable<Session>
 
-  constructor (config: ModelConfig, start: number, end: number, layers: LayerWeights[], private readonly maxCacheTokens: number) {
+  constructor (config: ModelConfig, start: number, end: number, layers: LayerWeights[], maxCacheTokens: number) {
     this.config = config
     this.start = start
     this.end = end
@@ -92,52 +84,32 @@ class JsBlockSpan implements BlockSpan {
     this.inverseFrequencies = ropeInverseFrequencies(config)
     this.weightBytes = layers.reduce((sum, layer) => sum + Object.values(layer).reduce((s, t?: Float32Array) => s + (t?.byteLength ?? 0), 0), 0)
     this.cacheBytesPerToken = layers.length * 2 * config.numKvHeads * config.headDim * 4
+    this.sessions = new SessionTable(this, config.hiddenSize, maxCacheTokens)
   }
 
   openSession (maxLength: number, blocks?: BlockRange): number {
-    if (!Number.isSafeInteger(maxLength) || maxLength <= 0) throw new Error(`session max length must be a positive integer, got ${maxLength}`)
-    const { start, end } = sessionBlocks(this, blocks)
-    const count = end - start
-    // Petals' accounting (the same words as the addon's): maxCacheTokens per block, and a session
-    // pays for the blocks it uses.
-    const blocksHeld = this.end - this.start
-    const budget = this.maxCacheTokens * blocksHeld
-    if (this.maxCacheTokens > 0 && this.reserved + maxLength * count > budget) {
-      throw Object.assign(new Error(`attention cache full: ${this.reserved} of ${budget} tokens reserved (${this.maxCacheTokens} per block x ` +
-        `${blocksHeld} blocks); a session of ${maxLength} tokens over ${count} blocks needs ${maxLength * count}`), { code: 'CACHE_FULL' })
-    }
-    const cache = (): Float32Array[] => Array.from({ length: count }, () => new Float32Array(maxLength * this.config.numKvHeads * this.config.headDim))
-    const id = this.nextSession++
-    this.sessions.set(id, { maxLength, length: 0, first: start - this.start, keys: cache(), values: cache(), busy: false })
-    this.reserved += maxLength * count
-    return id
+    return this.sessions.open(maxLength, blocks, session => {
+      const cache = (): Float32Array[] => Array.from({ length: session.end - session.start },
+        () => new Float32Array(maxLength * this.config.numKvHeads * this.config.headDim))
+      return { ...session, keys: cache(), values: cache() }
+    })
   }
 
   sessionLength (session: number): number {
-    return this.session(session).length
+    return this.sessions.get(session).length
   }
 
   closeSession (session: number): void {
-    const s = this.sessions.get(session)
-    if (s === undefined) return
-    this.reserved -= s.maxLength * s.keys.length
-    this.sessions.delete(session)
+    this.sessions.close(session)
   }
 
   cacheUsage (): { sessions: number, reserved: number, limit: number } {
-    return { sessions: this.sessions.size, reserved: this.reserved / (this.end - this.start), limit: this.maxCacheTokens }
+    return this.sessions.usage()
   }
 
   close (): void {
     this.sessions.clear()
-    this.reserved = 0
     this.layers = []
-  }
-
-  private session (id: number): Session {
-    const s = this.sessions.get(id)
-    if (s === undefined) throw new Error(`unknown or closed session ${id}`)
-    return s
   }
 
   async forward (session: number, hidden: Float32Array, position?: number): Promise<Float32Array> {
@@ -147,25 +119,14 @@ class JsBlockSpan implements BlockSpan {
 
   /** A plain loop over the steps, after checking them all, so a bad step leaves every session as it was. */
   async forwardBatch (steps: SpanStep[]): Promise<Float32Array[]> {
-    if (steps.length === 0) throw new Error('a forward needs at least one step')
-    const checked = steps.map(step => ({ ...this.check(step), id: step.session, hidden: step.hidden }))
-    const first = checked[0].session
-    checked.forEach(({ id, session }, i) => {
-      if (checked.findIndex(c => c.id === id) !== i) throw new Error(`session ${id} appears twice in one batch`)
-      if (session.first !== first.first || session.keys.length !== first.keys.length) {
-        throw new Error(`all sessions in one batch must run the same blocks: session ${id} runs ${this.blocksOf(session)}, ` +
-          `session ${checked[0].id} runs ${this.blocksOf(first)}`)
-      }
-      if (session.busy) throw new Error(`session ${id} is already running a step`)
-    })
-    for (const { session } of checked) session.busy = true
-    try {
+    const checked = this.sessions.checkBatch(steps)
+    return await this.sessions.running(checked, async () => {
       const outputs: Float32Array[] = []
       for (const { id, session, hidden, n, start } of checked) {
         session.length = start
         const x = Float32Array.from(hidden)
         for (let l = 0; l < session.keys.length; l++) {
-          this.layer(this.layers[session.first + l], session.keys[l], session.values[l], x, n, start)
+          this.layer(this.layers[session.start - this.start + l], session.keys[l], session.values[l], x, n, start)
           // Yield between layers so a long forward never starves the event loop for its whole span.
           await new Promise(resolve => setImmediate(resolve))
           if (!this.sessions.has(id)) throw new Error(`session ${id} was closed during a step`)
@@ -174,33 +135,7 @@ class JsBlockSpan implements BlockSpan {
         outputs.push(x)
       }
       return outputs
-    } finally {
-      for (const { session } of checked) session.busy = false
-    }
-  }
-
-  /** Validates one step without touching its session: its session, token count and start position. */
-  private check ({ session: id, hidden, position }: SpanStep): { session: Session, n: number, start: number } {
-    const session = this.session(id)
-    const h = this.config.hiddenSize
-    if (hidden.length === 0 || hidden.length % h !== 0) {
-      throw new Error(`hidden states must be [tokens, ${h}] floats, got ${hidden.length} values`)
-    }
-    const n = hidden.length / h
-    const start = position ?? session.length
-    if (!Number.isInteger(start) || start < 0 || start > session.length) {
-      throw new Error(`position ${start} is outside the session's ${session.length} cached tokens`)
-    }
-    if (start + n > session.maxLength) {
-      throw new Error(`session holds at most ${session.maxLength} tokens; ${start} cached + ${n} new would exceed it`)
-    }
-    if (!hidden.every(Number.isFinite)) throw new Error('hidden states contain NaN or infinite values')
-    return { session, n, start }
-  }
-
-  /** A session's blocks as absolute indices, for messages. */
-  private blocksOf (session: Session): string {
-    return `${this.start + session.first}:${this.start + session.first + session.keys.length}`
+    })
   }
 
   /** One decoder block on x ([n, hidden], updated in place) at positions start..start+n-1. */

@@ -7,8 +7,9 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import type { Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { sessionBlocks, type BlockRange, type BlockSpan, type SpanStep } from './backend.js'
+import type { BlockRange, BlockSpan, SpanStep } from './backend.js'
 import { checkSpan, type ModelConfig } from './config.js'
+import { checkCacheTokens, SessionTable, type TableSession } from './session-table.js'
 
 /** The worker script, shipped in the npm package next to dist/. */
 export const TORCH_WORKER_SCRIPT = fileURLToPath(new URL('../../../python/bmrt_torch_worker.py', import.meta.url))
@@ -189,15 +190,9 @@ class TorchWorker {
   }
 }
 
-interface Session {
-  maxLength: number
-  length: number
-  /** absolute blocks it runs */
-  start: number
-  end: number
+interface Session extends TableSession {
   /** the worker that holds its cache */
   worker: TorchWorker
-  busy: boolean
 }
 
 let warnedPlain = false
@@ -206,8 +201,7 @@ let warnedPlain = false
 export async function loadTorchSpan (dir: string, config: ModelConfig, start: number, end: number,
   options: TorchSpanOptions = {}): Promise<TorchBlockSpan> {
   checkSpan(config, start, end)
-  const maxCacheTokens = options.maxCacheTokens ?? 0
-  if (!Number.isSafeInteger(maxCacheTokens) || maxCacheTokens < 0) throw new Error(`maxCacheTokens must be a non-negative integer, got ${maxCacheTokens}`)
+  const maxCacheTokens = checkCacheTokens(options.maxCacheTokens ?? 0)
   const span = new TorchBlockSpan(dir, config, start, end, maxCacheTokens, options)
   try {
     const info = await span.worker.ready
@@ -230,15 +224,13 @@ export class TorchBlockSpan implements BlockSpan {
   info: TorchWorkerInfo | null = null
   worker: TorchWorker
   private readonly python: string
-  private readonly sessions = new Map<number, Session>()
-  private nextSession = 1
-  /** block-tokens the open sessions reserve (maxLength × blocks, summed) */
-  private reserved = 0
+  private readonly sessions: SessionTable<Session>
   private closed = false
   private readonly killOnExit = (): void => { this.worker.process.kill('SIGKILL') }
 
   constructor (private readonly dir: string, readonly config: ModelConfig, readonly start: number, readonly end: number,
-    private readonly maxCacheTokens: number, private readonly options: TorchSpanOptions) {
+    maxCacheTokens: number, private readonly options: TorchSpanOptions) {
+    this.sessions = new SessionTable(this, config.hiddenSize, maxCacheTokens)
     this.python = options.python ?? process.env.BMRT_PYTHON ?? 'python3'
     this.worker = this.startWorker()
     process.on('exit', this.killOnExit)
@@ -269,59 +261,38 @@ export class TorchBlockSpan implements BlockSpan {
 
   openSession (maxLength: number, blocks?: BlockRange): number {
     if (this.closed) throw new Error('the torch span is closed')
-    if (!Number.isSafeInteger(maxLength) || maxLength <= 0) throw new Error(`session max length must be a positive integer, got ${maxLength}`)
-    const { start, end } = sessionBlocks(this, blocks)
-    const count = end - start
-    const blocksHeld = this.end - this.start
-    const budget = this.maxCacheTokens * blocksHeld
-    if (this.maxCacheTokens > 0 && this.reserved + maxLength * count > budget) {
-      throw Object.assign(new Error(`attention cache full: ${this.reserved} of ${budget} tokens reserved (${this.maxCacheTokens} per block x ` +
-        `${blocksHeld} blocks); a session of ${maxLength} tokens over ${count} blocks needs ${maxLength * count}`), { code: 'CACHE_FULL' })
-    }
-    if (this.worker.dead !== null) {
-      // The worker died: a fresh one reloads the blocks; the open request waits in its stdin meanwhile.
-      this.worker = this.startWorker()
-      this.worker.ready.then(info => { this.info = info }, () => {})
-    }
-    const id = this.nextSession++
-    const session: Session = { maxLength, length: 0, start, end, worker: this.worker, busy: false }
-    this.sessions.set(id, session)
-    this.reserved += maxLength * count
-    // Not awaited: the worker handles requests in order, so the first forward waits behind it, and
-    // a failure here (out of memory, say) fails that forward too, since the worker knows no session.
-    this.worker.request({ op: 'open', id, max_length: maxLength, first: start, count }).catch(() => {})
-    return id
+    return this.sessions.open(maxLength, blocks, (session, id) => {
+      if (this.worker.dead !== null) {
+        // The worker died: a fresh one reloads the blocks; the open request waits in its stdin meanwhile.
+        this.worker = this.startWorker()
+        this.worker.ready.then(info => { this.info = info }, () => {})
+      }
+      // Not awaited: the worker handles requests in order, so the first forward waits behind it, and
+      // a failure here (out of memory, say) fails that forward too, since the worker knows no session.
+      this.worker.request({ op: 'open', id, max_length: maxLength, first: session.start, count: session.end - session.start }).catch(() => {})
+      return { ...session, worker: this.worker }
+    })
   }
 
   sessionLength (session: number): number {
-    return this.session(session).length
+    return this.sessions.get(session).length
   }
 
   closeSession (session: number): void {
-    const s = this.sessions.get(session)
-    if (s === undefined) return
-    this.reserved -= s.maxLength * (s.end - s.start)
-    this.sessions.delete(session)
-    if (s.worker === this.worker && s.worker.dead === null) this.worker.request({ op: 'close', id: session }).catch(() => {})
+    const s = this.sessions.close(session)
+    if (s !== undefined && s.worker === this.worker && s.worker.dead === null) this.worker.request({ op: 'close', id: session }).catch(() => {})
   }
 
   cacheUsage (): { sessions: number, reserved: number, limit: number } {
-    return { sessions: this.sessions.size, reserved: this.reserved / (this.end - this.start), limit: this.maxCacheTokens }
+    return this.sessions.usage()
   }
 
   close (): void {
     if (this.closed) return
     this.closed = true
     this.sessions.clear()
-    this.reserved = 0
     process.off('exit', this.killOnExit)
     this.worker.kill()
-  }
-
-  private session (id: number): Session {
-    const s = this.sessions.get(id)
-    if (s === undefined) throw new Error(`unknown or closed session ${id}`)
-    return s
   }
 
   async forward (session: number, hidden: Float32Array, position?: number): Promise<Float32Array> {
@@ -330,18 +301,10 @@ export class TorchBlockSpan implements BlockSpan {
   }
 
   async forwardBatch (steps: SpanStep[]): Promise<Float32Array[]> {
-    if (steps.length === 0) throw new Error('a forward needs at least one step')
-    const checked = steps.map(step => ({ ...this.check(step), id: step.session, hidden: step.hidden }))
-    const first = checked[0].session
-    checked.forEach(({ id, session }, i) => {
-      if (checked.findIndex(c => c.id === id) !== i) throw new Error(`session ${id} appears twice in one batch`)
-      if (session.start !== first.start || session.end !== first.end) {
-        throw new Error(`all sessions in one batch must run the same blocks: session ${id} runs ${session.start}:${session.end}, ` +
-          `session ${checked[0].id} runs ${first.start}:${first.end}`)
-      }
-      if (session.busy) throw new Error(`session ${id} is already running a step`)
+    const checked = this.sessions.checkBatch(steps)
+    for (const { id, session } of checked) {
       if (session.worker !== this.worker) throw new Error(`session lost: the torch worker restarted (session ${id}); open a new session`)
-    })
+    }
     const worker = this.worker
     if (worker.dead !== null) throw worker.dead
     const payload = new Uint8Array(checked.reduce((sum, c) => sum + c.hidden.byteLength, 0))
@@ -350,8 +313,7 @@ export class TorchBlockSpan implements BlockSpan {
       payload.set(new Uint8Array(hidden.buffer, hidden.byteOffset, hidden.byteLength), offset)
       offset += hidden.byteLength
     }
-    for (const { session } of checked) session.busy = true
-    try {
+    return await this.sessions.running(checked, async () => {
       const reply = await worker.request({ op: 'forward', steps: checked.map(c => ({ id: c.id, position: c.start, tokens: c.n })) }, payload)
       const all = new Float32Array(reply.buffer, reply.byteOffset, reply.byteLength / 4)
       const outputs: Float32Array[] = []
@@ -363,27 +325,6 @@ export class TorchBlockSpan implements BlockSpan {
         row += n
       }
       return outputs
-    } finally {
-      for (const { session } of checked) session.busy = false
-    }
-  }
-
-  /** Validates one step without touching its session: its session, token count and start position. */
-  private check ({ session: id, hidden, position }: SpanStep): { session: Session, n: number, start: number } {
-    const session = this.session(id)
-    const h = this.config.hiddenSize
-    if (hidden.length === 0 || hidden.length % h !== 0) {
-      throw new Error(`hidden states must be [tokens, ${h}] floats, got ${hidden.length} values`)
-    }
-    const n = hidden.length / h
-    const start = position ?? session.length
-    if (!Number.isInteger(start) || start < 0 || start > session.length) {
-      throw new Error(`position ${start} is outside the session's ${session.length} cached tokens`)
-    }
-    if (start + n > session.maxLength) {
-      throw new Error(`session holds at most ${session.maxLength} tokens; ${start} cached + ${n} new would exceed it`)
-    }
-    if (!hidden.every(Number.isFinite)) throw new Error('hidden states contain NaN or infinite values')
-    return { session, n, start }
+    })
   }
 }
