@@ -77,6 +77,11 @@ function storage (dtype: WireDType): DType {
   return dtype as unknown as DType
 }
 
+/** How a checkpoint's activations travel by default: in its own dtype (fp32 when it does not say). */
+export function modelWireDType (checkpointDType: DType | null): WireDType {
+  return checkpointDType === null ? WireDType.F32 : checkpointDType as unknown as WireDType
+}
+
 export function wireDTypeBytes (dtype: WireDType): number {
   return DTYPE_BYTES[storage(dtype)]
 }

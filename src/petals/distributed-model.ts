@@ -17,7 +17,7 @@ import { loadEosTokenIds, type LanguageModel, type LanguageModelSession } from '
 import { Tokenizer } from '../inference/tokenizer.js'
 import { createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
 import { Registry, registryDhtOptions } from '../p2p/registry.js'
-import { FORWARD_PROTOCOL, parseWireDType, WireDType } from '../p2p/wire.js'
+import { FORWARD_PROTOCOL, modelWireDType, parseWireDType } from '../p2p/wire.js'
 import { InferenceSession, withRetries, type InferenceSessionOptions, type SessionContext } from './inference-session.js'
 import { HopError, RemoteSpan } from './remote-span.js'
 import { formatRoute, MissingBlocksError, retryDelayMs, type RouteHop } from './routing.js'
@@ -67,7 +67,7 @@ export class DistributedModel implements LanguageModel {
     } finally {
       await checkpoint.close()
     }
-    const dtype = options.dtype !== undefined ? parseWireDType(options.dtype) : config.dtype === 'BF16' ? WireDType.BF16 : config.dtype === 'F16' ? WireDType.F16 : WireDType.F32
+    const dtype = options.dtype !== undefined ? parseWireDType(options.dtype) : modelWireDType(config.dtype)
     const modelName = options.modelName ?? basename(resolve(dir))
     const node = await createNode({
       listen: [], // clients never need to be dialable

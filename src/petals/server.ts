@@ -12,7 +12,7 @@ import { loadBlockSpan, type LoadOptions } from '../inference/load-span.js'
 import { createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
 import { Registry, registryDhtOptions, type RecordStats, type SpanRecord, type SpanState } from '../p2p/registry.js'
 import { chooseBestBlocks, ServerState, shouldChooseOtherBlocks, type ServedSpan } from './block-selection.js'
-import { ErrorCode, FORWARD_PROTOCOL, INFERENCE_PROTOCOL, INFO_PROTOCOL, ProtocolError, WireDType } from '../p2p/wire.js'
+import { ErrorCode, FORWARD_PROTOCOL, INFERENCE_PROTOCOL, INFO_PROTOCOL, modelWireDType, ProtocolError } from '../p2p/wire.js'
 import { serveInfo, serveSession, SessionTracker, type HandlerOptions } from './handler.js'
 import { TaskQueue } from './task-queue.js'
 import { measureThroughput } from './throughput.js'
@@ -117,13 +117,12 @@ export class BlockServer {
 
   /** Serves the block protocols: sessions are refused while the span loads. */
   private async handleProtocols (): Promise<void> {
-    const dtype = this.config.dtype === 'BF16' ? WireDType.BF16 : this.config.dtype === 'F16' ? WireDType.F16 : WireDType.F32
     const options: HandlerOptions = {
       modelName: this.modelName,
       span: () => this.span,
       state: () => this.state,
       version: VERSION,
-      dtype,
+      dtype: modelWireDType(this.config.dtype),
       queue: this.queue,
       inferenceMaxLength: this.options.inferenceMaxLength ?? 8192,
       stepTimeoutMs: this.options.stepTimeoutMs,
