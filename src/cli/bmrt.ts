@@ -32,7 +32,7 @@ addModelOptions(addSamplingOptions(program.command('generate')))
   })
 
 addModelOptions(addSamplingOptions(program.command('chat')))
-  .description("talk with a model, turn after turn (reads lines from stdin; the servers keep the conversation's cache)")
+  .description("talk with a model, turn after turn (one line of stdin per turn; earlier turns stay in the KV cache, here or on the swarm's servers)")
   .option('--system <text>', 'system message')
   .option('--max-length <n>', "tokens the conversation may hold (default: the model's context)", integer(2))
   .action(async (o) => {
