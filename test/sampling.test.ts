@@ -38,6 +38,16 @@ describe('sampling', () => {
     assert.equal(new Sampler({ temperature: 0, repetitionPenalty: 2 }).sample(Float32Array.from([-1, -1.5]), [0]), 1) // negative: multiplied
   })
 
+  it("OpenAI's presence and frequency penalties count only generated tokens", () => {
+    // logits 1, 3, 2, -1, 0.5; context = prompt [2] then generated [1, 1].
+    const context = [2, 1, 1]
+    assert.equal(new Sampler({ presencePenalty: 1.5 }).sample(logits, context, 1), 2) // 3 - 1.5 = 1.5 < 2
+    assert.equal(new Sampler({ presencePenalty: 0.5 }).sample(logits, context, 1), 1) // 2.5 > 2
+    assert.equal(new Sampler({ frequencyPenalty: 0.6 }).sample(logits, context, 1), 2) // 3 - 2 x 0.6 = 1.8 < 2
+    assert.equal(new Sampler({ frequencyPenalty: 2 }).sample(logits, context, 3), 1) // nothing generated yet
+    assert.equal(new Sampler({ presencePenalty: -2 }).sample(Float32Array.from([0, 1]), [0], 0), 0) // negative: encourages
+  })
+
   it('the same seed gives the same draws', () => {
     const draws = (seed: number) => { const s = new Sampler({ temperature: 1, seed }); return Array.from({ length: 50 }, () => s.sample(logits)) }
     assert.deepEqual(draws(7), draws(7))
@@ -49,5 +59,6 @@ describe('sampling', () => {
     assert.throws(() => new Sampler({ topK: 1.5 }), /top-k must be an integer/)
     assert.throws(() => new Sampler({ topP: 1.5 }), /top-p must be in/)
     assert.throws(() => new Sampler({ repetitionPenalty: 0 }), /repetition penalty must be > 0/)
+    assert.throws(() => new Sampler({ presencePenalty: 2.5 }), /presence penalty must be between -2 and 2/)
   })
 })

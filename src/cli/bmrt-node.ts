@@ -4,9 +4,10 @@ import '../polyfill.js'
 import { Command, Option } from 'commander'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { BlockServer } from '../petals/server.js'
+import { addGatewayOptions, startGateway, type GatewayCliOptions } from './gateway.js'
 import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, multiaddrArgument, number, type BackendCliOptions } from './options.js'
 
-interface NodeCliOptions extends BackendCliOptions {
+interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions {
   model: string
   modelName?: string
   blocks?: [number, number]
@@ -27,7 +28,7 @@ interface NodeCliOptions extends BackendCliOptions {
   attnCacheTokens?: number
 }
 
-const program = addBackendOptions(new Command('bmrt-node'))
+const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), 'also serve the HTTP gateway (OpenAI API, chat, swarm monitor, job board) on this port')
   .description('serve a span of transformer blocks to a bmrt swarm')
   .option('--model <dir>', 'Hugging Face model directory', BUNDLED_MODEL)
   .option('--model-name <name>', "the name the swarm knows the model by (default: the folder's name)")
@@ -77,9 +78,13 @@ const program = addBackendOptions(new Command('bmrt-node'))
         expirationMs: (o.expiration ?? 3 * o.updatePeriod) * 1000,
         log
       })
+      // The gateway is a client of the swarm like any other, joining through this server.
+      const gateway = o.httpPort === undefined
+        ? null
+        : await startGateway(o.model, server.node.getMultiaddrs().map(a => a.toString()), { ...o, modelName: server.modelName }, log)
       const shutdown = (signal: string): void => {
         log(`${signal}: announcing offline and stopping`)
-        server.stop().then(() => { log('offline'); process.exit(0) }, err => { fail('bmrt-node', err); process.exit(1) })
+        Promise.resolve(gateway?.close()).then(async () => await server.stop()).then(() => { log('offline'); process.exit(0) }, err => { fail('bmrt-node', err); process.exit(1) })
       }
       process.once('SIGINT', () => shutdown('SIGINT'))
       process.once('SIGTERM', () => shutdown('SIGTERM'))

@@ -1,5 +1,6 @@
-// `bmrt`: the user's command. Subcommands: generate, chat (here or through a swarm), make-test-model,
-// swarm status.
+// `bmrt`: the user's command. Subcommands: generate, chat (here or through a swarm), gateway (the
+// HTTP API and web pages for a swarm), demo (a local swarm plus gateway: `npm start`),
+// make-test-model, swarm status.
 
 import '../polyfill.js'
 import { Command, Option } from 'commander'
@@ -12,6 +13,8 @@ import { addModelOptions, addSamplingOptions, BUNDLED_MODEL, fail, integer, mult
 import { createNode, joinSwarm } from '../p2p/node.js'
 import { Registry, registryDhtOptions } from '../p2p/registry.js'
 import { formatSwarmState, swarmState } from '../petals/swarm-state.js'
+import { runDemo, type DemoCliOptions } from './demo.js'
+import { addGatewayOptions, startGateway, type GatewayCliOptions } from './gateway.js'
 
 const program = new Command('bmrt')
   .description('bmrt: run large language models across ordinary machines, BitTorrent style')
@@ -42,6 +45,46 @@ addModelOptions(addSamplingOptions(program.command('chat')))
       fail('bmrt chat', err)
     }
   })
+
+addGatewayOptions(program.command('gateway'), 'port to serve on (0: any free port)', 8080)
+  .description('serve an OpenAI-compatible API, a web chat, a swarm monitor and a job board for a model running on a swarm')
+  .requiredOption('--initial-peers <multiaddr>', 'a peer of the swarm (repeatable)', multiaddrArgument)
+  .option('--model <dir>', 'the model directory (config.json, tokenizer.json, and the embeddings and lm_head weights)', BUNDLED_MODEL)
+  .option('--model-name <name>', "the name servers announce the model under (default: the --model folder's name)")
+  .action(async (o: GatewayCliOptions & { initialPeers: string[], model: string, modelName?: string }) => {
+    const log = (line: string): void => { process.stdout.write(`${line}\n`) }
+    try {
+      const started = await startGateway(o.model, o.initialPeers, o, log)
+      stopOnSignals(log, started.close)
+    } catch (err) {
+      fail('bmrt gateway', err)
+      process.exit(1)
+    }
+  })
+
+addGatewayOptions(program.command('demo'), 'port of the gateway', 8080)
+  .description('start a local swarm of the bundled model (3 servers with different spans) and a gateway, then print the URL to open; Ctrl-C stops everything')
+  .option('--model <dir>', 'the model the servers serve', BUNDLED_MODEL)
+  .action(async (o: DemoCliOptions) => {
+    const log = (line: string): void => { process.stdout.write(`${line}\n`) }
+    try {
+      stopOnSignals(log, (await runDemo(o, log)).close)
+    } catch (err) {
+      fail('bmrt demo', err)
+      process.exit(1)
+    }
+  })
+
+/** Ctrl-C or SIGTERM: a clean `close`, then exit (a second Ctrl-C exits at once). */
+function stopOnSignals (log: (line: string) => void, close: () => Promise<void>): void {
+  const stop = (signal: string): void => {
+    log(`${signal}: stopping (again to exit at once)`)
+    process.once(signal, () => process.exit(130))
+    close().then(() => { log('stopped'); process.exit(0) }, err => { fail('bmrt', err); process.exit(1) })
+  }
+  process.once('SIGINT', () => stop('SIGINT'))
+  process.once('SIGTERM', () => stop('SIGTERM'))
+}
 
 program.command('make-test-model')
   .description('write a random-weight Llama checkpoint of any shape (for tests and benchmarks)')

@@ -1,10 +1,10 @@
 // The generation loop: prefill the prompt, then sample one token at a time, streaming text as it
 // becomes final. Works on any LanguageModel (this machine's, or a swarm through the client SDK).
 
-import type { LanguageModel, LanguageModelSession } from './model.js'
+import type { LanguageModel, LanguageModelSession, SessionOptions } from './model.js'
 import { Sampler, validateSamplingOptions, type SamplingOptions } from './sampling.js'
 
-export interface GenerateOptions extends SamplingOptions {
+export interface GenerateOptions extends SamplingOptions, SessionOptions {
   /** tokens to generate at most (default 128) */
   maxNewTokens?: number
   /** strings that end generation; the text returned stops before the first one found */
@@ -44,7 +44,7 @@ export const DEFAULT_MAX_NEW_TOKENS = 128
  */
 export async function * generate (model: LanguageModel, promptIds: readonly number[], options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
   const maxNewTokens = checkGenerateOptions(promptIds, options)
-  const conversation = await Conversation.open(model, promptIds.length + maxNewTokens)
+  const conversation = await Conversation.open(model, promptIds.length + maxNewTokens, options)
   try {
     return yield * conversation.generate(promptIds, options)
   } finally {
@@ -73,10 +73,10 @@ export class Conversation {
 
   private constructor (readonly model: LanguageModel, private readonly session: LanguageModelSession, readonly maxLength: number) {}
 
-  static async open (model: LanguageModel, maxLength: number): Promise<Conversation> {
+  static async open (model: LanguageModel, maxLength: number, options: SessionOptions = {}): Promise<Conversation> {
     const context = model.config.maxPositionEmbeddings
     if (maxLength > context) throw new RangeError(`a session of ${maxLength} tokens exceeds the model's context of ${context} tokens`)
-    return new Conversation(model, await model.openSession(maxLength), maxLength)
+    return new Conversation(model, await model.openSession(maxLength, { onRoute: options.onRoute, signal: options.signal }), maxLength)
   }
 
   /** Tokens in the caches. */
@@ -108,7 +108,7 @@ export class Conversation {
     this.fed = [...ids]
     for (let produced = 0; produced < maxNewTokens; produced++) {
       if (options.signal?.aborted === true) { finishReason = 'aborted'; break }
-      const id = sampler.sample(logits, seen)
+      const id = sampler.sample(logits, seen, ids.length)
       if (produced === 0) firstTokenAt = performance.now()
       if (eos.has(id)) { finishReason = 'eos'; break }
       seen.push(id)

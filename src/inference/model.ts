@@ -18,7 +18,22 @@ export interface LanguageModel {
   /** End-of-sequence ids (config.json and generation_config.json together). */
   readonly eosTokenIds: readonly number[]
   /** Opens a session whose caches hold up to `maxLength` tokens. */
-  openSession (maxLength: number): Promise<LanguageModelSession>
+  openSession (maxLength: number, options?: SessionOptions): Promise<LanguageModelSession>
+}
+
+/** Which machine computes which blocks of a session (a swarm model's chain of servers). */
+export interface ServedBlocks {
+  peerId: string
+  /** blocks [start, end) */
+  start: number
+  end: number
+}
+
+export interface SessionOptions {
+  /** hears the chain of servers at open and after every failover (swarm models only) */
+  onRoute?: (route: readonly ServedBlocks[]) => void
+  /** aborting gives up waiting for servers at once (swarm models; an AbortError) */
+  signal?: AbortSignal
 }
 
 export interface LanguageModelSession {

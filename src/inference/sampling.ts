@@ -12,6 +12,10 @@ export interface SamplingOptions {
   topP?: number
   /** > 1 discourages tokens already in the context, as in the CTRL paper / HF (1 = off, default) */
   repetitionPenalty?: number
+  /** OpenAI's: subtracted once from the logit of every token generated so far (0 = off, default; -2..2) */
+  presencePenalty?: number
+  /** OpenAI's: subtracted from a token's logit per time it was generated so far (0 = off, default; -2..2) */
+  frequencyPenalty?: number
   /** seed for the draws; the same seed and inputs give the same tokens */
   seed?: number
 }
@@ -22,6 +26,9 @@ export function validateSamplingOptions (o: SamplingOptions): void {
   if (o.topK !== undefined) check(Number.isInteger(o.topK) && o.topK >= 0, `top-k must be an integer >= 0, got ${o.topK}`)
   if (o.topP !== undefined) check(o.topP > 0 && o.topP <= 1, `top-p must be in (0, 1], got ${o.topP}`)
   if (o.repetitionPenalty !== undefined) check(Number.isFinite(o.repetitionPenalty) && o.repetitionPenalty > 0, `repetition penalty must be > 0, got ${o.repetitionPenalty}`)
+  for (const [name, value] of [['presence', o.presencePenalty], ['frequency', o.frequencyPenalty]] as const) {
+    if (value !== undefined) check(Number.isFinite(value) && value >= -2 && value <= 2, `${name} penalty must be between -2 and 2, got ${value}`)
+  }
   if (o.seed !== undefined) check(Number.isSafeInteger(o.seed), `seed must be an integer, got ${o.seed}`)
 }
 
@@ -35,18 +42,30 @@ export class Sampler {
       temperature: options.temperature ?? 0,
       topK: options.topK ?? 0,
       topP: options.topP ?? 1,
-      repetitionPenalty: options.repetitionPenalty ?? 1
+      repetitionPenalty: options.repetitionPenalty ?? 1,
+      presencePenalty: options.presencePenalty ?? 0,
+      frequencyPenalty: options.frequencyPenalty ?? 0
     }
     this.random = seededRandom(options.seed ?? randomInt(2 ** 32))
   }
 
-  /** Picks a token id. `context` holds the ids seen so far (for the repetition penalty). */
-  sample (logits: Float32Array, context: readonly number[] = []): number {
-    const { temperature, topK, topP, repetitionPenalty } = this.options
+  /**
+   * Picks a token id. `context` holds the ids seen so far (for the repetition penalty), of which
+   * those from `generatedFrom` on were generated (for the presence and frequency penalties).
+   */
+  sample (logits: Float32Array, context: readonly number[] = [], generatedFrom = context.length): number {
+    const { temperature, topK, topP, repetitionPenalty, presencePenalty, frequencyPenalty } = this.options
     const scores = Float64Array.from(logits)
     if (repetitionPenalty !== 1) {
       for (const id of new Set(context)) {
         if (id >= 0 && id < scores.length) scores[id] = scores[id] > 0 ? scores[id] / repetitionPenalty : scores[id] * repetitionPenalty
+      }
+    }
+    if (presencePenalty !== 0 || frequencyPenalty !== 0) {
+      const counts = new Map<number, number>()
+      for (let i = generatedFrom; i < context.length; i++) counts.set(context[i], (counts.get(context[i]) ?? 0) + 1)
+      for (const [id, count] of counts) {
+        if (id >= 0 && id < scores.length) scores[id] -= presencePenalty + frequencyPenalty * count
       }
     }
     if (temperature === 0) return argmax(scores)

@@ -13,7 +13,7 @@ import { Checkpoint } from '../inference/checkpoint.js'
 import { loadConfig, type ModelConfig } from '../inference/config.js'
 import { Conversation, generate, type GeneratedToken, type GenerateOptions, type GenerationResult } from '../inference/generate.js'
 import { loadJsHead } from '../inference/js-backend.js'
-import { loadEosTokenIds, type LanguageModel, type LanguageModelSession } from '../inference/model.js'
+import { loadEosTokenIds, type LanguageModel, type LanguageModelSession, type SessionOptions } from '../inference/model.js'
 import { Tokenizer } from '../inference/tokenizer.js'
 import { createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
 import { Registry, registryDhtOptions } from '../p2p/registry.js'
@@ -93,19 +93,23 @@ export class DistributedModel implements LanguageModel {
   }
 
   /** An inference session over the whole model for raw hidden states ([batch, tokens, hidden]). */
-  async inferenceSession (options: Omit<InferenceSessionOptions, 'onRoute'>): Promise<InferenceSession> {
+  async inferenceSession (options: InferenceSessionOptions): Promise<InferenceSession> {
+    const { onRoute } = options
     return await InferenceSession.open(this.context, {
       maxRetries: this.options.maxRetries,
       connectTimeoutMs: this.options.connectTimeoutMs,
       stepTimeoutMs: this.options.stepTimeoutMs,
       ...options,
-      onRoute: this.options.onRoute
+      onRoute: (route, reason) => {
+        this.options.onRoute?.(route, reason)
+        onRoute?.(route, reason)
+      }
     })
   }
 
   /** LanguageModel: a one-sequence session from token ids to logits. */
-  async openSession (maxLength: number): Promise<LanguageModelSession> {
-    const session = await this.inferenceSession({ maxLength })
+  async openSession (maxLength: number, options: SessionOptions = {}): Promise<LanguageModelSession> {
+    const session = await this.inferenceSession({ maxLength, onRoute: options.onRoute, signal: options.signal })
     const { head } = this
     return {
       get length () { return session.position },

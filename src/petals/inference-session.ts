@@ -9,6 +9,7 @@
 // position is tracked for the whole session, fresh servers always start at position 0, and full
 // outputs are cropped to the new tokens before they reach a warm server.
 
+import { setTimeout as wait } from 'node:timers/promises'
 import type { BmrtNode } from '../p2p/node.js'
 import { ErrorCode, INFERENCE_PROTOCOL, type WireDType } from '../p2p/wire.js'
 import { HopError, RemoteSpan, sliceTokens, type RemoteSpanOptions } from './remote-span.js'
@@ -26,6 +27,8 @@ export interface InferenceSessionOptions {
   stepTimeoutMs?: number
   /** hears of the chain chosen at open and after every failover */
   onRoute?: (route: readonly RouteHop[], reason: string) => void
+  /** aborting ends waits for servers (before retries) at once, with an AbortError */
+  signal?: AbortSignal
 }
 
 /** What the session needs to know about the model and swarm. */
@@ -117,7 +120,7 @@ export class InferenceSession {
     if (!Number.isSafeInteger(options.maxLength) || options.maxLength < 1) throw new RangeError(`max length must be a positive integer, got ${options.maxLength}`)
     if (!Number.isSafeInteger(batch) || batch < 1) throw new RangeError(`batch must be a positive integer, got ${batch}`)
     const route = await withRetries(options.maxRetries, async () =>
-      await context.manager.inferenceRoute(0, context.numBlocks, batch * options.maxLength), context.log)
+      await context.manager.inferenceRoute(0, context.numBlocks, batch * options.maxLength), context.log, options.signal)
     options.onRoute?.(route, 'open')
     return new InferenceSession(context, options, route.map(r => new Hop(r, new TokenHistory(batch, context.hiddenSize))))
   }
@@ -184,7 +187,7 @@ export class InferenceSession {
         Object.assign(hop, { remote: null, cached: 0, history })
         const delay = retryDelayMs(attempt++)
         if (delay > 0) this.context.log?.(`${err.message}; retrying blocks ${hop.route.start}:${hop.route.end} in ${delay / 1000} s (attempt ${attempt + 1} of ${(this.options.maxRetries ?? 8) + 1})`)
-        await sleep(delay)
+        await sleep(delay, this.options.signal)
         const replacements = await this.reroute(hop.route)
         if (replacements === null) continue // nobody else serves them now: try the same server again
         this.hops.splice(i, 1, ...replacements.map((r, k) => new Hop(r, k === 0 ? history : null)))
@@ -228,7 +231,7 @@ export class InferenceSession {
 }
 
 /** Runs `attempt` until it stops failing with MissingBlocksError, waiting as Petals does between tries. */
-export async function withRetries<T> (maxRetries = 8, attempt: () => Promise<T>, log?: (message: string) => void): Promise<T> {
+export async function withRetries<T> (maxRetries = 8, attempt: () => Promise<T>, log?: (message: string) => void, signal?: AbortSignal): Promise<T> {
   for (let i = 0; ; i++) {
     try {
       return await attempt()
@@ -236,11 +239,12 @@ export async function withRetries<T> (maxRetries = 8, attempt: () => Promise<T>,
       if (!(err instanceof MissingBlocksError) || i >= maxRetries) throw err
       const delay = retryDelayMs(i + 1)
       log?.(`${err.message}; looking again in ${delay / 1000} s (attempt ${i + 2} of ${maxRetries + 1})`)
-      await sleep(delay)
+      await sleep(delay, signal)
     }
   }
 }
 
-async function sleep (ms: number): Promise<void> {
-  if (ms > 0) await new Promise(resolve => setTimeout(resolve, ms))
+async function sleep (ms: number, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted()
+  if (ms > 0) await wait(ms, undefined, { signal })
 }

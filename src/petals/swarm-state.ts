@@ -30,7 +30,7 @@ export async function swarmState (registry: Registry, model?: string): Promise<M
   let models = await registry.listModels()
   if (model !== undefined) models = models.filter(m => m.name === model)
   return await Promise.all(models.map(async ({ name, blocks }) => {
-    const records = await registry.findSpans(name, blocks, ['joining', 'online'])
+    const records = await registry.findSpans(name, blocks, ['joining', 'online', 'offline'])
     const coverage = Array.from({ length: blocks }, (_, b) => records.filter(r => r.state === 'online' && r.start <= b && b < r.end).length)
     const text = (v: unknown): string | null => (typeof v === 'string' ? v : null)
     const num = (v: unknown): number | null => (typeof v === 'number' ? v : null)

@@ -1,0 +1,267 @@
+// The HTTP gateway: one server for the OpenAI API, the swarm's state, the job board, Prometheus
+// metrics and the web pages. It drives a model whose blocks run on the swarm (or anywhere: any
+// LanguageModel works), so any node or a lone client can serve it.
+//
+//   const gateway = await Gateway.start({ model: new ApiModel(distributedModel, 'stories260K'), node: distributedModel.node })
+//   console.log(`open ${gateway.url}`)
+
+import { createHash, timingSafeEqual } from 'node:crypto'
+import { readdir, readFile } from 'node:fs/promises'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { createRequire } from 'node:module'
+import { dirname, extname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { BmrtNode } from '../p2p/node.js'
+import { shortPeerId } from '../petals/routing.js'
+import { VERSION } from '../petals/server.js'
+import type { ApiModel } from './api-model.js'
+import { ApiError, readJsonBody, sendError, sendJson } from './http-util.js'
+import { defaultJobsFile, JobStore } from './job-store.js'
+import { JobBoard } from './jobs.js'
+import { GatewayMetrics } from './metrics.js'
+import { createCompletion, listModels } from './openai.js'
+import { SwarmMonitor, type SwarmMonitorOptions } from './swarm-report.js'
+
+export interface GatewayOptions {
+  model: ApiModel
+  /** the libp2p node the monitor reads the DHT and probes servers through */
+  node: BmrtNode
+  /** interface to listen on (default 127.0.0.1: only this machine) */
+  host?: string
+  /** port (default 8080; 0 picks a free one) */
+  port?: number
+  /** if set, the API needs `Authorization: Bearer <key>` */
+  apiKey?: string
+  /** the job board's file (default: jobs.jsonl in the user's data directory) */
+  jobsFile?: string
+  /** jobs waiting at most (default 64) */
+  maxQueuedJobs?: number
+  /** jobs generating at once (default 2) */
+  jobConcurrency?: number
+  monitor?: SwarmMonitorOptions
+  log?: (line: string) => void
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse, id: string) => Promise<string | undefined> | string | undefined
+
+interface Route {
+  method: string
+  /** the route's name, also its metrics label; `:id` matches one path segment */
+  path: string
+  /** needs the API key (when one is set) */
+  auth: boolean
+  /** logged one line per request */
+  logged: boolean
+  handler: Handler
+}
+
+const WEB_DIR = fileURLToPath(new URL('../../../web/', import.meta.url))
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png'
+}
+
+/**
+ * The pages run only their own scripts: no inline code, nothing from elsewhere, no framing. Model
+ * output is rendered as text on top of this; the policy is the second line of defence.
+ */
+const PAGE_HEADERS = {
+  'content-security-policy': "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+  'x-content-type-options': 'nosniff'
+}
+
+export class Gateway {
+  private readonly routes: Route[]
+
+  private constructor (
+    private readonly server: Server,
+    private readonly options: GatewayOptions,
+    readonly jobs: JobBoard,
+    readonly monitor: SwarmMonitor,
+    private readonly metrics: GatewayMetrics,
+    private readonly files: Map<string, { body: Buffer, type: string }>
+  ) {
+    const { model } = options
+    const page = (name: string): Handler => (_req, res) => { this.sendFile(res, name, PAGE_HEADERS) }
+    // The pages load their assets by relative URLs, which a trailing slash would break.
+    const redirect = (to: string): Handler => (_req, res) => { res.writeHead(308, { location: to }).end() }
+    this.routes = [
+      { method: 'GET', path: '/', auth: false, logged: false, handler: page('index.html') },
+      { method: 'GET', path: '/swarm', auth: false, logged: false, handler: page('swarm.html') },
+      { method: 'GET', path: '/swarm/', auth: false, logged: false, handler: redirect('/swarm') },
+      { method: 'GET', path: '/jobs', auth: false, logged: false, handler: page('jobs.html') },
+      { method: 'GET', path: '/jobs/', auth: false, logged: false, handler: redirect('/jobs') },
+      { method: 'GET', path: '/v1/models', auth: true, logged: false, handler: (_req, res) => { listModels(res, model) } },
+      { method: 'POST', path: '/v1/completions', auth: true, logged: true, handler: async (req, res) => await createCompletion(req, res, model, 'text') },
+      { method: 'POST', path: '/v1/chat/completions', auth: true, logged: true, handler: async (req, res) => await createCompletion(req, res, model, 'chat') },
+      { method: 'GET', path: '/api/v1/state', auth: false, logged: false, handler: async (_req, res) => { sendJson(res, 200, await this.state()) } },
+      { method: 'GET', path: '/metrics', auth: false, logged: false, handler: async (_req, res) => { this.sendText(res, await metrics.text(), metrics.contentType) } },
+      { method: 'GET', path: '/api/v1/jobs', auth: true, logged: false, handler: (_req, res) => { sendJson(res, 200, { jobs: jobs.list(), queue: jobs.stats(), contributors: this.contributors() }) } },
+      {
+        method: 'POST', path: '/api/v1/jobs', auth: true, logged: true,
+        handler: async (req, res) => {
+          const job = await jobs.submit(await readJsonBody(req))
+          sendJson(res, 202, job)
+          return `${job.id} queued at ${job.queue_position ?? '-'}`
+        }
+      },
+      { method: 'GET', path: '/api/v1/jobs/:id', auth: true, logged: false, handler: (_req, res, id) => { sendJson(res, 200, jobs.get(id)) } },
+      { method: 'DELETE', path: '/api/v1/jobs/:id', auth: true, logged: true, handler: async (_req, res, id) => { sendJson(res, 200, await jobs.cancel(id)) } }
+    ]
+    server.on('request', (req, res) => { this.handle(req, res).catch(err => sendError(res, err)) })
+  }
+
+  static async start (options: GatewayOptions): Promise<Gateway> {
+    const store = await JobStore.open(options.jobsFile ?? defaultJobsFile())
+    if (store.skippedLines > 0) options.log?.(`jobs: skipped ${store.skippedLines} unreadable line(s) in ${store.path}`)
+    const jobs = new JobBoard(options.model, store, { maxQueued: options.maxQueuedJobs, concurrency: options.jobConcurrency, log: options.log })
+    const monitor = new SwarmMonitor(options.node, options.monitor)
+    const metrics = new GatewayMetrics(monitor, jobs, options.model)
+    const server = createServer()
+    const gateway = new Gateway(server, options, jobs, monitor, metrics, await loadWebFiles())
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(options.port ?? 8080, options.host ?? '127.0.0.1', () => { server.off('error', reject); resolve() })
+      })
+    } catch (err) {
+      await jobs.close()
+      const e = err as NodeJS.ErrnoException
+      throw new Error(e.code === 'EADDRINUSE' ? `port ${options.port ?? 8080} is in use: choose another with --http-port` : e.message)
+    }
+    return gateway
+  }
+
+  /** http://host:port/ */
+  get url (): string {
+    const { address, port } = this.server.address() as AddressInfo
+    const host = address.includes(':') ? `[${address}]` : address
+    return `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}/`
+  }
+
+  /** Stops taking requests, ends open streams and stops jobs (they run again after a restart). */
+  async close (): Promise<void> {
+    const closed = new Promise<void>(resolve => this.server.close(() => resolve()))
+    this.server.closeAllConnections()
+    await this.jobs.close()
+    await closed
+  }
+
+  private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now()
+    const url = new URL(req.url ?? '/', 'http://gateway')
+    // Any origin may call the API (browser clients of an OpenAI-style server expect it); the key,
+    // not the origin, is what guards it.
+    res.setHeader('access-control-allow-origin', '*')
+    res.setHeader('access-control-allow-headers', 'authorization, content-type')
+    res.setHeader('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS')
+    if (req.method === 'OPTIONS') { res.writeHead(204).end(); return }
+
+    const match = this.match(req.method ?? 'GET', url.pathname)
+    let note: string | undefined
+    try {
+      if (match === null) throw new ApiError(404, `no such endpoint: ${req.method ?? ''} ${url.pathname}`, { code: 'not_found' })
+      if (match.route === null) throw new ApiError(405, `${url.pathname} does not take ${req.method ?? ''}; it takes ${match.allowed.join(', ')}`, { code: 'method_not_allowed' })
+      if (match.route.auth) this.authorize(req)
+      note = await match.route.handler(req, res, match.id) ?? undefined
+    } catch (err) {
+      sendError(res, err)
+      note = (err as Error).message
+    }
+    const path = match?.route?.path ?? 'unmatched'
+    this.metrics.countRequest(path, res.statusCode)
+    if (match?.route?.logged === true || res.statusCode >= 400) {
+      this.options.log?.(`${req.method ?? ''} ${url.pathname} ${res.statusCode} ${(performance.now() - started).toFixed(0)} ms${note !== undefined ? ` · ${note}` : ''}`)
+    }
+  }
+
+  private match (method: string, pathname: string): { route: Route | null, id: string, allowed: string[] } | null {
+    const allowed: string[] = []
+    for (const route of this.routes) {
+      const id = matchPath(route.path, pathname)
+      if (id === null) continue
+      if (route.method === method || (method === 'HEAD' && route.method === 'GET')) return { route, id, allowed }
+      allowed.push(route.method)
+    }
+    if (allowed.length > 0) return { route: null, id: '', allowed }
+    // Everything else the pages load: their scripts, styles and the two vendored libraries.
+    const file = this.files.get(pathname.slice(1))
+    if (file !== undefined && (method === 'GET' || method === 'HEAD')) {
+      return { route: { method, path: '/static', auth: false, logged: false, handler: (_req, res) => { this.sendFile(res, pathname.slice(1)) } }, id: '', allowed }
+    }
+    return null
+  }
+
+  private authorize (req: IncomingMessage): void {
+    const key = this.options.apiKey
+    if (key === undefined) return
+    const given = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? ''
+    const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
+    if (!timingSafeEqual(digest(given), digest(key))) {
+      throw new ApiError(401, given === '' ? 'this gateway needs an API key: send Authorization: Bearer <key>' : 'incorrect API key', { type: 'invalid_request_error', code: 'invalid_api_key' })
+    }
+  }
+
+  private async state (): Promise<object> {
+    const report = await this.monitor.report()
+    return {
+      ...report,
+      gateway: { peer_id: this.options.node.peerId.toString(), version: VERSION, model: this.options.model.id },
+      contributors: this.contributors(report)
+    }
+  }
+
+  /** The leaderboard, with public names where the monitor knows them. */
+  private contributors (report = this.monitor.latest): object[] {
+    const servers = report?.models.flatMap(m => m.servers) ?? []
+    return this.jobs.contributors().map(c => ({
+      ...c,
+      short_peer_id: shortPeerId(c.peer_id),
+      public_name: servers.find(s => s.peer_id === c.peer_id)?.public_name ?? null
+    }))
+  }
+
+  private sendFile (res: ServerResponse, name: string, headers: Record<string, string> = {}): void {
+    const file = this.files.get(name)
+    if (file === undefined) throw new ApiError(404, `${name} is missing from this installation`)
+    res.writeHead(200, { 'content-type': file.type, 'content-length': file.body.length, 'cache-control': 'no-cache', ...headers })
+    res.end(file.body)
+  }
+
+  private sendText (res: ServerResponse, text: string, type: string): void {
+    res.writeHead(200, { 'content-type': type })
+    res.end(text)
+  }
+}
+
+/** The `:id` segment's value ('' when the pattern has none) if `pathname` fits `pattern`, else null. */
+function matchPath (pattern: string, pathname: string): string | null {
+  const want = pattern.split('/')
+  const got = pathname.split('/')
+  if (want.length !== got.length) return null
+  let id = ''
+  for (let i = 0; i < want.length; i++) {
+    if (want[i] === ':id' && got[i] !== '') id = decodeURIComponent(got[i])
+    else if (want[i] !== got[i]) return null
+  }
+  return id
+}
+
+/** web/'s files plus marked and DOMPurify's browser builds, read once (they are small). */
+async function loadWebFiles (): Promise<Map<string, { body: Buffer, type: string }>> {
+  const files = new Map<string, { body: Buffer, type: string }>()
+  const require = createRequire(import.meta.url)
+  const sources: Array<[string, string]> = [
+    ['vendor/marked.js', join(dirname(require.resolve('marked/package.json')), 'lib', 'marked.umd.js')],
+    ['vendor/purify.js', require.resolve('dompurify/dist/purify.min.js')]
+  ]
+  for (const name of await readdir(WEB_DIR)) {
+    if (CONTENT_TYPES[extname(name)] !== undefined) sources.push([name, join(WEB_DIR, name)])
+  }
+  for (const [name, path] of sources) files.set(name, { body: await readFile(path), type: CONTENT_TYPES[extname(name)] })
+  return files
+}

@@ -1,0 +1,273 @@
+// The job board: asynchronous generations submitted over HTTP, run a few at a time in priority
+// order (then first come, first served), each one's chain of servers and output visible while it
+// runs, and every server's contribution (tokens × blocks it processed) totalled for a leaderboard.
+
+import { randomUUID } from 'node:crypto'
+import type { ServedBlocks } from '../inference/model.js'
+import { shortPeerId } from '../petals/routing.js'
+import type { ApiModel } from './api-model.js'
+import { parseSampling, type SamplingRequest } from './generation-request.js'
+import { ApiError, badRequest } from './http-util.js'
+import { addContributions, isEnded, type Contribution, type JobRecord, type JobStore } from './job-store.js'
+
+export interface JobBoardOptions {
+  /** jobs waiting at most; more are refused with 429 (default 64) */
+  maxQueued?: number
+  /** jobs generating at once (default 2) */
+  concurrency?: number
+  log?: (line: string) => void
+}
+
+/** A job as the API shows it: the record plus its place in the queue and its speed. */
+export type JobView = Omit<JobRecord, 'served_by'> & {
+  served_by: Array<JobRecord['served_by'][number] & { short_peer_id: string }>
+  queue_position: number | null
+  duration_s: number | null
+  tokens_per_second: number | null
+}
+
+const DEFAULT_JOB_MAX_TOKENS = 64
+const MAX_PROMPT_CHARS = 100_000
+
+export class JobBoard {
+  private readonly jobs = new Map<string, JobRecord>()
+  /** waiting jobs, in the order they will start */
+  private readonly queue: JobRecord[] = []
+  private readonly running = new Map<string, AbortController>()
+  private readonly runs = new Set<Promise<void>>()
+  private closing = false
+  readonly maxQueued: number
+  readonly concurrency: number
+
+  constructor (private readonly model: ApiModel, private readonly store: JobStore, private readonly options: JobBoardOptions = {}) {
+    this.maxQueued = options.maxQueued ?? 64
+    this.concurrency = options.concurrency ?? 2
+    for (const job of store.jobs) {
+      this.jobs.set(job.id, job)
+      if (job.status === 'queued') this.enqueue(job)
+    }
+    if (this.queue.length > 0) options.log?.(`jobs: ${this.queue.length} unfinished from before the restart are queued again`)
+    this.pump()
+  }
+
+  /** Validates a submission and queues it; 429 when the queue is full. */
+  async submit (body: Record<string, unknown>): Promise<JobView> {
+    if (typeof body.prompt !== 'string' || body.prompt.length === 0) throw badRequest('prompt must be a non-empty string', 'prompt')
+    if (body.prompt.length > MAX_PROMPT_CHARS) throw badRequest(`prompt exceeds ${MAX_PROMPT_CHARS} characters`, 'prompt')
+    if (body.model !== undefined) this.model.check(String(body.model))
+    const priority = body.priority ?? 0
+    if (!Number.isSafeInteger(priority) || Math.abs(priority as number) > 1000) throw badRequest('priority must be an integer from -1000 to 1000 (higher runs first)', 'priority')
+    const sampling = parseSampling(body, DEFAULT_JOB_MAX_TOKENS)
+    const promptTokens = this.model.promptIds(body.prompt).length
+    if (promptTokens + sampling.maxTokens! > this.model.contextLength) {
+      throw badRequest(`prompt (${promptTokens} tokens) + max_tokens (${sampling.maxTokens}) exceeds the model's context of ${this.model.contextLength} tokens`, 'max_tokens', 'context_length_exceeded')
+    }
+    if (this.queue.length >= this.maxQueued) {
+      throw new ApiError(429, `the job queue is full (${this.queue.length} of ${this.maxQueued} waiting); try again when some have finished`, { code: 'queue_full', headers: { 'retry-after': '10' } })
+    }
+    const job: JobRecord = {
+      id: `job-${randomUUID()}`,
+      model: this.model.id,
+      status: 'queued',
+      priority: priority as number,
+      prompt: body.prompt,
+      params: { max_tokens: sampling.maxTokens!, temperature: sampling.temperature, top_p: sampling.topP, seed: sampling.seed ?? null, stop: sampling.stop },
+      output: '',
+      finish_reason: null,
+      error: null,
+      served_by: [],
+      contributions: [],
+      prompt_tokens: promptTokens,
+      completion_tokens: 0,
+      created_at: Date.now() / 1000,
+      started_at: null,
+      finished_at: null
+    }
+    this.jobs.set(job.id, job)
+    this.enqueue(job)
+    await this.store.save(job)
+    this.pump()
+    return this.view(job)
+  }
+
+  get (id: string): JobView {
+    return this.view(this.find(id))
+  }
+
+  /** The newest jobs first. */
+  list (limit = 100): JobView[] {
+    return [...this.jobs.values()].sort((a, b) => b.created_at - a.created_at).slice(0, limit).map(job => this.view(job))
+  }
+
+  /** Cancels a queued or running job; 409 if it has ended. */
+  async cancel (id: string): Promise<JobView> {
+    const job = this.find(id)
+    if (isEnded(job.status)) throw new ApiError(409, `job ${id} has already ended (${job.status})`, { code: 'job_ended' })
+    const index = this.queue.indexOf(job)
+    if (index !== -1) {
+      this.queue.splice(index, 1)
+      await this.finish(job, { status: 'cancelled' })
+    } else {
+      this.running.get(id)?.abort() // the run sees it after the current token and ends as cancelled
+    }
+    return this.view(job)
+  }
+
+  stats (): { queued: number, running: number, max_queued: number, concurrency: number } {
+    return { queued: this.queue.length, running: this.running.size, max_queued: this.maxQueued, concurrency: this.concurrency }
+  }
+
+  /** Every server's totals over all jobs, most block-tokens first. */
+  contributors (): Contribution[] {
+    const perJob = [...this.jobs.values()].map(j => j.contributions)
+    return addContributions(this.store.carried, ...perJob).sort((a, b) => b.block_tokens - a.block_tokens)
+  }
+
+  counts (): Record<string, number> {
+    const counts: Record<string, number> = { queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 }
+    for (const job of this.jobs.values()) counts[job.status]++
+    return counts
+  }
+
+  /** Stops running jobs without ending them: the next start queues them again. */
+  async close (): Promise<void> {
+    this.closing = true
+    for (const controller of this.running.values()) controller.abort()
+    await Promise.all(this.runs)
+    await this.store.flush()
+  }
+
+  private find (id: string): JobRecord {
+    const job = this.jobs.get(id)
+    if (job === undefined) throw new ApiError(404, `no job ${id}`, { code: 'job_not_found' })
+    return job
+  }
+
+  private enqueue (job: JobRecord): void {
+    // Higher priority first; equal priorities in submission order.
+    let at = this.queue.findIndex(q => q.priority < job.priority)
+    if (at === -1) at = this.queue.length
+    this.queue.splice(at, 0, job)
+  }
+
+  private pump (): void {
+    while (!this.closing && this.running.size < this.concurrency && this.queue.length > 0) {
+      const job = this.queue.shift()!
+      const controller = new AbortController()
+      this.running.set(job.id, controller)
+      const run = this.run(job, controller.signal).finally(() => {
+        this.running.delete(job.id)
+        this.runs.delete(run)
+        this.pump()
+      })
+      this.runs.add(run)
+    }
+  }
+
+  private async run (job: JobRecord, signal: AbortSignal): Promise<void> {
+    Object.assign(job, { status: 'running', started_at: Date.now() / 1000 })
+    const meter = new ContributionMeter()
+    try {
+      const ids = this.model.promptIds(job.prompt)
+      const sampling: SamplingRequest = {
+        maxTokens: job.params.max_tokens,
+        temperature: job.params.temperature,
+        topP: job.params.top_p,
+        seed: job.params.seed ?? undefined,
+        stop: job.params.stop,
+        presencePenalty: 0,
+        frequencyPenalty: 0
+      }
+      const generation = this.model.generate(ids, sampling, {
+        signal,
+        onRoute: route => {
+          job.served_by = route.map(hop => ({ peer_id: hop.peerId, start: hop.start, end: hop.end }))
+          meter.route(route)
+        }
+      })
+      for (;;) {
+        const next = await generation.next()
+        if (next.done === true) {
+          if (this.closing) return // not ended: it runs again after the restart
+          job.contributions = meter.close()
+          const finish = next.value.finishReason
+          await this.finish(job, finish === 'aborted' ? { status: 'cancelled' } : { status: 'done', finish_reason: finish === 'length' ? 'length' : 'stop' })
+          return
+        }
+        if (next.value.id !== null) {
+          meter.fed(job.completion_tokens === 0 ? ids.length : 1) // the prompt, then each token before this one
+          job.completion_tokens++
+        }
+        job.output += next.value.text
+      }
+    } catch (err) {
+      if (this.closing) return
+      job.contributions = meter.close()
+      await this.finish(job, signal.aborted ? { status: 'cancelled' } : { status: 'failed', error: (err as Error).message })
+    }
+  }
+
+  private async finish (job: JobRecord, end: Pick<JobRecord, 'status'> & Partial<JobRecord>): Promise<void> {
+    Object.assign(job, end, { finished_at: Date.now() / 1000 })
+    this.options.log?.(`job ${job.id} ${job.status}${job.error !== null ? `: ${job.error}` : ''} (${job.completion_tokens} tokens)`)
+    await this.store.save(job)
+  }
+
+  private view (job: JobRecord): JobView {
+    const position = this.queue.indexOf(job)
+    const end = job.finished_at ?? (job.status === 'running' ? Date.now() / 1000 : null)
+    const duration = job.started_at !== null && end !== null ? end - job.started_at : null
+    return {
+      ...job,
+      queue_position: position === -1 ? null : position + 1,
+      duration_s: duration,
+      tokens_per_second: duration !== null && duration > 0 && job.completion_tokens > 0 ? job.completion_tokens / duration : null,
+      served_by: job.served_by.map(hop => ({ ...hop, short_peer_id: shortPeerId(hop.peer_id) }))
+    }
+  }
+}
+
+/**
+ * Tokens each server processed for one job. While a chain is in use every hop processes each token
+ * fed; a hop that joins after a failover first replays everything fed so far.
+ */
+class ContributionMeter {
+  private totals = new Map<string, Contribution>()
+  private current: readonly ServedBlocks[] = []
+  private tokens = 0
+  private since = 0
+
+  route (route: readonly ServedBlocks[]): void {
+    this.settle()
+    const before = new Set(this.current.map(key))
+    this.current = route
+    for (const hop of route) if (!before.has(key(hop))) this.add(hop, this.tokens) // replay
+    this.since = this.tokens
+  }
+
+  fed (tokens: number): void {
+    this.tokens += tokens
+  }
+
+  close (): Contribution[] {
+    this.settle()
+    this.current = []
+    return [...this.totals.values()]
+  }
+
+  private settle (): void {
+    for (const hop of this.current) this.add(hop, this.tokens - this.since)
+    this.since = this.tokens
+  }
+
+  private add (hop: ServedBlocks, tokens: number): void {
+    const total = this.totals.get(hop.peerId) ?? { peer_id: hop.peerId, jobs: 1, tokens: 0, block_tokens: 0 }
+    total.tokens += tokens
+    total.block_tokens += tokens * (hop.end - hop.start)
+    this.totals.set(hop.peerId, total)
+  }
+}
+
+function key (hop: ServedBlocks): string {
+  return `${hop.peerId}/${hop.start}/${hop.end}`
+}

@@ -1,0 +1,82 @@
+// The HTTP gateway as the CLI starts it, shared by `bmrt gateway` (a client of a swarm),
+// `bmrt-node --http-port` (a server that also serves the API) and `bmrt demo`.
+
+import { Command, Option } from 'commander'
+import { ApiModel } from '../api/api-model.js'
+import { Gateway } from '../api/gateway.js'
+import { DistributedModel } from '../petals/distributed-model.js'
+import { formatRoute } from '../petals/routing.js'
+import { integer } from './options.js'
+
+export interface GatewayCliOptions {
+  httpPort?: number
+  httpHost: string
+  apiKey?: string
+  jobsFile?: string
+  modelAlias: string[]
+  maxQueuedJobs: number
+  jobConcurrency: number
+}
+
+/** The gateway's options, with --http-port's help worded for the command. */
+export function addGatewayOptions (command: Command, portHelp: string, defaultPort?: number): Command {
+  return command
+    .option('--http-port <n>', portHelp, integer(0), defaultPort)
+    .option('--http-host <host>', 'interface the HTTP gateway listens on; 0.0.0.0 exposes it to the network', '127.0.0.1')
+    .addOption(new Option('--api-key <key>', 'require Authorization: Bearer <key> on the API (default: none, open to whoever reaches the port)').env('BMRT_API_KEY'))
+    .option('--jobs-file <path>', 'where the job board keeps its jobs (default: bmrt/jobs.jsonl in the user data directory)')
+    .option('--model-alias <id>', 'another id the API answers to, for clients that only accept OpenAI model names (repeatable)', (v: string, all: string[]) => [...all, v], [])
+    .option('--max-queued-jobs <n>', 'jobs that may wait; more are refused with 429', integer(1), 64)
+    .option('--job-concurrency <n>', 'jobs generating at once', integer(1), 2)
+}
+
+export interface StartedGateway {
+  gateway: Gateway
+  model: DistributedModel
+  close: () => Promise<void>
+}
+
+/**
+ * Joins the swarm at `initialPeers` as a client for the model in `modelDir` and serves the gateway
+ * on it. Logs the URLs a person opens.
+ */
+export async function startGateway (modelDir: string, initialPeers: string[], o: GatewayCliOptions & { modelName?: string },
+  log: (line: string) => void): Promise<StartedGateway> {
+  const model = await DistributedModel.load(modelDir, {
+    initialPeers,
+    modelName: o.modelName,
+    onProgress: m => log(`gateway: ${m}`),
+    onRoute: (route, reason) => { if (reason !== 'open') log(`gateway: route ${formatRoute(route)} (${reason})`) }
+  })
+  try {
+    const id = model.manager.model
+    const gateway = await Gateway.start({
+      model: new ApiModel(model, id, o.modelAlias),
+      node: model.node,
+      host: o.httpHost,
+      port: o.httpPort ?? 8080,
+      apiKey: o.apiKey,
+      jobsFile: o.jobsFile,
+      maxQueuedJobs: o.maxQueuedJobs,
+      jobConcurrency: o.jobConcurrency,
+      log: line => log(`gateway: ${line}`)
+    })
+    const url = gateway.url
+    log(`gateway: serving ${id} at ${url}`)
+    log(`  chat            ${url}`)
+    log(`  swarm monitor   ${url}swarm`)
+    log(`  job board       ${url}jobs`)
+    log(`  OpenAI API      ${url}v1  (model "${id}"${o.apiKey !== undefined ? ', needs the API key' : ''})`)
+    return {
+      gateway,
+      model,
+      close: async () => {
+        await gateway.close()
+        await model.close()
+      }
+    }
+  } catch (err) {
+    await model.close()
+    throw err
+  }
+}

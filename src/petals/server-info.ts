@@ -1,0 +1,28 @@
+// Asking one server what it holds and how busy it is (/bmrt/info): the swarm monitor's live probe,
+// which tells a server that answers from one whose record merely has not expired yet.
+
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { BmrtNode } from '../p2p/node.js'
+import { FrameStream, Info, INFO_PROTOCOL, InfoRequest } from '../p2p/wire.js'
+
+export interface ProbeResult {
+  info: Info
+  /** from dialing to the answer, in milliseconds */
+  rttMs: number
+}
+
+/** Asks `peerId` about `model`; throws if it does not answer within `timeoutMs` (default 3 s). */
+export async function probeServer (node: BmrtNode, peerId: string, model: string, timeoutMs = 3000): Promise<ProbeResult> {
+  const signal = AbortSignal.timeout(timeoutMs)
+  const started = performance.now()
+  const stream = await node.dialProtocol(peerIdFromString(peerId), INFO_PROTOCOL, { signal })
+  try {
+    const frames = new FrameStream(stream)
+    await frames.write(InfoRequest, { model }, { signal })
+    const info = await frames.read(Info, { signal })
+    if (info === null) throw new Error('closed the stream without answering')
+    return { info, rttMs: performance.now() - started }
+  } finally {
+    await stream.close().catch(() => stream.abort(new Error('probe ended')))
+  }
+}

@@ -1,0 +1,271 @@
+// The HTTP gateway on a live 3-server swarm of the bundled model, driven by the official `openai`
+// npm client and by plain HTTP: greedy output equals the reference, usage counts are right, bad
+// requests get OpenAI's error shape and status, a client leaving mid-stream frees its swarm
+// sessions, and the job board queues, refuses when full, and survives a restart.
+
+import assert from 'node:assert/strict'
+import { appendFile, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import OpenAI from 'openai'
+import { collect, generate } from '../src/inference/generate.js'
+import { LocalModel } from '../src/inference/model.js'
+import { Tokenizer } from '../src/inference/tokenizer.js'
+import { BlockServer } from '../src/petals/server.js'
+import { startGateway, type StartedGateway } from '../src/cli/gateway.js'
+import { loadAddon } from '../src/inference/native-backend.js'
+import { EXPECTED } from './expected.js'
+import { BUNDLED_MODEL, scratchDir } from './helpers.js'
+
+const BACKEND = loadAddon() !== null ? 'native' : 'js'
+const KEY = 'test-key'
+
+/** Polls `condition` until it holds; fails with `what` if it has not within `timeoutMs`. */
+async function waitFor (what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+
+describe('HTTP gateway on a 3-server swarm', function () {
+  this.timeout(120_000)
+  let servers: BlockServer[] = []
+  let started: StartedGateway
+  let url: string
+  let client: OpenAI
+  let tokenizer: Tokenizer
+  let scratch: Awaited<ReturnType<typeof scratchDir>>
+  const logs: string[] = []
+
+  const initialPeers = (): string[] => servers[0].node.getMultiaddrs().map(String)
+  const openGateway = async (extra: { maxQueuedJobs?: number, jobConcurrency?: number } = {}): Promise<void> => {
+    started = await startGateway(BUNDLED_MODEL, initialPeers(), {
+      httpPort: 0, httpHost: '127.0.0.1', apiKey: KEY, jobsFile: join(scratch.dir, 'jobs.jsonl'), modelAlias: ['gpt-3.5-turbo'],
+      maxQueuedJobs: extra.maxQueuedJobs ?? 64, jobConcurrency: extra.jobConcurrency ?? 2
+    }, line => logs.push(line))
+    url = started.gateway.url
+    client = new OpenAI({ baseURL: `${url}v1`, apiKey: KEY, maxRetries: 0 })
+  }
+  const api = async (path: string, init: RequestInit = {}, key: string | null = KEY): Promise<{ status: number, body: any }> => {
+    const headers: Record<string, string> = { 'content-type': 'application/json', ...(key !== null ? { authorization: `Bearer ${key}` } : {}) }
+    const response = await fetch(`${url}${path.slice(1)}`, { ...init, headers })
+    return { status: response.status, body: await response.json() }
+  }
+
+  before(async () => {
+    scratch = await scratchDir()
+    tokenizer = await Tokenizer.load(BUNDLED_MODEL)
+    for (const blocks of [[0, 2], [2, 4], [4, 5]] as Array<[number, number]>) {
+      servers.push(await BlockServer.start({
+        modelDir: BUNDLED_MODEL, blocks, listen: ['/ip4/127.0.0.1/tcp/0'], initialPeers: servers.length > 0 ? initialPeers() : [],
+        throughput: 1, updatePeriodMs: 600_000, load: { backend: BACKEND }, publicName: `server-${blocks.join('-')}`
+      }))
+    }
+    await openGateway()
+  })
+  after(async () => {
+    await started?.close()
+    await Promise.all(servers.map(async s => await s.stop()))
+    servers = []
+    await scratch.cleanup()
+  })
+
+  it('lists the model (and its alias) through the openai client', async () => {
+    const models = await client.models.list()
+    assert.deepEqual(models.data.map(m => m.id), ['stories260K', 'gpt-3.5-turbo'])
+    assert.equal(models.data[0].owned_by, 'bmrt')
+  })
+
+  it('completes the reference prompts greedily, equal to EXPECTED, with the right usage', async () => {
+    for (const expected of EXPECTED) {
+      const full = tokenizer.decode([...expected.promptIds, ...expected.ids])
+      const completion = await client.completions.create({ model: 'stories260K', prompt: expected.prompt, max_tokens: 50, temperature: 0 })
+      assert.equal(expected.prompt + completion.choices[0].text, full)
+      assert.ok(full.startsWith(expected.text))
+      assert.equal(completion.choices[0].finish_reason, 'length')
+      assert.deepEqual(completion.usage, { prompt_tokens: expected.promptIds.length, completion_tokens: 50, total_tokens: expected.promptIds.length + 50 })
+      assert.equal(completion.object, 'text_completion')
+    }
+  })
+
+  it('honours stop, seed and the presence/frequency penalties', async () => {
+    const ask = async (extra: object): Promise<any> =>
+      await client.completions.create({ model: 'stories260K', prompt: EXPECTED[1].prompt, max_tokens: 50, temperature: 0, ...extra })
+    const greedy = (await ask({})).choices[0].text as string
+    const stopped = await ask({ stop: ['toys'] })
+    assert.equal(stopped.choices[0].text, greedy.slice(0, greedy.indexOf('toys')))
+    assert.equal(stopped.choices[0].finish_reason, 'stop')
+    // The greedy story repeats a sentence; penalising repeats changes it.
+    assert.notEqual((await ask({ frequency_penalty: 2 })).choices[0].text, greedy)
+    assert.notEqual((await ask({ presence_penalty: 2 })).choices[0].text, greedy)
+    const sampled = async (seed: number): Promise<string> => (await ask({ temperature: 1, seed })).choices[0].text
+    assert.equal(await sampled(3), await sampled(3))
+  })
+
+  it('streams completions chunk by chunk to the same text, with a usage chunk on request', async () => {
+    const expected = EXPECTED[0]
+    const stream = await client.completions.create({ model: 'stories260K', prompt: expected.prompt, max_tokens: 50, temperature: 0, stream: true, stream_options: { include_usage: true } })
+    let text = ''
+    let chunks = 0
+    let usage
+    let finish
+    for await (const chunk of stream) {
+      if (chunk.usage != null) { usage = chunk.usage; assert.equal(chunk.choices.length, 0); continue }
+      text += chunk.choices[0].text
+      finish = chunk.choices[0].finish_reason ?? finish
+      chunks++
+    }
+    assert.equal(expected.prompt + text, tokenizer.decode([...expected.promptIds, ...expected.ids]))
+    assert.ok(chunks > 10, `text should come in many chunks, got ${chunks}`)
+    assert.equal(finish, 'length')
+    assert.deepEqual(usage, { prompt_tokens: 5, completion_tokens: 50, total_tokens: 55 })
+  })
+
+  it('chats, streaming and not, exactly as the model does on this machine with its chat prompt', async () => {
+    const messages = [{ role: 'system' as const, content: 'You tell short stories.' }, { role: 'user' as const, content: 'Tell me about a dog.' }]
+    const ids = tokenizer.encodeChat(messages)
+    const local = await LocalModel.load(BUNDLED_MODEL, { backend: BACKEND })
+    const reference = await collect(generate(local, ids, { maxNewTokens: 40, temperature: 0 }))
+    local.close()
+
+    const reply = await client.chat.completions.create({ model: 'stories260K', messages, max_tokens: 40, temperature: 0 })
+    assert.equal(reply.choices[0].message.role, 'assistant')
+    assert.equal(reply.choices[0].message.content, reference.text)
+    assert.equal(reply.object, 'chat.completion')
+    assert.deepEqual(reply.usage, { prompt_tokens: ids.length, completion_tokens: reference.ids.length, total_tokens: ids.length + reference.ids.length })
+
+    const stream = await client.chat.completions.create({ model: 'gpt-3.5-turbo', messages, max_tokens: 40, temperature: 0, stream: true, stream_options: { include_usage: true } })
+    const chunks = []
+    for await (const chunk of stream) chunks.push(chunk)
+    assert.deepEqual(chunks[0].choices[0].delta, { role: 'assistant', content: '' }) // the role comes first, alone
+    const finishing = chunks[chunks.length - 2]
+    assert.deepEqual(finishing.choices[0].delta, {}) // the finish chunk carries no content
+    assert.equal(finishing.choices[0].finish_reason, reference.finishReason === 'length' ? 'length' : 'stop')
+    assert.equal(chunks.slice(1, -2).map(c => c.choices[0].delta.content).join(''), reference.text)
+    assert.deepEqual(chunks[chunks.length - 1].usage, reply.usage)
+    assert.equal(new Set(chunks.map(c => c.id)).size, 1, 'every chunk of a stream shares its id')
+  })
+
+  it('answers bad requests with the right status and an OpenAI error body', async () => {
+    await assert.rejects(client.chat.completions.create({ model: 'no-such-model', messages: [{ role: 'user', content: 'hi' }] }),
+      (err: any) => err instanceof OpenAI.NotFoundError && err.code === 'model_not_found' && /no-such-model/.test(err.message))
+    await assert.rejects(client.completions.create({ model: 'stories260K', prompt: 'Once', max_tokens: 100_000 }),
+      (err: any) => err instanceof OpenAI.BadRequestError && err.code === 'context_length_exceeded' && err.param === 'max_tokens' && /512/.test(err.message))
+    await assert.rejects(new OpenAI({ baseURL: `${url}v1`, apiKey: 'wrong', maxRetries: 0 }).models.list(),
+      (err: any) => err instanceof OpenAI.AuthenticationError && err.code === 'invalid_api_key')
+
+    const badJson = await fetch(`${url}v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: '{"model": "stories260K",' })
+    assert.equal(badJson.status, 400)
+    const body: any = await badJson.json()
+    assert.equal(body.error.type, 'invalid_request_error')
+    assert.match(body.error.message, /not valid JSON/)
+    assert.deepEqual(Object.keys(body.error).sort(), ['code', 'message', 'param', 'type'])
+
+    const noKey = await api('/v1/models', {}, null)
+    assert.equal(noKey.status, 401)
+    assert.match(noKey.body.error.message, /API key/)
+    const twoChoices = await api('/v1/chat/completions', { method: 'POST', body: JSON.stringify({ model: 'stories260K', messages: [{ role: 'user', content: 'hi' }], n: 2 }) })
+    assert.equal(twoChoices.status, 400)
+    assert.equal(twoChoices.body.error.param, 'n')
+    const badRole = await api('/v1/chat/completions', { method: 'POST', body: JSON.stringify({ model: 'stories260K', messages: [{ role: 'wizard', content: 'hi' }] }) })
+    assert.equal(badRole.status, 400)
+    assert.equal(badRole.body.error.param, 'messages[0].role')
+    assert.equal((await api('/v1/nothing')).status, 404)
+    assert.equal((await api('/v1/models', { method: 'DELETE' })).status, 405)
+
+    // The gateway and the swarm go on serving.
+    const after = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 5, temperature: 0 })
+    assert.equal(after.usage?.completion_tokens, 5)
+  })
+
+  it('ends the generation and frees every server session when the client leaves mid-stream', async () => {
+    const stream = await client.chat.completions.create({ model: 'stories260K', messages: [{ role: 'user', content: 'Tell me a long story.' }], max_tokens: 480, temperature: 0, stream: true })
+    let received = 0
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta.content !== undefined && chunk.choices[0].delta.content !== '') received++
+      if (received === 3) break // leaving the loop aborts the HTTP request
+    }
+    await waitFor('the gateway to stop generating', () => logs.some(l => /client left after \d+ tokens/.test(l)))
+    const left = Number(/client left after (\d+) tokens/.exec(logs.find(l => /client left after/.test(l))!)![1])
+    assert.ok(left < 480, `the generation should stop early, it made ${left} tokens`)
+    await waitFor('every server to close its session', () => servers.every(s => s.sessions.size === 0))
+  })
+
+  it('runs jobs in the queue to the reference output, with their chain of servers and contributions', async () => {
+    const submitted = await api('/api/v1/jobs', { method: 'POST', body: JSON.stringify({ prompt: EXPECTED[1].prompt, max_tokens: 50, temperature: 0 }) })
+    assert.equal(submitted.status, 202)
+    assert.match(submitted.body.id, /^job-/)
+    assert.ok(['queued', 'running'].includes(submitted.body.status))
+    let job: any
+    await waitFor('the job to finish', async () => { job = (await api(`/api/v1/jobs/${submitted.body.id as string}`)).body; return job.status === 'done' })
+    const full = tokenizer.decode([...EXPECTED[1].promptIds, ...EXPECTED[1].ids])
+    assert.equal(EXPECTED[1].prompt + (job.output as string), full)
+    assert.equal(job.completion_tokens, 50)
+    assert.equal(job.prompt_tokens, EXPECTED[1].promptIds.length)
+    assert.deepEqual(job.served_by.map((h: any) => [h.start, h.end]), [[0, 2], [2, 4], [4, 5]])
+    assert.deepEqual(job.served_by.map((h: any) => h.peer_id), servers.map(s => s.node.peerId.toString()))
+    // Each server processed the prompt and every generated token but the last, over its blocks.
+    const fed = EXPECTED[1].promptIds.length + 49
+    assert.deepEqual(job.contributions.map((c: any) => [c.tokens, c.block_tokens]), [[fed, 2 * fed], [fed, 2 * fed], [fed, fed]])
+    assert.ok(job.tokens_per_second > 0 && job.duration_s > 0)
+
+    const board = (await api('/api/v1/jobs')).body
+    assert.equal(board.jobs[0].id, job.id)
+    assert.ok(board.contributors.length === 3 && board.contributors.every((c: any) => c.block_tokens > 0))
+    const state = (await api('/api/v1/state')).body
+    assert.equal(state.models[0].state, 'healthy')
+    assert.deepEqual(state.models[0].servers.map((s: any) => [s.start, s.end, s.state]), [[0, 2, 'online'], [2, 4, 'online'], [4, 5, 'online']])
+    assert.ok(state.contributors.some((c: any) => c.public_name === 'server-0-2'))
+    const metrics = await (await fetch(`${url}metrics`)).text()
+    assert.match(metrics, /bmrt_model_min_replication\{model="stories260K"\} 1/)
+    assert.match(metrics, /bmrt_jobs\{status="done"\} [1-9]/)
+  })
+
+  it('refuses jobs past a full queue with 429, cancels, and keeps jobs across a restart', async () => {
+    await started.close()
+    // One job at a time and one waiting; a model name no server announces keeps the running job
+    // waiting for servers, so the queue stays full for as long as the test needs.
+    started = await startGateway(BUNDLED_MODEL, initialPeers(), {
+      httpPort: 0, httpHost: '127.0.0.1', apiKey: KEY, jobsFile: join(scratch.dir, 'jobs.jsonl'), modelAlias: [],
+      maxQueuedJobs: 1, jobConcurrency: 1, modelName: 'not-served'
+    }, line => logs.push(line))
+    url = started.gateway.url
+    const submit = async (prompt: string): Promise<{ status: number, body: any }> =>
+      await api('/api/v1/jobs', { method: 'POST', body: JSON.stringify({ prompt, max_tokens: 8, temperature: 0 }) })
+    const running = await submit('One day')
+    await waitFor('the first job to start', async () => (await api(`/api/v1/jobs/${running.body.id as string}`)).body.status === 'running')
+    const dropped = await submit('The sun')
+    assert.equal(dropped.body.status, 'queued')
+    assert.equal(dropped.body.queue_position, 1)
+    const refused = await submit('Too many')
+    assert.equal(refused.status, 429)
+    assert.equal(refused.body.error.code, 'queue_full')
+    assert.match(refused.body.error.message, /queue is full \(1 of 1 waiting\)/)
+    // Cancelling a queued job ends it at once and makes room.
+    const cancelled = await api(`/api/v1/jobs/${dropped.body.id as string}`, { method: 'DELETE' })
+    assert.equal(cancelled.status, 200)
+    assert.equal(cancelled.body.status, 'cancelled')
+    const waiting = await submit('The sun was hot.')
+    assert.equal(waiting.status, 202)
+
+    // A restart (after a crash that tore the file's last line): the finished job from before is
+    // still there, the cancelled one stays cancelled, the two unfinished ones queue again.
+    await started.close()
+    await appendFile(join(scratch.dir, 'jobs.jsonl'), '{"type":"job","job":{"id":"torn')
+    await openGateway()
+    assert.ok(logs.some(l => /skipped 1 unreadable line/.test(l)))
+    const board = (await api('/api/v1/jobs')).body
+    assert.ok(board.jobs.some((j: any) => j.status === 'done' && j.prompt === EXPECTED[1].prompt), 'the finished job survives the restart')
+    assert.equal((await api(`/api/v1/jobs/${dropped.body.id as string}`)).body.status, 'cancelled')
+    // With servers for its model now, the unfinished jobs run to the end.
+    for (const id of [running.body.id as string, waiting.body.id as string]) {
+      await waitFor(`job ${id} to finish after the restart`, async () => (await api(`/api/v1/jobs/${id}`)).body.status === 'done')
+    }
+    const ended = await api(`/api/v1/jobs/${running.body.id as string}`, { method: 'DELETE' })
+    assert.equal(ended.status, 409)
+    assert.equal((await api('/api/v1/jobs/job-nope')).status, 404)
+    const lines = (await readFile(join(scratch.dir, 'jobs.jsonl'), 'utf8')).trim().split('\n')
+    assert.ok(lines.every(l => JSON.parse(l).type !== undefined), 'reopening rewrote the file without the torn line')
+  })
+})

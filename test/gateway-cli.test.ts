@@ -1,0 +1,78 @@
+// The gateway as users start it: `npm start` (bmrt demo: a local swarm plus the gateway, stopped
+// cleanly by Ctrl-C) and `bmrt-node --http-port` (a server that also serves the API).
+
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { EXPECTED } from './expected.js'
+import { ROOT, scratchDir, startNode } from './helpers.js'
+
+/** Resolves with the first captured group once a line of `lines` matches `pattern`. */
+async function lineMatching (lines: string[], pattern: RegExp, what: string, timeoutMs = 60_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const match = lines.map(l => pattern.exec(l)).find(m => m !== null)
+    if (match != null) return match[1]
+    if (Date.now() > deadline) throw new Error(`no ${what} in:\n${lines.join('\n')}`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}
+
+async function complete (url: string, prompt: string): Promise<any> {
+  const response = await fetch(`${url}v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'stories260K', prompt, max_tokens: 50, temperature: 0 }) })
+  assert.equal(response.status, 200)
+  return await response.json()
+}
+
+describe('starting the gateway from the command line', function () {
+  this.timeout(120_000)
+
+  it('npm start (bmrt demo) runs 3 servers and a gateway, prints the URLs, and Ctrl-C stops it all', async () => {
+    const scratch = await scratchDir()
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'bmrt.js'), 'demo', '--http-port', '0', '--jobs-file', join(scratch.dir, 'jobs.jsonl')], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const lines: string[] = []
+    createInterface({ input: child.stdout! }).on('line', line => lines.push(line))
+    child.stderr!.on('data', (chunk: Buffer) => lines.push(chunk.toString()))
+    try {
+      const url = await lineMatching(lines, /gateway: serving stories260K at (http:\/\/127\.0\.0\.1:\d+\/)/, 'gateway URL')
+      assert.ok(lines.some(l => l.includes(`swarm monitor   ${url}swarm`)))
+      assert.equal(lines.filter(l => /^\w+: online: serving blocks/.test(l)).length, 3)
+      const completion = await complete(url, EXPECTED[0].prompt)
+      assert.ok((EXPECTED[0].prompt + completion.choices[0].text as string).startsWith(EXPECTED[0].text))
+      const state = await (await fetch(`${url}api/v1/state`)).json() as any
+      assert.deepEqual(state.models[0].servers.map((s: any) => [s.public_name, `${s.start as number}:${s.end as number}`, s.state]),
+        [['alpha', '0:2', 'online'], ['bravo', '2:3', 'online'], ['charlie', '3:5', 'online']])
+      assert.equal((await fetch(url)).headers.get('content-type'), 'text/html; charset=utf-8')
+
+      child.kill('SIGINT')
+      const [code] = await once(child, 'exit')
+      assert.equal(code, 0, lines.join('\n'))
+      assert.ok(lines.some(l => l === 'stopped'))
+      await assert.rejects(fetch(url), 'the port is closed')
+    } finally {
+      child.kill('SIGKILL')
+      await scratch.cleanup()
+    }
+  })
+
+  it('bmrt-node --http-port serves the API for the swarm it joins', async () => {
+    const scratch = await scratchDir()
+    const node = await startNode(['--new-swarm', '--blocks', '0:5', '--host-addrs', '/ip4/127.0.0.1/tcp/0', '--throughput', '1',
+      '--http-port', '0', '--jobs-file', join(scratch.dir, 'jobs.jsonl'), '--api-key', 'k'])
+    try {
+      const url = await lineMatching(node.output, /gateway: serving stories260K at (\S+)/, 'gateway URL')
+      assert.ok(node.output.some(l => l.includes('needs the API key')))
+      assert.equal((await fetch(`${url}v1/models`)).status, 401)
+      const response = await fetch(`${url}v1/models`, { headers: { authorization: 'Bearer k' } })
+      assert.deepEqual(((await response.json()) as any).data.map((m: any) => m.id), ['stories260K'])
+      node.process.kill('SIGTERM')
+      const [code] = await once(node.process, 'exit')
+      assert.equal(code, 0)
+    } finally {
+      node.process.kill('SIGKILL')
+      await scratch.cleanup()
+    }
+  })
+})
