@@ -117,6 +117,16 @@ describe('web pages in a real browser', function () {
     assert.equal(squash(await reply.locator('.content').innerText()), squash(reference.text))
     assert.match(await page.locator('#speed').innerText(), /\d/)
     assert.equal(await page.locator('.message.user .content').last().innerText(), 'Tell me about a cat.')
+
+    // Regenerate asks again in place of the last reply (greedy: the same text).
+    await page.click('#regenerate')
+    await page.locator('.message.assistant[data-done="true"]').waitFor()
+    assert.equal(await page.locator('.message.assistant').count(), 1)
+    assert.equal(squash(await page.locator('.message.assistant .content').innerText()), squash(reference.text))
+    // The conversation is kept in the browser across a reload.
+    await page.reload()
+    assert.equal(await page.locator('.message.user .content').last().innerText(), 'Tell me about a cat.')
+    assert.match(await page.locator('#conversations').innerText(), /Tell me about a cat/)
   })
 
   it('/ shows model output containing HTML as text and never runs it', async () => {

@@ -4,7 +4,7 @@ import '../polyfill.js'
 import { Command, Option } from 'commander'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { BlockServer } from '../petals/server.js'
-import { addGatewayOptions, startGateway, type GatewayCliOptions } from './gateway.js'
+import { addGatewayOptions, startGateway, type GatewayCliOptions, type StartedGateway } from './gateway.js'
 import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, multiaddrArgument, number, type BackendCliOptions } from './options.js'
 
 interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions {
@@ -79,9 +79,15 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
         log
       })
       // The gateway is a client of the swarm like any other, joining through this server.
-      const gateway = o.httpPort === undefined
-        ? null
-        : await startGateway(o.model, server.node.getMultiaddrs().map(a => a.toString()), { ...o, modelName: server.modelName }, log)
+      let gateway: StartedGateway | null = null
+      if (o.httpPort !== undefined) {
+        try {
+          gateway = await startGateway(o.model, server.node.getMultiaddrs().map(a => a.toString()), { ...o, modelName: server.modelName }, log)
+        } catch (err) {
+          await server.stop() // announces offline rather than leaving a record of a node that quit
+          throw err
+        }
+      }
       const shutdown = (signal: string): void => {
         log(`${signal}: announcing offline and stopping`)
         Promise.resolve(gateway?.close()).then(async () => await server.stop()).then(() => { log('offline'); process.exit(0) }, err => { fail('bmrt-node', err); process.exit(1) })

@@ -4,7 +4,7 @@
 
 import { loadConfig } from '../inference/config.js'
 import { BlockServer } from '../petals/server.js'
-import { startGateway, type GatewayCliOptions } from './gateway.js'
+import { startGateway, type GatewayCliOptions, type StartedGateway } from './gateway.js'
 
 export interface DemoCliOptions extends GatewayCliOptions {
   model: string
@@ -17,11 +17,11 @@ export async function runDemo (o: DemoCliOptions, log: (line: string) => void): 
   const spans = NAMES.map((_, i): [number, number] => [Math.round(i * config.numLayers / NAMES.length), Math.round((i + 1) * config.numLayers / NAMES.length)])
     .filter(([start, end]) => start < end)
   const servers: BlockServer[] = []
+  let gateway: StartedGateway | undefined
   const close = async (): Promise<void> => {
     await gateway?.close()
     await Promise.all(servers.map(async s => await s.stop()))
   }
-  let gateway: Awaited<ReturnType<typeof startGateway>> | undefined
   try {
     for (const [i, [start, end]] of spans.entries()) {
       const name = NAMES[i]

@@ -21,8 +21,11 @@ export async function probeServer (node: BmrtNode, peerId: string, model: string
     await frames.write(InfoRequest, { model }, { signal })
     const info = await frames.read(Info, { signal })
     if (info === null) throw new Error('closed the stream without answering')
-    return { info, rttMs: performance.now() - started }
-  } finally {
-    await stream.close().catch(() => stream.abort(new Error('probe ended')))
+    const rttMs = performance.now() - started
+    await stream.close({ signal: AbortSignal.timeout(1000) }).catch(() => stream.abort(new Error('probe ended')))
+    return { info, rttMs }
+  } catch (err) {
+    stream.abort(err as Error) // a hung server must not hold the probe
+    throw err
   }
 }
