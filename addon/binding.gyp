@@ -12,6 +12,10 @@
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++1y", "-std=gnu++20"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-frtti", "-Wno-uninitialized", "-Wno-maybe-uninitialized"],
       "conditions": [
+        ["'<!(node -p \"process.env.BMRT_CUDA_LINK ? 1 : 0\")'=='1'", {
+          "defines": ["BMRT_WITH_CUDA"],
+          "libraries": ["<!@(node -p \"process.env.BMRT_CUDA_LINK\")"]
+        }],
         ["OS=='win'", {
           "defines": ["NOMINMAX", "_USE_MATH_DEFINES"],
           "msvs_settings": {

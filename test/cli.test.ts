@@ -47,10 +47,16 @@ describe('bmrt command line', () => {
     const outside = await bmrt('bmrt-node', ['--new-swarm', '--blocks', '3:9', '--host-addrs', '/ip4/127.0.0.1/tcp/0'])
     assert.equal(outside.code, 1)
     assert.match(outside.stderr, /bmrt-node: block span 3:9 is not within the model's 5 blocks/)
+    // A GPU needs an addon built with CUDA (this test's machine has none) and a device.
+    const gpu = await bmrt('bmrt-node', ['--new-swarm', '--device', 'cuda', '--host-addrs', '/ip4/127.0.0.1/tcp/0'])
+    assert.equal(gpu.code, 1)
+    assert.match(gpu.stderr, /bmrt-node: (this build of the native addon has no CUDA path|no CUDA device found)/)
+    const badDevice = await bmrt('bmrt-node', ['--new-swarm', '--device', 'tpu', '--num-blocks', '1', '--host-addrs', '/ip4/127.0.0.1/tcp/0'])
+    assert.match(badDevice.stderr, /unknown device 'tpu' for the native backend: use cpu, cuda, cuda:N or auto/)
     const badPeer = await bmrt('bmrt-node', ['--blocks', '0:2', '--initial-peers', 'localhost:1234'])
     assert.match(badPeer.stderr, /expected a multiaddr such as/)
     const help = await bmrt('bmrt-node', ['--help'])
-    for (const option of ['--blocks', '--num-blocks', '--initial-peers', '--new-swarm', '--public-name', '--identity', '--port', '--host-addrs', '--announce-addrs', '--public-ip', '--throughput', '--balance-quality', '--update-period', '--expiration', '--attn-cache-tokens', '--inference-max-length', '--backend', '--dtype', '--quant', '--threads']) {
+    for (const option of ['--blocks', '--num-blocks', '--initial-peers', '--new-swarm', '--public-name', '--identity', '--port', '--host-addrs', '--announce-addrs', '--public-ip', '--throughput', '--balance-quality', '--update-period', '--expiration', '--attn-cache-tokens', '--inference-max-length', '--backend', '--dtype', '--quant', '--threads', '--device', '--http-port']) {
       assert.ok(help.stdout.includes(option), `${option} missing from bmrt-node --help`)
     }
   })

@@ -1,7 +1,8 @@
-// The N-API shell around the core (core/span.h): JS values in, typed arrays out, every forward and
-// every weight load on a libuv worker thread so the event loop keeps running. Errors become JS
-// exceptions with a `code`: CACHE_FULL (go elsewhere), INVALID_ARGUMENT (the caller's fault) or
-// INTERNAL.
+// The N-API shell around the core (core/span.h, and cuda/cuda_span.h when built with CUDA): JS
+// values in, typed arrays out, every forward and every weight load on a libuv worker thread so the
+// event loop keeps running. Errors become JS exceptions with a `code`: CACHE_FULL (go elsewhere),
+// INVALID_ARGUMENT (the caller's fault) or INTERNAL. Both spans have the same class interface, so
+// one template wraps either: JS sees `BlockSpan` (CPU) and `CudaBlockSpan`.
 #include <napi.h>
 
 #include <cmath>
@@ -12,10 +13,11 @@
 
 #include "core/kernels.h"
 #include "core/span.h"
+#ifdef BMRT_WITH_CUDA
+#include "cuda/cuda_span.h"
+#endif
 
 namespace {
-
-using bmrt::BlockSpan;
 
 struct ErrorInfo {
   std::string code;
@@ -87,24 +89,42 @@ class Job : public Napi::AsyncWorker {
   ErrorInfo error_;
 };
 
-class Span : public Napi::ObjectWrap<Span> {
+// The CPU span takes a thread count, the CUDA span a device index.
+std::shared_ptr<bmrt::BlockSpan> make_core(bmrt::BlockSpan*, bmrt::BlockConfig c, int layers, bmrt::WeightFormat f, int64_t max_cache,
+                                           Napi::Env env, const Napi::Object& o) {
+  return std::make_shared<bmrt::BlockSpan>(std::move(c), layers, f, static_cast<int>(integer(env, o, "threads", 1, false)), max_cache);
+}
+#ifdef BMRT_WITH_CUDA
+std::shared_ptr<bmrt::CudaBlockSpan> make_core(bmrt::CudaBlockSpan*, bmrt::BlockConfig c, int layers, bmrt::WeightFormat f, int64_t max_cache,
+                                               Napi::Env env, const Napi::Object& o) {
+  return std::make_shared<bmrt::CudaBlockSpan>(std::move(c), layers, f, static_cast<int>(integer(env, o, "device", 0, false)), max_cache);
+}
+std::string device_name(const bmrt::CudaBlockSpan& s) { return "cuda:" + std::to_string(s.device()); }
+#endif
+std::string device_name(const bmrt::BlockSpan&) { return "cpu"; }
+
+template <class Core>
+class Span : public Napi::ObjectWrap<Span<Core>> {
+  using Base = Napi::ObjectWrap<Span<Core>>;
+
  public:
-  static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "BlockSpan", {
-      InstanceMethod("loadLayer", &Span::LoadLayer),
-      InstanceMethod("setLayer", &Span::SetLayer),
-      InstanceMethod("openSession", &Span::OpenSession),
-      InstanceMethod("closeSession", &Span::CloseSession),
-      InstanceMethod("sessionLength", &Span::SessionLength),
-      InstanceMethod("forward", &Span::Forward),
-      InstanceMethod("stats", &Span::Stats),
-      InstanceMethod("close", &Span::Close),
+  static Napi::Function Define(Napi::Env env, const char* name) {
+    return Base::DefineClass(env, name, {
+      Base::InstanceMethod("loadLayer", &Span::LoadLayer),
+      Base::InstanceMethod("setLayer", &Span::SetLayer),
+      Base::InstanceMethod("openSession", &Span::OpenSession),
+      Base::InstanceMethod("closeSession", &Span::CloseSession),
+      Base::InstanceMethod("sessionLength", &Span::SessionLength),
+      Base::InstanceMethod("forward", &Span::Forward),
+      Base::InstanceMethod("stats", &Span::Stats),
+      Base::InstanceMethod("close", &Span::Close),
     });
   }
 
   // new BlockSpan({ hidden, intermediate, heads, kvHeads, headDim, rmsNormEps, ropeInverseFrequencies,
   //                 slidingWindow, attentionBias, mlpBias, layers, format, threads, maxCacheTokens })
-  explicit Span(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Span>(info) {
+  // new CudaBlockSpan({ ... the same, with device instead of threads })
+  explicit Span(const Napi::CallbackInfo& info) : Base(info) {
     Napi::Env env = info.Env();
     if (!info[0].IsObject()) throw_invalid(env, "BlockSpan needs an options object");
     Napi::Object o = info[0].As<Napi::Object>();
@@ -127,17 +147,16 @@ class Span : public Napi::ObjectWrap<Span> {
     Napi::Value format = o.Get("format");
     bmrt::WeightFormat f = parse_format(env, format.IsString() ? format.As<Napi::String>().Utf8Value() : "f32");
     int layers = static_cast<int>(integer(env, o, "layers", 0, true));
-    int threads = static_cast<int>(integer(env, o, "threads", 1, false));
     int64_t max_cache = integer(env, o, "maxCacheTokens", 0, false);
     try {
-      span_ = std::make_shared<BlockSpan>(std::move(c), layers, f, threads, max_cache);
+      span_ = make_core(static_cast<Core*>(nullptr), std::move(c), layers, f, max_cache, env, o);
     } catch (const std::exception& e) {
       throw make_error(env, describe(e));
     }
   }
 
  private:
-  std::shared_ptr<BlockSpan> span(Napi::Env env) {
+  std::shared_ptr<Core> span(Napi::Env env) {
     if (!span_) throw make_error(env, {"INVALID_ARGUMENT", "this block span is closed"});
     return span_;
   }
@@ -296,6 +315,7 @@ class Span : public Napi::ObjectWrap<Span> {
     o.Set("maxCacheTokens", static_cast<double>(s->max_cache_tokens()));  // per block
     o.Set("sessions", s->sessions());
     o.Set("format", bmrt::weight_format_name(s->format()));
+    o.Set("device", device_name(*s));
     return o;
   }
 
@@ -304,7 +324,7 @@ class Span : public Napi::ObjectWrap<Span> {
     return info.Env().Undefined();
   }
 
-  std::shared_ptr<BlockSpan> span_;
+  std::shared_ptr<Core> span_;
 };
 
 Napi::Value KernelFamily(const Napi::CallbackInfo& info) {
@@ -336,8 +356,42 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+#ifdef BMRT_WITH_CUDA
+// cudaFreeBytes(device) → free memory on that device now.
+Napi::Value CudaFreeBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw_invalid(env, "cudaFreeBytes needs a device index");
+  try {
+    return Napi::Number::New(env, static_cast<double>(bmrt::cuda_free_bytes(info[0].As<Napi::Number>().Int32Value())));
+  } catch (const std::exception& e) {
+    throw make_error(env, describe(e));
+  }
+}
+
+// cudaDevices() → [{ name, major, minor, totalBytes }]: empty without a driver or GPU.
+Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto devices = bmrt::cuda_devices();
+  Napi::Array out = Napi::Array::New(env, devices.size());
+  for (size_t i = 0; i < devices.size(); i++) {
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("name", devices[i].name);
+    d.Set("major", devices[i].major);
+    d.Set("minor", devices[i].minor);
+    d.Set("totalBytes", static_cast<double>(devices[i].total_bytes));
+    out.Set(static_cast<uint32_t>(i), d);
+  }
+  return out;
+}
+#endif
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("BlockSpan", Span::Define(env));
+  exports.Set("BlockSpan", Span<bmrt::BlockSpan>::Define(env, "BlockSpan"));
+#ifdef BMRT_WITH_CUDA
+  exports.Set("CudaBlockSpan", Span<bmrt::CudaBlockSpan>::Define(env, "CudaBlockSpan"));
+  exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
+  exports.Set("cudaFreeBytes", Napi::Function::New(env, CudaFreeBytes));
+#endif
   exports.Set("kernelFamily", Napi::Function::New(env, KernelFamily));
   exports.Set("forceKernelFamily", Napi::Function::New(env, ForceKernelFamily));
   exports.Set("probe", Napi::Function::New(env, Probe));

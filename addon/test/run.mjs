@@ -1,5 +1,7 @@
 // `npm run test:addon`: builds the C++ unit tests with CMake (into build/addon-tests) and runs them.
-// Without CMake the tests are skipped with a message, unless BMRT_REQUIRE_NATIVE=1 (CI).
+// Without CMake the tests are skipped with a message, unless BMRT_REQUIRE_NATIVE=1 (CI). Where nvcc
+// is found, the CUDA kernels and their test are compiled too (for one architecture: this is a
+// compile check; without a GPU the test only says so).
 import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
@@ -15,15 +17,21 @@ if (spawnSync('cmake', ['--version'], { stdio: 'ignore' }).status !== 0) {
   console.log(message)
   process.exit(0)
 }
+// With cuBLAS too ($BMRT_CUBLAS_DIR, e.g. the nvidia-cublas wheel CI installs), the CUDA span, its
+// test and its benchmark compile and link as well.
+const cuda = spawnSync('nvcc', ['--version'], { stdio: 'ignore' }).status === 0
+const cublas = cuda && (process.env.BMRT_CUBLAS_DIR ?? '') !== ''
+const tests = ['kernels_test', 'span_test', ...(cuda ? ['cuda_kernels_test'] : []), ...(cublas ? ['cuda_span_test'] : [])]
+const cudaOptions = cuda ? ['-DCMAKE_CUDA_ARCHITECTURES=90', `-DBMRT_CUBLAS_DIR=${process.env.BMRT_CUBLAS_DIR ?? ''}`] : ['-DBMRT_NO_CUDA=ON']
 const steps = [
-  ['cmake', ['-S', 'addon', '-B', buildDir, '-DCMAKE_BUILD_TYPE=Release']],
-  ['cmake', ['--build', buildDir, '--parallel', '2', '--target', 'kernels_test', 'span_test']]
+  ['cmake', ['-S', 'addon', '-B', buildDir, '-DCMAKE_BUILD_TYPE=Release', ...cudaOptions]],
+  ['cmake', ['--build', buildDir, '--parallel', '2', '--target', ...tests, ...(cublas ? ['cuda_bench'] : [])]]
 ]
 for (const [command, args] of steps) {
   if (run(command, args).status !== 0) process.exit(1)
 }
 let failed = false
-for (const test of ['kernels_test', 'span_test']) {
+for (const test of tests) {
   const exe = [join(buildDir, test), join(buildDir, 'Release', `${test}.exe`)].find(existsSync)
   if (exe === undefined || run(exe, []).status !== 0) failed = true
 }

@@ -10,48 +10,13 @@
 #include <vector>
 
 #include "../src/core/span.h"
+#include "random_block.h"
 #include "test_support.h"
 
 using namespace bmrt;
+using bmrt_test::random_layer;
+using bmrt_test::Weights;
 
-
-struct Weights {
-  std::vector<std::vector<float>> tensors;  // indexed by LayerTensor
-};
-
-static Weights random_layer(const BlockConfig& c, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  const int64_t h = c.hidden, inter = c.intermediate, q = int64_t(c.heads) * c.head_dim, kv = int64_t(c.kv_heads) * c.head_dim;
-  auto fill = [&](int64_t n, float scale, float offset = 0) {
-    std::vector<float> v(static_cast<size_t>(n));
-    for (auto& x : v) x = offset + scale * normal(rng);
-    return v;
-  };
-  Weights w;
-  w.tensors.resize(static_cast<size_t>(LayerTensor::Count));
-  auto set = [&](LayerTensor t, std::vector<float> v) { w.tensors[static_cast<int>(t)] = std::move(v); };
-  set(LayerTensor::InputNorm, fill(h, 0.1f, 1));
-  set(LayerTensor::Q, fill(q * h, 1 / std::sqrt(float(h))));
-  set(LayerTensor::K, fill(kv * h, 1 / std::sqrt(float(h))));
-  set(LayerTensor::V, fill(kv * h, 1 / std::sqrt(float(h))));
-  set(LayerTensor::O, fill(h * q, 1 / std::sqrt(float(q))));
-  set(LayerTensor::PostAttentionNorm, fill(h, 0.1f, 1));
-  set(LayerTensor::Gate, fill(inter * h, 1 / std::sqrt(float(h))));
-  set(LayerTensor::Up, fill(inter * h, 1 / std::sqrt(float(h))));
-  set(LayerTensor::Down, fill(h * inter, 1 / std::sqrt(float(inter))));
-  if (c.attention_bias) {
-    set(LayerTensor::QBias, fill(q, 0.1f));
-    set(LayerTensor::KBias, fill(kv, 0.1f));
-    set(LayerTensor::VBias, fill(kv, 0.1f));
-    set(LayerTensor::OBias, fill(h, 0.1f));
-  }
-  if (c.mlp_bias) {
-    set(LayerTensor::GateBias, fill(inter, 0.1f));
-    set(LayerTensor::UpBias, fill(inter, 0.1f));
-    set(LayerTensor::DownBias, fill(h, 0.1f));
-  }
-  return w;
-}
 
 // The whole sequence x [n, hidden] through the layers at once, in double precision.
 static std::vector<double> reference(const BlockConfig& c, const std::vector<Weights>& layers, std::vector<double> x, int64_t n) {

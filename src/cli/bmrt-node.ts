@@ -33,7 +33,7 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
   .option('--model <dir>', 'Hugging Face model directory', BUNDLED_MODEL)
   .option('--model-name <name>', "the name the swarm knows the model by (default: the folder's name)")
   .option('--blocks <start:end>', 'serve exactly these blocks, end excluded, e.g. 0:20 (no rebalancing)', blockSpan)
-  .option('--num-blocks <n>', 'serve this many blocks where the swarm is weakest', integer(1))
+  .option('--num-blocks <n>', 'serve this many blocks where the swarm is weakest (on a GPU: default as many as fit in its free memory)', integer(1))
   .option('--initial-peers <multiaddr>', 'a peer of the swarm to join through (repeatable)', multiaddrArgument, [])
   .option('--new-swarm', 'start a new swarm (no initial peers)')
   .option('--public-name <name>', 'a name shown to others on the swarm monitor')
@@ -53,7 +53,7 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
   .action(async (o: NodeCliOptions) => {
     const log = (line: string): void => { process.stdout.write(`${line}\n`) }
     try {
-      if (o.blocks === undefined && o.numBlocks === undefined) throw new Error('give --blocks START:END or --num-blocks N')
+      if (o.blocks === undefined && o.numBlocks === undefined && (o.device ?? 'cpu') === 'cpu') throw new Error('give --blocks START:END or --num-blocks N (on a GPU, --device cuda chooses how many fit)')
       if (o.initialPeers.length === 0 && o.newSwarm !== true) throw new Error('give --initial-peers MULTIADDR to join a swarm, or --new-swarm to start one')
       if (o.publicIp !== undefined && o.port === 0) throw new Error('--public-ip needs a fixed --port (the one forwarded to this machine)')
       const identity = o.identity === undefined ? undefined : await loadOrCreateIdentity(o.identity)

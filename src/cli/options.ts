@@ -73,7 +73,7 @@ export function addBackendOptions (command: Command): Command {
     .addOption(new Option('--backend <name>', 'block executor: native (the C++ addon), js (portable reference), torch (a Python worker with PyTorch and transformers), auto = native when the addon built').choices(['auto', 'native', 'js', 'torch']).default('auto'))
     .addOption(new Option('--dtype <dtype>', "weight storage (native), weights and compute (torch); default: the checkpoint's dtype (torch on cpu: f32)").choices(['f32', 'bf16', 'f16']))
     .option('--python <path>', "the torch backend's Python interpreter (default: $BMRT_PYTHON, else python3)")
-    .option('--device <device>', 'where the torch backend runs: cpu, cuda, cuda:N or mps (default: cpu)')
+    .option('--device <device>', 'where blocks run: cpu (default); native: cuda, cuda:N or auto (a GPU when there is one); torch: cuda, cuda:N or mps')
     .addOption(new Option('--quant <q>', 'quantise weights at load time (native backend): int8 per-row, int4 per group of 32').choices(['none', 'int8', 'int4']).default('none'))
     .option('--threads <n>', 'threads for the native kernels', integer(1), availableParallelism())
 }

@@ -22,7 +22,7 @@ export interface LoadOptions {
   maxCacheTokens?: number
   /** torch backend: the Python interpreter (default: $BMRT_PYTHON, else python3) */
   python?: string
-  /** torch backend: cpu (default), cuda, cuda:N or mps */
+  /** native: cpu (default), cuda, cuda:N or auto; torch: cpu (default), cuda, cuda:N or mps */
   device?: string
   /** progress callback, called once per loaded part */
   onProgress?: (message: string) => void

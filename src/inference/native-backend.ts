@@ -1,6 +1,7 @@
 // The native backend: blocks run in the C++ addon (addon/), which reads its tensors straight from
 // the safetensors files (positioned reads, no copy through JS) and runs every forward on a worker
-// thread. If the addon did not build, callers fall back to the JS backend.
+// thread, on the CPU or, where the addon was built with CUDA, on an NVIDIA GPU. If the addon did
+// not build, callers fall back to the JS backend.
 
 import { createRequire } from 'node:module'
 import { availableParallelism } from 'node:os'
@@ -25,12 +26,24 @@ interface AddonSpan {
   sessionLength (session: number): number
   forward (steps: NativeStep[]): Promise<Float32Array[]>
   /** maxCacheTokens is per block; cacheLayerTokensReserved sums maxLength × layers over sessions */
-  stats (): { weightBytes: number, cacheBytesPerToken: number, layers: number, cacheLayerTokensReserved: number, maxCacheTokens: number, sessions: number, format: string }
+  stats (): { weightBytes: number, cacheBytesPerToken: number, layers: number, cacheLayerTokensReserved: number, maxCacheTokens: number, sessions: number, format: string, device: string }
   close (): void
+}
+
+export interface CudaDevice {
+  name: string
+  /** compute capability */
+  major: number
+  minor: number
+  totalBytes: number
 }
 
 export interface Addon {
   BlockSpan: new (options: Record<string, unknown>) => AddonSpan
+  /** present when the addon was built with CUDA and cuBLAS */
+  CudaBlockSpan?: new (options: Record<string, unknown>) => AddonSpan
+  cudaDevices?: () => CudaDevice[]
+  cudaFreeBytes?: (device: number) => number
   kernelFamily (): string
   forceKernelFamily (family: string): boolean
   probe (kind: 'bandwidth' | 'fma' | 'bf16', threads: number, seconds: number): Promise<number>
@@ -61,10 +74,12 @@ export function nativeUnavailableReason (): string {
 }
 
 export interface NativeSpanOptions {
-  /** weight storage (default: the checkpoint's dtype, f32 when config.json does not say) */
+  /** weight storage (default: the checkpoint's dtype, f32 when config.json does not say; bf16 on a GPU) */
   format?: WeightFormat
-  /** threads for the kernels (default: all cores) */
+  /** threads for the CPU kernels (default: all cores) */
   threads?: number
+  /** cpu (default), cuda, cuda:N, or auto (the first GPU when there is one) */
+  device?: string
   /** cache tokens per block, Petals' attn_cache_tokens (default 0: no limit); see BlockSpan */
   maxCacheTokens?: number
   onBlock?: (block: number) => void
@@ -74,15 +89,42 @@ export function defaultFormat (config: ModelConfig): WeightFormat {
   return config.dtype === 'BF16' ? 'bf16' : config.dtype === 'F16' ? 'f16' : 'f32'
 }
 
+/** Where the native backend runs: the CPU, or a CUDA device by index (with its free memory now). */
+export type NativeDevice = { kind: 'cpu' } | { kind: 'cuda', index: number, info: CudaDevice, freeBytes: number }
+
+/**
+ * Resolves cpu, cuda, cuda:N or auto against this build of the addon and this machine's GPUs,
+ * with errors that say what is missing.
+ */
+export function resolveNativeDevice (device = 'cpu'): NativeDevice {
+  if (device === 'cpu') return { kind: 'cpu' }
+  const native = loadAddon()
+  const gpus = native?.cudaDevices?.() ?? []
+  const gpu = (index: number): NativeDevice => ({ kind: 'cuda', index, info: gpus[index], freeBytes: native!.cudaFreeBytes!(index) })
+  if (device === 'auto') return gpus.length > 0 ? gpu(0) : { kind: 'cpu' }
+  const match = /^cuda(?::(\d+))?$/.exec(device)
+  if (match === null) throw new Error(`unknown device '${device}' for the native backend: use cpu, cuda, cuda:N or auto`)
+  if (native?.CudaBlockSpan === undefined) {
+    throw new Error('this build of the native addon has no CUDA path: it is built only where nvcc and cuBLAS are found (see README, "NVIDIA GPUs"), then `npm run install` rebuilds it')
+  }
+  const index = Number(match[1] ?? 0)
+  if (index >= gpus.length) throw new Error(gpus.length === 0 ? 'no CUDA device found (is the NVIDIA driver loaded?)' : `no CUDA device ${index}: this machine has ${gpus.length}`)
+  return gpu(index)
+}
+
 /** Loads blocks [start, end) into the addon, which reads their bytes from the files itself. */
 export async function loadNativeSpan (checkpoint: Checkpoint, config: ModelConfig, start: number, end: number,
   options: NativeSpanOptions = {}): Promise<NativeBlockSpan> {
   const native = loadAddon()
   if (native === null) throw new Error(`the native addon is not available (${loadError}); use --backend js`)
   checkSpan(config, start, end)
-  const format = options.format ?? defaultFormat(config)
+  const device = resolveNativeDevice(options.device)
+  // On a GPU the projections run in half precision: bf16 unless the checkpoint is f16.
+  const format = options.format ?? (device.kind === 'cuda' ? (config.dtype === 'F16' ? 'f16' : 'bf16') : defaultFormat(config))
   if (!WEIGHT_FORMATS.includes(format)) throw new Error(`unknown weight format '${format}': use ${WEIGHT_FORMATS.join(', ')}`)
-  const span = new native.BlockSpan({
+  if (device.kind === 'cuda' && format !== 'bf16' && format !== 'f16') throw new Error(`on a GPU the native backend stores weights in bf16 or f16, not ${format}`)
+  const Span = device.kind === 'cuda' ? native.CudaBlockSpan! : native.BlockSpan
+  const span = new Span({
     hidden: config.hiddenSize,
     intermediate: config.intermediateSize,
     heads: config.numHeads,
@@ -96,6 +138,7 @@ export async function loadNativeSpan (checkpoint: Checkpoint, config: ModelConfi
     layers: end - start,
     format,
     threads: options.threads ?? availableParallelism(),
+    device: device.kind === 'cuda' ? device.index : undefined,
     maxCacheTokens: options.maxCacheTokens ?? 0
   })
   try {
@@ -126,6 +169,8 @@ export class NativeBlockSpan implements BlockSpan {
   readonly weightBytes: number
   readonly cacheBytesPerToken: number
   readonly format: WeightFormat
+  /** cpu, or cuda:N */
+  readonly device: string
   private readonly running = new Set<number>()
 
   constructor (readonly config: ModelConfig, readonly start: number, readonly end: number, private readonly span: AddonSpan) {
@@ -133,6 +178,7 @@ export class NativeBlockSpan implements BlockSpan {
     this.weightBytes = stats.weightBytes
     this.cacheBytesPerToken = stats.cacheBytesPerToken
     this.format = stats.format as WeightFormat
+    this.device = stats.device
   }
 
   openSession (maxLength: number, blocks?: BlockRange): number {

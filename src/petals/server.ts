@@ -8,10 +8,12 @@ import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { BlockSpan } from '../inference/backend.js'
 import { checkSpan, loadConfig, type ModelConfig } from '../inference/config.js'
-import { loadBlockSpan, type LoadOptions } from '../inference/load-span.js'
+import { loadBlockSpan, resolveBackend, type LoadOptions } from '../inference/load-span.js'
+import { resolveNativeDevice } from '../inference/native-backend.js'
 import { createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
 import { Registry, registryDhtOptions, type RecordStats, type SpanRecord, type SpanState } from '../p2p/registry.js'
 import { chooseBestBlocks, ServerState, shouldChooseOtherBlocks, type ServedSpan } from './block-selection.js'
+import { describePlan, planGpuBlocks, type GpuMemoryPlan } from './memory-plan.js'
 import { ErrorCode, FORWARD_PROTOCOL, INFERENCE_PROTOCOL, INFO_PROTOCOL, modelWireDType, ProtocolError } from '../p2p/wire.js'
 import { serveInfo, serveSession, SessionTracker, type HandlerOptions } from './handler.js'
 import { TaskQueue } from './task-queue.js'
@@ -84,7 +86,6 @@ export class BlockServer {
   static async start (options: ServerOptions): Promise<BlockServer> {
     const log = options.log ?? (() => {})
     const config = await loadConfig(options.modelDir)
-    if (options.blocks === undefined && options.numBlocks === undefined) throw new Error('give --blocks START:END or --num-blocks N')
     const stats: RecordStats = { rejected: {} }
     const node = await createNode({
       privateKey: options.privateKey,
@@ -152,9 +153,33 @@ export class BlockServer {
     }))
   }
 
+  /** On a GPU, how many blocks fit in its free memory (Petals' rule); null on the CPU. */
+  private gpuPlan (): GpuMemoryPlan | null {
+    const load = this.options.load ?? {}
+    if (resolveBackend(load.backend) !== 'native') return null
+    const device = resolveNativeDevice(load.device)
+    if (device.kind !== 'cuda') return null
+    const plan = planGpuBlocks(this.config, device.freeBytes, 2, load.maxCacheTokens ?? defaultCacheTokens(this.config))
+    this.log(`${device.info.name} (cuda:${device.index}): ${describePlan(plan)}`)
+    return plan
+  }
+
+  /** --blocks as given, or --num-blocks (on a GPU: as many as fit) where the swarm is weakest. */
   private async chooseSpan (): Promise<{ start: number, end: number }> {
-    if (this.options.blocks !== undefined) return { start: this.options.blocks[0], end: this.options.blocks[1] }
-    const length = Math.min(this.options.numBlocks!, this.config.numLayers)
+    const plan = this.gpuPlan()
+    const fits = (count: number): void => {
+      if (plan === null || count <= plan.blocks) return
+      throw new Error(`${count} blocks do not fit on this GPU: ${describePlan(plan)}; ask for fewer (--num-blocks ${plan.blocks}), or a smaller --attn-cache-tokens`)
+    }
+    if (this.options.blocks !== undefined) {
+      fits(this.options.blocks[1] - this.options.blocks[0])
+      return { start: this.options.blocks[0], end: this.options.blocks[1] }
+    }
+    if (this.options.numBlocks === undefined && plan === null) throw new Error('give --blocks START:END or --num-blocks N (only a GPU server chooses how many by itself)')
+    if (plan !== null && plan.blocks === 0) throw new Error(`not one block fits on this GPU: ${describePlan(plan)}`)
+    const wanted = this.options.numBlocks ?? plan!.blocks
+    fits(Math.min(wanted, this.config.numLayers))
+    const length = Math.min(wanted, this.config.numLayers)
     const others = (await this.swarmSpans()).filter(s => s.peerId !== this.node.peerId.toString())
     return chooseBestBlocks(length, others, this.config.numLayers)
   }

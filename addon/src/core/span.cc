@@ -8,8 +8,6 @@
 #include <new>
 #include <stdexcept>
 
-#include "platform.h"
-
 namespace bmrt {
 
 namespace {
@@ -22,40 +20,6 @@ using AlignedBytes = std::unique_ptr<void, AlignedFree>;
 
 AlignedBytes aligned_alloc_bytes(size_t bytes) {
   return AlignedBytes(::operator new(std::max<size_t>(bytes, 64), std::align_val_t(64)));
-}
-
-const char* tensor_suffix(LayerTensor t) {
-  static const char* names[] = {
-      "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-      "self_attn.o_proj.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
-      "mlp.down_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias",
-      "self_attn.o_proj.bias", "mlp.gate_proj.bias", "mlp.up_proj.bias", "mlp.down_proj.bias"};
-  return names[static_cast<int>(t)];
-}
-
-size_t source_element_bytes(SourceDType d) { return d == SourceDType::F32 ? 4 : 2; }
-
-// Raw checkpoint values to fp32.
-std::vector<float> to_float(const std::vector<uint8_t>& raw, SourceDType dtype) {
-  size_t count = raw.size() / source_element_bytes(dtype);
-  std::vector<float> out(count);
-  if (dtype == SourceDType::F32) {
-    std::memcpy(out.data(), raw.data(), count * 4);
-  } else {
-    const uint8_t* p = raw.data();
-    for (size_t i = 0; i < count; i++) {
-      uint16_t bits;
-      std::memcpy(&bits, p + 2 * i, 2);
-      out[i] = dtype == SourceDType::BF16 ? bf16_to_float(bits) : half_to_float(bits);
-    }
-  }
-  return out;
-}
-
-bool all_finite(const float* x, int64_t count) {
-  for (int64_t i = 0; i < count; i++)
-    if (!std::isfinite(x[i])) return false;
-  return true;
 }
 
 }  // namespace
@@ -73,23 +37,10 @@ struct BlockSpan::Layer {
   }
 };
 
-struct BlockSpan::Session {
-  int64_t max_length = 0;
-  int64_t length = 0;
-  int first_layer = 0;  // the session runs layers [first_layer, first_layer + keys.size())
-  std::vector<std::vector<float>> keys, values;  // per layer it runs: [max_length, kv_heads * head_dim]
-  int layer_count() const { return static_cast<int>(keys.size()); }
-  int64_t reserved() const { return max_length * layer_count(); }  // layer-tokens
-};
 
 BlockSpan::BlockSpan(BlockConfig config, int layers, WeightFormat format, int threads, int64_t max_cache_tokens)
-    : config_(std::move(config)), format_(format), max_cache_tokens_(max_cache_tokens), pool_(std::max(1, threads)) {
-  const BlockConfig& c = config_;
-  if (c.hidden <= 0 || c.intermediate <= 0 || c.heads <= 0 || c.kv_heads <= 0 || c.head_dim <= 0 || c.head_dim % 2 != 0)
-    throw std::invalid_argument("block config needs positive hidden, intermediate, heads, kv_heads and an even head_dim");
-  if (c.heads % c.kv_heads != 0) throw std::invalid_argument("heads must be a multiple of kv_heads");
-  if (static_cast<int>(c.rope_inverse_frequencies.size()) != c.head_dim / 2)
-    throw std::invalid_argument("rope_inverse_frequencies must hold head_dim / 2 values");
+    : config_(std::move(config)), format_(format), sessions_(layers, max_cache_tokens), pool_(std::max(1, threads)) {
+  check_block_config(config_);
   if (layers <= 0) throw std::invalid_argument("a span needs at least one block");
   for (int i = 0; i < layers; i++) layers_.push_back(std::make_unique<Layer>());
 }
@@ -98,22 +49,9 @@ BlockSpan::~BlockSpan() = default;
 
 void BlockSpan::set_layer(int layer, const std::vector<std::vector<float>>& tensors) {
   if (layer < 0 || layer >= layers()) throw std::invalid_argument("layer index out of range");
+  check_layer_tensors(config_, layer, tensors);
   const BlockConfig& c = config_;
   const int64_t h = c.hidden, inter = c.intermediate, q_dim = int64_t(c.heads) * c.head_dim, kv_dim = int64_t(c.kv_heads) * c.head_dim;
-  struct Shape { int64_t rows, cols; bool needed; };
-  const Shape shapes[] = {
-      {h, 1, true}, {q_dim, h, true}, {kv_dim, h, true}, {kv_dim, h, true}, {h, q_dim, true}, {h, 1, true},
-      {inter, h, true}, {inter, h, true}, {h, inter, true},
-      {q_dim, 1, c.attention_bias}, {kv_dim, 1, c.attention_bias}, {kv_dim, 1, c.attention_bias}, {h, 1, c.attention_bias},
-      {inter, 1, c.mlp_bias}, {inter, 1, c.mlp_bias}, {h, 1, c.mlp_bias}};
-  if (tensors.size() != static_cast<size_t>(LayerTensor::Count)) throw std::invalid_argument("set_layer needs one entry per LayerTensor");
-  for (int t = 0; t < static_cast<int>(LayerTensor::Count); t++) {
-    size_t expected = shapes[t].needed ? static_cast<size_t>(shapes[t].rows * shapes[t].cols) : 0;
-    if (tensors[t].size() != expected)
-      throw std::invalid_argument(std::string("tensor ") + tensor_suffix(static_cast<LayerTensor>(t)) + " of block " +
-                                  std::to_string(layer) + " has " + std::to_string(tensors[t].size()) + " values, expected " +
-                                  std::to_string(expected));
-  }
 
   auto fresh = std::make_unique<Layer>();
   Layer& L = *fresh;
@@ -164,86 +102,29 @@ void BlockSpan::set_layer(int layer, const std::vector<std::vector<float>>& tens
 }
 
 void BlockSpan::load_layer(int layer, const std::vector<TensorSource>& sources) {
-  if (sources.size() != static_cast<size_t>(LayerTensor::Count)) throw std::invalid_argument("load_layer needs one source per LayerTensor");
-  std::vector<std::vector<float>> tensors(sources.size());
-  for (size_t t = 0; t < sources.size(); t++) {
-    const TensorSource& s = sources[t];
-    if (s.bytes == 0) continue;  // absent (a bias the model does not have)
-    if (s.bytes % source_element_bytes(s.dtype) != 0)
-      throw std::invalid_argument(s.path + ": tensor " + tensor_suffix(static_cast<LayerTensor>(t)) + " has a byte size that is not a whole number of values");
-    std::vector<uint8_t> raw(s.bytes);
-    try {
-      read_file_range(s.path, s.offset, s.bytes, raw.data());
-    } catch (const std::exception& e) {
-      throw std::runtime_error(std::string(e.what()) + " while reading tensor " + tensor_suffix(static_cast<LayerTensor>(t)));
-    }
-    tensors[t] = to_float(raw, s.dtype);
-  }
-  set_layer(layer, tensors);
+  set_layer(layer, read_layer_tensors(sources));
 }
 
 int BlockSpan::open_session(int64_t max_length, int first_layer, int layer_count) {
-  if (max_length <= 0) throw std::invalid_argument("session max length must be positive");
-  if (layer_count == -1) layer_count = layers() - first_layer;
-  if (first_layer < 0 || layer_count <= 0 || int64_t(first_layer) + layer_count > layers())
-    throw std::invalid_argument("a session's layers must be a non-empty part of the span's 0:" + std::to_string(layers()) + ", got " +
-                                std::to_string(first_layer) + ":" + std::to_string(int64_t(first_layer) + layer_count));
-  const int64_t needed = max_length * layer_count;
-  std::lock_guard<std::mutex> lock(sessions_mutex_);
-  // Petals' accounting: the budget is max_cache_tokens per block, and a session pays for the
-  // blocks it uses, so a client passing through two of ten blocks takes a fifth of a full one.
-  const int64_t budget = max_cache_tokens_ * layers();
-  if (max_cache_tokens_ > 0 && cache_reserved_ + needed > budget)
-    throw CacheFullError("attention cache full: " + std::to_string(cache_reserved_) + " of " + std::to_string(budget) +
-                         " tokens reserved (" + std::to_string(max_cache_tokens_) + " per block x " + std::to_string(layers()) +
-                         " blocks); a session of " + std::to_string(max_length) + " tokens over " + std::to_string(layer_count) +
-                         " blocks needs " + std::to_string(needed));
-  auto session = std::make_shared<Session>();
-  session->max_length = max_length;
-  session->first_layer = first_layer;
-  const size_t per_layer = static_cast<size_t>(max_length) * config_.kv_heads * config_.head_dim;
-  try {
-    for (int l = 0; l < layer_count; l++) {
-      session->keys.emplace_back(per_layer);
-      session->values.emplace_back(per_layer);
+  return sessions_.open(max_length, first_layer, layer_count, [&](Sessions::Session& session) {
+    const size_t per_layer = static_cast<size_t>(session.max_length) * config_.kv_heads * config_.head_dim;
+    try {
+      for (int l = 0; l < session.layer_count; l++) {
+        session.cache.keys.emplace_back(per_layer);
+        session.cache.values.emplace_back(per_layer);
+      }
+    } catch (const std::bad_alloc&) {
+      throw CacheFullError("out of memory reserving a KV cache of " + std::to_string(session.max_length) + " tokens over " +
+                           std::to_string(session.layer_count) + " blocks");
     }
-  } catch (const std::bad_alloc&) {
-    throw CacheFullError("out of memory reserving a KV cache of " + std::to_string(max_length) + " tokens over " +
-                         std::to_string(layer_count) + " blocks");
-  }
-  int id = next_session_++;
-  cache_reserved_ += session->reserved();
-  sessions_[id] = std::move(session);
-  return id;
+  });
 }
 
-void BlockSpan::close_session(int id) {
-  std::lock_guard<std::mutex> lock(sessions_mutex_);
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return;
-  cache_reserved_ -= it->second->reserved();
-  sessions_.erase(it);  // a forward still running on it holds its own reference
-}
-
-std::shared_ptr<BlockSpan::Session> BlockSpan::find_session(int id) const {
-  std::lock_guard<std::mutex> lock(sessions_mutex_);
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) throw std::invalid_argument("unknown or closed session " + std::to_string(id));
-  return it->second;
-}
-
-int64_t BlockSpan::session_length(int id) const { return find_session(id)->length; }
-int64_t BlockSpan::session_max_length(int id) const { return find_session(id)->max_length; }
-
-int BlockSpan::sessions() const {
-  std::lock_guard<std::mutex> lock(sessions_mutex_);
-  return static_cast<int>(sessions_.size());
-}
-
-int64_t BlockSpan::cache_layer_tokens_reserved() const {
-  std::lock_guard<std::mutex> lock(sessions_mutex_);
-  return cache_reserved_;
-}
+void BlockSpan::close_session(int id) { sessions_.close(id); }
+int64_t BlockSpan::session_length(int id) const { return sessions_.find(id)->length; }
+int64_t BlockSpan::session_max_length(int id) const { return sessions_.find(id)->max_length; }
+int BlockSpan::sessions() const { return sessions_.size(); }
+int64_t BlockSpan::cache_layer_tokens_reserved() const { return sessions_.reserved(); }
 
 int64_t BlockSpan::weight_bytes() const {
   int64_t total = 0;
@@ -260,9 +141,8 @@ int64_t BlockSpan::cache_bytes_per_token() const {
 }
 
 void BlockSpan::forward(std::vector<Step>& steps) {
-  if (steps.empty()) throw std::invalid_argument("a forward needs at least one step");
-  // One forward at a time, validated under the same lock so every step sees its session's
-  // length as the previous forward left it.
+  // One forward at a time, checked under the same lock so every step sees its session's length
+  // as the previous forward left it.
   std::lock_guard<std::mutex> lock(compute_mutex_);
   // Once this forward is done the kernels' workers should sleep rather than spin: the next one
   // is a network round trip away, and other spans or processes may want the cores meanwhile.
@@ -271,52 +151,23 @@ void BlockSpan::forward(std::vector<Step>& steps) {
     ~Rest() { pool.rest(); }
   } rest{pool_};
   const int64_t h = config_.hidden;
-
-  // Validate everything before changing any session.
-  std::vector<std::shared_ptr<Session>> sessions;
-  std::vector<int64_t> starts;
-  int64_t total = 0;
-  for (size_t i = 0; i < steps.size(); i++) {
-    const Step& s = steps[i];
-    for (size_t j = 0; j < i; j++)
-      if (steps[j].session == s.session) throw std::invalid_argument("session " + std::to_string(s.session) + " appears twice in one batch");
-    auto session = find_session(s.session);
-    // One batch runs one sequence of layers: every step's tokens go through the same weights.
-    if (i > 0 && (session->first_layer != sessions[0]->first_layer || session->layer_count() != sessions[0]->layer_count()))
-      throw std::invalid_argument("all sessions in one batch must run the same blocks: session " + std::to_string(s.session) +
-                                  " runs layers " + std::to_string(session->first_layer) + ":" +
-                                  std::to_string(session->first_layer + session->layer_count()) + ", session " +
-                                  std::to_string(steps[0].session) + " runs " + std::to_string(sessions[0]->first_layer) + ":" +
-                                  std::to_string(sessions[0]->first_layer + sessions[0]->layer_count()));
-    if (s.tokens <= 0 || s.hidden == nullptr) throw std::invalid_argument("a step needs at least one token of hidden states");
-    int64_t start = s.position < 0 ? session->length : s.position;
-    if (start > session->length)
-      throw std::invalid_argument("position " + std::to_string(start) + " is outside the session's " + std::to_string(session->length) + " cached tokens");
-    if (start + s.tokens > session->max_length)
-      throw std::invalid_argument("session holds at most " + std::to_string(session->max_length) + " tokens; " + std::to_string(start) +
-                                  " cached + " + std::to_string(s.tokens) + " new would exceed it");
-    if (!all_finite(s.hidden, s.tokens * h)) throw std::invalid_argument("hidden states contain NaN or infinite values");
-    sessions.push_back(std::move(session));
-    starts.push_back(start);
-    total += s.tokens;
-  }
-  const int first = sessions[0]->first_layer, end = first + sessions[0]->layer_count();
-  for (int l = first; l < end; l++)
+  const Sessions::Batch batch = sessions_.check(steps, h);
+  for (int l = batch.first_layer; l < batch.end_layer; l++)
     if (!layers_[l]->loaded) throw std::invalid_argument("block " + std::to_string(l) + " of the span is not loaded");
 
-  std::vector<float> x(static_cast<size_t>(total * h));
+  std::vector<float> x(static_cast<size_t>(batch.total_tokens * h));
   int64_t row = 0;
   for (size_t i = 0; i < steps.size(); i++) {
-    sessions[i]->length = starts[i];  // rewinding discards the cached tokens after `start`
+    batch.sessions[i]->length = batch.starts[i];  // rewinding discards the cached tokens after `start`
     std::memcpy(x.data() + row * h, steps[i].hidden, static_cast<size_t>(steps[i].tokens * h) * 4);
     row += steps[i].tokens;
   }
-  for (int l = first; l < end; l++) run_layer(l, first, steps, sessions, starts, x.data(), total);
+  for (int l = batch.first_layer; l < batch.end_layer; l++) run_layer(l, steps, batch, x.data());
   row = 0;
   for (size_t i = 0; i < steps.size(); i++) {
     std::memcpy(steps[i].hidden, x.data() + row * h, static_cast<size_t>(steps[i].tokens * h) * 4);
     row += steps[i].tokens;
-    sessions[i]->length = starts[i] + steps[i].tokens;
+    batch.sessions[i]->length = batch.starts[i] + steps[i].tokens;
   }
 }
 
@@ -350,11 +201,12 @@ const float* bias_or_null(const std::vector<float>& b) { return b.empty() ? null
 
 }  // namespace
 
-// `index` is the span's layer; `index - first_layer` is its slot in the sessions' caches.
-void BlockSpan::run_layer(int index, int first_layer, std::vector<Step>& steps, std::vector<std::shared_ptr<Session>>& sessions,
-                          std::vector<int64_t>& starts, float* x, int64_t total) {
+// `index` is the span's layer; `index - batch.first_layer` is its slot in the sessions' caches.
+void BlockSpan::run_layer(int index, const std::vector<Step>& steps, const Sessions::Batch& batch, float* x) {
   Layer& L = *layers_[index];
-  const size_t slot = static_cast<size_t>(index - first_layer);
+  const size_t slot = static_cast<size_t>(index - batch.first_layer);
+  const int64_t total = batch.total_tokens;
+  const std::vector<int64_t>& starts = batch.starts;
   const BlockConfig& c = config_;
   const int64_t h = c.hidden, inter = c.intermediate;
   const int64_t q_dim = int64_t(c.heads) * c.head_dim, kv_dim = int64_t(c.kv_heads) * c.head_dim;
@@ -379,7 +231,7 @@ void BlockSpan::run_layer(int index, int first_layer, std::vector<Step>& steps, 
   std::vector<float> cos(half), sin(half);
   int64_t row = 0;
   for (size_t s = 0; s < steps.size(); s++) {
-    Session& session = *sessions[s];
+    HostCache& cache = batch.sessions[s]->cache;
     for (int64_t t = 0; t < steps[s].tokens; t++, row++) {
       const int64_t pos = starts[s] + t;
       for (int j = 0; j < half; j++) {
@@ -389,8 +241,8 @@ void BlockSpan::run_layer(int index, int first_layer, std::vector<Step>& steps, 
       }
       rope(q_.data() + row * q_dim, c.heads, c.head_dim, cos.data(), sin.data());
       rope(k_.data() + row * kv_dim, c.kv_heads, c.head_dim, cos.data(), sin.data());
-      std::memcpy(session.keys[slot].data() + pos * kv_dim, k_.data() + row * kv_dim, kv_dim * 4);
-      std::memcpy(session.values[slot].data() + pos * kv_dim, v_.data() + row * kv_dim, kv_dim * 4);
+      std::memcpy(cache.keys[slot].data() + pos * kv_dim, k_.data() + row * kv_dim, kv_dim * 4);
+      std::memcpy(cache.values[slot].data() + pos * kv_dim, v_.data() + row * kv_dim, kv_dim * 4);
     }
   }
 
@@ -405,8 +257,8 @@ void BlockSpan::run_layer(int index, int first_layer, std::vector<Step>& steps, 
   pool_.run(tasks, [&](int task, int thread) {
     const size_t s = static_cast<size_t>(task / c.heads);
     const int head = task % c.heads, kv_head = head / group;
-    const float* keys = sessions[s]->keys[slot].data();
-    const float* values = sessions[s]->values[slot].data();
+    const float* keys = batch.sessions[s]->cache.keys[slot].data();
+    const float* values = batch.sessions[s]->cache.values[slot].data();
     float* scores = scores_.data() + static_cast<size_t>(thread) * longest;
     for (int64_t t = 0; t < steps[s].tokens; t++) {
       const int64_t r = first_row[s] + t, pos = starts[s] + t;

@@ -1,0 +1,170 @@
+// The CUDA span against the CPU span (fp32 weights: the reference) on the same random weights:
+// several shapes (GQA and not, biases, a sliding window), prefill then decode, several sessions in
+// one batch, sessions over part of the span, rewinds, the cache budget and bad steps. The CUDA
+// span keeps weights in bf16 or f16 and rounds the projections' inputs to them, so outputs are
+// compared by relative max difference: printed for every case, bounded by 3e-2 (bf16) and 5e-3
+// (f16). Without a GPU it prints "no CUDA device: skipped" and passes.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "../src/core/span.h"
+#include "../src/cuda/cuda_span.h"
+#include "random_block.h"
+#include "test_support.h"
+
+using namespace bmrt;
+using bmrt_test::random_layer;
+using bmrt_test::Weights;
+
+struct Shape {
+  const char* name;
+  int hidden, intermediate, heads, kv_heads, head_dim, layers, window;
+  bool biases;
+};
+
+static BlockConfig config_of(const Shape& s) {
+  BlockConfig c;
+  c.hidden = s.hidden;
+  c.intermediate = s.intermediate;
+  c.heads = s.heads;
+  c.kv_heads = s.kv_heads;
+  c.head_dim = s.head_dim;
+  c.sliding_window = s.window;
+  c.attention_bias = c.mlp_bias = s.biases;
+  for (int j = 0; j < s.head_dim / 2; j++) c.rope_inverse_frequencies.push_back(std::pow(10000.0f, -2.0f * j / s.head_dim));
+  return c;
+}
+
+static std::vector<float> random_hidden(int64_t n, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = normal(rng);
+  return v;
+}
+
+// max |a - b| / max |b|
+static double relative_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double diff = 0, scale = 1e-30;
+  for (size_t i = 0; i < a.size(); i++) {
+    diff = std::max(diff, std::fabs(double(a[i]) - b[i]));
+    scale = std::max(scale, std::fabs(double(b[i])));
+  }
+  return diff / scale;
+}
+
+// Runs the same steps through both spans and compares every output.
+struct Pair {
+  BlockSpan cpu;
+  CudaBlockSpan gpu;
+  int64_t hidden;
+  double worst = 0;
+  Pair(const BlockConfig& c, int layers, WeightFormat format, int64_t max_cache)
+      : cpu(c, layers, WeightFormat::F32, 2, max_cache), gpu(c, layers, format, 0, max_cache), hidden(c.hidden) {}
+
+  // One batch: (cpu session, gpu session, position, tokens) per step, same random inputs to both.
+  void step(const std::vector<std::array<int64_t, 4>>& batch, std::mt19937& rng, const char* what, double bound) {
+    std::vector<std::vector<float>> in_cpu, in_gpu;
+    std::vector<Step> cpu_steps, gpu_steps;
+    for (const auto& b : batch) in_cpu.push_back(random_hidden(b[3] * hidden, rng));
+    in_gpu = in_cpu;
+    for (size_t i = 0; i < batch.size(); i++) {
+      cpu_steps.push_back({static_cast<int>(batch[i][0]), batch[i][2], batch[i][3], in_cpu[i].data()});
+      gpu_steps.push_back({static_cast<int>(batch[i][1]), batch[i][2], batch[i][3], in_gpu[i].data()});
+    }
+    cpu.forward(cpu_steps);
+    gpu.forward(gpu_steps);
+    for (size_t i = 0; i < batch.size(); i++) {
+      const double d = relative_diff(in_gpu[i], in_cpu[i]);
+      worst = std::max(worst, d);
+      CHECK(d < bound, "%s, step %zu: relative max diff %.3e over %.1e", what, i, d, bound);
+    }
+  }
+};
+
+static void check_shape(const Shape& s, WeightFormat format, std::mt19937& rng) {
+  const BlockConfig c = config_of(s);
+  const double bound = format == WeightFormat::BF16 ? 3e-2 : 5e-3;
+  Pair pair(c, s.layers, format, 0);
+  for (int l = 0; l < s.layers; l++) {
+    Weights w = random_layer(c, rng);
+    pair.cpu.set_layer(l, w.tensors);
+    pair.gpu.set_layer(l, w.tensors);
+  }
+  // Two sessions over the whole span, one over its second half.
+  const int a_cpu = pair.cpu.open_session(256), a_gpu = pair.gpu.open_session(256);
+  const int b_cpu = pair.cpu.open_session(256), b_gpu = pair.gpu.open_session(256);
+  const int half = s.layers / 2;
+  const int c_cpu = pair.cpu.open_session(64, half), c_gpu = pair.gpu.open_session(64, half);
+  pair.step({{a_cpu, a_gpu, -1, 37}}, rng, "prefill of 37", bound);
+  pair.step({{b_cpu, b_gpu, -1, 5}}, rng, "prefill of 5", bound);
+  for (int t = 0; t < 6; t++) pair.step({{a_cpu, a_gpu, -1, 1}, {b_cpu, b_gpu, -1, 1}}, rng, "batched decode of two sessions", bound);
+  pair.step({{a_cpu, a_gpu, 20, 3}}, rng, "rewind to 20, then 3 tokens", bound);
+  pair.step({{c_cpu, c_gpu, -1, 9}}, rng, "a session over the second half", bound);
+  pair.step({{c_cpu, c_gpu, -1, 1}}, rng, "its decode", bound);
+  CHECK(pair.gpu.session_length(a_gpu) == 23 && pair.gpu.session_length(b_gpu) == 11 && pair.gpu.session_length(c_gpu) == 10,
+        "session lengths after the steps");
+  std::printf("  %-34s %-4s relative max diff %.2e\n", s.name, weight_format_name(format), pair.worst);
+}
+
+static void check_errors(std::mt19937& rng) {
+  const Shape s{"errors", 64, 128, 4, 2, 16, 2, 0, false};
+  const BlockConfig c = config_of(s);
+  CudaBlockSpan span(c, 2, WeightFormat::BF16, 0, 100);  // 100 tokens per block
+  for (int l = 0; l < 2; l++) span.set_layer(l, random_layer(c, rng).tensors);
+  const int a = span.open_session(80);
+  bool full = false;
+  try {
+    span.open_session(40);
+  } catch (const CacheFullError&) {
+    full = true;
+  }
+  CHECK(full, "a session past the per-block budget is refused with CacheFullError");
+  CHECK(span.open_session(40, 1, 1) > 0, "a one-block session of 40 fits the remaining budget");
+  std::vector<float> nan(64, NAN);
+  std::vector<Step> bad{{a, -1, 1, nan.data()}};
+  bool refused = false;
+  try {
+    span.forward(bad);
+  } catch (const std::invalid_argument&) {
+    refused = true;
+  }
+  CHECK(refused && span.session_length(a) == 0, "NaN input is refused before any session changes");
+  bool format_refused = false;
+  try {
+    CudaBlockSpan q8(c, 1, WeightFormat::Q8, 0, 0);
+  } catch (const std::invalid_argument&) {
+    format_refused = true;
+  }
+  CHECK(format_refused, "int8 weights are refused on CUDA with a clear error");
+}
+
+int main() {
+  const auto devices = cuda_devices();
+  if (devices.empty()) {
+    std::printf("no CUDA device: skipped\n");
+    return 0;
+  }
+  std::printf("device 0: %s (sm_%d%d), %.1f of %.1f GiB free\n", devices[0].name.c_str(), devices[0].major, devices[0].minor,
+              cuda_free_bytes(0) / 1073741824.0, devices[0].total_bytes / 1073741824.0);
+  std::mt19937 rng(1234);
+  const Shape shapes[] = {
+      {"MHA 8/8, head 16, 2 blocks", 128, 352, 8, 8, 16, 2, 0, false},
+      {"GQA 8/2, head 64, 3 blocks, biases", 512, 1376, 8, 2, 64, 3, 0, true},
+      {"GQA 32/8, head 128, 2 blocks", 4096, 11008, 32, 8, 128, 2, 0, false},
+      {"GQA 8/4, window 16, 2 blocks", 256, 512, 8, 4, 32, 2, 16, false},
+      {"head 96 (not a power of two)", 384, 1024, 4, 2, 96, 2, 0, false},
+  };
+  for (const Shape& s : shapes) {
+    check_shape(s, WeightFormat::BF16, rng);
+    check_shape(s, WeightFormat::F16, rng);
+  }
+  check_errors(rng);
+  std::printf("cuda span: %d passed, %d failed\n", bmrt_test::passed, bmrt_test::failed);
+  return bmrt_test::failed == 0 ? 0 : 1;
+}
