@@ -111,6 +111,9 @@ struct CudaBlockSpan::Impl {
       : config(std::move(c)), format(f), device(d), sessions(layer_count, max_cache_tokens) {
     check_block_config(config);
     if (layer_count <= 0) throw std::invalid_argument("a span needs at least one block");
+    if (config.head_dim > cuda::kMaxAttentionHeadDim)
+      throw std::invalid_argument("the CUDA attention kernel handles heads of up to " + std::to_string(cuda::kMaxAttentionHeadDim) +
+                                  " dimensions, not " + std::to_string(config.head_dim));
     if (format != WeightFormat::BF16 && format != WeightFormat::F16)
       throw std::invalid_argument(std::string("the CUDA backend stores weights in bf16 or f16, not ") + weight_format_name(format));
     int count = 0;
