@@ -7,6 +7,12 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 
+/**
+ * Whether processes can be signalled POSIX-style. On Windows there is no SIGTERM, SIGINT or SIGSTOP
+ * between processes: child.kill() terminates at once, so tests of graceful signals skip there.
+ */
+export const POSIX_SIGNALS = process.platform !== 'win32'
+
 /** The repository root (tests run from dist/test/). */
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 export const BUNDLED_MODEL = join(ROOT, 'models', 'stories260K')

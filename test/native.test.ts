@@ -199,6 +199,19 @@ describe('native addon', function () {
     assert.throws(() => span.openSession(1), /this block span is closed/)
   })
 
+  it('reads a model from a path longer than Windows\' 260-character limit', async () => {
+    // On Windows the addon opens such paths in their \\?\ form; elsewhere this is any deep path.
+    const { cp } = await import('node:fs/promises')
+    const { join } = await import('node:path')
+    const dir = join(root, ...Array.from({ length: 6 }, (_, i) => `a-folder-name-of-fifty-characters-to-make-it-long-${i}`), 'stories260K')
+    assert.ok(dir.length > 300)
+    await cp(BUNDLED_MODEL, dir, { recursive: true })
+    const model = await LocalModel.load(dir, { backend: 'native', format: 'f32' })
+    const result = await collect(generate(model, model.tokenizer.encode(EXPECTED[0].prompt), { maxNewTokens: 20 }))
+    assert.deepEqual(result.ids, EXPECTED[0].ids.slice(0, 20))
+    model.close()
+  })
+
   it('names the tensor and file when the checkpoint is truncated', async () => {
     const dir = `${root}/truncated`
     await makeTestModel(dir, { layers: 2, hidden: 32, intermediate: 64, heads: 4, vocab: 32 })

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import type { ChildProcess } from 'node:child_process'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
 import { Registry, registryDhtOptions } from '../src/p2p/registry.js'
-import { BUNDLED_MODEL, startNode } from './helpers.js'
+import { BUNDLED_MODEL, POSIX_SIGNALS, startNode } from './helpers.js'
 
 describe('bmrt-node processes', function () {
   let entry: BmrtNode
@@ -56,6 +56,7 @@ describe('bmrt-node processes', function () {
     }
     assert.ok(Date.now() - killedAt <= 3_000 + 5_000, `gone after ${Date.now() - killedAt} ms, expiry is 3 s`)
 
+    if (!POSIX_SIGNALS) return // Windows: no SIGTERM between processes (kill() is TerminateProcess)
     const exited = new Promise<number | null>(resolve => second.process.once('exit', resolve))
     second.process.kill('SIGTERM')
     assert.equal(await exited, 0)

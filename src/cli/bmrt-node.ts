@@ -5,7 +5,7 @@ import { Command, Option } from 'commander'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { BlockServer } from '../petals/server.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions, type StartedGateway } from './gateway.js'
-import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, multiaddrArgument, number, type BackendCliOptions } from './options.js'
+import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, multiaddrArgument, number, onStopSignals, type BackendCliOptions } from './options.js'
 
 interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions {
   model: string
@@ -37,7 +37,7 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
   .option('--initial-peers <multiaddr>', 'a peer of the swarm to join through (repeatable)', multiaddrArgument, [])
   .option('--new-swarm', 'start a new swarm (no initial peers)')
   .option('--public-name <name>', 'a name shown to others on the swarm monitor')
-  .option('--identity <path>', 'key file for a stable peer id, created on first run (mode 0600); default: a new id each run')
+  .option('--identity <path>', 'key file for a stable peer id, created on first run (mode 0600; on Windows keep it under %USERPROFILE%); default: a new id each run')
   .option('--port <n>', 'TCP port to listen on, on every interface (0: any free port)', integer(0), 0)
   .option('--host-addrs <multiaddr>', 'listen on this multiaddr instead, e.g. /ip4/127.0.0.1/tcp/31337 (repeatable)', multiaddrArgument, [])
   .option('--announce-addrs <multiaddr>', 'address to tell peers instead of the listening ones (repeatable)', multiaddrArgument, [])
@@ -92,8 +92,7 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
         log(`${signal}: announcing offline and stopping`)
         Promise.resolve(gateway?.close()).then(async () => await server.stop()).then(() => { log('offline'); process.exit(0) }, err => { fail('bmrt-node', err); process.exit(1) })
       }
-      process.once('SIGINT', () => shutdown('SIGINT'))
-      process.once('SIGTERM', () => shutdown('SIGTERM'))
+      onStopSignals(shutdown)
     } catch (err) {
       fail('bmrt-node', err)
       process.exit(1)

@@ -9,7 +9,7 @@ import { Conversation, generate, type GeneratedToken, type GenerationResult } fr
 import { makeTestModel } from '../inference/test-model.js'
 import { parseDType } from '../inference/dtype.js'
 import type { ChatMessage } from '../inference/tokenizer.js'
-import { addModelOptions, addSamplingOptions, BUNDLED_MODEL, fail, integer, multiaddrArgument, number, openModel, samplingOptions, type ModelCliOptions, type SamplingCliOptions } from './options.js'
+import { addModelOptions, addSamplingOptions, BUNDLED_MODEL, fail, integer, multiaddrArgument, number, onStopSignals, openModel, samplingOptions, type ModelCliOptions, type SamplingCliOptions } from './options.js'
 import { createNode, joinSwarm } from '../p2p/node.js'
 import { Registry, registryDhtOptions } from '../p2p/registry.js'
 import { formatSwarmState, swarmState } from '../petals/swarm-state.js'
@@ -75,15 +75,13 @@ addGatewayOptions(program.command('demo'), 'port of the gateway', 8080)
     }
   })
 
-/** Ctrl-C or SIGTERM: a clean `close`, then exit (a second Ctrl-C exits at once). */
+/** Ctrl-C, SIGTERM or a closed console: a clean `close`, then exit (a second Ctrl-C exits at once). */
 function stopOnSignals (log: (line: string) => void, close: () => Promise<void>): void {
-  const stop = (signal: string): void => {
+  onStopSignals(signal => {
     log(`${signal}: stopping (again to exit at once)`)
     process.once(signal, () => process.exit(130))
     close().then(() => { log('stopped'); process.exit(0) }, err => { fail('bmrt', err); process.exit(1) })
-  }
-  process.once('SIGINT', () => stop('SIGINT'))
-  process.once('SIGTERM', () => stop('SIGTERM'))
+  })
 }
 
 program.command('make-test-model')

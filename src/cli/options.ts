@@ -53,6 +53,19 @@ export function blockSpan (value: string): [number, number] {
 }
 
 /** Prints an error the way every bmrt command does, and sets a failing exit code. */
+/**
+ * Calls `stop` once on Ctrl-C (SIGINT), SIGTERM, a closed terminal or console window (SIGHUP; on
+ * Windows the console gives about 10 s) or Ctrl-Break (SIGBREAK, Windows), with the signal's name.
+ */
+export function onStopSignals (stop: (signal: string) => void): void {
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const
+  const handle = (signal: string): void => {
+    signals.forEach(s => process.off(s, handle))
+    stop(signal)
+  }
+  signals.forEach(s => process.on(s, handle))
+}
+
 export function fail (command: string, err: unknown): void {
   process.stderr.write(`${command}: ${err instanceof Error ? err.message : String(err)}\n`)
   process.exitCode = 1

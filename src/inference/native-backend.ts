@@ -60,7 +60,8 @@ export function loadAddon (): Addon | null {
   }
   if (addon === undefined) {
     try {
-      addon = createRequire(import.meta.url)('../../../addon/build/Release/bmrt.node') as Addon
+      // BMRT_ADDON loads another build (the Windows cross-build check uses it).
+      addon = createRequire(import.meta.url)(process.env.BMRT_ADDON ?? '../../../addon/build/Release/bmrt.node') as Addon
     } catch (err) {
       addon = null
       loadError = (err as Error).message.split('\n')[0]

@@ -9,7 +9,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { BlockSpan } from '../inference/backend.js'
 import { checkSpan, loadConfig, type ModelConfig } from '../inference/config.js'
 import { loadBlockSpan, resolveBackend, type LoadOptions } from '../inference/load-span.js'
-import { resolveNativeDevice } from '../inference/native-backend.js'
+import { nativeUnavailableReason, resolveNativeDevice } from '../inference/native-backend.js'
 import { createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
 import { Registry, registryDhtOptions, type RecordStats, type SpanRecord, type SpanState } from '../p2p/registry.js'
 import { chooseBestBlocks, ServerState, shouldChooseOtherBlocks, type ServedSpan } from './block-selection.js'
@@ -156,7 +156,9 @@ export class BlockServer {
   /** On a GPU, how many blocks fit in its free memory (Petals' rule); null on the CPU. */
   private gpuPlan (): GpuMemoryPlan | null {
     const load = this.options.load ?? {}
-    if (resolveBackend(load.backend) !== 'native') return null
+    const backend = resolveBackend(load.backend)
+    if (backend === 'js' && !['cpu', 'auto'].includes(load.device ?? 'cpu')) throw new Error(`--device ${load.device ?? ''} needs the native backend, and it is not available here (${nativeUnavailableReason()})`)
+    if (backend !== 'native') return null
     const device = resolveNativeDevice(load.device)
     if (device.kind !== 'cuda') return null
     const plan = planGpuBlocks(this.config, device.freeBytes, 2, load.maxCacheTokens ?? defaultCacheTokens(this.config))

@@ -24,8 +24,25 @@ static std::wstring widen(const std::string& utf8) {
   return out;
 }
 
+// Paths past MAX_PATH (260 characters) open only in their extended form, \\?\C:\... or
+// \\?\UNC\server\share\..., which must be absolute and use backslashes. Shorter ones are left
+// alone (relative paths keep working).
+static std::wstring windows_path(const std::string& utf8) {
+  std::wstring path = widen(utf8);
+  if (path.size() < MAX_PATH || path.rfind(L"\\\\?\\", 0) == 0) return path;
+  for (auto& c : path)
+    if (c == L'/') c = L'\\';
+  DWORD n = GetFullPathNameW(path.c_str(), 0, nullptr, nullptr);
+  if (n == 0) return path;
+  std::wstring full(n, L'\0');
+  n = GetFullPathNameW(path.c_str(), n, &full[0], nullptr);
+  full.resize(n);
+  if (full.rfind(L"\\\\", 0) == 0) return L"\\\\?\\UNC\\" + full.substr(2);
+  return L"\\\\?\\" + full;
+}
+
 void read_file_range(const std::string& path, uint64_t offset, uint64_t bytes, void* out) {
-  HANDLE file = CreateFileW(widen(path).c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING,
+  HANDLE file = CreateFileW(windows_path(path).c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING,
                             FILE_ATTRIBUTE_NORMAL, nullptr);
   if (file == INVALID_HANDLE_VALUE) throw std::runtime_error("cannot open " + path + " (error " + std::to_string(GetLastError()) + ")");
   char* dst = static_cast<char*>(out);

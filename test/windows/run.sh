@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# npm run test:windows (CI runs it after the Linux tests): bmrt under the official Windows node.exe,
+# run by Wine on this Linux machine. Sets up Wine and node.exe (../shared/tools/wine-windows.sh, or
+# $BMRT_WINE_SETUP; about a minute the first time), cross-builds the addon with mingw-w64, then:
+#   (a) the test files that need neither a browser, Python nor the addon, under win32 node;
+#   (b) the addon's own tests under win32 node with the cross-built addon;
+#   (c) a mixed swarm: a Windows bmrt-node on the cross-built addon serving blocks 2:4, Linux
+#       servers for the rest, a Linux client whose greedy output equals EXPECTED.md.
+# Wine is not Windows: see README, "Windows", for what this cannot check.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+started=$SECONDS
+setup=${BMRT_WINE_SETUP:-../shared/tools/wine-windows.sh}
+if [ ! -f "$setup" ]; then
+  echo "test:windows needs the Wine setup script: $setup is missing (set BMRT_WINE_SETUP)" >&2
+  exit 1
+fi
+echo "== Wine and node.exe ($setup)"
+bash "$setup" > /tmp/bmrt-wine-setup.log 2>&1 || { cat /tmp/bmrt-wine-setup.log >&2; exit 1; }
+wine_node=${WT:-$HOME/.cache/bmrt-wine}/bin/wine-node
+export WINE_NODE=$wine_node
+"$wine_node" -e "console.log('win32 node: process.platform ' + process.platform + ', node ' + process.version + ', Windows ' + require('os').release())" | tee /tmp/bmrt-win32.txt
+
+[ -d dist ] || npm run build
+echo "== the addon, cross-built for Windows with mingw-w64"
+bash addon/cross-build-windows.sh
+addon="Z:$(pwd)/addon/build-win32/bmrt.node"
+
+log=$(mktemp)
+status=0
+# Runs a test command, teeing its output into the log; a failure is remembered, not fatal.
+run() {
+  set +e
+  "$@" 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  set -e
+}
+echo "== (a) tests under win32 node, JS backend"
+files=$(ls dist/test/*.test.js | grep -v -E '/(native|referee|torch-backend|torch-swarm|web-pages)\.test\.js$')
+# shellcheck disable=SC2086
+BMRT_DISABLE_NATIVE=1 run "$wine_node" node_modules/mocha/bin/mocha.js --no-config --timeout 180000 --reporter dist/test/reporter.js $files
+echo "== (b) the addon's tests under win32 node, with the cross-built addon"
+BMRT_ADDON="$addon" run "$wine_node" node_modules/mocha/bin/mocha.js --no-config --timeout 180000 --reporter dist/test/reporter.js dist/test/native.test.js
+echo "== (c) a mixed Windows + Linux swarm"
+run npx mocha --no-config --timeout 180000 --reporter dist/test/reporter.js dist/test/windows/mixed-swarm.js
+
+echo
+echo "test:windows: $(cat /tmp/bmrt-win32.txt)"
+grep '^tests:' "$log" | sed 's/^/  /'
+echo "test:windows: $((SECONDS - started)) s, $([ $status = 0 ] && echo passed || echo FAILED)"
+rm -f "$log"
+exit $status
