@@ -41,9 +41,13 @@ export function randomHidden (n: number, width: number, seed = 7): Float32Array 
   return out
 }
 
-/** Starts bmrt-node and resolves with the process once it prints its "online" line. */
-export async function startNode (args: string[]): Promise<{ process: ChildProcess, output: string[], peerId: string }> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'bmrt-node.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * Starts bmrt-node and resolves with the process once it prints its "online" line. `node` runs it
+ * (default: this process's Node.js; the Windows tests pass Wine's node.exe wrapper).
+ */
+export async function startNode (args: string[], options: { node?: string, env?: NodeJS.ProcessEnv } = {}): Promise<{ process: ChildProcess, output: string[], peerId: string }> {
+  const child = spawn(options.node ?? process.execPath, [join(ROOT, 'bin', 'bmrt-node.js'), ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env })
   const output: string[] = []
   child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()))
   await new Promise<void>((resolve, reject) => {

@@ -5,11 +5,9 @@
 // keeps its peer id across a restart, and Ctrl-C makes it announce OFFLINE before it exits.
 
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { collect } from '../../src/inference/generate.js'
 import { createNode, joinSwarm, type BmrtNode } from '../../src/p2p/node.js'
 import { Registry, registryDhtOptions } from '../../src/p2p/registry.js'
@@ -17,7 +15,7 @@ import { DistributedModel } from '../../src/petals/distributed-model.js'
 import type { RouteHop } from '../../src/petals/routing.js'
 import { BlockServer } from '../../src/petals/server.js'
 import { EXPECTED } from '../expected.js'
-import { BUNDLED_MODEL, ROOT } from '../helpers.js'
+import { BUNDLED_MODEL, ROOT, startNode } from '../helpers.js'
 
 const WINE_NODE = process.env.WINE_NODE ?? join(process.env.HOME ?? '', '.cache', 'bmrt-wine', 'bin', 'wine-node')
 const WINE_PREFIX = process.env.WINEPREFIX ?? join(process.env.HOME ?? '', '.cache', 'bmrt-wine', 'prefix')
@@ -27,24 +25,11 @@ function windowsPath (linuxPath: string): string {
   return `Z:${linuxPath.replaceAll('/', '\\')}`
 }
 
-interface WindowsNode { process: ChildProcess, output: string[], peerId: string }
+type WindowsNode = Awaited<ReturnType<typeof startNode>>
 
-/** Starts bmrt-node under win32 node.exe and waits for its "online" line. */
+/** Starts bmrt-node under win32 node.exe, on the cross-built addon, and waits for its "online" line. */
 async function startWindowsNode (args: string[]): Promise<WindowsNode> {
-  const child = spawn(WINE_NODE, [join(ROOT, 'bin', 'bmrt-node.js'), ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, BMRT_ADDON: windowsPath(join(ROOT, 'addon', 'build-win32', 'bmrt.node')) }
-  })
-  const output: string[] = []
-  child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()))
-  await new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', line => {
-      output.push(line)
-      if (line.startsWith('online:')) resolve()
-    })
-    child.once('exit', code => reject(new Error(`the Windows bmrt-node exited with ${code} before going online:\n${output.join('\n')}`)))
-  })
-  return { process: child, output, peerId: output.find(l => l.startsWith('peer id '))!.slice('peer id '.length) }
+  return await startNode(args, { node: WINE_NODE, env: { ...process.env, BMRT_ADDON: windowsPath(join(ROOT, 'addon', 'build-win32', 'bmrt.node')) } })
 }
 
 describe('a mixed Windows + Linux swarm', function () {
