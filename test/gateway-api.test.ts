@@ -11,6 +11,7 @@ import { collect, generate } from '../src/inference/generate.js'
 import { LocalModel } from '../src/inference/model.js'
 import { Tokenizer } from '../src/inference/tokenizer.js'
 import { BlockServer } from '../src/petals/server.js'
+import { JobStore } from '../src/api/job-store.js'
 import { startGateway, type StartedGateway } from '../src/cli/gateway.js'
 import { loadAddon } from '../src/inference/native-backend.js'
 import { EXPECTED } from './expected.js'
@@ -255,6 +256,8 @@ describe('HTTP gateway on a 3-server swarm', function () {
     await appendFile(join(scratch.dir, 'jobs.jsonl'), '{"type":"job","job":{"id":"torn')
     await openGateway()
     assert.ok(logs.some(l => /skipped 1 unreadable line/.test(l)))
+    // A second gateway on the same file is refused: the two would overwrite each other's jobs.
+    await assert.rejects(JobStore.open(join(scratch.dir, 'jobs.jsonl')), /jobs\.jsonl is in use by another gateway \(process \d+\); give this one its own --jobs-file/)
     const board = (await api('/api/v1/jobs')).body
     assert.ok(board.jobs.some((j: any) => j.status === 'done' && j.prompt === EXPECTED[1].prompt), 'the finished job survives the restart')
     assert.equal((await api(`/api/v1/jobs/${dropped.body.id as string}`)).body.status, 'cancelled')

@@ -1,9 +1,10 @@
 // The job board's memory across restarts: an append-only file of JSON lines, one per change of a
 // job (the last line of an id wins). Opening it compacts it: the newest `keep` ended jobs stay,
 // older ones fold into a contributions line, and jobs that had not ended come back to be run
-// again. A torn last line (a crash mid-write) is skipped, never fatal.
+// again. A torn last line (a crash mid-write) is skipped, never fatal. A lock file beside it
+// (`<file>.lock`, holding the owner's pid) keeps a second gateway from sharing the file.
 
-import { appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
 
@@ -61,6 +62,17 @@ export class JobStore {
 
   /** Reads and compacts the file at `path` (created if missing), keeping the newest `keep` ended jobs. */
   static async open (path: string, keep = 1000): Promise<JobStore> {
+    await mkdir(dirname(path), { recursive: true })
+    await lock(path)
+    try {
+      return await JobStore.load(path, keep)
+    } catch (err) {
+      await unlock(path)
+      throw err
+    }
+  }
+
+  private static async load (path: string, keep: number): Promise<JobStore> {
     let text = ''
     try {
       text = await readFile(path, 'utf8')
@@ -87,7 +99,6 @@ export class JobStore {
       if (!isEnded(job.status)) Object.assign(job, { status: 'queued', output: '', started_at: null, served_by: [], contributions: [], completion_tokens: 0 })
     }
     const lines: Line[] = [...(carried.length > 0 ? [{ type: 'contributions' as const, contributions: carried }] : []), ...kept.map(job => ({ type: 'job' as const, job }))]
-    await mkdir(dirname(path), { recursive: true })
     const temporary = `${path}.${process.pid}.tmp`
     await writeFile(temporary, lines.map(l => `${JSON.stringify(l)}\n`).join(''))
     await rename(temporary, path) // atomic: a crash leaves the old file or the new one, never half of one
@@ -105,6 +116,43 @@ export class JobStore {
   /** Resolves when every save so far is on disk. */
   async flush (): Promise<void> {
     await this.writing.catch(() => {})
+  }
+
+  /** Flushes and lets another gateway open the file. */
+  async close (): Promise<void> {
+    await this.flush()
+    await unlock(this.path)
+  }
+}
+
+/** Takes `<path>.lock`, or says which live process holds it; a dead holder's lock is taken over. */
+async function lock (path: string): Promise<void> {
+  const lockPath = `${path}.lock`
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await writeFile(lockPath, String(process.pid), { flag: 'wx' })
+      return
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err
+    }
+    const holder = Number(await readFile(lockPath, 'utf8').catch(() => ''))
+    if (Number.isSafeInteger(holder) && holder > 0 && isAlive(holder)) {
+      throw new Error(`${path} is in use by another gateway (process ${holder}); give this one its own --jobs-file`)
+    }
+    await rm(lockPath, { force: true }) // left by a process that is gone
+  }
+}
+
+async function unlock (path: string): Promise<void> {
+  await rm(`${path}.lock`, { force: true })
+}
+
+function isAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM' // alive, owned by someone else
   }
 }
 

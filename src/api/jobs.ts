@@ -134,7 +134,7 @@ export class JobBoard {
     this.closing = true
     for (const controller of this.running.values()) controller.abort()
     await Promise.all(this.runs)
-    await this.store.flush()
+    await this.store.close()
   }
 
   private find (id: string): JobRecord {

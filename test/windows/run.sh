@@ -15,18 +15,21 @@ if [ ! -f "$setup" ]; then
   echo "test:windows needs the Wine setup script: $setup is missing (set BMRT_WINE_SETUP)" >&2
   exit 1
 fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 echo "== Wine and node.exe ($setup)"
-bash "$setup" > /tmp/bmrt-wine-setup.log 2>&1 || { cat /tmp/bmrt-wine-setup.log >&2; exit 1; }
+bash "$setup" > "$work/setup.log" 2>&1 || { cat "$work/setup.log" >&2; exit 1; }
+echo "ready after $((SECONDS - started)) s"
 wine_node=${WT:-$HOME/.cache/bmrt-wine}/bin/wine-node
 export WINE_NODE=$wine_node
-"$wine_node" -e "console.log('win32 node: process.platform ' + process.platform + ', node ' + process.version + ', Windows ' + require('os').release())" | tee /tmp/bmrt-win32.txt
+"$wine_node" -e "console.log('win32 node: process.platform ' + process.platform + ', node ' + process.version + ', Windows ' + require('os').release())" | tee "$work/win32.txt"
 
 [ -d dist ] || npm run build
 echo "== the addon, cross-built for Windows with mingw-w64"
 bash addon/cross-build-windows.sh
 addon="Z:$(pwd)/addon/build-win32/bmrt.node"
 
-log=$(mktemp)
+log="$work/tests.log"
 status=0
 # Runs a test command, teeing its output into the log; a failure is remembered, not fatal.
 run() {
@@ -45,8 +48,7 @@ echo "== (c) a mixed Windows + Linux swarm"
 run npx mocha --no-config --timeout 180000 --reporter dist/test/reporter.js dist/test/windows/mixed-swarm.js
 
 echo
-echo "test:windows: $(cat /tmp/bmrt-win32.txt)"
+echo "test:windows: $(cat "$work/win32.txt")"
 grep '^tests:' "$log" | sed 's/^/  /'
 echo "test:windows: $((SECONDS - started)) s, $([ $status = 0 ] && echo passed || echo FAILED)"
-rm -f "$log"
 exit $status
