@@ -138,10 +138,12 @@ describe('web pages in a real browser', function () {
       await route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream' }, body: chunk({ role: 'assistant', content: '' }) + chunk({ content: hostile }) + chunk({}, 'stop') + 'data: [DONE]\n\n' })
     })
     try {
+      await page.click('#new-chat') // so the one assistant message on the page is this reply
       await page.fill('#prompt', '<b>not bold</b>')
       await page.click('#send')
-      const reply = page.locator('.message.assistant[data-done="true"]').last()
+      const reply = page.locator('.message.assistant[data-done="true"]')
       await reply.waitFor()
+      assert.equal(await page.locator('.message.assistant').count(), 1)
       const content = reply.locator('.content')
       assert.match(await content.innerText(), /<img src=x onerror="window.pwned=1"><script>window.pwned=2<\/script>/)
       assert.equal(await content.locator('img, script').count(), 0)
