@@ -39,7 +39,7 @@ function serverRow(s, numBlocks) {
   const precision = [s.dtype, s.backend].filter(Boolean).join(' / ') || dash;
   return el('tr', { class: `server row-${st}`, 'data-peer-id': s.peer_id },
     el('td', { class: 'peer' }, el('code', { title: s.peer_id }, shortId(s.peer_id, s.short_peer_id))),
-    el('td', { class: 'name' }, s.public_name || dash),
+    el('td', { class: 'name' }, s.public_name || dash, s.using_relay ? el('span', { class: 'muted small', title: 'reachable only through a relay (slower)' }, ' · relay') : ''),
     el('td', { class: `state state-text-${st}`, title: s.error || null }, String(s.state ?? 'unknown')),
     el('td', { class: 'span' }, `${s.start}:${s.end}`),
     el('td', { class: 'num' }, num(s.throughput, 1, 'tok/s')),

@@ -24,6 +24,8 @@ export interface ServerRow {
   version: string | null
   dtype: string | null
   backend: string | null
+  /** reachable only through a relay */
+  using_relay: boolean | null
   sessions: number | null
   rtt_ms: number | null
   error: string | null
@@ -114,6 +116,7 @@ export class SwarmMonitor {
       version: server.version,
       dtype: server.dtype,
       backend: null,
+      using_relay: server.usingRelay,
       sessions: null,
       rtt_ms: null,
       error: null

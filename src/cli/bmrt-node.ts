@@ -3,6 +3,8 @@
 import '../polyfill.js'
 import { Command, Option } from 'commander'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
+import { createNode, joinSwarm } from '../p2p/node.js'
+import { registryDhtOptions } from '../p2p/registry.js'
 import { BlockServer } from '../petals/server.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions, type StartedGateway } from './gateway.js'
 import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, multiaddrArgument, number, onStopSignals, type BackendCliOptions } from './options.js'
@@ -26,6 +28,8 @@ interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions {
   updatePeriod: number
   expiration?: number
   attnCacheTokens?: number
+  relayOnly?: boolean
+  useRelay?: boolean
 }
 
 const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), 'also serve the HTTP gateway (OpenAI API, chat, swarm monitor, job board) on this port')
@@ -49,10 +53,13 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
   .option('--expiration <seconds>', 'how long an announcement stays valid (default: 3 x update period)', number(n => n > 0, 'a number > 0'))
   .option('--attn-cache-tokens <n>', 'KV cache tokens per block that all client sessions may reserve together (Petals\' attn_cache_tokens; default 16384 for GQA models, else 4096)', integer(1))
   .option('--inference-max-length <n>', 'the longest session a client may open, announced to clients', integer(1), 8192)
+  .option('--relay-only', 'serve no blocks: be a bootstrap, relay and DHT node for the swarm (for a machine with a public IP; Petals\' run_dht)')
+  .option('--use-relay', 'this machine cannot be dialed (behind NAT): be reached through a relay among the initial peers')
   .showHelpAfterError()
   .action(async (o: NodeCliOptions) => {
     const log = (line: string): void => { process.stdout.write(`${line}\n`) }
     try {
+      if (o.relayOnly === true) { await runRelay(o, log); return }
       if (o.blocks === undefined && o.numBlocks === undefined && (o.device ?? 'cpu') === 'cpu') throw new Error('give --blocks START:END or --num-blocks N (on a GPU, --device cuda chooses how many fit)')
       if (o.initialPeers.length === 0 && o.newSwarm !== true) throw new Error('give --initial-peers MULTIADDR to join a swarm, or --new-swarm to start one')
       if (o.publicIp !== undefined && o.port === 0) throw new Error('--public-ip needs a fixed --port (the one forwarded to this machine)')
@@ -76,6 +83,7 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
         balanceQuality: o.balanceQuality,
         updatePeriodMs,
         expirationMs: (o.expiration ?? 3 * o.updatePeriod) * 1000,
+        useRelay: o.useRelay,
         log
       })
       // The gateway is a client of the swarm like any other, joining through this server.
@@ -98,5 +106,28 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
       process.exit(1)
     }
   })
+
+/** --relay-only: a DHT server that relays for peers behind NAT, until a stop signal. */
+async function runRelay (o: NodeCliOptions, log: (line: string) => void): Promise<void> {
+  if (o.initialPeers.length === 0 && o.newSwarm !== true) throw new Error('give --initial-peers MULTIADDR to join a swarm, or --new-swarm to start one')
+  const identity = o.identity === undefined ? undefined : await loadOrCreateIdentity(o.identity)
+  if (identity?.created === true) log(`created identity ${o.identity}`)
+  const node = await createNode({
+    privateKey: identity?.privateKey,
+    listen: o.hostAddrs.length > 0 ? o.hostAddrs : [`/ip4/0.0.0.0/tcp/${o.port}`],
+    announce: [...o.announceAddrs, ...(o.publicIp !== undefined ? [`/ip4/${o.publicIp}/tcp/${o.port}`] : [])],
+    bootstrap: o.initialPeers,
+    dht: registryDhtOptions({ rejected: {} }, (o.expiration ?? 3 * o.updatePeriod) * 1000, o.updatePeriod * 1000),
+    relayServer: true
+  })
+  log(`peer id ${node.peerId.toString()}`)
+  for (const addr of node.getMultiaddrs()) log(`  share as --initial-peers: ${addr.toString()}`)
+  if (o.initialPeers.length > 0) await joinSwarm(node)
+  log('online: relaying and serving the DHT (no blocks)')
+  onStopSignals(signal => {
+    log(`${signal}: stopping`)
+    Promise.resolve(node.stop()).then(() => { log('offline'); process.exit(0) }, (err: unknown) => { fail('bmrt-node', err); process.exit(1) })
+  })
+}
 
 await program.parseAsync(process.argv)

@@ -1,6 +1,8 @@
 // The libp2p node every bmrt process runs: TCP, Noise, Yamux, identify, ping and a Kademlia DHT
 // under a swarm-specific protocol (not the public IPFS one). Loopback and private addresses are kept
 // (see ../shared reference: the stock DHT drops them, and its client mode never serves records).
+// Every node can dial through circuit relays (v2); a relay node relays for others, and a server
+// behind NAT reserves a slot on a relay and is reached through it (DCUtR then tries a direct path).
 
 import '../polyfill.js'
 import { createLibp2p, type Libp2p, type Libp2pInit } from 'libp2p'
@@ -11,6 +13,9 @@ import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { bootstrap } from '@libp2p/bootstrap'
 import { kadDHT, passthroughMapper, type KadDHT, type KadDHTInit } from '@libp2p/kad-dht'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { autoNAT } from '@libp2p/autonat'
+import { dcutr } from '@libp2p/dcutr'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 
@@ -37,7 +42,17 @@ export interface NodeOptions {
   dht?: Partial<KadDHTInit>
   /** how connections are pinged to find dead peers (libp2p's default: every 10 s) */
   connectionMonitor?: Libp2pInit['connectionMonitor']
+  /** relay connections for peers behind NAT, and answer their AutoNAT checks (a public node) */
+  relayServer?: boolean
+  /** reachable only through a relay: reserve a slot on one and announce its /p2p-circuit address */
+  useRelay?: boolean
 }
+
+/**
+ * Relayed circuits carry whole inference sessions here, not just a hole-punching handshake, so the
+ * relay lifts libp2p's default per-circuit limits (2 minutes, 128 KiB), which a 4 MiB frame exceeds.
+ */
+const RELAY_RESERVATIONS = { applyDefaultLimit: false, maxReservations: 256 }
 
 const keys = new WeakMap<BmrtNode, PrivateKey>()
 
@@ -54,8 +69,11 @@ export async function createNode (options: NodeOptions = {}): Promise<BmrtNode> 
   const server = options.dhtServer ?? true
   const node = await createLibp2p({
     privateKey,
-    addresses: { listen: options.listen ?? [`/ip4/${host}/tcp/${options.port ?? 0}`], announce: options.announce ?? [] },
-    transports: [tcp()],
+    addresses: {
+      listen: [...(options.listen ?? [`/ip4/${host}/tcp/${options.port ?? 0}`]), ...(options.useRelay === true ? ['/p2p-circuit'] : [])],
+      announce: options.announce ?? []
+    },
+    transports: [tcp(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     // Every local peer dials from 127.0.0.1; the default limit of 5 inbound connections per second
@@ -66,6 +84,8 @@ export async function createNode (options: NodeOptions = {}): Promise<BmrtNode> 
     services: {
       identify: identify(),
       ping: ping(),
+      ...(options.relayServer === true ? { relay: circuitRelayServer({ reservations: RELAY_RESERVATIONS }), autoNAT: autoNAT() } : {}),
+      ...(options.useRelay === true ? { dcutr: dcutr() } : {}),
       dht: kadDHT({
         protocol: options.dhtProtocol ?? '/bmrt/kad/1.0.0',
         clientMode: !server,

@@ -5,6 +5,7 @@
 
 import { basename, resolve } from 'node:path'
 import type { PrivateKey } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { BlockSpan } from '../inference/backend.js'
 import { checkSpan, loadConfig, type ModelConfig } from '../inference/config.js'
@@ -53,6 +54,9 @@ export interface ServerOptions {
   stepTimeoutMs?: number
   /** how long a client session may last (default 30 min) */
   sessionTimeoutMs?: number
+  /** reachable only through a relay (behind NAT): reserve a slot on one of the initial peers that
+   * relays, announce the /p2p-circuit address, run the DHT in client mode, take Petals' relay penalty */
+  useRelay?: boolean
   /** where progress and status lines go */
   log?: (line: string) => void
 }
@@ -94,7 +98,10 @@ export class BlockServer {
       listen: options.listen,
       announce: options.announce,
       bootstrap: options.initialPeers ?? [],
-      dht: registryDhtOptions(stats, options.expirationMs ?? 180_000, options.updatePeriodMs ?? 60_000)
+      dht: registryDhtOptions(stats, options.expirationMs ?? 180_000, options.updatePeriodMs ?? 60_000),
+      // Behind NAT nobody can dial in to serve DHT records, as in Petals.
+      useRelay: options.useRelay,
+      dhtServer: options.useRelay !== true
     })
     const server = new BlockServer(node, config, options, stats)
     await server.handleProtocols()
@@ -104,6 +111,9 @@ export class BlockServer {
       if ((options.initialPeers ?? []).length > 0) {
         log('joining the swarm...')
         await joinSwarm(node)
+        // Clients learn a server's addresses from its provider records, so the relayed address
+        // must exist before the first announcement.
+        if (options.useRelay === true) log(`reachable through a relay: ${(await relayAddress(node)).toString()}`)
       } else {
         log('starting a new swarm')
       }
@@ -204,7 +214,7 @@ export class BlockServer {
       dtype: quant === 'none' ? format : (this.config.dtype?.toLowerCase() ?? 'f32'),
       quant,
       throughput: 0,
-      usingRelay: false,
+      usingRelay: this.options.useRelay === true,
       inferenceMaxLength: this.options.inferenceMaxLength ?? 8192
     }
     await this.announce('joining', span)
@@ -215,7 +225,7 @@ export class BlockServer {
       onBlock: b => this.log(`  block ${b} loaded`)
     })
     if (this.options.throughput === undefined || this.options.throughput === 'auto') {
-      const measured = await measureThroughput(this.span, { modelName: this.modelName })
+      const measured = await measureThroughput(this.span, { modelName: this.modelName, usingRelay: this.options.useRelay })
       this.throughput = measured.throughput
       this.info = { ...this.info, throughput: measured.throughput, inferenceRps: measured.inferenceRps, forwardRps: measured.forwardRps, networkRps: measured.networkRps }
       this.log(`throughput ${measured.throughput.toFixed(1)} rps (inference ${measured.inferenceRps.toFixed(0)}, forward ${measured.forwardRps.toFixed(0)} tokens/s per block${measured.cached ? ', cached' : ''})`)
@@ -307,6 +317,21 @@ export class BlockServer {
       this.span?.close()
       await this.node.stop()
     }
+  }
+}
+
+/** The node's /p2p-circuit address, once a relay among its peers has given it a reservation. */
+async function relayAddress (node: BmrtNode, timeoutMs = 30_000): Promise<Multiaddr> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const circuit = node.getMultiaddrs().find(a => a.toString().includes('/p2p-circuit'))
+    if (circuit !== undefined) return circuit
+    if (Date.now() > deadline) throw new Error(`no relay gave this node a reservation within ${timeoutMs / 1000} s: --use-relay needs an initial peer started with bmrt-node --relay-only`)
+    await new Promise<void>(resolve => {
+      const done = (): void => { clearTimeout(timer); node.removeEventListener('self:peer:update', done); resolve() }
+      const timer = setTimeout(done, 250)
+      node.addEventListener('self:peer:update', done)
+    })
   }
 }
 

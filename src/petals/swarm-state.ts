@@ -13,6 +13,8 @@ export interface ServerView {
   cacheTokensLeft: number | null
   version: string | null
   dtype: string | null
+  /** reachable only through a relay */
+  usingRelay: boolean | null
 }
 
 export interface ModelView {
@@ -44,7 +46,8 @@ export async function swarmState (registry: Registry, model?: string): Promise<M
         publicName: text(r.info.publicName),
         cacheTokensLeft: num(r.info.cacheTokensLeft),
         version: text(r.info.version),
-        dtype: text(r.info.dtype)
+        dtype: text(r.info.dtype),
+        usingRelay: typeof r.info.usingRelay === 'boolean' ? r.info.usingRelay : null
       }))
       .sort((a, b) => a.start - b.start || a.peerId.localeCompare(b.peerId))
     return { name, blocks, coverage, complete: coverage.every(c => c > 0), servers }
