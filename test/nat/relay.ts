@@ -127,13 +127,23 @@ describe('a server behind NAT, through a relay (network namespaces)', function (
     assert.ok(generated.stdout.startsWith(EXPECTED[0].text), generated.stdout)
   })
 
-  it('a server whose link is cut disappears from the swarm within its expiry', async () => {
+  it('a server whose link is cut disappears from the swarm within its expiry, and clients go to another', async () => {
+    // A second server, on the public network, for the same blocks.
+    const direct = await startIn(NS.pub, [join(ROOT, 'bin', 'bmrt-node.js'), '--initial-peers', relayAddr, '--model', BUNDLED_MODEL,
+      '--blocks', '0:5', '--host-addrs', '/ip4/10.77.0.1/tcp/0', '--throughput', '1', '--update-period', String(EXPIRATION_S / 3), '--expiration', String(EXPIRATION_S)], /^online:/)
+    children.push(direct.process)
+    const directId = direct.output.find(l => l.startsWith('peer id '))!.slice('peer id '.length)
     const cutAt = Date.now()
     sh(['ip', '-n', NS.router, 'link', 'set', `${TAG}rh`, 'down'])
+    // A client asking now may still find the cut-off server's record: it fails over to the other.
+    const generated = runIn(NS.pub, [join(ROOT, 'bin', 'bmrt.js'), 'generate', '--initial-peers', relayAddr, '--max-new-tokens', '50', '--show-route'])
+    assert.equal(generated.status, 0, generated.stderr)
+    assert.ok(generated.stdout.startsWith(EXPECTED[0].text), generated.stdout)
+    assert.ok(generated.stderr.includes(`0:5 via 12D3KooW…${directId.slice(-6)}`), `the client ends up on the public server:\n${generated.stderr}`)
     for (;;) {
       const status = runIn(NS.pub, [join(ROOT, 'bin', 'bmrt.js'), 'swarm', 'status', '--initial-peers', relayAddr, '--json'])
       const servers = status.status === 0 ? (JSON.parse(status.stdout).models[0]?.servers ?? []).filter((s: any) => s.state === 'online') : []
-      if (servers.length === 0) break
+      if (servers.length === 1 && servers[0].peerId === directId) break
       assert.ok(Date.now() - cutAt < (EXPIRATION_S + 10) * 1000, 'the cut-off server is still listed well past its expiry')
     }
   })
