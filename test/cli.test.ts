@@ -53,10 +53,14 @@ describe('bmrt command line', () => {
     assert.match(gpu.stderr, /bmrt-node: (this build of the native addon has no CUDA path|no CUDA device found|--device cuda needs the native backend)/)
     const badDevice = await bmrt('bmrt-node', ['--new-swarm', '--device', 'tpu', '--num-blocks', '1', '--host-addrs', '/ip4/127.0.0.1/tcp/0'])
     assert.match(badDevice.stderr, /unknown device 'tpu' for the native backend: use cpu, cuda, cuda:N or auto|--device tpu needs the native backend/)
+    const relayWithBlocks = await bmrt('bmrt-node', ['--relay-only', '--new-swarm', '--blocks', '0:2'])
+    assert.match(relayWithBlocks.stderr, /bmrt-node: --relay-only serves no blocks and must be reachable/)
+    const relayAlone = await bmrt('bmrt-node', ['--use-relay', '--new-swarm', '--blocks', '0:2'])
+    assert.match(relayAlone.stderr, /bmrt-node: --use-relay needs --initial-peers naming a relay/)
     const badPeer = await bmrt('bmrt-node', ['--blocks', '0:2', '--initial-peers', 'localhost:1234'])
     assert.match(badPeer.stderr, /expected a multiaddr such as/)
     const help = await bmrt('bmrt-node', ['--help'])
-    for (const option of ['--blocks', '--num-blocks', '--initial-peers', '--new-swarm', '--public-name', '--identity', '--port', '--host-addrs', '--announce-addrs', '--public-ip', '--throughput', '--balance-quality', '--update-period', '--expiration', '--attn-cache-tokens', '--inference-max-length', '--backend', '--dtype', '--quant', '--threads', '--device', '--http-port']) {
+    for (const option of ['--blocks', '--num-blocks', '--initial-peers', '--new-swarm', '--public-name', '--identity', '--port', '--host-addrs', '--announce-addrs', '--public-ip', '--throughput', '--balance-quality', '--update-period', '--expiration', '--attn-cache-tokens', '--inference-max-length', '--backend', '--dtype', '--quant', '--threads', '--device', '--http-port', '--relay-only', '--use-relay']) {
       assert.ok(help.stdout.includes(option), `${option} missing from bmrt-node --help`)
     }
   })

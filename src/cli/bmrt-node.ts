@@ -59,7 +59,12 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
   .action(async (o: NodeCliOptions) => {
     const log = (line: string): void => { process.stdout.write(`${line}\n`) }
     try {
-      if (o.relayOnly === true) { await runRelay(o, log); return }
+      if (o.relayOnly === true) {
+        if (o.blocks !== undefined || o.numBlocks !== undefined || o.useRelay === true) throw new Error('--relay-only serves no blocks and must be reachable: drop --blocks, --num-blocks and --use-relay')
+        await runRelay(o, log)
+        return
+      }
+      if (o.useRelay === true && o.initialPeers.length === 0) throw new Error('--use-relay needs --initial-peers naming a relay (a node started with --relay-only)')
       if (o.blocks === undefined && o.numBlocks === undefined && (o.device ?? 'cpu') === 'cpu') throw new Error('give --blocks START:END or --num-blocks N (on a GPU, --device cuda chooses how many fit)')
       if (o.initialPeers.length === 0 && o.newSwarm !== true) throw new Error('give --initial-peers MULTIADDR to join a swarm, or --new-swarm to start one')
       if (o.publicIp !== undefined && o.port === 0) throw new Error('--public-ip needs a fixed --port (the one forwarded to this machine)')
