@@ -19,6 +19,7 @@
 
 #include "../src/cuda/cuda_kernels.cuh"
 #include "../src/cuda/cuda_span.h"
+#include "../test/random_block.h"
 
 using namespace bmrt;
 
@@ -35,16 +36,7 @@ const Shape SHAPES[] = {
     {"Llama-2-70B", 8192, 28672, 64, 8, 128},
 };
 
-BlockConfig config_of(const Shape& s) {
-  BlockConfig c;
-  c.hidden = s.hidden;
-  c.intermediate = s.intermediate;
-  c.heads = s.heads;
-  c.kv_heads = s.kv_heads;
-  c.head_dim = s.head_dim;
-  for (int j = 0; j < s.head_dim / 2; j++) c.rope_inverse_frequencies.push_back(std::pow(10000.0f, -2.0f * j / s.head_dim));
-  return c;
-}
+BlockConfig config_of(const Shape& s) { return bmrt_test::make_config(s.hidden, s.intermediate, s.heads, s.kv_heads, s.head_dim); }
 
 // Small random weights (uploading is the slow part of a big span; the values do not matter).
 std::vector<std::vector<float>> random_layer(const BlockConfig& c, std::mt19937& rng) {

@@ -29,16 +29,7 @@ struct Shape {
 };
 
 static BlockConfig config_of(const Shape& s) {
-  BlockConfig c;
-  c.hidden = s.hidden;
-  c.intermediate = s.intermediate;
-  c.heads = s.heads;
-  c.kv_heads = s.kv_heads;
-  c.head_dim = s.head_dim;
-  c.sliding_window = s.window;
-  c.attention_bias = c.mlp_bias = s.biases;
-  for (int j = 0; j < s.head_dim / 2; j++) c.rope_inverse_frequencies.push_back(std::pow(10000.0f, -2.0f * j / s.head_dim));
-  return c;
+  return bmrt_test::make_config(s.hidden, s.intermediate, s.heads, s.kv_heads, s.head_dim, s.window, s.biases);
 }
 
 static std::vector<float> random_hidden(int64_t n, std::mt19937& rng) {

@@ -1,4 +1,4 @@
-// Random decoder-block weights for the C++ tests (CPU span and CUDA span alike).
+// Decoder-block configs and random weights for the C++ tests and benchmarks (CPU and CUDA spans alike).
 #pragma once
 #include <cmath>
 #include <random>
@@ -10,6 +10,20 @@ namespace bmrt_test {
 
 using bmrt::BlockConfig;
 using bmrt::LayerTensor;
+
+// A block shape with the usual rotary frequencies (base 10000).
+inline BlockConfig make_config(int hidden, int inter, int heads, int kv_heads, int head_dim, int window = 0, bool biases = false) {
+  BlockConfig c;
+  c.hidden = hidden;
+  c.intermediate = inter;
+  c.heads = heads;
+  c.kv_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.sliding_window = window;
+  c.attention_bias = c.mlp_bias = biases;
+  for (int j = 0; j < head_dim / 2; j++) c.rope_inverse_frequencies.push_back(std::pow(10000.0f, -2.0f * j / head_dim));
+  return c;
+}
 
 struct Weights {
   std::vector<std::vector<float>> tensors;  // indexed by LayerTensor

@@ -14,6 +14,7 @@
 #include "test_support.h"
 
 using namespace bmrt;
+using bmrt_test::make_config;
 using bmrt_test::random_layer;
 using bmrt_test::Weights;
 
@@ -92,19 +93,6 @@ static std::vector<double> reference(const BlockConfig& c, const std::vector<Wei
     for (size_t i = 0; i < x.size(); i++) x[i] += down[i];
   }
   return x;
-}
-
-static BlockConfig make_config(int hidden, int inter, int heads, int kv_heads, int head_dim, int window, bool biases) {
-  BlockConfig c;
-  c.hidden = hidden;
-  c.intermediate = inter;
-  c.heads = heads;
-  c.kv_heads = kv_heads;
-  c.head_dim = head_dim;
-  c.sliding_window = window;
-  c.attention_bias = c.mlp_bias = biases;
-  for (int j = 0; j < head_dim / 2; j++) c.rope_inverse_frequencies.push_back(std::pow(10000.0f, -2.0f * j / head_dim));
-  return c;
 }
 
 static double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
