@@ -42,11 +42,13 @@ export function randomHidden (n: number, width: number, seed = 7): Float32Array 
 }
 
 /**
- * Starts bmrt-node and resolves with the process once it prints its "online" line. `node` runs it
- * (default: this process's Node.js; the Windows tests pass Wine's node.exe wrapper).
+ * Starts bmrt-node and resolves with the process once it prints its "online" line. `command` is
+ * what runs the script (default: this process's Node.js; the Windows tests pass Wine's node.exe
+ * wrapper, the NAT test `ip netns exec NS node`).
  */
-export async function startNode (args: string[], options: { node?: string, env?: NodeJS.ProcessEnv } = {}): Promise<{ process: ChildProcess, output: string[], peerId: string }> {
-  const child = spawn(options.node ?? process.execPath, [join(ROOT, 'bin', 'bmrt-node.js'), ...args],
+export async function startNode (args: string[], options: { command?: string[], env?: NodeJS.ProcessEnv } = {}): Promise<{ process: ChildProcess, output: string[], peerId: string }> {
+  const [program, ...leading] = options.command ?? [process.execPath]
+  const child = spawn(program, [...leading, join(ROOT, 'bin', 'bmrt-node.js'), ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env })
   const output: string[] = []
   child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()))

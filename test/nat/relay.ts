@@ -13,11 +13,10 @@
 // usingRelay; when the home link is cut the server disappears from the swarm within its expiry.
 
 import assert from 'node:assert/strict'
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { EXPECTED } from '../expected.js'
-import { BUNDLED_MODEL, ROOT } from '../helpers.js'
+import { BUNDLED_MODEL, ROOT, startNode } from '../helpers.js'
 
 const TAG = `b${process.pid % 100000}`
 const NS = { pub: `${TAG}-pub`, router: `${TAG}-router`, home: `${TAG}-home` }
@@ -59,19 +58,9 @@ function removeNetworks (): void {
   for (const ns of Object.values(NS)) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore' })
 }
 
-/** Runs `node args` inside a namespace; resolves once a line matches `ready`. */
-async function startIn (ns: string, args: string[], ready: RegExp): Promise<{ process: ChildProcess, output: string[] }> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const output: string[] = []
-  child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()))
-  await new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', line => {
-      output.push(line)
-      if (ready.test(line)) resolve()
-    })
-    child.once('exit', code => reject(new Error(`${args.join(' ')} exited with ${code}:\n${output.join('\n')}`)))
-  })
-  return { process: child, output }
+/** Starts bmrt-node inside a namespace; resolves once it is online. */
+async function startIn (ns: string, args: string[]): Promise<Awaited<ReturnType<typeof startNode>>> {
+  return await startNode(args, { command: ['ip', 'netns', 'exec', ns, process.execPath] })
 }
 
 /** Runs `node args` inside a namespace to the end. */
@@ -84,7 +73,7 @@ describe('a server behind NAT, through a relay (network namespaces)', function (
   this.timeout(180_000)
   const children: ChildProcess[] = []
   let relayAddr = ''
-  let server: { process: ChildProcess, output: string[] }
+  let server: Awaited<ReturnType<typeof startNode>>
 
   before(function () {
     const why = canMakeNamespaces()
@@ -107,11 +96,11 @@ describe('a server behind NAT, through a relay (network namespaces)', function (
   })
 
   it('a relayed server is found through the DHT, announces usingRelay, and serves EXPECTED.md to a client on another network', async () => {
-    const relay = await startIn(NS.pub, [join(ROOT, 'bin', 'bmrt-node.js'), '--relay-only', '--new-swarm', '--host-addrs', '/ip4/10.77.0.1/tcp/4001'], /^online:/)
+    const relay = await startIn(NS.pub, ['--relay-only', '--new-swarm', '--host-addrs', '/ip4/10.77.0.1/tcp/4001'])
     children.push(relay.process)
     relayAddr = relay.output.find(l => l.includes('share as --initial-peers: /ip4/10.77.0.1/'))!.split(': ')[1]
-    server = await startIn(NS.home, [join(ROOT, 'bin', 'bmrt-node.js'), '--use-relay', '--initial-peers', relayAddr, '--model', BUNDLED_MODEL,
-      '--blocks', '0:5', '--host-addrs', '/ip4/0.0.0.0/tcp/0', '--throughput', '1', '--update-period', String(EXPIRATION_S / 3), '--expiration', String(EXPIRATION_S)], /^online:/)
+    server = await startIn(NS.home, ['--use-relay', '--initial-peers', relayAddr, '--model', BUNDLED_MODEL,
+      '--blocks', '0:5', '--host-addrs', '/ip4/0.0.0.0/tcp/0', '--throughput', '1', '--update-period', String(EXPIRATION_S / 3), '--expiration', String(EXPIRATION_S)])
     children.push(server.process)
     assert.match(server.output.join('\n'), /reachable through a relay: \/ip4\/10\.77\.0\.1\/tcp\/4001\/p2p\/12D3KooW\w+\/p2p-circuit\/p2p\/12D3KooW\w+/)
 
@@ -129,10 +118,10 @@ describe('a server behind NAT, through a relay (network namespaces)', function (
 
   it('a server whose link is cut disappears from the swarm within its expiry, and clients go to another', async () => {
     // A second server, on the public network, for the same blocks.
-    const direct = await startIn(NS.pub, [join(ROOT, 'bin', 'bmrt-node.js'), '--initial-peers', relayAddr, '--model', BUNDLED_MODEL,
-      '--blocks', '0:5', '--host-addrs', '/ip4/10.77.0.1/tcp/0', '--throughput', '1', '--update-period', String(EXPIRATION_S / 3), '--expiration', String(EXPIRATION_S)], /^online:/)
+    const direct = await startIn(NS.pub, ['--initial-peers', relayAddr, '--model', BUNDLED_MODEL,
+      '--blocks', '0:5', '--host-addrs', '/ip4/10.77.0.1/tcp/0', '--throughput', '1', '--update-period', String(EXPIRATION_S / 3), '--expiration', String(EXPIRATION_S)])
     children.push(direct.process)
-    const directId = direct.output.find(l => l.startsWith('peer id '))!.slice('peer id '.length)
+    const directId = direct.peerId
     const cutAt = Date.now()
     sh(['ip', '-n', NS.router, 'link', 'set', `${TAG}rh`, 'down'])
     // A client asking now may still find the cut-off server's record: it fails over to the other.

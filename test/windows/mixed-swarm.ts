@@ -29,7 +29,7 @@ type WindowsNode = Awaited<ReturnType<typeof startNode>>
 
 /** Starts bmrt-node under win32 node.exe, on the cross-built addon, and waits for its "online" line. */
 async function startWindowsNode (args: string[]): Promise<WindowsNode> {
-  return await startNode(args, { node: WINE_NODE, env: { ...process.env, BMRT_ADDON: windowsPath(join(ROOT, 'addon', 'build-win32', 'bmrt.node')) } })
+  return await startNode(args, { command: [WINE_NODE], env: { ...process.env, BMRT_ADDON: windowsPath(join(ROOT, 'addon', 'build-win32', 'bmrt.node')) } })
 }
 
 describe('a mixed Windows + Linux swarm', function () {
