@@ -15,19 +15,10 @@ import { JobStore } from '../src/api/job-store.js'
 import { startGateway, type StartedGateway } from '../src/cli/gateway.js'
 import { loadAddon } from '../src/inference/native-backend.js'
 import { EXPECTED } from './expected.js'
-import { BUNDLED_MODEL, scratchDir } from './helpers.js'
+import { BUNDLED_MODEL, scratchDir, waitFor } from './helpers.js'
 
 const BACKEND = loadAddon() !== null ? 'native' : 'js'
 const KEY = 'test-key'
-
-/** Polls `condition` until it holds; fails with `what` if it has not within `timeoutMs`. */
-async function waitFor (what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 20))
-  }
-}
 
 describe('HTTP gateway on a 3-server swarm', function () {
   this.timeout(120_000)

@@ -7,17 +7,13 @@ import { once } from 'node:events'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { EXPECTED } from './expected.js'
-import { POSIX_SIGNALS, ROOT, scratchDir, startNode } from './helpers.js'
+import { POSIX_SIGNALS, ROOT, scratchDir, startNode, waitFor } from './helpers.js'
 
 /** Resolves with the first captured group once a line of `lines` matches `pattern`. */
 async function lineMatching (lines: string[], pattern: RegExp, what: string, timeoutMs = 60_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const match = lines.map(l => pattern.exec(l)).find(m => m !== null)
-    if (match != null) return match[1]
-    if (Date.now() > deadline) throw new Error(`no ${what} in:\n${lines.join('\n')}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
+  const find = (): RegExpExecArray | undefined => lines.map(l => pattern.exec(l)).find(m => m !== null) ?? undefined
+  await waitFor(what, () => find() !== undefined, timeoutMs).catch(() => { throw new Error(`no ${what} in:\n${lines.join('\n')}`) })
+  return find()![1]
 }
 
 async function complete (url: string, prompt: string): Promise<any> {

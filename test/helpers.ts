@@ -63,6 +63,15 @@ export async function startNode (args: string[], options: { command?: string[], 
   return { process: child, output, peerId }
 }
 
+/** Polls `condition` until it holds; fails naming `what` if it has not within `timeoutMs`. */
+export async function waitFor (what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+
 /**
  * The Python interpreter with torch for the torch backend's tests: $BMRT_PYTHON, else python3.
  * Null (tests skip) when it cannot import torch, unless BMRT_REQUIRE_TORCH=1 (CI), which fails.
