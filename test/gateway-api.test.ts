@@ -202,6 +202,10 @@ describe('HTTP gateway on a 3-server swarm', function () {
     assert.deepEqual(job.contributions.map((c: any) => [c.tokens, c.block_tokens]), [[fed, 2 * fed], [fed, 2 * fed], [fed, fed]])
     assert.ok(job.tokens_per_second > 0 && job.duration_s > 0)
 
+    const tooLong = await api('/api/v1/jobs', { method: 'POST', body: JSON.stringify({ prompt: 'Once', max_tokens: 100_000 }) })
+    assert.equal(tooLong.status, 400)
+    assert.equal(tooLong.body.error.code, 'context_length_exceeded')
+
     const board = (await api('/api/v1/jobs')).body
     assert.equal(board.jobs[0].id, job.id)
     assert.ok(board.contributors.length === 3 && board.contributors.every((c: any) => c.block_tokens > 0))

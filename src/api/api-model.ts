@@ -53,13 +53,22 @@ export class ApiModel {
    * Streams a generation. The context is checked before anything reaches the swarm; failures
    * during the generation come out as ApiErrors (503 when the swarm cannot serve the model now).
    */
-  async * generate (ids: readonly number[], sampling: SamplingRequest, hooks: GenerationHooks = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
+  /**
+   * The tokens a completion of a `promptTokens`-token prompt may have: `maxTokens`, or (null) what
+   * the context leaves. Throws OpenAI's 400 context_length_exceeded when they do not fit.
+   */
+  completionTokens (promptTokens: number, maxTokens: number | null): number {
     const context = this.contextLength
-    const maxTokens = sampling.maxTokens ?? context - ids.length
-    if (ids.length + Math.max(1, maxTokens) > context) {
-      throw badRequest(`This model's maximum context length is ${context} tokens, but ${ids.length + maxTokens} were requested (${ids.length} in the prompt, ${maxTokens} for the completion). Shorten the prompt or lower max_tokens.`,
-        sampling.maxTokens === null ? 'messages' : 'max_tokens', 'context_length_exceeded')
+    const tokens = maxTokens ?? context - promptTokens
+    if (promptTokens + Math.max(1, tokens) > context) {
+      throw badRequest(`This model's maximum context length is ${context} tokens, but ${promptTokens + tokens} were requested (${promptTokens} in the prompt, ${tokens} for the completion). Shorten the prompt or lower max_tokens.`,
+        maxTokens === null ? 'messages' : 'max_tokens', 'context_length_exceeded')
     }
+    return tokens
+  }
+
+  async * generate (ids: readonly number[], sampling: SamplingRequest, hooks: GenerationHooks = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
+    const maxTokens = this.completionTokens(ids.length, sampling.maxTokens)
     this.active++
     try {
       const generation = generate(this.model, ids, {

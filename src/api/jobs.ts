@@ -59,9 +59,7 @@ export class JobBoard {
     if (!Number.isSafeInteger(priority) || Math.abs(priority as number) > 1000) throw badRequest('priority must be an integer from -1000 to 1000 (higher runs first)', 'priority')
     const sampling = parseSampling(body, DEFAULT_JOB_MAX_TOKENS)
     const promptTokens = this.model.promptIds(body.prompt).length
-    if (promptTokens + sampling.maxTokens! > this.model.contextLength) {
-      throw badRequest(`prompt (${promptTokens} tokens) + max_tokens (${sampling.maxTokens}) exceeds the model's context of ${this.model.contextLength} tokens`, 'max_tokens', 'context_length_exceeded')
-    }
+    const maxTokens = this.model.completionTokens(promptTokens, sampling.maxTokens)
     if (this.queue.length >= this.maxQueued) {
       throw new ApiError(429, `the job queue is full (${this.queue.length} of ${this.maxQueued} waiting); try again when some have finished`, { code: 'queue_full', headers: { 'retry-after': '10' } })
     }
@@ -71,7 +69,7 @@ export class JobBoard {
       status: 'queued',
       priority: priority as number,
       prompt: body.prompt,
-      params: { max_tokens: sampling.maxTokens!, temperature: sampling.temperature, top_p: sampling.topP, seed: sampling.seed ?? null, stop: sampling.stop },
+      params: { max_tokens: maxTokens, temperature: sampling.temperature, top_p: sampling.topP, seed: sampling.seed ?? null, stop: sampling.stop },
       output: '',
       finish_reason: null,
       error: null,
