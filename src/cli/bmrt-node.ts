@@ -3,7 +3,7 @@
 import '../polyfill.js'
 import { Command, Option } from 'commander'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
-import { createNode, joinSwarm } from '../p2p/node.js'
+import { createNode, joinSwarm, type NodeOptions } from '../p2p/node.js'
 import { registryDhtOptions } from '../p2p/registry.js'
 import { BlockServer } from '../petals/server.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions, type StartedGateway } from './gateway.js'
@@ -59,17 +59,26 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
   .action(async (o: NodeCliOptions) => {
     const log = (line: string): void => { process.stdout.write(`${line}\n`) }
     try {
-      if (o.relayOnly === true) {
-        if (o.blocks !== undefined || o.numBlocks !== undefined || o.useRelay === true) throw new Error('--relay-only serves no blocks and must be reachable: drop --blocks, --num-blocks and --use-relay')
-        await runRelay(o, log)
-        return
+      if (o.relayOnly === true && (o.blocks !== undefined || o.numBlocks !== undefined || o.useRelay === true)) {
+        throw new Error('--relay-only serves no blocks and must be reachable: drop --blocks, --num-blocks and --use-relay')
       }
-      if (o.useRelay === true && o.initialPeers.length === 0) throw new Error('--use-relay needs --initial-peers naming a relay (a node started with --relay-only)')
-      if (o.blocks === undefined && o.numBlocks === undefined && (o.device ?? 'cpu') === 'cpu') throw new Error('give --blocks START:END or --num-blocks N (on a GPU, --device cuda chooses how many fit)')
+      if (o.relayOnly !== true) {
+        if (o.useRelay === true && o.initialPeers.length === 0) throw new Error('--use-relay needs --initial-peers naming a relay (a node started with --relay-only)')
+        if (o.blocks === undefined && o.numBlocks === undefined && (o.device ?? 'cpu') === 'cpu') throw new Error('give --blocks START:END or --num-blocks N (on a GPU, --device cuda chooses how many fit)')
+      }
       if (o.initialPeers.length === 0 && o.newSwarm !== true) throw new Error('give --initial-peers MULTIADDR to join a swarm, or --new-swarm to start one')
       if (o.publicIp !== undefined && o.port === 0) throw new Error('--public-ip needs a fixed --port (the one forwarded to this machine)')
       const identity = o.identity === undefined ? undefined : await loadOrCreateIdentity(o.identity)
       if (identity?.created === true) log(`created identity ${o.identity}`)
+      const network = {
+        privateKey: identity?.privateKey,
+        listen: o.hostAddrs.length > 0 ? o.hostAddrs : [`/ip4/0.0.0.0/tcp/${o.port}`],
+        announce: [...o.announceAddrs, ...(o.publicIp !== undefined ? [`/ip4/${o.publicIp}/tcp/${o.port}`] : [])]
+      }
+      if (o.relayOnly === true) {
+        await runRelay(o, network, log)
+        return
+      }
       const updatePeriodMs = o.updatePeriod * 1000
       const server = await BlockServer.start({
         modelDir: o.model,
@@ -77,10 +86,8 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
         blocks: o.blocks,
         numBlocks: o.numBlocks,
         load: { ...loadOptions(o), maxCacheTokens: o.attnCacheTokens },
-        privateKey: identity?.privateKey,
+        ...network,
         port: o.port,
-        listen: o.hostAddrs.length > 0 ? o.hostAddrs : [`/ip4/0.0.0.0/tcp/${o.port}`],
-        announce: [...o.announceAddrs, ...(o.publicIp !== undefined ? [`/ip4/${o.publicIp}/tcp/${o.port}`] : [])],
         initialPeers: o.initialPeers,
         publicName: o.publicName,
         inferenceMaxLength: o.inferenceMaxLength,
@@ -113,14 +120,9 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
   })
 
 /** --relay-only: a DHT server that relays for peers behind NAT, until a stop signal. */
-async function runRelay (o: NodeCliOptions, log: (line: string) => void): Promise<void> {
-  if (o.initialPeers.length === 0 && o.newSwarm !== true) throw new Error('give --initial-peers MULTIADDR to join a swarm, or --new-swarm to start one')
-  const identity = o.identity === undefined ? undefined : await loadOrCreateIdentity(o.identity)
-  if (identity?.created === true) log(`created identity ${o.identity}`)
+async function runRelay (o: NodeCliOptions, network: Pick<NodeOptions, 'privateKey' | 'listen' | 'announce'>, log: (line: string) => void): Promise<void> {
   const node = await createNode({
-    privateKey: identity?.privateKey,
-    listen: o.hostAddrs.length > 0 ? o.hostAddrs : [`/ip4/0.0.0.0/tcp/${o.port}`],
-    announce: [...o.announceAddrs, ...(o.publicIp !== undefined ? [`/ip4/${o.publicIp}/tcp/${o.port}`] : [])],
+    ...network,
     bootstrap: o.initialPeers,
     dht: registryDhtOptions({ rejected: {} }, (o.expiration ?? 3 * o.updatePeriod) * 1000, o.updatePeriod * 1000),
     relayServer: true
