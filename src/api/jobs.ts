@@ -3,6 +3,7 @@
 // runs, and every server's contribution (tokens × blocks it processed) totalled for a leaderboard.
 
 import { randomUUID } from 'node:crypto'
+import { collect } from '../inference/generate.js'
 import type { ServedBlocks } from '../inference/model.js'
 import { shortPeerId } from '../petals/routing.js'
 import type { ApiModel } from './api-model.js'
@@ -183,21 +184,17 @@ export class JobBoard {
           meter.route(route)
         }
       })
-      for (;;) {
-        const next = await generation.next()
-        if (next.done === true) {
-          if (this.closing) return // not ended: it runs again after the restart
-          job.contributions = meter.close()
-          const finish = next.value.finishReason
-          await this.finish(job, finish === 'aborted' ? { status: 'cancelled' } : { status: 'done', finish_reason: finish === 'length' ? 'length' : 'stop' })
-          return
-        }
-        if (next.value.id !== null) {
+      const result = await collect(generation, token => {
+        if (token.id !== null) {
           meter.fed(job.completion_tokens === 0 ? ids.length : 1) // the prompt, then each token before this one
           job.completion_tokens++
         }
-        job.output += next.value.text
-      }
+        job.output += token.text
+      })
+      if (this.closing) return // not ended: it runs again after the restart
+      job.contributions = meter.close()
+      const finish = result.finishReason
+      await this.finish(job, finish === 'aborted' ? { status: 'cancelled' } : { status: 'done', finish_reason: finish === 'length' ? 'length' : 'stop' })
     } catch (err) {
       if (this.closing) return
       job.contributions = meter.close()

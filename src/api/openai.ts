@@ -4,7 +4,7 @@
 
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { FinishReason, GeneratedToken, GenerationResult } from '../inference/generate.js'
+import { collect, type FinishReason, type GeneratedToken, type GenerationResult } from '../inference/generate.js'
 import { VERSION } from '../petals/server.js'
 import type { ApiModel } from './api-model.js'
 import { parseMessages, parseModel, parsePrompt, parseSampling } from './generation-request.js'
@@ -40,7 +40,7 @@ export async function createCompletion (req: IncomingMessage, res: ServerRespons
   const shape = new ResponseShape(kind, name)
 
   if (!stream) {
-    const result = await drain(generation, () => {})
+    const result = await collect(generation)
     if (abort.signal.aborted) return `client left after ${result.ids.length} tokens`
     sendJson(res, 200, shape.whole(result))
     return summary(result)
@@ -53,7 +53,8 @@ export async function createCompletion (req: IncomingMessage, res: ServerRespons
   try {
     events.send(shape.chunk(kind === 'chat' ? { role: 'assistant', content: '' } : '', null, includeUsage))
     const send = (token: GeneratedToken): void => { if (token.text.length > 0) events.send(shape.chunk(kind === 'chat' ? { content: token.text } : token.text, null, includeUsage)) }
-    const result = first.done === true ? first.value : await drain(generation, send, first.value)
+    if (first.done !== true) send(first.value)
+    const result = first.done === true ? first.value : await collect(generation, send)
     if (abort.signal.aborted) return `client left after ${result.ids.length} tokens; generation stopped`
     events.send(shape.chunk(kind === 'chat' ? {} : '', finishReason(result.finishReason), includeUsage))
     if (includeUsage) events.send({ ...shape.head(), choices: [], usage: usage(result) })
@@ -64,16 +65,6 @@ export async function createCompletion (req: IncomingMessage, res: ServerRespons
     throw err
   } finally {
     clearInterval(ping)
-  }
-}
-
-/** Runs a generation to its end, handing each token to `onToken` (starting with `first`, if any). */
-async function drain (generation: AsyncGenerator<GeneratedToken, GenerationResult>, onToken: (token: GeneratedToken) => void, first?: GeneratedToken): Promise<GenerationResult> {
-  if (first !== undefined) onToken(first)
-  for (;;) {
-    const next = await generation.next()
-    if (next.done === true) return next.value
-    onToken(next.value)
   }
 }
 

@@ -5,7 +5,7 @@
 import '../polyfill.js'
 import { Command, Option } from 'commander'
 import { createInterface } from 'node:readline'
-import { Conversation, generate, type GeneratedToken, type GenerationResult } from '../inference/generate.js'
+import { collect, Conversation, generate, type GeneratedToken, type GenerationResult } from '../inference/generate.js'
 import { makeTestModel } from '../inference/test-model.js'
 import { parseDType } from '../inference/dtype.js'
 import type { ChatMessage } from '../inference/tokenizer.js'
@@ -243,11 +243,9 @@ async function runChat (o: ChatCliOptions): Promise<void> {
 
 /** Writes a generation's text as it comes, then a newline; returns its result. */
 async function streamToStdout (generation: AsyncGenerator<GeneratedToken, GenerationResult>): Promise<GenerationResult> {
-  for (;;) {
-    const next = await generation.next()
-    if (next.done === true) { process.stdout.write('\n'); return next.value }
-    process.stdout.write(next.value.text)
-  }
+  const result = await collect(generation, token => process.stdout.write(token.text))
+  process.stdout.write('\n')
+  return result
 }
 
 await program.parseAsync(process.argv)

@@ -141,11 +141,13 @@ export class Conversation {
   }
 }
 
-/** Runs a generation to the end and returns its result. */
-export async function collect (generation: AsyncGenerator<GeneratedToken, GenerationResult>): Promise<GenerationResult> {
+/** Runs a generation to the end, handing each token to `onToken`, and returns its result. */
+export async function collect (generation: AsyncGenerator<GeneratedToken, GenerationResult>,
+  onToken: (token: GeneratedToken) => void = () => {}): Promise<GenerationResult> {
   for (;;) {
     const next = await generation.next()
     if (next.done === true) return next.value
+    onToken(next.value)
   }
 }
 
