@@ -1,22 +1,7 @@
 // The commands as a user runs them: real processes, real output.
 
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
-import { join } from 'node:path'
-import { promisify } from 'node:util'
-import { ROOT, scratchDir } from './helpers.js'
-
-const run = promisify(execFile)
-
-async function bmrt (command: 'bmrt' | 'bmrt-node', args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [join(ROOT, 'bin', `${command}.js`), ...args], { cwd: ROOT, env: { ...process.env, ...env } })
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const e = err as { code: number, stdout: string, stderr: string }
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-  }
-}
+import { bmrt, scratchDir } from './helpers.js'
 
 describe('bmrt command line', () => {
   it('generate streams the bundled model\'s greedy story and reports tokens/s', async () => {
@@ -43,7 +28,7 @@ describe('bmrt command line', () => {
     assert.equal(noSpan.code, 1)
     assert.match(noSpan.stderr, /bmrt-node: give --blocks START:END or --num-blocks N/)
     const noSwarm = await bmrt('bmrt-node', ['--blocks', '0:2'])
-    assert.match(noSwarm.stderr, /give --initial-peers MULTIADDR to join a swarm, or --new-swarm to start one/)
+    assert.match(noSwarm.stderr, /give --initial-peers MULTIADDR or --swarm NAME\|FILE to join a swarm, or --new-swarm to start one/)
     const outside = await bmrt('bmrt-node', ['--new-swarm', '--blocks', '3:9', '--host-addrs', '/ip4/127.0.0.1/tcp/0'])
     assert.equal(outside.code, 1)
     assert.match(outside.stderr, /bmrt-node: block span 3:9 is not within the model's 5 blocks/)

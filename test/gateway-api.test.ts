@@ -32,7 +32,7 @@ describe('HTTP gateway on a 3-server swarm', function () {
 
   const initialPeers = (): string[] => servers[0].node.getMultiaddrs().map(String)
   const openGateway = async (extra: { maxQueuedJobs?: number, jobConcurrency?: number } = {}): Promise<void> => {
-    started = await startGateway(BUNDLED_MODEL, initialPeers(), {
+    started = await startGateway(BUNDLED_MODEL, { initialPeers: initialPeers() }, {
       httpPort: 0, httpHost: '127.0.0.1', apiKey: KEY, jobsFile: join(scratch.dir, 'jobs.jsonl'), modelAlias: ['gpt-3.5-turbo'],
       maxQueuedJobs: extra.maxQueuedJobs ?? 64, jobConcurrency: extra.jobConcurrency ?? 2
     }, line => logs.push(line))
@@ -222,7 +222,7 @@ describe('HTTP gateway on a 3-server swarm', function () {
     await started.close()
     // One job at a time and one waiting; a model name no server announces keeps the running job
     // waiting for servers, so the queue stays full for as long as the test needs.
-    started = await startGateway(BUNDLED_MODEL, initialPeers(), {
+    started = await startGateway(BUNDLED_MODEL, { initialPeers: initialPeers() }, {
       httpPort: 0, httpHost: '127.0.0.1', apiKey: KEY, jobsFile: join(scratch.dir, 'jobs.jsonl'), modelAlias: [],
       maxQueuedJobs: 1, jobConcurrency: 1, modelName: 'not-served'
     }, line => logs.push(line))

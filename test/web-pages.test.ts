@@ -49,7 +49,7 @@ describe('web pages in a real browser', function () {
     nodeArgs.push('--initial-peers', first.output.find(l => l.includes('share as --initial-peers: '))!.split(': ')[1])
     await startServer('2:4', 'bravo')
     // Blocks 4:5 have no server yet: the job board test starts it.
-    gateway = await startGateway(BUNDLED_MODEL, [nodeArgs[nodeArgs.length - 1]], {
+    gateway = await startGateway(BUNDLED_MODEL, { initialPeers: [nodeArgs[nodeArgs.length - 1]] }, {
       httpPort: 0, httpHost: '127.0.0.1', jobsFile: join(scratch.dir, 'jobs.jsonl'), modelAlias: [], maxQueuedJobs: 8, jobConcurrency: 1
     }, () => {})
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })

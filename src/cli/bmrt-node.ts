@@ -3,18 +3,18 @@
 import '../polyfill.js'
 import { Command, Option } from 'commander'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
-import { createNode, joinSwarm, type NodeOptions } from '../p2p/node.js'
+import { confirmListeningAddresses, createNode, joinSwarm, type NodeOptions } from '../p2p/node.js'
 import { registryDhtOptions } from '../p2p/registry.js'
+import { serveReachabilityChecks } from '../p2p/reachability.js'
 import { BlockServer } from '../petals/server.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions, type StartedGateway } from './gateway.js'
-import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, multiaddrArgument, number, onStopSignals, type BackendCliOptions } from './options.js'
+import { addBackendOptions, addSwarmOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, multiaddrArgument, number, onStopSignals, resolveSwarm, type BackendCliOptions, type SwarmCliOptions } from './options.js'
 
-interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions {
+interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions, SwarmCliOptions {
   model: string
   modelName?: string
   blocks?: [number, number]
   numBlocks?: number
-  initialPeers: string[]
   newSwarm?: boolean
   publicName?: string
   identity?: string
@@ -32,13 +32,13 @@ interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions {
   useRelay?: boolean
 }
 
-const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), 'also serve the HTTP gateway (OpenAI API, chat, swarm monitor, job board) on this port')
+const program = addSwarmOptions(addGatewayOptions(addBackendOptions(new Command('bmrt-node')), 'also serve the HTTP gateway (OpenAI API, chat, swarm monitor, job board) on this port'),
+  'a peer of the swarm to join through (repeatable)')
   .description('serve a span of transformer blocks to a bmrt swarm')
   .option('--model <dir>', 'Hugging Face model directory', BUNDLED_MODEL)
   .option('--model-name <name>', "the name the swarm knows the model by (default: the folder's name)")
   .option('--blocks <start:end>', 'serve exactly these blocks, end excluded, e.g. 0:20 (no rebalancing)', blockSpan)
   .option('--num-blocks <n>', 'serve this many blocks where the swarm is weakest (on a GPU: default as many as fit in its free memory)', integer(1))
-  .option('--initial-peers <multiaddr>', 'a peer of the swarm to join through (repeatable)', multiaddrArgument, [])
   .option('--new-swarm', 'start a new swarm (no initial peers)')
   .option('--public-name <name>', 'a name shown to others on the swarm monitor')
   .option('--identity <path>', 'key file for a stable peer id, created on first run (mode 0600; on Windows keep it under %USERPROFILE%); default: a new id each run')
@@ -54,29 +54,32 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
   .option('--attn-cache-tokens <n>', 'KV cache tokens per block that all client sessions may reserve together (Petals\' attn_cache_tokens; default 16384 for GQA models, else 4096)', integer(1))
   .option('--inference-max-length <n>', 'the longest session a client may open, announced to clients', integer(1), 8192)
   .option('--relay-only', 'serve no blocks: be a bootstrap, relay and DHT node for the swarm (for a machine with a public IP; Petals\' run_dht)')
-  .option('--use-relay', 'this machine cannot be dialed (behind NAT): be reached through a relay among the initial peers')
+  .option('--use-relay', 'be reached through a relay without checking (default: ask peers to dial this machine back, and use a relay only if they cannot)')
+  .option('--no-use-relay', 'never use a relay, and skip the check (a machine with a public address)')
   .showHelpAfterError()
   .action(async (o: NodeCliOptions) => {
     const log = (line: string): void => { process.stdout.write(`${line}\n`) }
     try {
+      const swarm = await resolveSwarm(o)
       if (o.relayOnly === true && (o.blocks !== undefined || o.numBlocks !== undefined || o.useRelay === true)) {
         throw new Error('--relay-only serves no blocks and must be reachable: drop --blocks, --num-blocks and --use-relay')
       }
       if (o.relayOnly !== true) {
-        if (o.useRelay === true && o.initialPeers.length === 0) throw new Error('--use-relay needs --initial-peers naming a relay (a node started with --relay-only)')
+        if (o.useRelay === true && swarm.initialPeers.length === 0) throw new Error('--use-relay needs --initial-peers naming a relay (a node started with --relay-only)')
         if (o.blocks === undefined && o.numBlocks === undefined && (o.device ?? 'cpu') === 'cpu') throw new Error('give --blocks START:END or --num-blocks N (on a GPU, --device cuda chooses how many fit)')
       }
-      if (o.initialPeers.length === 0 && o.newSwarm !== true) throw new Error('give --initial-peers MULTIADDR to join a swarm, or --new-swarm to start one')
+      if (swarm.initialPeers.length === 0 && o.newSwarm !== true) throw new Error('give --initial-peers MULTIADDR or --swarm NAME|FILE to join a swarm, or --new-swarm to start one')
       if (o.publicIp !== undefined && o.port === 0) throw new Error('--public-ip needs a fixed --port (the one forwarded to this machine)')
       const identity = o.identity === undefined ? undefined : await loadOrCreateIdentity(o.identity)
       if (identity?.created === true) log(`created identity ${o.identity}`)
       const network = {
         privateKey: identity?.privateKey,
         listen: o.hostAddrs.length > 0 ? o.hostAddrs : [`/ip4/0.0.0.0/tcp/${o.port}`],
-        announce: [...o.announceAddrs, ...(o.publicIp !== undefined ? [`/ip4/${o.publicIp}/tcp/${o.port}`] : [])]
+        announce: [...o.announceAddrs, ...(o.publicIp !== undefined ? [`/ip4/${o.publicIp}/tcp/${o.port}`] : [])],
+        swarmKey: swarm.swarmKey
       }
       if (o.relayOnly === true) {
-        await runRelay(o, network, log)
+        await runRelay(o, { ...network, bootstrap: swarm.initialPeers }, log)
         return
       }
       const updatePeriodMs = o.updatePeriod * 1000
@@ -88,7 +91,7 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
         load: { ...loadOptions(o), maxCacheTokens: o.attnCacheTokens },
         ...network,
         port: o.port,
-        initialPeers: o.initialPeers,
+        initialPeers: swarm.initialPeers,
         publicName: o.publicName,
         inferenceMaxLength: o.inferenceMaxLength,
         throughput: o.throughput,
@@ -102,7 +105,7 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
       let gateway: StartedGateway | null = null
       if (o.httpPort !== undefined) {
         try {
-          gateway = await startGateway(o.model, server.node.getMultiaddrs().map(a => a.toString()), { ...o, modelName: server.modelName }, log)
+          gateway = await startGateway(o.model, { initialPeers: server.node.getMultiaddrs().map(a => a.toString()), swarmKey: swarm.swarmKey }, { ...o, modelName: server.modelName }, log)
         } catch (err) {
           await server.stop() // announces offline rather than leaving a record of a node that quit
           throw err
@@ -120,16 +123,17 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
   })
 
 /** --relay-only: a DHT server that relays for peers behind NAT, until a stop signal. */
-async function runRelay (o: NodeCliOptions, network: Pick<NodeOptions, 'privateKey' | 'listen' | 'announce'>, log: (line: string) => void): Promise<void> {
+async function runRelay (o: NodeCliOptions, network: Pick<NodeOptions, 'privateKey' | 'listen' | 'announce' | 'bootstrap' | 'swarmKey'>, log: (line: string) => void): Promise<void> {
   const node = await createNode({
     ...network,
-    bootstrap: o.initialPeers,
     dht: registryDhtOptions({ rejected: {} }, (o.expiration ?? 3 * o.updatePeriod) * 1000, o.updatePeriod * 1000),
     relayServer: true
   })
+  confirmListeningAddresses(node) // a relay is meant for a public address: announce it
+  await serveReachabilityChecks(node)
   log(`peer id ${node.peerId.toString()}`)
   for (const addr of node.getMultiaddrs()) log(`  share as --initial-peers: ${addr.toString()}`)
-  if (o.initialPeers.length > 0) await joinSwarm(node)
+  if ((network.bootstrap ?? []).length > 0) await joinSwarm(node)
   log('online: relaying and serving the DHT (no blocks)')
   onStopSignals(signal => {
     log(`${signal}: stopping`)

@@ -9,7 +9,8 @@ import { collect, Conversation, generate, type GeneratedToken, type GenerationRe
 import { makeTestModel } from '../inference/test-model.js'
 import { parseDType } from '../inference/dtype.js'
 import type { ChatMessage } from '../inference/tokenizer.js'
-import { addModelOptions, addSamplingOptions, BUNDLED_MODEL, fail, integer, multiaddrArgument, number, onStopSignals, openModel, samplingOptions, type ModelCliOptions, type SamplingCliOptions } from './options.js'
+import { addModelOptions, addSamplingOptions, addSwarmOptions, BUNDLED_MODEL, fail, integer, number, onStopSignals, openModel, resolveSwarm, samplingOptions, type ModelCliOptions, type SamplingCliOptions, type SwarmCliOptions } from './options.js'
+import { createSwarmKey } from '../p2p/swarms.js'
 import { createNode, joinSwarm } from '../p2p/node.js'
 import { Registry, registryDhtOptions } from '../p2p/registry.js'
 import { formatSwarmState, swarmState } from '../petals/swarm-state.js'
@@ -46,15 +47,14 @@ addModelOptions(addSamplingOptions(program.command('chat')))
     }
   })
 
-addGatewayOptions(program.command('gateway'), 'port to serve on (0: any free port)', 8080)
+addSwarmOptions(addGatewayOptions(program.command('gateway'), 'port to serve on (0: any free port)', 8080), 'a peer of the swarm (repeatable)')
   .description('serve an OpenAI-compatible API, a web chat, a swarm monitor and a job board for a model running on a swarm')
-  .requiredOption('--initial-peers <multiaddr>', 'a peer of the swarm (repeatable)', multiaddrArgument)
   .option('--model <dir>', 'the model directory (config.json, tokenizer.json, and the embeddings and lm_head weights)', BUNDLED_MODEL)
   .option('--model-name <name>', "the name servers announce the model under (default: the --model folder's name)")
-  .action(async (o: GatewayCliOptions & { initialPeers: string[], model: string, modelName?: string }) => {
+  .action(async (o: GatewayCliOptions & SwarmCliOptions & { model: string, modelName?: string }) => {
     const log = (line: string): void => { process.stdout.write(`${line}\n`) }
     try {
-      const started = await startGateway(o.model, o.initialPeers, o, log)
+      const started = await startGateway(o.model, await joinedSwarm(o), o, log)
       stopOnSignals(log, started.close)
     } catch (err) {
       fail('bmrt gateway', err)
@@ -137,16 +137,22 @@ program.command('make-test-model')
     }
   })
 
-program.command('swarm')
-  .description('look at a swarm')
-  .command('status')
+const swarmCommand = program.command('swarm').description('look at a swarm, or make a private one')
+
+addSwarmOptions(swarmCommand.command('status'), 'a peer of the swarm (repeatable)')
   .description("each model's block coverage and servers (span, state, throughput, name, cache left), read from the DHT")
-  .requiredOption('--initial-peers <multiaddr>', 'a peer of the swarm (repeatable)', multiaddrArgument)
   .option('--model <name>', 'only this model')
   .option('--json', 'print JSON for scripts')
-  .action(async (o: { initialPeers: string[], model?: string, json?: boolean }) => {
+  .action(async (o: SwarmCliOptions & { model?: string, json?: boolean }) => {
+    let swarm: Awaited<ReturnType<typeof joinedSwarm>>
+    try {
+      swarm = await joinedSwarm(o)
+    } catch (err) {
+      fail('bmrt swarm status', err)
+      return
+    }
     // A DHT client: it reads the swarm without storing records for others.
-    const node = await createNode({ bootstrap: o.initialPeers, dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
+    const node = await createNode({ bootstrap: swarm.initialPeers, swarmKey: swarm.swarmKey, dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
     try {
       await joinSwarm(node, 1, 15_000)
       const state = await swarmState(new Registry(node), o.model)
@@ -157,6 +163,25 @@ program.command('swarm')
       await node.stop()
     }
   })
+
+swarmCommand.command('new-key')
+  .description('write a new private-swarm key to FILE (mode 0600): give it to every server and client of the swarm with --swarm-key FILE')
+  .argument('<file>', 'where to write the key (never overwritten)')
+  .action(async (file: string) => {
+    try {
+      await createSwarmKey(file)
+      process.stdout.write(`wrote a swarm key to ${file}: peers started with --swarm-key ${file} form a swarm no one else can connect to\n`)
+    } catch (err) {
+      fail('bmrt swarm new-key', err)
+    }
+  })
+
+/** The swarm a command that needs one joins: --initial-peers or --swarm must name it. */
+async function joinedSwarm (o: SwarmCliOptions): Promise<{ initialPeers: string[], swarmKey?: Uint8Array }> {
+  const swarm = await resolveSwarm(o)
+  if (swarm.initialPeers.length === 0) throw new Error('give --initial-peers MULTIADDR (a peer of the swarm) or --swarm NAME|FILE')
+  return swarm
+}
 
 interface GenerateCliOptions extends ModelCliOptions, SamplingCliOptions {
   prompt: string

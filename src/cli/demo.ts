@@ -36,7 +36,7 @@ export async function runDemo (o: DemoCliOptions, log: (line: string) => void): 
         log: line => { if (!line.startsWith('  share as')) log(`${name}: ${line}`) }
       }))
     }
-    gateway = await startGateway(o.model, servers[0].node.getMultiaddrs().map(a => a.toString()), o, log)
+    gateway = await startGateway(o.model, { initialPeers: servers[0].node.getMultiaddrs().map(a => a.toString()) }, o, log)
     log('demo: Ctrl-C stops the servers and the gateway')
     return { close }
   } catch (err) {

@@ -37,13 +37,13 @@ export interface StartedGateway {
 }
 
 /**
- * Joins the swarm at `initialPeers` as a client for the model in `modelDir` and serves the gateway
+ * Joins the swarm through `swarm.initialPeers` as a client for the model in `modelDir` and serves the gateway
  * on it. Logs the URLs a person opens.
  */
-export async function startGateway (modelDir: string, initialPeers: string[], o: GatewayCliOptions & { modelName?: string },
+export async function startGateway (modelDir: string, swarm: { initialPeers: string[], swarmKey?: Uint8Array }, o: GatewayCliOptions & { modelName?: string },
   log: (line: string) => void): Promise<StartedGateway> {
   const model = await DistributedModel.load(modelDir, {
-    initialPeers,
+    ...swarm,
     modelName: o.modelName,
     onProgress: m => log(`gateway: ${m}`),
     onRoute: (route, reason) => { if (reason !== 'open') log(`gateway: route ${formatRoute(route)} (${reason})`) }

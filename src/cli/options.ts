@@ -9,6 +9,7 @@ import type { LoadOptions } from '../inference/load-span.js'
 import { LocalModel, type LanguageModel } from '../inference/model.js'
 import { DistributedModel } from '../petals/distributed-model.js'
 import { formatRoute } from '../petals/routing.js'
+import { loadSwarm, loadSwarmKey, SWARM_PRESETS } from '../p2p/swarms.js'
 import type { WeightFormat } from '../inference/native-backend.js'
 
 /** The bundled stories260K model, used when --model is not given. */
@@ -43,6 +44,26 @@ export function multiaddrArgument (value: string, previous: string[] = []): stri
     throw new InvalidArgumentError('expected a multiaddr such as /ip4/1.2.3.4/tcp/31337/p2p/12D3KooW...')
   }
   return [...previous, value]
+}
+
+export interface SwarmCliOptions {
+  initialPeers: string[]
+  swarm?: string
+  swarmKey?: string
+}
+
+/** --initial-peers, --swarm and --swarm-key: which swarm a command joins. */
+export function addSwarmOptions (command: Command, initialPeersHelp: string): Command {
+  return command
+    .option('--initial-peers <multiaddr>', initialPeersHelp, multiaddrArgument, [])
+    .option('--swarm <name|file>', `join a known swarm (${Object.keys(SWARM_PRESETS).join(', ')}) or the one a JSON file names: { "initialPeers": [MULTIADDR, ...] }; --initial-peers takes precedence`)
+    .option('--swarm-key <file>', 'the key of a private swarm (peers without it cannot connect); make one with bmrt swarm new-key FILE')
+}
+
+/** The initial peers (--initial-peers, else --swarm's) and the private swarm key, if any. */
+export async function resolveSwarm (o: SwarmCliOptions): Promise<{ initialPeers: string[], swarmKey?: Uint8Array }> {
+  const initialPeers = o.initialPeers.length > 0 || o.swarm === undefined ? o.initialPeers : (await loadSwarm(o.swarm)).initialPeers
+  return { initialPeers, swarmKey: o.swarmKey === undefined ? undefined : await loadSwarmKey(o.swarmKey) }
 }
 
 /** Parses `a:b` into a block span [a, b). */
@@ -134,9 +155,8 @@ export function samplingOptions (o: SamplingCliOptions): GenerateOptions {
   }
 }
 
-export interface ModelCliOptions extends BackendCliOptions {
+export interface ModelCliOptions extends BackendCliOptions, SwarmCliOptions {
   model: string
-  initialPeers: string[]
   modelName?: string
   wireDtype?: string
   showRoute?: boolean
@@ -144,9 +164,9 @@ export interface ModelCliOptions extends BackendCliOptions {
 
 /** Where the model runs: this machine, or a swarm (--initial-peers). */
 export function addModelOptions (command: Command): Command {
-  return addBackendOptions(command)
-    .option('--model <dir>', 'Hugging Face model directory (config.json, tokenizer.json; safetensors: all of it here, only embeddings and lm_head for a swarm)', BUNDLED_MODEL)
-    .option('--initial-peers <multiaddr>', 'run the blocks on the swarm this peer belongs to (repeatable); without it, everything runs here', multiaddrArgument, [])
+  return addSwarmOptions(addBackendOptions(command)
+    .option('--model <dir>', 'Hugging Face model directory (config.json, tokenizer.json; safetensors: all of it here, only embeddings and lm_head for a swarm)', BUNDLED_MODEL),
+  'run the blocks on the swarm this peer belongs to (repeatable); without it or --swarm, everything runs here')
     .option('--model-name <name>', "swarm: the name servers announce the model under (default: the --model folder's name)")
     .addOption(new Option('--wire-dtype <dtype>', "swarm: activations on the wire (default: the model's dtype); bf16/f16 halve fp32 traffic").choices(['f32', 'bf16', 'f16']))
     .option('--show-route', 'swarm: print the chain of servers used, and every failover')
@@ -154,13 +174,14 @@ export function addModelOptions (command: Command): Command {
 
 /** Loads the model the options name, locally or as a client of a swarm. */
 export async function openModel (o: ModelCliOptions, log: (line: string) => void): Promise<LanguageModel & { close: () => Promise<void> | void }> {
-  if (o.initialPeers.length === 0) {
+  const swarm = await resolveSwarm(o)
+  if (swarm.initialPeers.length === 0) {
     log(`loading ${o.model}`)
     return await LocalModel.load(o.model, { ...loadOptions(o), onProgress: m => log(`  ${m}`) })
   }
   log(`loading the embeddings and lm_head of ${o.model}`)
   return await DistributedModel.load(o.model, {
-    initialPeers: o.initialPeers,
+    ...swarm,
     modelName: o.modelName,
     dtype: o.wireDtype,
     onProgress: m => log(`  ${m}`),

@@ -26,6 +26,8 @@ import { SequenceManager, type SequenceManagerOptions } from './sequence-manager
 export interface DistributedModelOptions extends SequenceManagerOptions {
   /** multiaddrs of swarm peers to join through */
   initialPeers: string[]
+  /** a private swarm's pre-shared key (see NodeOptions.swarmKey) */
+  swarmKey?: Uint8Array
   /** the name servers announce the model under (default: the model folder's name) */
   modelName?: string
   /** activations on the wire: f32, bf16 or f16 (default: the model's dtype, f32 when unknown) */
@@ -72,6 +74,7 @@ export class DistributedModel implements LanguageModel {
     const node = await createNode({
       listen: [], // clients never need to be dialable
       bootstrap: options.initialPeers,
+      swarmKey: options.swarmKey,
       dhtServer: false,
       dht: registryDhtOptions({ rejected: {} }),
       // Ping connected servers every 2 s: a hung server (alive socket, no answers) loses its

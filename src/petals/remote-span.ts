@@ -3,6 +3,7 @@
 // consecutive steps of fewer tokens, which the server treats exactly like one long step.
 
 import { peerIdFromString } from '@libp2p/peer-id'
+import type { ConnectionLimits } from '@libp2p/interface'
 import type { BmrtNode } from '../p2p/node.js'
 import { decodeHidden, encodeHidden, ErrorCode, FrameStream, MAX_TENSOR_BYTES, ProtocolError, Request, Response, wireDTypeBytes, type WireDType } from '../p2p/wire.js'
 import type { RouteHop } from './routing.js'
@@ -21,6 +22,11 @@ export interface RemoteSpanOptions {
   stepTimeoutMs?: number
 }
 
+function describeLimits (limits: ConnectionLimits): string {
+  const parts = [limits.bytes !== undefined ? `${limits.bytes} bytes` : '', limits.seconds !== undefined ? `${limits.seconds} s` : ''].filter(p => p !== '')
+  return parts.length > 0 ? ` (${parts.join(', ')})` : ''
+}
+
 /** A failure of one hop, with the peer to blame. */
 export class HopError extends Error {
   constructor (readonly peerId: string, message: string, readonly code?: ErrorCode) {
@@ -37,9 +43,12 @@ export class RemoteSpan {
   /** Opens the stream and sends Open; a refusal (e.g. cache full) arrives with the first answer. */
   static async open (node: BmrtNode, hop: RouteHop, options: RemoteSpanOptions): Promise<RemoteSpan> {
     try {
-      const stream = await node.dialProtocol(peerIdFromString(hop.peerId), options.protocol, {
-        signal: AbortSignal.timeout(options.connectTimeoutMs ?? 5000)
-      })
+      const signal = AbortSignal.timeout(options.connectTimeoutMs ?? 5000)
+      const connection = await node.dial(peerIdFromString(hop.peerId), { signal })
+      // A relay that limits circuits (libp2p's default: 2 min, 128 KiB) would cut a session off
+      // mid-generation; refusing here lets routing choose another server instead.
+      if (connection.limits !== undefined) throw new Error(`reachable only through a relay that limits each circuit${describeLimits(connection.limits)}, too little for a session; bmrt relays (bmrt-node --relay-only) set no such limit`)
+      const stream = await connection.newStream(options.protocol, { signal })
       const frames = new FrameStream(stream)
       await frames.write(Request, {
         open: { model: options.model, start: hop.start, end: hop.end, maxLength: options.maxLength, batch: options.batch, dtype: options.dtype }

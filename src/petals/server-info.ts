@@ -15,7 +15,7 @@ export interface ProbeResult {
 export async function probeServer (node: BmrtNode, peerId: string, model: string, timeoutMs = 3000): Promise<ProbeResult> {
   const signal = AbortSignal.timeout(timeoutMs)
   const started = performance.now()
-  const stream = await node.dialProtocol(peerIdFromString(peerId), INFO_PROTOCOL, { signal })
+  const stream = await node.dialProtocol(peerIdFromString(peerId), INFO_PROTOCOL, { signal, runOnLimitedConnection: true })
   try {
     const frames = new FrameStream(stream)
     await frames.write(InfoRequest, { model }, { signal })

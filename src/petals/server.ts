@@ -4,14 +4,15 @@
 // better. Stopping announces OFFLINE at once.
 
 import { basename, resolve } from 'node:path'
-import type { PrivateKey } from '@libp2p/interface'
+import type { Connection, PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { BlockSpan } from '../inference/backend.js'
 import { checkSpan, loadConfig, type ModelConfig } from '../inference/config.js'
 import { loadBlockSpan, resolveBackend, type LoadOptions } from '../inference/load-span.js'
 import { nativeUnavailableReason, resolveNativeDevice } from '../inference/native-backend.js'
-import { createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
+import { confirmListeningAddresses, createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
+import { checkReachability, describeReachability, serveReachabilityChecks } from '../p2p/reachability.js'
 import { Registry, registryDhtOptions, type RecordStats, type SpanRecord, type SpanState } from '../p2p/registry.js'
 import { chooseBestBlocks, ServerState, shouldChooseOtherBlocks, type ServedSpan } from './block-selection.js'
 import { describePlan, planGpuBlocks, type GpuMemoryPlan } from './memory-plan.js'
@@ -54,9 +55,14 @@ export interface ServerOptions {
   stepTimeoutMs?: number
   /** how long a client session may last (default 30 min) */
   sessionTimeoutMs?: number
-  /** reachable only through a relay (behind NAT): reserve a slot on one of the initial peers that
-   * relays, announce the /p2p-circuit address, run the DHT in client mode, take Petals' relay penalty */
+  /**
+   * true: reachable only through a relay (behind NAT): reserve a slot on a relay among the peers,
+   * announce the /p2p-circuit address, run the DHT in client mode, take Petals' relay penalty;
+   * false: directly reachable, no check; unset (default): ask peers to dial back, then decide
+   */
   useRelay?: boolean
+  /** a private swarm's pre-shared key (see NodeOptions.swarmKey) */
+  swarmKey?: Uint8Array
   /** where progress and status lines go */
   log?: (line: string) => void
 }
@@ -87,24 +93,40 @@ export class BlockServer {
     this.modelName = options.modelName ?? basename(resolve(options.modelDir))
   }
 
-  static async start (options: ServerOptions): Promise<BlockServer> {
-    const log = options.log ?? (() => {})
-    const config = await loadConfig(options.modelDir)
+  static async start (startOptions: ServerOptions): Promise<BlockServer> {
+    const log = startOptions.log ?? (() => {})
+    const config = await loadConfig(startOptions.modelDir)
     const stats: RecordStats = { rejected: {} }
+    const network = {
+      listen: startOptions.listen ?? [`/ip4/${startOptions.host ?? '127.0.0.1'}/tcp/${startOptions.port ?? 0}`],
+      announce: startOptions.announce,
+      bootstrap: startOptions.initialPeers ?? [],
+      swarmKey: startOptions.swarmKey
+    }
+    let useRelay = startOptions.useRelay ?? false
+    if (startOptions.useRelay === undefined && network.bootstrap.length > 0) {
+      log('checking whether peers can dial this machine...')
+      const report = await checkReachability(network)
+      log(describeReachability(report))
+      useRelay = report.reachable === false
+    }
+    const options = { ...startOptions, useRelay }
     const node = await createNode({
+      ...network,
       privateKey: options.privateKey,
-      host: options.host,
-      port: options.port,
-      listen: options.listen,
-      announce: options.announce,
-      bootstrap: options.initialPeers ?? [],
       dht: registryDhtOptions(stats, options.expirationMs ?? 180_000, options.updatePeriodMs ?? 60_000),
       // Behind NAT nobody can dial in to serve DHT records, as in Petals.
-      useRelay: options.useRelay,
-      dhtServer: options.useRelay !== true
+      useRelay,
+      dhtServer: !useRelay
     })
     const server = new BlockServer(node, config, options, stats)
     await server.handleProtocols()
+    if (useRelay) {
+      reportDirectUpgrades(node, log)
+    } else {
+      confirmListeningAddresses(node) // peers dialed back (or nobody could tell): announce them all
+      await serveReachabilityChecks(node)
+    }
     log(`peer id ${node.peerId.toString()}`)
     for (const addr of node.getMultiaddrs()) log(`  share as --initial-peers: ${addr.toString()}`)
     try {
@@ -113,7 +135,7 @@ export class BlockServer {
         await joinSwarm(node)
         // Clients learn a server's addresses from its provider records, so the relayed address
         // must exist before the first announcement.
-        if (options.useRelay === true) log(`reachable through a relay: ${(await relayAddress(node)).toString()}`)
+        if (useRelay) log(`reachable through a relay: ${(await relayAddress(node)).toString()}`)
       } else {
         log('starting a new swarm')
       }
@@ -144,7 +166,9 @@ export class BlockServer {
     const limits = { maxInboundStreams: 256 }
     await this.node.handle(INFERENCE_PROTOCOL, async stream => await serveSession(stream, 'inference', options, this.sessions), limits)
     await this.node.handle(FORWARD_PROTOCOL, async stream => await serveSession(stream, 'forward', options, this.sessions), limits)
-    await this.node.handle(INFO_PROTOCOL, async stream => await serveInfo(stream, options, this.sessions), limits)
+    // Info is a few hundred bytes, so it may run over relays that limit circuits: monitors and
+    // clients still see the server there (sessions on such a relay are refused by the client).
+    await this.node.handle(INFO_PROTOCOL, async stream => await serveInfo(stream, options, this.sessions), { ...limits, runOnLimitedConnection: true })
   }
 
   private log (line: string): void {
@@ -326,13 +350,27 @@ async function relayAddress (node: BmrtNode, timeoutMs = 30_000): Promise<Multia
   for (;;) {
     const circuit = node.getMultiaddrs().find(a => a.toString().includes('/p2p-circuit'))
     if (circuit !== undefined) return circuit
-    if (Date.now() > deadline) throw new Error(`no relay gave this node a reservation within ${timeoutMs / 1000} s: --use-relay needs an initial peer started with bmrt-node --relay-only`)
+    if (Date.now() > deadline) throw new Error(`no relay gave this node a reservation within ${timeoutMs / 1000} s: a server behind NAT needs an initial peer started with bmrt-node --relay-only`)
     await new Promise<void>(resolve => {
       const done = (): void => { clearTimeout(timer); node.removeEventListener('self:peer:update', done); resolve() }
       const timer = setTimeout(done, 250)
       node.addEventListener('self:peer:update', done)
     })
   }
+}
+
+/**
+ * Logs when DCUtR replaces a relayed connection with a direct one: a direct connection opening to
+ * a peer we reach through the relay (the relayed one closes right after).
+ */
+function reportDirectUpgrades (node: BmrtNode, log: (line: string) => void): void {
+  const relayed = (c: Connection): boolean => c.remoteAddr.getComponents().some(p => p.name === 'p2p-circuit')
+  node.addEventListener('connection:open', ({ detail: connection }) => {
+    if (relayed(connection)) return
+    if (node.getConnections(connection.remotePeer).some(c => c !== connection && relayed(c))) {
+      log(`DCUtR: direct connection with ${connection.remotePeer.toString()} at ${connection.remoteAddr.toString()} (was relayed)`)
+    }
+  })
 }
 
 /** Petals' default attention cache: 16384 tokens per block for GQA models, 4096 otherwise. */

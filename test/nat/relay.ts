@@ -1,22 +1,28 @@
-// A server behind NAT, reached through a relay (run by `npm run test:nat`, not by `npm test`: it
+// Servers behind NAT, reached through a relay (run by `npm run test:nat`, not by `npm test`: it
 // needs root, `ip` and `nft`, and skips with a message where they are missing). The test builds its
 // own networks with Linux network namespaces and removes them afterwards:
 //
-//   "pub" 10.77.0.0/24: the relay (bmrt-node --relay-only, 10.77.0.1) and the client
+//   "pub" 7.77.0.0/24: the relay (bmrt-node --relay-only, 7.77.0.1:4001), public servers, clients
 //        |  veth
-//   "router": 10.77.0.2 and 192.168.77.1, masquerading the home network (nftables)
+//   "router": 7.77.0.2 and 192.168.77.1, masquerading the home network (nftables)
 //        |  veth
-//   "home" 192.168.77.0/24: the server (--use-relay, 192.168.77.2), default route via the router
+//   "home" 192.168.77.0/24: a server (192.168.77.2), default route via the router
 //
-// Nothing can reach the home network from pub except through the relay; no traffic leaves these
-// namespaces. The client generates EXPECTED.md's tokens through the relayed server, which announces
-// usingRelay; when the home link is cut the server disappears from the swarm within its expiry.
+// pub's addresses look public because libp2p's DCUtR only dials public addresses; these namespaces
+// have no link to any other network, so nothing can reach the real owners of 7.77.0.0/24. Nothing
+// can reach the home network from pub except through the relay.
+//
+// The home server finds out by itself that it needs the relay, announces usingRelay, and serves a
+// client in pub; DCUtR replaces the relayed connection from a public server with a direct one;
+// when the home link is cut in the middle of a generation, the client fails over to another server
+// with the same output, and the cut-off server leaves the swarm within its expiry.
 
 import assert from 'node:assert/strict'
-import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { EXPECTED } from '../expected.js'
-import { BUNDLED_MODEL, ROOT, startNode } from '../helpers.js'
+import { BUNDLED_MODEL, ROOT, startNode, waitFor } from '../helpers.js'
 
 const TAG = `b${process.pid % 100000}`
 const NS = { pub: `${TAG}-pub`, router: `${TAG}-router`, home: `${TAG}-home` }
@@ -40,8 +46,8 @@ function makeNetworks (): void {
   sh(['ip', 'link', 'add', `${TAG}p`, 'netns', NS.pub, 'type', 'veth', 'peer', 'name', `${TAG}rp`, 'netns', NS.router])
   sh(['ip', 'link', 'add', `${TAG}h`, 'netns', NS.home, 'type', 'veth', 'peer', 'name', `${TAG}rh`, 'netns', NS.router])
   const inNs = (ns: string, ...args: string[]): void => sh(['ip', '-n', ns, ...args])
-  inNs(NS.pub, 'addr', 'add', '10.77.0.1/24', 'dev', `${TAG}p`)
-  inNs(NS.router, 'addr', 'add', '10.77.0.2/24', 'dev', `${TAG}rp`)
+  inNs(NS.pub, 'addr', 'add', '7.77.0.1/24', 'dev', `${TAG}p`)
+  inNs(NS.router, 'addr', 'add', '7.77.0.2/24', 'dev', `${TAG}rp`)
   inNs(NS.router, 'addr', 'add', '192.168.77.1/24', 'dev', `${TAG}rh`)
   inNs(NS.home, 'addr', 'add', '192.168.77.2/24', 'dev', `${TAG}h`)
   for (const [ns, dev] of [[NS.pub, `${TAG}p`], [NS.router, `${TAG}rp`], [NS.router, `${TAG}rh`], [NS.home, `${TAG}h`]]) inNs(ns, 'link', 'set', dev, 'up')
@@ -69,11 +75,21 @@ function runIn (ns: string, args: string[]): { status: number | null, stdout: st
   return { status: result.status, stdout: result.stdout, stderr: result.stderr }
 }
 
-describe('a server behind NAT, through a relay (network namespaces)', function () {
+/** `bmrt swarm status --json` from pub: the servers of the bundled model. */
+function swarmServers (relayAddr: string): Array<{ peerId: string, start: number, end: number, state: string, usingRelay: boolean }> {
+  const status = runIn(NS.pub, [join(ROOT, 'bin', 'bmrt.js'), 'swarm', 'status', '--initial-peers', relayAddr, '--json'])
+  assert.equal(status.status, 0, status.stderr)
+  return JSON.parse(status.stdout).models[0]?.servers ?? []
+}
+
+describe('servers behind NAT, through a relay (network namespaces)', function () {
   this.timeout(180_000)
   const children: ChildProcess[] = []
   let relayAddr = ''
-  let server: Awaited<ReturnType<typeof startNode>>
+  let home: Awaited<ReturnType<typeof startNode>>
+  let pub: Awaited<ReturnType<typeof startNode>>
+  // Short announcement expiry, so a server that vanishes leaves the swarm quickly.
+  const timing = ['--throughput', '1', '--update-period', String(EXPIRATION_S / 3), '--expiration', String(EXPIRATION_S)]
 
   before(function () {
     const why = canMakeNamespaces()
@@ -95,45 +111,67 @@ describe('a server behind NAT, through a relay (network namespaces)', function (
     assert.notEqual(probe.stdout.trim(), 'CONNECTED')
   })
 
-  it('a relayed server is found through the DHT, announces usingRelay, and serves EXPECTED.md to a client on another network', async () => {
-    const relay = await startIn(NS.pub, ['--relay-only', '--new-swarm', '--host-addrs', '/ip4/10.77.0.1/tcp/4001'])
+  it('servers find out whether they are reachable; the home one announces usingRelay and serves a client on another network', async () => {
+    const relay = await startIn(NS.pub, ['--relay-only', '--new-swarm', '--host-addrs', '/ip4/7.77.0.1/tcp/4001'])
     children.push(relay.process)
-    relayAddr = relay.output.find(l => l.includes('share as --initial-peers: /ip4/10.77.0.1/'))!.split(': ')[1]
-    server = await startIn(NS.home, ['--use-relay', '--initial-peers', relayAddr, '--model', BUNDLED_MODEL,
-      '--blocks', '0:5', '--host-addrs', '/ip4/0.0.0.0/tcp/0', '--throughput', '1', '--update-period', String(EXPIRATION_S / 3), '--expiration', String(EXPIRATION_S)])
-    children.push(server.process)
-    assert.match(server.output.join('\n'), /reachable through a relay: \/ip4\/10\.77\.0\.1\/tcp\/4001\/p2p\/12D3KooW\w+\/p2p-circuit\/p2p\/12D3KooW\w+/)
+    relayAddr = relay.output.find(l => l.includes('share as --initial-peers: /ip4/7.77.0.1/'))!.split(': ')[1]
+    // Neither is told whether it is reachable: each asks its peers (here, the relay) to dial back.
+    pub = await startIn(NS.pub, ['--initial-peers', relayAddr, '--model', BUNDLED_MODEL, '--blocks', '0:2', '--host-addrs', '/ip4/7.77.0.1/tcp/0', ...timing])
+    children.push(pub.process)
+    assert.match(pub.output.join('\n'), /reachability: directly reachable \(1 of 1 peers dialed back\)/)
+    home = await startIn(NS.home, ['--initial-peers', relayAddr, '--model', BUNDLED_MODEL, '--blocks', '2:5', '--host-addrs', '/ip4/0.0.0.0/tcp/0', ...timing])
+    children.push(home.process)
+    assert.match(home.output.join('\n'), /reachability: not reachable directly \(0 of [12] peers dialed back; .*behind NAT.*\): using a relay/)
+    assert.match(home.output.join('\n'), /reachable through a relay: \/ip4\/7\.77\.0\.1\/tcp\/4001\/p2p\/12D3KooW\w+\/p2p-circuit\/p2p\/12D3KooW\w+/)
 
-    const status = runIn(NS.pub, [join(ROOT, 'bin', 'bmrt.js'), 'swarm', 'status', '--initial-peers', relayAddr, '--json'])
-    assert.equal(status.status, 0, status.stderr)
-    const servers = JSON.parse(status.stdout).models[0].servers
-    assert.equal(servers.length, 1)
-    assert.equal(servers[0].usingRelay, true)
+    const servers = swarmServers(relayAddr)
+    assert.deepEqual(servers.map(s => [s.peerId, s.usingRelay]).sort(), [[home.peerId, true], [pub.peerId, false]].sort())
 
     const generated = runIn(NS.pub, [join(ROOT, 'bin', 'bmrt.js'), 'generate', '--initial-peers', relayAddr, '--max-new-tokens', '50', '--show-route'])
     assert.equal(generated.status, 0, generated.stderr)
-    assert.equal(generated.stdout.trim(), EXPECTED[0].text.slice(0, generated.stdout.trim().length))
     assert.ok(generated.stdout.startsWith(EXPECTED[0].text), generated.stdout)
+    assert.ok(generated.stderr.includes(`2:5 via 12D3KooW…${home.peerId.slice(-6)}`), generated.stderr)
   })
 
-  it('a server whose link is cut disappears from the swarm within its expiry, and clients go to another', async () => {
-    // A second server, on the public network, for the same blocks.
-    const direct = await startIn(NS.pub, ['--initial-peers', relayAddr, '--model', BUNDLED_MODEL,
-      '--blocks', '0:5', '--host-addrs', '/ip4/10.77.0.1/tcp/0', '--throughput', '1', '--update-period', String(EXPIRATION_S / 3), '--expiration', String(EXPIRATION_S)])
-    children.push(direct.process)
-    const directId = direct.peerId
+  it('DCUtR: a public peer that reaches the home server through the relay gets a direct connection', async () => {
+    // Servers behind NAT already reach public servers directly (they dial out); a relayed connection
+    // appears when a public peer dials first. The home server then dials that peer back through its
+    // NAT, and DCUtR closes the relayed connection.
+    const circuit = home.output.find(l => l.startsWith('reachable through a relay: '))!.slice('reachable through a relay: '.length)
+    const peer = runIn(NS.pub, [join(ROOT, 'dist', 'test', 'nat', 'dcutr-peer.js'), '/ip4/7.77.0.1/tcp/0', circuit])
+    assert.equal(peer.status, 0, peer.stderr)
+    const { relayed, direct } = JSON.parse(peer.stdout) as { relayed: string, direct: string | null }
+    assert.ok(relayed.includes('/p2p-circuit'), relayed)
+    console.log(`    DCUtR report: public peer -> home server: ${direct === null ? 'NOT upgraded, still relayed' : `upgraded to a direct connection (${direct})`}`)
+    assert.match(direct ?? '', /^\/ip4\/7\.77\.0\.2\/tcp\/\d+/, 'the direct connection comes from the router, opened from behind the NAT')
+    await waitFor('the home server to log the upgrade', () => home.output.some(l => l.includes('DCUtR: direct connection with')))
+  })
+
+  it('when the home link is cut in the middle of a generation, the client fails over with the same output, and the cut-off server leaves the swarm within its expiry', async () => {
+    const client = spawn('ip', ['netns', 'exec', NS.pub, process.execPath, join(ROOT, 'dist', 'test', 'nat', 'pausing-client.js'), relayAddr, '10'], { stdio: ['pipe', 'pipe', 'inherit'] })
+    children.push(client)
+    const lines = createInterface({ input: client.stdout! })[Symbol.asyncIterator]()
+    assert.equal((await lines.next()).value, 'PAUSED')
+    // A second server for the home server's blocks, on the public network, started only now so the
+    // client's route goes through the home server.
+    const spare = await startIn(NS.pub, ['--initial-peers', relayAddr, '--model', BUNDLED_MODEL, '--blocks', '2:5', '--host-addrs', '/ip4/7.77.0.1/tcp/0', ...timing])
+    children.push(spare.process)
     const cutAt = Date.now()
     sh(['ip', '-n', NS.router, 'link', 'set', `${TAG}rh`, 'down'])
-    // A client asking now may still find the cut-off server's record: it fails over to the other.
-    const generated = runIn(NS.pub, [join(ROOT, 'bin', 'bmrt.js'), 'generate', '--initial-peers', relayAddr, '--max-new-tokens', '50', '--show-route'])
-    assert.equal(generated.status, 0, generated.stderr)
-    assert.ok(generated.stdout.startsWith(EXPECTED[0].text), generated.stdout)
-    assert.ok(generated.stderr.includes(`0:5 via 12D3KooW…${directId.slice(-6)}`), `the client ends up on the public server:\n${generated.stderr}`)
-    for (;;) {
-      const status = runIn(NS.pub, [join(ROOT, 'bin', 'bmrt.js'), 'swarm', 'status', '--initial-peers', relayAddr, '--json'])
-      const servers = status.status === 0 ? (JSON.parse(status.stdout).models[0]?.servers ?? []).filter((s: any) => s.state === 'online') : []
-      if (servers.length === 1 && servers[0].peerId === directId) break
-      assert.ok(Date.now() - cutAt < (EXPIRATION_S + 10) * 1000, 'the cut-off server is still listed well past its expiry')
-    }
+    client.stdin!.write('go on\n')
+    const result = JSON.parse((await lines.next()).value as string) as { ids: number[], routes: Array<{ reason: string, hops: Array<{ peerId: string, start: number }> }>, connections: Record<string, string[]> }
+    assert.deepEqual(result.ids, EXPECTED[0].ids)
+    assert.equal(result.routes[0].hops.find(h => h.start === 2)?.peerId, home.peerId, 'the session started on the home server')
+    assert.equal(result.routes.at(-1)!.hops.find(h => h.start === 2)?.peerId, spare.peerId, 'and failed over to the spare')
+    const relayed = result.connections[home.peerId] ?? []
+    assert.ok(relayed.length > 0 && relayed.every(a => a.includes('/p2p-circuit')), `the client reached the home server through the relay: ${relayed.join(', ')}`)
+    console.log('    DCUtR report: client -> home server: stayed relayed (a client does not listen, so the home server cannot dial it)')
+
+    let askedAt = 0
+    await waitFor('the cut-off server to leave the swarm', () => {
+      askedAt = Date.now()
+      return !swarmServers(relayAddr).some(s => s.state === 'online' && s.peerId === home.peerId)
+    }, (EXPIRATION_S + 15) * 1000)
+    console.log(`    the cut-off server was gone from the swarm ${((askedAt - cutAt) / 1000).toFixed(1)} s after the cut (expiry ${EXPIRATION_S} s; polled with bmrt swarm status)`)
   })
 })

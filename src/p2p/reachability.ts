@@ -1,0 +1,124 @@
+// Can peers dial this machine? A server asks before it starts, as Petals does (its
+// ReachabilityProtocol): a short-lived probe node, listening where the server will listen, joins
+// the swarm and asks up to 5 peers to dial it back on a new direct connection. If at least half of
+// those that answer get through, the server is directly reachable; otherwise it is behind NAT or a
+// firewall and must be reached through a relay. If nobody answers, it is taken as reachable.
+//
+// libp2p's own AutoNAT is not used: it needs 4 confirmations from distinct peers and skips private
+// addresses, so it never decides in a small or LAN swarm (see PATCHES.md).
+
+import type { Connection, Stream } from '@libp2p/interface'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { ReachabilityRequest, ReachabilityResponse } from './messages.js'
+import { createNode, joinSwarm, ownAddresses, type BmrtNode, type NodeOptions } from './node.js'
+import { FrameStream } from './wire.js'
+
+export const REACHABILITY_PROTOCOL = '/bmrt/reachability/1.0.0'
+
+/** How many peers a server asks (Petals asks up to 5). */
+const PEERS_TO_ASK = 5
+/** How long one dial-back may take (the Petals health check allows 5 s). */
+const DIAL_BACK_TIMEOUT_MS = 5000
+/** A request names at most this many addresses (a machine has a handful). */
+const MAX_ADDRS = 16
+
+export interface ReachabilityReport {
+  /** true: peers could dial us; false: they could not (use a relay); null: no peer answered */
+  reachable: boolean | null
+  /** peers asked, and what each said */
+  answers: Array<{ peerId: string, reachable: boolean | null, detail: string }>
+}
+
+/** The IP address in a multiaddr, if it has one. */
+function ipOf (addr: Multiaddr): string | undefined {
+  return addr.getComponents().find(c => c.name === 'ip4' || c.name === 'ip6')?.value
+}
+
+function isRelayed (addr: Multiaddr): boolean {
+  return addr.getComponents().some(c => c.name === 'p2p-circuit')
+}
+
+/**
+ * Answers others' checks: dials the asker back on a new connection, at the addresses it sent that
+ * are on the IP its request came from (so nobody can use this node to dial a third party).
+ */
+export async function serveReachabilityChecks (node: BmrtNode): Promise<void> {
+  await node.handle(REACHABILITY_PROTOCOL, async (stream: Stream, connection: Connection) => {
+    const frames = new FrameStream(stream)
+    try {
+      const request = await frames.read(ReachabilityRequest, { signal: AbortSignal.timeout(DIAL_BACK_TIMEOUT_MS) })
+      if (request === null) return
+      await frames.write(ReachabilityResponse, await dialBack(node, connection, request.addrs))
+      await stream.close()
+    } catch (err) {
+      stream.abort(err as Error)
+    }
+  }, { maxInboundStreams: 2 })
+}
+
+async function dialBack (node: BmrtNode, connection: Connection, addrBytes: Uint8Array[]): Promise<ReachabilityResponse> {
+  if (isRelayed(connection.remoteAddr)) return { reachable: false, detail: 'the check was asked over a relayed connection: ask directly' }
+  const from = ipOf(connection.remoteAddr)
+  const addrs: Multiaddr[] = []
+  for (const bytes of addrBytes.slice(0, MAX_ADDRS)) {
+    try {
+      const addr = multiaddr(bytes)
+      if (!isRelayed(addr) && ipOf(addr) === from && addr.getComponents().some(c => c.name === 'tcp')) addrs.push(addr.encapsulate(`/p2p/${connection.remotePeer.toString()}`))
+    } catch { /* not a multiaddr: skipped like any other address we will not dial */ }
+  }
+  if (addrs.length === 0) return { reachable: false, detail: `none of the addresses sent is a TCP address on ${from ?? 'the IP'}, where the request came from (behind NAT?)` }
+  try {
+    const back = await node.dial(addrs, { force: true, signal: AbortSignal.timeout(DIAL_BACK_TIMEOUT_MS) })
+    const detail = `dialed back ${back.remoteAddr.toString()}`
+    await back.close()
+    return { reachable: true, detail }
+  } catch (err) {
+    return { reachable: false, detail: `could not dial ${addrs.map(a => a.decapsulateCode(421).toString()).join(', ')}: ${(err as Error).message}` }
+  }
+}
+
+/**
+ * Asks peers of the swarm whether they can dial a node listening at `network.listen` (announcing
+ * `network.announce`). Runs a temporary node with its own identity there, and stops it before
+ * returning, so the caller can then listen on the same port.
+ */
+export async function checkReachability (network: Pick<NodeOptions, 'listen' | 'announce' | 'bootstrap' | 'dhtProtocol' | 'swarmKey'>): Promise<ReachabilityReport> {
+  const probe = await createNode({ ...network, dhtServer: false })
+  try {
+    await joinSwarm(probe)
+    const asked = []
+    for (const peer of probe.getPeers()) {
+      if (asked.length === PEERS_TO_ASK) break
+      const { protocols } = await probe.peerStore.get(peer)
+      if (protocols.includes(REACHABILITY_PROTOCOL)) asked.push(peer)
+    }
+    const addrs = ownAddresses(probe).map(a => a.bytes)
+    const answers = await Promise.all(asked.map(async peer => {
+      try {
+        const frames = new FrameStream(await probe.dialProtocol(peer, REACHABILITY_PROTOCOL, { signal: AbortSignal.timeout(DIAL_BACK_TIMEOUT_MS) }))
+        await frames.write(ReachabilityRequest, { addrs })
+        const answer = await frames.read(ReachabilityResponse, { signal: AbortSignal.timeout(2 * DIAL_BACK_TIMEOUT_MS) })
+        if (answer === null) throw new Error('closed the stream without an answer')
+        return { peerId: peer.toString(), reachable: answer.reachable, detail: answer.detail }
+      } catch (err) {
+        return { peerId: peer.toString(), reachable: null, detail: `no answer: ${(err as Error).message}` }
+      }
+    }))
+    const answered = answers.filter(a => a.reachable !== null)
+    const confirmed = answered.filter(a => a.reachable === true).length
+    return { reachable: answered.length === 0 ? null : 2 * confirmed >= answered.length, answers }
+  } finally {
+    await probe.stop()
+  }
+}
+
+/** One line for the log: the verdict and how many peers said what. */
+export function describeReachability (report: ReachabilityReport): string {
+  const answered = report.answers.filter(a => a.reachable !== null)
+  const confirmed = answered.filter(a => a.reachable === true).length
+  if (report.reachable === null) return `reachability: no peer could check (${report.answers.length} asked); assuming this machine is reachable`
+  const tally = `${confirmed} of ${answered.length} peers dialed back`
+  if (report.reachable) return `reachability: directly reachable (${tally})`
+  const why = answered.find(a => a.reachable === false)?.detail ?? ''
+  return `reachability: not reachable directly (${tally}; ${why}): using a relay`
+}

@@ -1,0 +1,150 @@
+// Joining a swarm: the dial-back reachability check (on loopback: everything here is reachable, so
+// the unreachable case is an announced port nobody listens on; behind real NAT it is
+// test/nat/relay.ts), swarm files and presets, and private swarms with a pre-shared key.
+
+import assert from 'node:assert/strict'
+import { stat, writeFile } from 'node:fs/promises'
+import { createServer, type Server } from 'node:net'
+import { join } from 'node:path'
+import type { ChildProcess } from 'node:child_process'
+import { lpStream } from '@libp2p/utils'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createNode, type BmrtNode } from '../src/p2p/node.js'
+import { checkReachability, REACHABILITY_PROTOCOL, serveReachabilityChecks } from '../src/p2p/reachability.js'
+import { ReachabilityRequest, ReachabilityResponse } from '../src/p2p/messages.js'
+import { EXPECTED } from './expected.js'
+import { bmrt, scratchDir, startNode } from './helpers.js'
+
+/** A TCP server on `host`, recording whether anyone connected. */
+async function listenOn (host: string): Promise<{ server: Server, port: number, connections: () => number }> {
+  let count = 0
+  const server = createServer(socket => { count++; socket.destroy() })
+  await new Promise<void>(resolve => server.listen(0, host, resolve))
+  return { server, port: (server.address() as { port: number }).port, connections: () => count }
+}
+
+describe('the reachability check', () => {
+  let checker: BmrtNode
+  let checkerAddr: string
+
+  before(async () => {
+    checker = await createNode()
+    await serveReachabilityChecks(checker)
+    checkerAddr = checker.getMultiaddrs()[0].toString()
+  })
+  after(async () => { await checker.stop() })
+
+  it('peers dial a reachable node back', async () => {
+    const report = await checkReachability({ listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [checkerAddr] })
+    assert.equal(report.reachable, true)
+    assert.equal(report.answers.length, 1)
+    assert.match(report.answers[0].detail, /^dialed back \/ip4\/127\.0\.0\.1\/tcp\/\d+/)
+  })
+
+  it('an announced address nobody listens on is not reachable', async () => {
+    const closed = await listenOn('127.0.0.1')
+    await new Promise(resolve => closed.server.close(resolve))
+    const report = await checkReachability({ listen: ['/ip4/127.0.0.1/tcp/0'], announce: [`/ip4/127.0.0.1/tcp/${closed.port}`], bootstrap: [checkerAddr] })
+    assert.equal(report.reachable, false)
+    assert.match(report.answers[0].detail, new RegExp(`could not dial /ip4/127\\.0\\.0\\.1/tcp/${closed.port}`))
+  })
+
+  it('the checker dials only the IP the request came from, and survives garbage', async () => {
+    const asker = await createNode()
+    const bystander = await listenOn('127.0.0.2')
+    try {
+      const ask = async (frame: Uint8Array): Promise<ReachabilityResponse | Error> => {
+        const stream = lpStream(await asker.dialProtocol(multiaddr(checkerAddr), REACHABILITY_PROTOCOL))
+        await stream.write(frame)
+        try {
+          return ReachabilityResponse.decode(await stream.read({ signal: AbortSignal.timeout(20_000) }))
+        } catch (err) {
+          return err as Error
+        }
+      }
+      const other = await ask(ReachabilityRequest.encode({ addrs: [multiaddr(`/ip4/127.0.0.2/tcp/${bystander.port}`).bytes] }))
+      assert.ok(!(other instanceof Error))
+      assert.equal(other.reachable, false)
+      assert.match(other.detail, /none of the addresses sent is a TCP address on 127\.0\.0\.1/)
+      assert.equal(bystander.connections(), 0, 'the checker must not dial a third party')
+      const garbage = await ask(new Uint8Array([0xff, 0xff, 0xff, 0x0f, 1, 2, 3]))
+      assert.ok(garbage instanceof Error, 'a malformed request ends the stream')
+      const report = await checkReachability({ listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [checkerAddr] })
+      assert.equal(report.reachable, true, 'and the checker goes on answering')
+    } finally {
+      bystander.server.close()
+      await asker.stop()
+    }
+  })
+})
+
+describe('joining a swarm by file, preset or private key', function () {
+  this.timeout(120_000)
+  let scratch: Awaited<ReturnType<typeof scratchDir>>
+  let server: { process: ChildProcess, output: string[], peerId: string } | undefined
+  let keyFile = ''
+  let serverAddr = ''
+
+  before(async () => {
+    scratch = await scratchDir()
+    keyFile = join(scratch.dir, 'swarm.key')
+    const made = await bmrt('bmrt', ['swarm', 'new-key', keyFile])
+    assert.equal(made.code, 0, made.stderr)
+    server = await startNode(['--new-swarm', '--swarm-key', keyFile, '--blocks', '0:5', '--host-addrs', '/ip4/127.0.0.1/tcp/0', '--throughput', '1'])
+    serverAddr = server.output.find(l => l.includes('share as --initial-peers: '))!.split(': ')[1]
+  })
+  after(async () => {
+    server?.process.kill('SIGKILL')
+    await scratch.cleanup()
+  })
+
+  it('swarm new-key writes a private key file (0600) and never overwrites one', async () => {
+    assert.match(await import('node:fs/promises').then(async fs => await fs.readFile(keyFile, 'utf8')), /^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n[0-9a-f]{64}$/)
+    if (process.platform !== 'win32') assert.equal((await stat(keyFile)).mode & 0o777, 0o600)
+    const again = await bmrt('bmrt', ['swarm', 'new-key', keyFile])
+    assert.equal(again.code, 1)
+    assert.match(again.stderr, /exists: a swarm key is never overwritten/)
+  })
+
+  it('peers with the key generate through the private swarm; peers without it cannot connect', async () => {
+    const inside = await bmrt('bmrt', ['generate', '--initial-peers', serverAddr, '--swarm-key', keyFile, '--max-new-tokens', '50'])
+    assert.equal(inside.code, 0, inside.stderr)
+    assert.equal(inside.stdout.trim(), EXPECTED[0].text)
+
+    const outside = await bmrt('bmrt', ['generate', '--initial-peers', serverAddr, '--max-new-tokens', '5'])
+    assert.equal(outside.code, 1)
+    assert.match(outside.stderr, /could not connect to any initial peer \(check the addresses; a private swarm needs its --swarm-key\)/)
+    const otherKey = join(scratch.dir, 'other.key')
+    assert.equal((await bmrt('bmrt', ['swarm', 'new-key', otherKey])).code, 0)
+    const wrongKey = await bmrt('bmrt', ['swarm', 'status', '--initial-peers', serverAddr, '--swarm-key', otherKey])
+    assert.equal(wrongKey.code, 1)
+    assert.match(wrongKey.stderr, /could not connect to any initial peer \(check the addresses; every peer of a private swarm needs the same --swarm-key\)/)
+  })
+
+  it('--swarm FILE names the bootstrap peers; --initial-peers takes precedence; bad files and keys are explained', async () => {
+    const swarmFile = join(scratch.dir, 'my-swarm.json')
+    await writeFile(swarmFile, JSON.stringify({ initialPeers: [serverAddr] }))
+    const status = await bmrt('bmrt', ['swarm', 'status', '--swarm', swarmFile, '--swarm-key', keyFile, '--json'])
+    assert.equal(status.code, 0, status.stderr)
+    assert.equal(JSON.parse(status.stdout).models[0].servers[0].peerId, server!.peerId)
+
+    const overridden = await bmrt('bmrt', ['swarm', 'status', '--swarm', 'public', '--initial-peers', serverAddr, '--swarm-key', keyFile, '--json'])
+    assert.equal(overridden.code, 0, overridden.stderr)
+
+    const publicSwarm = await bmrt('bmrt', ['swarm', 'status', '--swarm', 'public'])
+    assert.equal(publicSwarm.code, 1)
+    assert.match(publicSwarm.stderr, /the public swarm has no bootstrap nodes yet: give --initial-peers, or start a swarm with bmrt-node --relay-only --new-swarm/)
+
+    await writeFile(swarmFile, JSON.stringify({ initialPeers: ['not-an-address'] }))
+    const badFile = await bmrt('bmrt', ['generate', '--swarm', swarmFile])
+    assert.equal(badFile.code, 1)
+    assert.match(badFile.stderr, /my-swarm\.json: "not-an-address" is not a multiaddr/)
+    const missing = await bmrt('bmrt-node', ['--swarm', 'nowhere', '--blocks', '0:1'])
+    assert.equal(missing.code, 1)
+    assert.match(missing.stderr, /--swarm nowhere: not a known swarm \(public\) and not a readable file/)
+
+    const badKey = await bmrt('bmrt', ['generate', '--initial-peers', serverAddr, '--swarm-key', swarmFile])
+    assert.equal(badKey.code, 1)
+    assert.match(badKey.stderr, /is not a swarm key: expected the lines \/key\/swarm\/psk\/1\.0\.0\/, \/base16\/ and 64 hex digits/)
+  })
+})
