@@ -1,22 +1,7 @@
 // The commands as a user runs them: real processes, real output.
 
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
-import { join } from 'node:path'
-import { promisify } from 'node:util'
-import { ROOT, scratchDir } from './helpers.js'
-
-const run = promisify(execFile)
-
-async function bmrt (command: 'bmrt' | 'bmrt-node', args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [join(ROOT, 'bin', `${command}.js`), ...args], { cwd: ROOT, env: { ...process.env, ...env } })
-    return { code: 0, stdout, stderr }
-  } catch (err) {
-    const e = err as { code: number, stdout: string, stderr: string }
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
-  }
-}
+import { runCommand as bmrt, scratchDir } from './helpers.js'
 
 describe('bmrt command line', () => {
   it('generate streams the bundled model\'s greedy story and reports tokens/s', async () => {

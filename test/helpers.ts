@@ -1,11 +1,12 @@
 // Shared by the tests: where things are, scratch directories, and array comparison.
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 
 /**
  * Whether processes can be signalled POSIX-style. On Windows there is no SIGTERM, SIGINT or SIGSTOP
@@ -61,6 +62,17 @@ export async function startNode (args: string[], options: { command?: string[], 
   })
   const peerId = output.find(l => l.startsWith('peer id '))!.slice('peer id '.length)
   return { process: child, output, peerId }
+}
+
+/** Runs bin/bmrt.js or bin/bmrt-node.js to its end, from the repository root; resolves with its exit code and output. */
+export async function runCommand (command: 'bmrt' | 'bmrt-node', args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(ROOT, 'bin', `${command}.js`), ...args], { cwd: ROOT, env: { ...process.env, ...env } })
+    return { code: 0, stdout, stderr }
+  } catch (err) {
+    const e = err as { code: number, stdout: string, stderr: string }
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr }
+  }
 }
 
 /** Polls `condition` until it holds; fails naming `what` if it has not within `timeoutMs`. */

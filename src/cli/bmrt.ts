@@ -1,6 +1,6 @@
 // `bmrt`: the user's command. Subcommands: generate, chat (here or through a swarm), gateway (the
 // HTTP API and web pages for a swarm), demo (a local swarm plus gateway: `npm start`),
-// make-test-model, swarm status.
+// make-test-model, swarm status, plan (capacity planning).
 
 import '../polyfill.js'
 import { Command, Option } from 'commander'
@@ -15,6 +15,7 @@ import { Registry, registryDhtOptions } from '../p2p/registry.js'
 import { formatSwarmState, swarmState } from '../petals/swarm-state.js'
 import { runDemo, type DemoCliOptions } from './demo.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions } from './gateway.js'
+import { addPlanCommand } from './plan.js'
 
 const program = new Command('bmrt')
   .description('bmrt: run large language models across ordinary machines, BitTorrent style')
@@ -157,6 +158,8 @@ program.command('swarm')
       await node.stop()
     }
   })
+
+addPlanCommand(program)
 
 interface GenerateCliOptions extends ModelCliOptions, SamplingCliOptions {
   prompt: string
