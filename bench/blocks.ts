@@ -3,16 +3,18 @@
 // layer and a Llama-2-7B layer (random weights, a span of 4 such layers) in every weight format:
 // decode time (1 token, KV length 128) as a share of the bandwidth floor, and prefill-128 time as
 // a share of the peak.
-// Run: npm run bench:blocks [-- --threads N --repeats N --shapes tinyllama,llama-2-7b --formats f32,bf16 --torch PYTHON|none]
+// Then the client's lm_head (the JS head, fp32, one thread) on a TinyLlama-sized vocabulary.
+// Run: npm run bench:blocks [-- --threads N --repeats N --shapes tinyllama,llama-2-7b --formats f32,bf16 --torch PYTHON|none --save FILE]
 // With a Python that has torch, the torch backend (transformers' layers in a worker process) runs
 // the same shapes in f32 and bf16 in the same run, for the native/torch ratio.
+// --save FILE writes the native figures as JSON for `bmrt plan --figures FILE` (src/inference/block-figures.ts).
 // (prints medians; this shared 2-core VM's memory bandwidth swings between about 40 and 75 GB/s)
 
 import '../src/polyfill.js'
 import { median } from './stats.js'
 import { parseArgs } from 'node:util'
 import { spawnSync } from 'node:child_process'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadBlockSpan } from '../src/inference/load-span.js'
@@ -21,6 +23,11 @@ import { loadAddon, WEIGHT_FORMATS, type WeightFormat } from '../src/inference/n
 import { ropeInverseFrequencies } from '../src/inference/rope.js'
 import { parseConfig } from '../src/inference/config.js'
 import { LAYER_TENSOR_SUFFIXES } from '../src/inference/llama-layout.js'
+import { storedMatrixBytes } from '../src/inference/weight-bytes.js'
+import { Checkpoint } from '../src/inference/checkpoint.js'
+import { loadJsHead } from '../src/inference/js-backend.js'
+import type { BlockFigures, LayerFigure } from '../src/inference/block-figures.js'
+import type { ModelHead } from '../src/inference/backend.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -29,7 +36,8 @@ const { values: args } = parseArgs({
     shapes: { type: 'string', default: 'tinyllama,llama-2-7b' },
     formats: { type: 'string', default: WEIGHT_FORMATS.join(',') },
     // the PyTorch worker (the torch backend) on the same shapes; 'none' to skip
-    torch: { type: 'string', default: process.env.BMRT_PYTHON ?? 'python3' }
+    torch: { type: 'string', default: process.env.BMRT_PYTHON ?? 'python3' },
+    save: { type: 'string' }
   }
 })
 const threads = Number(args.threads)
@@ -38,6 +46,9 @@ const CONTEXT = 128
 // Layers per span: a real span runs many layers per step, so the step's fixed costs (the N-API
 // call, waking the threads) are shared; per-layer figures are the span's time / LAYERS.
 const LAYERS = 4
+// The client's head: TinyLlama's (and Llama 2's) vocabulary and hidden size.
+const CLIENT_VOCAB = 32000
+const CLIENT_HIDDEN = 2048
 
 const SHAPES: Record<string, { hidden: number, intermediate: number, heads: number, kvHeads: number }> = {
   tinyllama: { hidden: 2048, intermediate: 5632, heads: 32, kvHeads: 4 },
@@ -52,17 +63,6 @@ if (addon === null) {
 
 const gb = (x: number): string => (x / 1e9).toFixed(1)
 
-/** Bytes the kernels must stream per weight matrix of `rows` x `cols` in `format` (scales included). */
-function matrixBytes (format: WeightFormat, rows: number, cols: number): number {
-  const n = rows * cols
-  switch (format) {
-    case 'f32': return 4 * n
-    case 'bf16': case 'f16': return 2 * n
-    case 'int8': return n + 4 * rows
-    case 'int4': return n / 2 + 4 * (n / 32)
-  }
-}
-
 function randomValues (count: number, scale: number, seed: number): Float32Array {
   const out = new Float32Array(count)
   let state = seed >>> 0
@@ -74,6 +74,7 @@ function randomValues (count: number, scale: number, seed: number): Float32Array
 }
 
 const nativeMs = new Map<string, { decodeMs: number, prefillMs: number }>()
+const layerFigures: LayerFigure[] = []
 const python = args.torch === 'none' || spawnSync(args.torch, ['-c', 'import torch'], { stdio: 'ignore' }).status !== 0 ? null : args.torch
 if (python === null && args.torch !== 'none') console.log(`(no torch column: ${args.torch} cannot import torch; pass --torch PYTHON)`)
 
@@ -160,7 +161,7 @@ for (const shapeName of args.shapes.split(',')) {
     }
     // This machine's bandwidth swings between runs (a shared VM), so each decode sample is paired
     // with a bandwidth probe taken just before it, and the share is the median of the pairs.
-    const bytes = matrices.reduce((sum, [r, c]) => sum + matrixBytes(format, r, c), 0)
+    const bytes = matrices.reduce((sum, [r, c]) => sum + storedMatrixBytes(format, r, c), 0)
     const decode: number[] = []
     const shares: number[] = []
     for (let i = 0; i < repeats; i++) {
@@ -179,15 +180,55 @@ for (const shapeName of args.shapes.split(',')) {
     const peak = format === 'bf16' && bf16Peak > 0 ? bf16Peak : fmaPeak
     console.log(`${shapeName.padEnd(11)} ${format.padEnd(6)} ${(bytes / 1e6).toFixed(0).padStart(10)} ${decodeMs.toFixed(2).padStart(10)} ${gb(streamed).padStart(5)} ${(100 * median(shares)).toFixed(0).padStart(4)}% ${prefillMs.toFixed(1).padStart(15)} ${gb(flops).padStart(8)} ${(100 * flops / peak).toFixed(0).padStart(5)}%`)
     nativeMs.set(`${shapeName} ${format}`, { decodeMs, prefillMs })
+    layerFigures.push({ shape: shapeName, format, weightBytes: bytes, decodeMs })
   }
   if (python !== null) {
     for (const format of (['f32', 'bf16'] as const).filter(f => args.formats.split(',').includes(f))) {
       const torch = await torchLayerMs(shape, format)
       const native = nativeMs.get(`${shapeName} ${format}`)!
-      const bytes = matrices.reduce((sum, [r, c]) => sum + matrixBytes(format, r, c), 0)
+      const bytes = matrices.reduce((sum, [r, c]) => sum + storedMatrixBytes(format, r, c), 0)
       console.log(`${shapeName.padEnd(11)} ${`torch ${format}`.padEnd(10)} ${torch.decodeMs.toFixed(2).padStart(6)} ms decode (${gb(bytes / (torch.decodeMs / 1000))} GB/s, native ${(torch.decodeMs / native.decodeMs).toFixed(1)}x faster), prefill-128 ${torch.prefillMs.toFixed(1)} ms (native ${(torch.prefillMs / native.prefillMs).toFixed(1)}x faster)`)
     }
   }
 }
 console.log('')
 console.log('decode %bw: weight bytes / time against a read-bandwidth probe taken just before each sample (median of the pairs); prefill %peak: 2 x matmul parameters x 128 tokens / time against the fp32 FMA peak (bf16: the bf16 dot peak)')
+
+const client = await clientHeadMs()
+const clientGBps = client.bytes / (client.ms / 1000) / 1e9
+console.log(`client lm_head (JS, fp32, 1 thread, [${CLIENT_VOCAB}, ${CLIENT_HIDDEN}]): ${client.ms.toFixed(1)} ms per token, ${clientGBps.toFixed(2)} GB/s`)
+
+if (args.save !== undefined) {
+  const figures: BlockFigures = { device: 'cpu', threads, kernels: addon.kernelFamily(), readGBps: bandwidth / 1e9, layers: layerFigures, clientGBps }
+  await writeFile(args.save, `${JSON.stringify(figures, null, 2)}\n`)
+  console.log(`saved the figures to ${args.save} (bmrt plan --figures ${args.save})`)
+}
+
+/**
+ * Median time of the client's logits for one token: the JS head's final norm and lm_head, on a
+ * random checkpoint with a TinyLlama-sized vocabulary and hidden size (tied, so the file holds one
+ * [vocab, hidden] matrix).
+ */
+async function clientHeadMs (): Promise<{ ms: number, bytes: number }> {
+  const dir = await mkdtemp(join(tmpdir(), 'bmrt-bench-head-'))
+  try {
+    const config = await makeTestModel(dir, { layers: 1, hidden: CLIENT_HIDDEN, intermediate: 16, heads: 16, vocab: CLIENT_VOCAB, tied: true })
+    const checkpoint = await Checkpoint.open(dir)
+    let head: ModelHead
+    try {
+      head = await loadJsHead(checkpoint, config)
+    } finally {
+      await checkpoint.close()
+    }
+    const hidden = randomValues(CLIENT_HIDDEN, 1, 10)
+    const samples: number[] = []
+    for (let i = 0; i < repeats; i++) {
+      const started = performance.now()
+      head.logits(hidden)
+      samples.push(performance.now() - started)
+    }
+    return { ms: median(samples), bytes: CLIENT_VOCAB * CLIENT_HIDDEN * 4 }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}

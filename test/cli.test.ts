@@ -1,7 +1,7 @@
 // The commands as a user runs them: real processes, real output.
 
 import assert from 'node:assert/strict'
-import { bmrt, scratchDir } from './helpers.js'
+import { runCommand as bmrt, scratchDir } from './helpers.js'
 
 describe('bmrt command line', () => {
   it('generate streams the bundled model\'s greedy story and reports tokens/s', async () => {

@@ -64,8 +64,8 @@ export async function startNode (args: string[], options: { command?: string[], 
   return { process: child, output, peerId }
 }
 
-/** Runs bin/COMMAND.js to the end, as a user would; a failing exit code is returned, not thrown. */
-export async function bmrt (command: 'bmrt' | 'bmrt-node', args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
+/** Runs bin/bmrt.js or bin/bmrt-node.js to its end, from the repository root; resolves with its exit code and output. */
+export async function runCommand (command: 'bmrt' | 'bmrt-node', args: string[], env: Record<string, string> = {}): Promise<{ code: number, stdout: string, stderr: string }> {
   try {
     const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(ROOT, 'bin', `${command}.js`), ...args], { cwd: ROOT, env: { ...process.env, ...env } })
     return { code: 0, stdout, stderr }

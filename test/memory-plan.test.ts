@@ -1,8 +1,13 @@
-// Petals' choice of how many blocks a GPU holds, on real model shapes.
+// Petals' choice of how many blocks a node holds, on real model shapes, and the weight bytes it
+// counts against what the native addon really holds.
 
 import assert from 'node:assert/strict'
-import { parseConfig } from '../src/inference/config.js'
-import { blockWeightBytes, describePlan, planGpuBlocks } from '../src/petals/memory-plan.js'
+import { Checkpoint } from '../src/inference/checkpoint.js'
+import { loadConfig, parseConfig } from '../src/inference/config.js'
+import { loadAddon, loadNativeSpan, nativeUnavailableReason, WEIGHT_FORMATS } from '../src/inference/native-backend.js'
+import { makeTestModel } from '../src/inference/test-model.js'
+import { blockWeightBytes, describePlan, planBlocks } from '../src/petals/memory-plan.js'
+import { scratchDir } from './helpers.js'
 
 const llama70b = parseConfig({
   model_type: 'llama', hidden_size: 8192, intermediate_size: 28672, num_hidden_layers: 80, num_attention_heads: 64,
@@ -10,21 +15,54 @@ const llama70b = parseConfig({
 })
 const GIB = 2 ** 30
 
-describe('GPU memory plan', () => {
+describe('memory plan', () => {
   it('counts a Llama-2-70B block as Petals does: 1.71 GB of bf16 weights, 128 MiB of cache per 16384 tokens', () => {
-    assert.equal(blockWeightBytes(llama70b, 2), 855_638_016 * 2 + 2 * 8192 * 4)
-    const plan = planGpuBlocks(llama70b, 80 * GIB, 2, 16384)
+    assert.equal(blockWeightBytes(llama70b, 'bf16'), 855_638_016 * 2 + 2 * 8192 * 4)
+    const plan = planBlocks(llama70b, 80 * GIB, 'bf16', 16384)
     assert.equal(plan.cacheBytesPerBlock, 128 * 2 ** 20)
     assert.equal(plan.reserveBytes, Math.ceil(2 * GIB * 8192 / 14336))
     // (80 GiB - 1.14 GiB) / (1.61 GiB + 0.125 GiB) = 45.5
     assert.equal(plan.blocks, 45)
-    assert.match(describePlan(plan), /^45 blocks fit in 80\.00 GiB free: 1\.61 GiB of weights and 0\.13 GiB of attention cache per block, 1\.14 GiB kept/)
+    assert.match(describePlan(plan), /^45 blocks fit in 80\.00 GiB: 1\.61 GiB of weights and 0\.13 GiB of attention cache per block, 1\.14 GiB kept/)
   })
 
   it('never plans more blocks than the model has, nor fewer than none', () => {
-    assert.equal(planGpuBlocks(llama70b, 1000 * GIB, 2, 16384).blocks, 80)
-    assert.equal(planGpuBlocks(llama70b, 1 * GIB, 2, 16384).blocks, 0)
+    assert.equal(planBlocks(llama70b, 1000 * GIB, 'bf16', 16384).blocks, 80)
+    assert.equal(planBlocks(llama70b, 1 * GIB, 'bf16', 16384).blocks, 0)
     // A smaller cache budget leaves room for more blocks.
-    assert.ok(planGpuBlocks(llama70b, 40 * GIB, 2, 1024).blocks > planGpuBlocks(llama70b, 40 * GIB, 2, 16384).blocks)
+    assert.ok(planBlocks(llama70b, 40 * GIB, 'bf16', 1024).blocks > planBlocks(llama70b, 40 * GIB, 'bf16', 16384).blocks)
+  })
+
+  describe('weight bytes against the native addon', function () {
+    before(function () {
+      if (loadAddon() !== null) return
+      if (process.env.BMRT_REQUIRE_NATIVE === '1') throw new Error(`BMRT_REQUIRE_NATIVE=1 but the addon does not load: ${nativeUnavailableReason()}`)
+      console.log(`    (skipped: the native addon is not available: ${nativeUnavailableReason()})`)
+      this.skip()
+    })
+
+    it('are what a loaded span holds, in every format, padding and scales included', async () => {
+      const { dir, cleanup } = await scratchDir()
+      try {
+        // Shapes that are not multiples of the kernels' 16-row panels or int4's 32-value groups, and biases.
+        await makeTestModel(dir, { layers: 2, hidden: 40, intermediate: 70, heads: 4, kvHeads: 2, headDim: 10, vocab: 16, attentionBias: true, mlpBias: true })
+        const config = await loadConfig(dir)
+        const checkpoint = await Checkpoint.open(dir)
+        try {
+          for (const format of WEIGHT_FORMATS) {
+            const span = await loadNativeSpan(checkpoint, config, 0, 2, { format, threads: 1 })
+            try {
+              assert.equal(span.weightBytes, 2 * blockWeightBytes(config, format), format)
+            } finally {
+              span.close()
+            }
+          }
+        } finally {
+          await checkpoint.close()
+        }
+      } finally {
+        await cleanup()
+      }
+    })
   })
 })

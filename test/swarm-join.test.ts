@@ -13,7 +13,7 @@ import { createNode, type BmrtNode } from '../src/p2p/node.js'
 import { checkReachability, REACHABILITY_PROTOCOL, serveReachabilityChecks } from '../src/p2p/reachability.js'
 import { ReachabilityRequest, ReachabilityResponse } from '../src/p2p/messages.js'
 import { EXPECTED } from './expected.js'
-import { bmrt, scratchDir, startNode } from './helpers.js'
+import { runCommand as bmrt, scratchDir, startNode } from './helpers.js'
 
 /** A TCP server on `host`, recording whether anyone connected. */
 async function listenOn (host: string): Promise<{ server: Server, port: number, connections: () => number }> {

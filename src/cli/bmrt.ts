@@ -1,6 +1,6 @@
 // `bmrt`: the user's command. Subcommands: generate, chat (here or through a swarm), gateway (the
 // HTTP API and web pages for a swarm), demo (a local swarm plus gateway: `npm start`),
-// make-test-model, swarm status.
+// make-test-model, swarm status, plan (capacity planning).
 
 import '../polyfill.js'
 import { Command, Option } from 'commander'
@@ -16,6 +16,7 @@ import { Registry, registryDhtOptions } from '../p2p/registry.js'
 import { formatSwarmState, swarmState } from '../petals/swarm-state.js'
 import { runDemo, type DemoCliOptions } from './demo.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions } from './gateway.js'
+import { addPlanCommand } from './plan.js'
 
 const program = new Command('bmrt')
   .description('bmrt: run large language models across ordinary machines, BitTorrent style')
@@ -182,6 +183,8 @@ async function joinedSwarm (o: SwarmCliOptions): Promise<{ initialPeers: string[
   if (swarm.initialPeers.length === 0) throw new Error('give --initial-peers MULTIADDR (a peer of the swarm) or --swarm NAME|FILE')
   return swarm
 }
+
+addPlanCommand(program)
 
 interface GenerateCliOptions extends ModelCliOptions, SamplingCliOptions {
   prompt: string

@@ -31,6 +31,30 @@ export function number (check: (n: number) => boolean, expectation: string) {
   }
 }
 
+/** Multiples of a byte: SI (GB = 10^9) and binary (GiB = 2^30); a bare K, M, G or T is binary, as in `free -g`. */
+const SIZE_UNITS: Record<string, number> = {
+  '': 1, b: 1,
+  kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12,
+  k: 2 ** 10, kib: 2 ** 10, m: 2 ** 20, mib: 2 ** 20, g: 2 ** 30, gib: 2 ** 30, t: 2 ** 40, tib: 2 ** 40
+}
+
+/** Parses a memory size such as 24GiB, 80GB, 24G or 1.5TiB into bytes. */
+export function byteSize (value: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value)
+  const unit = match === null ? undefined : SIZE_UNITS[match[2].toLowerCase()]
+  if (match === null || unit === undefined || Number(match[1]) <= 0) {
+    throw new InvalidArgumentError('expected a size such as 24GiB (GiB = 2^30 bytes), 80GB (GB = 10^9 bytes) or 24G (= 24GiB)')
+  }
+  return Math.floor(Number(match[1]) * unit)
+}
+
+/** Parses a duration such as 30ms, 0.03s or 30 (milliseconds) into milliseconds. */
+export function milliseconds (value: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$/i.exec(value)
+  if (match === null) throw new InvalidArgumentError('expected a time such as 30ms, 0.03s or 30 (milliseconds)')
+  return Number(match[1]) * (match[2]?.toLowerCase() === 's' ? 1000 : 1)
+}
+
 /** Collects a repeatable option's values. */
 export function repeatable (value: string, previous: string[] = []): string[] {
   return [...previous, value]

@@ -43,6 +43,21 @@ export async function loadConfig (modelDir: string): Promise<ModelConfig> {
   } catch {
     throw new Error(`no config.json in ${modelDir}: point --model at a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)`)
   }
+  return parseConfigText(text, path)
+}
+
+/** Reads and validates a config.json file at `path` (a model without its weights, e.g. for planning). */
+export async function readConfigFile (path: string): Promise<ModelConfig> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new Error(`cannot read ${path}: ${(err as Error).message}`)
+  }
+  return parseConfigText(text, path)
+}
+
+function parseConfigText (text: string, path: string): ModelConfig {
   let raw: unknown
   try {
     raw = JSON.parse(text)

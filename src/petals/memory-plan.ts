@@ -1,46 +1,73 @@
-// How many blocks fit on a GPU, as Petals chooses num_blocks (reference/petals.md §2.1 step 5):
-// each block costs its weights (× 1.01) plus its share of the attention cache, after a reserve for
-// activations that grows with the hidden size. bmrt counts the GPU's free memory rather than its
-// total (other programs may hold some) and its fp32 KV cache.
+// How many blocks fit in a device's memory, as Petals chooses num_blocks (reference/petals.md §2.1
+// step 5): each block costs its weights (× 1.01) plus its share of the attention cache, after a
+// reserve for activations that grows with the hidden size. A GPU server plans with its free memory
+// (other programs may hold some); `bmrt plan` applies the same rule to the memory a user gives a
+// node, CPU or GPU. Weights are counted as the native addon stores them and the KV cache in fp32,
+// which is what both its CPU and CUDA paths keep.
 
 import type { ModelConfig } from '../inference/config.js'
+import type { WeightFormat } from '../inference/native-backend.js'
+import { storedMatrixBytes } from '../inference/weight-bytes.js'
 
-export interface GpuMemoryPlan {
+export interface MemoryPlan {
   /** blocks that fit (at most the model's) */
   blocks: number
+  /** one block's weights × 1.01 (Petals' margin) */
   blockBytes: number
+  /** the attention cache budget of one block */
   cacheBytesPerBlock: number
+  /** kept for activations (Petals' autograd_memory) */
   reserveBytes: number
-  freeBytes: number
+  /** the memory planned for */
+  memoryBytes: number
 }
 
 const GIB = 2 ** 30
+/** bytes of a cached key or value element: fp32 in the addon's CPU and CUDA paths */
+const CACHE_VALUE_BYTES = 4
 
-/** Bytes of one block's weights stored with `bytesPerValue` bytes per parameter (norms and biases included). */
-export function blockWeightBytes (config: ModelConfig, bytesPerValue: number): number {
+/** Petals' default attention cache: 16384 tokens per block for GQA models, 4096 otherwise. */
+export function defaultCacheTokens (config: ModelConfig): number {
+  return config.numKvHeads < config.numHeads ? 16384 : 4096
+}
+
+/** Bytes of one block's weights stored in `format` (norms and biases in fp32, as the addon keeps them). */
+export function blockWeightBytes (config: ModelConfig, format: WeightFormat): number {
   const h = config.hiddenSize
   const q = config.numHeads * config.headDim
   const kv = config.numKvHeads * config.headDim
-  const matrices = h * q * 2 + h * kv * 2 + 3 * h * config.intermediateSize
-  const vectors = 2 * h + (config.attentionBias ? q + 2 * kv + h : 0) + (config.mlpBias ? 2 * config.intermediateSize + h : 0)
-  return matrices * bytesPerValue + vectors * 4
+  const i = config.intermediateSize
+  // [out, in] of q, k, v, o, gate, up, down
+  const matrices: Array<[number, number]> = [[q, h], [kv, h], [kv, h], [h, q], [i, h], [i, h], [h, i]]
+  const vectors = 2 * h + (config.attentionBias ? q + 2 * kv + h : 0) + (config.mlpBias ? 2 * i + h : 0)
+  return matrices.reduce((sum, [rows, cols]) => sum + storedMatrixBytes(format, rows, cols), 0) + vectors * 4
+}
+
+/** Bytes of the KV cache one token takes in one block: a key and a value per KV head. */
+export function cacheBytesPerToken (config: ModelConfig): number {
+  return 2 * config.numKvHeads * config.headDim * CACHE_VALUE_BYTES
+}
+
+/** Petals' reserve for activations on one device: 2 GiB × hidden size / 14336. */
+export function activationReserveBytes (config: ModelConfig): number {
+  return Math.ceil(2 * GIB * config.hiddenSize / 14336)
 }
 
 /**
- * The plan for a GPU with `freeBytes` free: weights in `bytesPerValue` bytes per parameter, and an
- * attention cache of `cacheTokensPerBlock` tokens per block (fp32 keys and values).
+ * The plan for `memoryBytes` of memory: weights stored in `format`, and an attention cache of
+ * `cacheTokensPerBlock` tokens per block.
  */
-export function planGpuBlocks (config: ModelConfig, freeBytes: number, bytesPerValue: number, cacheTokensPerBlock: number): GpuMemoryPlan {
-  const blockBytes = Math.ceil(blockWeightBytes(config, bytesPerValue) * 1.01)
-  const cacheBytesPerBlock = 2 * config.numKvHeads * config.headDim * 4 * cacheTokensPerBlock
-  const reserveBytes = Math.ceil(2 * GIB * config.hiddenSize / 14336) // Petals' autograd_memory, for one device
-  const blocks = Math.max(0, Math.min(config.numLayers, Math.floor((freeBytes - reserveBytes) / (blockBytes + cacheBytesPerBlock))))
-  return { blocks, blockBytes, cacheBytesPerBlock, reserveBytes, freeBytes }
+export function planBlocks (config: ModelConfig, memoryBytes: number, format: WeightFormat, cacheTokensPerBlock: number): MemoryPlan {
+  const blockBytes = Math.ceil(blockWeightBytes(config, format) * 1.01)
+  const cacheBytesPerBlock = cacheBytesPerToken(config) * cacheTokensPerBlock
+  const reserveBytes = activationReserveBytes(config)
+  const blocks = Math.max(0, Math.min(config.numLayers, Math.floor((memoryBytes - reserveBytes) / (blockBytes + cacheBytesPerBlock))))
+  return { blocks, blockBytes, cacheBytesPerBlock, reserveBytes, memoryBytes }
 }
 
 /** One line for a person: what the plan found. */
-export function describePlan (plan: GpuMemoryPlan): string {
+export function describePlan (plan: MemoryPlan): string {
   const gib = (n: number): string => (n / GIB).toFixed(2)
-  return `${plan.blocks} blocks fit in ${gib(plan.freeBytes)} GiB free: ${gib(plan.blockBytes)} GiB of weights and ` +
+  return `${plan.blocks} blocks fit in ${gib(plan.memoryBytes)} GiB: ${gib(plan.blockBytes)} GiB of weights and ` +
     `${gib(plan.cacheBytesPerBlock)} GiB of attention cache per block, ${gib(plan.reserveBytes)} GiB kept for activations`
 }

@@ -15,7 +15,7 @@ import { confirmListeningAddresses, createNode, joinSwarm, type BmrtNode } from 
 import { checkReachability, describeReachability, serveReachabilityChecks } from '../p2p/reachability.js'
 import { Registry, registryDhtOptions, type RecordStats, type SpanRecord, type SpanState } from '../p2p/registry.js'
 import { chooseBestBlocks, ServerState, shouldChooseOtherBlocks, type ServedSpan } from './block-selection.js'
-import { describePlan, planGpuBlocks, type GpuMemoryPlan } from './memory-plan.js'
+import { defaultCacheTokens, describePlan, planBlocks, type MemoryPlan } from './memory-plan.js'
 import { ErrorCode, FORWARD_PROTOCOL, INFERENCE_PROTOCOL, INFO_PROTOCOL, modelWireDType, ProtocolError } from '../p2p/wire.js'
 import { serveInfo, serveSession, SessionTracker, type HandlerOptions } from './handler.js'
 import { TaskQueue } from './task-queue.js'
@@ -188,15 +188,16 @@ export class BlockServer {
   }
 
   /** On a GPU, how many blocks fit in its free memory (Petals' rule); null on the CPU. */
-  private gpuPlan (): GpuMemoryPlan | null {
+  private gpuPlan (): MemoryPlan | null {
     const load = this.options.load ?? {}
     const backend = resolveBackend(load.backend)
     if (backend === 'js' && !['cpu', 'auto'].includes(load.device ?? 'cpu')) throw new Error(`--device ${load.device ?? ''} needs the native backend, and it is not available here (${nativeUnavailableReason()})`)
     if (backend !== 'native') return null
     const device = resolveNativeDevice(load.device)
     if (device.kind !== 'cuda') return null
-    const plan = planGpuBlocks(this.config, device.freeBytes, 2, load.maxCacheTokens ?? defaultCacheTokens(this.config))
-    this.log(`${device.info.name} (cuda:${device.index}): ${describePlan(plan)}`)
+    // bf16 and f16, the formats the CUDA path stores, take the same bytes
+    const plan = planBlocks(this.config, device.freeBytes, 'bf16', load.maxCacheTokens ?? defaultCacheTokens(this.config))
+    this.log(`${device.info.name} (cuda:${device.index}), counting its free memory: ${describePlan(plan)}`)
     return plan
   }
 
@@ -371,9 +372,4 @@ function reportDirectUpgrades (node: BmrtNode, log: (line: string) => void): voi
       log(`DCUtR: direct connection with ${connection.remotePeer.toString()} at ${connection.remoteAddr.toString()} (was relayed)`)
     }
   })
-}
-
-/** Petals' default attention cache: 16384 tokens per block for GQA models, 4096 otherwise. */
-export function defaultCacheTokens (config: ModelConfig): number {
-  return config.numKvHeads < config.numHeads ? 16384 : 4096
 }
