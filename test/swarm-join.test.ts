@@ -1,19 +1,29 @@
 // Joining a swarm: the dial-back reachability check (on loopback: everything here is reachable, so
 // the unreachable case is an announced port nobody listens on; behind real NAT it is
-// test/nat/relay.ts), swarm files and presets, and private swarms with a pre-shared key.
+// test/nat/relay.ts), swarm files and presets, private swarms with a pre-shared key, and relays
+// whose circuits are too small for a session.
 
 import assert from 'node:assert/strict'
 import { stat, writeFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:net'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
+import { createLibp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
+import { registryDhtOptions } from '../src/p2p/registry.js'
+import { BlockServer } from '../src/petals/server.js'
+import { DistributedModel } from '../src/petals/distributed-model.js'
 import { checkReachability, REACHABILITY_PROTOCOL, serveReachabilityChecks } from '../src/p2p/reachability.js'
 import { ReachabilityRequest, ReachabilityResponse } from '../src/p2p/messages.js'
 import { EXPECTED } from './expected.js'
-import { runCommand as bmrt, scratchDir, startNode } from './helpers.js'
+import { BUNDLED_MODEL, runCommand as bmrt, scratchDir, startNode } from './helpers.js'
 
 /** A TCP server on `host`, recording whether anyone connected. */
 async function listenOn (host: string): Promise<{ server: Server, port: number, connections: () => number }> {
@@ -146,5 +156,33 @@ describe('joining a swarm by file, preset or private key', function () {
     const badKey = await bmrt('bmrt', ['generate', '--initial-peers', serverAddr, '--swarm-key', swarmFile])
     assert.equal(badKey.code, 1)
     assert.match(badKey.stderr, /is not a swarm key: expected the lines \/key\/swarm\/psk\/1\.0\.0\/, \/base16\/ and 64 hex digits/)
+  })
+})
+
+describe('a relay that limits circuits (libp2p defaults)', function () {
+  this.timeout(60_000)
+  it('a client will not open a session through it, and says why', async () => {
+    // A stock libp2p relay: 2 minutes and 128 KiB per circuit.
+    const relay = await createLibp2p({
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+      transports: [tcp(), circuitRelayTransport()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionManager: { allow: ['/ip4/127.0.0.0/ipcidr/8'] },
+      services: { identify: identify(), relay: circuitRelayServer() }
+    })
+    const dht = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
+    // The server listens only on the relay, so the relay is the one way to reach it.
+    const server = await BlockServer.start({ modelDir: BUNDLED_MODEL, blocks: [0, 5], listen: [], useRelay: true, throughput: 1, initialPeers: [dht.getMultiaddrs()[0].toString(), relay.getMultiaddrs()[0].toString()] })
+    const client = await DistributedModel.load(BUNDLED_MODEL, { initialPeers: [dht.getMultiaddrs()[0].toString()], maxRetries: 0 })
+    try {
+      await assert.rejects(async () => { for await (const _ of client.generate('Once upon a time', { maxNewTokens: 2 })) { /* refused before any token */ } },
+        /reachable only through a relay that limits each circuit \(\d+ KiB left, a time limit\), too little for a session; bmrt relays \(bmrt-node --relay-only\) set no such limit/)
+    } finally {
+      await client.close()
+      await server.stop()
+      await dht.stop()
+      await relay.stop()
+    }
   })
 })

@@ -3,7 +3,7 @@
 // consecutive steps of fewer tokens, which the server treats exactly like one long step.
 
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { ConnectionLimits } from '@libp2p/interface'
+import type { Connection, ConnectionLimits } from '@libp2p/interface'
 import type { BmrtNode } from '../p2p/node.js'
 import { decodeHidden, encodeHidden, ErrorCode, FrameStream, MAX_TENSOR_BYTES, ProtocolError, Request, Response, wireDTypeBytes, type WireDType } from '../p2p/wire.js'
 import type { RouteHop } from './routing.js'
@@ -23,7 +23,8 @@ export interface RemoteSpanOptions {
 }
 
 function describeLimits (limits: ConnectionLimits): string {
-  const parts = [limits.bytes !== undefined ? `${limits.bytes} bytes` : '', limits.seconds !== undefined ? `${limits.seconds} s` : ''].filter(p => p !== '')
+  // bytes is what is left of the circuit's allowance; libp2p's unit for seconds is not reliable.
+  const parts = [limits.bytes !== undefined ? `${Math.floor(Number(limits.bytes) / 1024)} KiB left` : '', limits.seconds !== undefined ? 'a time limit' : ''].filter(p => p !== '')
   return parts.length > 0 ? ` (${parts.join(', ')})` : ''
 }
 
@@ -44,7 +45,17 @@ export class RemoteSpan {
   static async open (node: BmrtNode, hop: RouteHop, options: RemoteSpanOptions): Promise<RemoteSpan> {
     try {
       const signal = AbortSignal.timeout(options.connectTimeoutMs ?? 5000)
-      const connection = await node.dial(peerIdFromString(hop.peerId), { signal })
+      const peer = peerIdFromString(hop.peerId)
+      let connection: Connection
+      try {
+        connection = await node.dial(peer, { signal })
+      } catch (err) {
+        // With only a limited connection, libp2p dials again in search of an unlimited one; when
+        // that fails, the limited one is what there is.
+        const limited = node.getConnections(peer).find(c => c.limits !== undefined)
+        if (limited === undefined) throw err
+        connection = limited
+      }
       // A relay that limits circuits (libp2p's default: 2 min, 128 KiB) would cut a session off
       // mid-generation; refusing here lets routing choose another server instead.
       if (connection.limits !== undefined) throw new Error(`reachable only through a relay that limits each circuit${describeLimits(connection.limits)}, too little for a session; bmrt relays (bmrt-node --relay-only) set no such limit`)
