@@ -15,6 +15,8 @@ export interface ServerView {
   dtype: string | null
   /** reachable only through a relay */
   usingRelay: boolean | null
+  /** when the announcement lapses unless the server refreshes it (ms since the epoch) */
+  expiresAt: number
 }
 
 export interface ModelView {
@@ -47,7 +49,8 @@ export async function swarmState (registry: Registry, model?: string): Promise<M
         cacheTokensLeft: num(r.info.cacheTokensLeft),
         version: text(r.info.version),
         dtype: text(r.info.dtype),
-        usingRelay: typeof r.info.usingRelay === 'boolean' ? r.info.usingRelay : null
+        usingRelay: typeof r.info.usingRelay === 'boolean' ? r.info.usingRelay : null,
+        expiresAt: r.expiresAt
       }))
       .sort((a, b) => a.start - b.start || a.peerId.localeCompare(b.peerId))
     return { name, blocks, coverage, complete: coverage.every(c => c > 0), servers }
