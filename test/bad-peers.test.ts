@@ -3,27 +3,26 @@
 // alongside finishes with the right tokens.
 
 import assert from 'node:assert/strict'
-import type { Stream } from '@libp2p/interface'
 import { collect } from '../src/inference/generate.js'
 import { loadAddon } from '../src/inference/native-backend.js'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
 import { registryDhtOptions } from '../src/p2p/registry.js'
-import { ErrorCode, FrameStream, INFERENCE_PROTOCOL, INFO_PROTOCOL, Info, InfoRequest, Request, Response, WireDType, encodeHidden, type Tensor } from '../src/p2p/wire.js'
+import { ErrorCode, INFERENCE_PROTOCOL, INFO_PROTOCOL, Info, InfoRequest, Request } from '../src/p2p/wire.js'
 import { DistributedModel } from '../src/petals/distributed-model.js'
 import { BlockServer } from '../src/petals/server.js'
 import { EXPECTED } from './expected.js'
 import { BUNDLED_MODEL } from './helpers.js'
+import { BUNDLED_HIDDEN as HIDDEN, hiddenTensor as hidden, openRequest, RawPeer, refusal, sessionsOpen } from './raw-peer.js'
 
 const MODEL = 'stories-bad-peers'
 const IDLE_MODEL = 'stories-idle'
 const backend = loadAddon() !== null ? 'native' : 'js'
-const HIDDEN = 64 // the bundled model's hidden size
 
 describe('a server facing bad peers', function () {
   let entry: BmrtNode
   let server: BlockServer
   let idle: BlockServer
-  let attacker: BmrtNode
+  let attacker: RawPeer
   let model: DistributedModel
 
   before(async () => {
@@ -42,7 +41,7 @@ describe('a server facing bad peers', function () {
     idle = await BlockServer.start({
       modelDir: BUNDLED_MODEL, modelName: IDLE_MODEL, blocks: [0, 5], initialPeers, throughput: 1, updatePeriodMs: 600_000, stepTimeoutMs: 1000, load: { backend }
     })
-    attacker = await createNode({ listen: [] })
+    attacker = await RawPeer.start()
     model = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: MODEL })
   })
   after(async () => {
@@ -53,25 +52,8 @@ describe('a server facing bad peers', function () {
     await entry.stop()
   })
 
-  const dial = async (protocol = INFERENCE_PROTOCOL, target = server): Promise<{ stream: Stream, frames: FrameStream }> => {
-    const stream = await attacker.dialProtocol(target.node.getMultiaddrs()[0], protocol)
-    return { stream, frames: new FrameStream(stream) }
-  }
-  const open = (overrides: Partial<NonNullable<Request['open']>> = {}): Request =>
-    ({ open: { model: MODEL, start: 0, end: 5, maxLength: 32, batch: 1, dtype: WireDType.F32, ...overrides } })
-  const hidden = (tokens: number, fill = 0.5, shape: [number, number, number] = [1, tokens, HIDDEN]): Tensor =>
-    encodeHidden(new Float32Array(shape[0] * shape[1] * shape[2]).fill(fill), shape, WireDType.F32)
-  /** The error frame the server answers with, after which it closes the stream. */
-  const refusal = async (frames: FrameStream): Promise<{ code: ErrorCode, message: string }> => {
-    const response = await frames.read(Response)
-    assert.ok(response?.error !== undefined, `expected an error frame, got ${JSON.stringify(response)}`)
-    assert.equal(await frames.read(Response), null, 'the server ends the session after an error')
-    return response.error
-  }
-  /** Waits until the server holds `sessions` sessions (the bad ones' caches freed). */
-  const sessionsOpen = async (sessions: number, target = server): Promise<void> => {
-    while (target.span!.cacheUsage().sessions !== sessions) await new Promise(resolve => setTimeout(resolve, 20))
-  }
+  const dial = async (protocol = INFERENCE_PROTOCOL, target = server): ReturnType<RawPeer['dial']> => await attacker.dial(target, protocol)
+  const open = (overrides: Parameters<typeof openRequest>[1] = {}): Request => openRequest(MODEL, overrides)
 
   it('refuses each bad request with its error, frees its caches, and keeps serving a good session', async () => {
     // A good conversation, half done while the bad peers come and go.
@@ -82,7 +64,7 @@ describe('a server facing bad peers', function () {
     const baseline = server.span!.cacheUsage()
     assert.deepEqual([baseline.sessions, baseline.reserved], [1, 64])
     const sessionsFreed = async (): Promise<void> => {
-      await sessionsOpen(1)
+      await sessionsOpen(server, 1)
       assert.equal(server.span!.cacheUsage().reserved, 64)
     }
 
@@ -126,7 +108,7 @@ describe('a server facing bad peers', function () {
     {
       const { stream, frames } = await dial()
       await frames.write(Request, open())
-      await sessionsOpen(2)
+      await sessionsOpen(server, 2)
       stream.send(Uint8Array.of(200, 1, 8, 1)) // says 200 bytes follow, sends 2
       stream.abort(new Error('client crashed'))
       await sessionsFreed()
@@ -150,7 +132,7 @@ describe('a server facing bad peers', function () {
     const error = await refusal(frames)
     assert.equal(error.code, ErrorCode.TIMEOUT)
     assert.match(error.message, /no step for 1 s/)
-    await sessionsOpen(0, idle)
+    await sessionsOpen(idle, 0)
 
     // The SDK's session is ended the same way between two turns; the next turn reopens it (no ban:
     // the server did nothing wrong), replays the history, and the tokens are those of EXPECTED.md.
@@ -159,7 +141,7 @@ describe('a server facing bad peers', function () {
       const conversation = await client.session(64)
       const { promptIds, ids } = EXPECTED[1]
       const first = await collect(conversation.generate(promptIds, { maxNewTokens: 10 }))
-      await sessionsOpen(0, idle) // idled out
+      await sessionsOpen(idle, 0) // idled out
       const rest = await collect(conversation.generate([...promptIds, ...first.ids], { maxNewTokens: 40 }))
       assert.deepEqual([...first.ids, ...rest.ids], ids)
       assert.equal(client.manager.bans.isBanned(idle.node.peerId.toString()), false)
