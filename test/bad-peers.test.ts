@@ -7,7 +7,7 @@ import { collect } from '../src/inference/generate.js'
 import { loadAddon } from '../src/inference/native-backend.js'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
 import { registryDhtOptions } from '../src/p2p/registry.js'
-import { ErrorCode, INFERENCE_PROTOCOL, INFO_PROTOCOL, Info, InfoRequest, Request } from '../src/p2p/wire.js'
+import { ErrorCode, INFERENCE_PROTOCOL, INFO_PROTOCOL, Info, InfoRequest, Request, WireDType } from '../src/p2p/wire.js'
 import { DistributedModel } from '../src/petals/distributed-model.js'
 import { BlockServer } from '../src/petals/server.js'
 import { EXPECTED } from './expected.js'
@@ -81,7 +81,14 @@ describe('a server facing bad peers', function () {
       { what: 'a byte count that does not match the shape', frames: [open(), { step: { hidden: { ...hidden(2), data: new Uint8Array(100) } } }], code: ErrorCode.BAD_REQUEST, message: /needs 512 bytes, the frame has 100/ },
       { what: 'NaN hidden states', frames: [open(), { step: { hidden: hidden(1, Number.NaN) } }], code: ErrorCode.BAD_REQUEST, message: /NaN or infinite/ },
       { what: 'a position beyond the cache', frames: [open(), { step: { position: 5, hidden: hidden(1) } }], code: ErrorCode.BAD_REQUEST, message: /position 5 is beyond the 0 tokens cached/ },
-      { what: 'more tokens than max_length', frames: [open({ maxLength: 4 }), { step: { hidden: hidden(5) } }], code: ErrorCode.TOO_LONG, message: /holds 4 tokens; 0 \+ 5 new would exceed it/ }
+      { what: 'more tokens than max_length', frames: [open({ maxLength: 4 }), { step: { hidden: hidden(5) } }], code: ErrorCode.TOO_LONG, message: /holds 4 tokens; 0 \+ 5 new would exceed it/ },
+      { what: 'an Open and a Step in one frame', frames: [{ ...open(), step: { hidden: hidden(1) } }], code: ErrorCode.BAD_REQUEST, message: /an Open or a Step, not both/ },
+      { what: 'a second Open', frames: [open(), open()], code: ErrorCode.BAD_REQUEST, message: /this session is open already: one Open per stream/ },
+      // What a peer sent is quoted in part only: an error frame never grows with the input.
+      { what: 'a 100,000-character model name', frames: [open({ model: 'x'.repeat(100_000) })], code: ErrorCode.NOT_SERVED, message: /not x{64}\.\.\. \(100000 characters\)$/ },
+      { what: 'a shape of 100,000 dimensions', frames: [open(), { step: { hidden: { ...hidden(1), shape: new Array(100_000).fill(1) } } }], code: ErrorCode.BAD_REQUEST, message: /got \[1, 1, 1, 1, \.\.\. \(100000 dimensions\)\]$/ },
+      // Finite, but no fp16 answer can carry what the blocks make of them.
+      { what: 'hidden states far out of range', frames: [open({ dtype: WireDType.F16 }), { step: { hidden: hidden(1, 1e30) } }], code: ErrorCode.BAD_REQUEST, message: /turned these hidden states into values F16 cannot carry/ }
     ]
     for (const { what, frames: requests, code, message } of cases) {
       const { frames } = await dial()
@@ -92,13 +99,17 @@ describe('a server facing bad peers', function () {
       await sessionsFreed()
     }
 
-    // A frame that does not decode, and one that claims to be larger than any frame may be.
-    for (const [what, bytes, pattern] of [
-      ['garbage bytes', Uint8Array.of(5, 0xff, 0xff, 0xff, 0xff, 0xff), /malformed frame/],
-      ['an oversized frame', Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x0f), /frame too large/]
+    // A frame that does not decode, one that claims to be larger than any frame may be, a length
+    // prefix that never ends, and a frame the client cuts short by closing its side.
+    for (const [what, bytes, pattern, close] of [
+      ['garbage bytes', Uint8Array.of(5, 0xff, 0xff, 0xff, 0xff, 0xff), /malformed frame/, false],
+      ['an oversized frame', Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x0f), /frame too large/, false],
+      ['an endless length prefix', new Uint8Array(4096).fill(0x80), /frame too large: its length prefix runs past 4 bytes/, false],
+      ['a frame cut short', Uint8Array.of(200, 1, 8, 1), /the stream ended inside a frame \(4 bytes of it arrived\)/, true]
     ] as const) {
       const { stream, frames } = await dial()
       stream.send(bytes)
+      if (close) await stream.close()
       const error = await refusal(frames)
       assert.equal(error.code, ErrorCode.BAD_REQUEST, what)
       assert.match(error.message, pattern, what)
