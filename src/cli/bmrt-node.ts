@@ -5,6 +5,7 @@ import { Command, Option } from 'commander'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { createNode, joinSwarm, type NodeOptions } from '../p2p/node.js'
 import { registryDhtOptions } from '../p2p/registry.js'
+import { DEFAULT_MAX_SESSIONS_PER_PEER } from '../petals/peer-limits.js'
 import { BlockServer } from '../petals/server.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions, type StartedGateway } from './gateway.js'
 import { addBackendOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, multiaddrArgument, number, onStopSignals, type BackendCliOptions } from './options.js'
@@ -21,6 +22,7 @@ interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions {
   hostAddrs: string[]
   port: number
   inferenceMaxLength: number
+  maxSessionsPerPeer: number
   announceAddrs: string[]
   publicIp?: string
   throughput: 'auto' | number
@@ -53,6 +55,7 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
   .option('--expiration <seconds>', 'how long an announcement stays valid (default: 3 x update period)', number(n => n > 0, 'a number > 0'))
   .option('--attn-cache-tokens <n>', 'KV cache tokens per block that all client sessions may reserve together (Petals\' attn_cache_tokens; default 16384 for GQA models, else 4096)', integer(1))
   .option('--inference-max-length <n>', 'the longest session a client may open, announced to clients', integer(1), 8192)
+  .option('--max-sessions-per-peer <n>', 'sessions one client peer may hold open here at once; more are refused (a gateway is one peer for all its users)', integer(1), DEFAULT_MAX_SESSIONS_PER_PEER)
   .option('--relay-only', 'serve no blocks: be a bootstrap, relay and DHT node for the swarm (for a machine with a public IP; Petals\' run_dht)')
   .option('--use-relay', 'this machine cannot be dialed (behind NAT): be reached through a relay among the initial peers')
   .showHelpAfterError()
@@ -91,6 +94,7 @@ const program = addGatewayOptions(addBackendOptions(new Command('bmrt-node')), '
         initialPeers: o.initialPeers,
         publicName: o.publicName,
         inferenceMaxLength: o.inferenceMaxLength,
+        peerLimits: { maxSessions: o.maxSessionsPerPeer },
         throughput: o.throughput,
         balanceQuality: o.balanceQuality,
         updatePeriodMs,

@@ -5,10 +5,12 @@
 // The session's KV caches are reserved at Open against the span's cache budget, and freed when the
 // stream ends for any reason: the client closed it, went away, idled past the step timeout, or
 // sent something malformed. A bad frame gets an error frame and ends its session, never the node.
+// Each stream also counts against its peer's limits (peer-limits.ts) until it is gone.
 
 import type { Stream } from '@libp2p/interface'
 import type { BlockSpan } from '../inference/backend.js'
 import { clip, decodeHidden, encodeHidden, ErrorCode, fitsWireDType, FrameStream, Info, InfoRequest, ProtocolError, Request, Response, type WireDType } from '../p2p/wire.js'
+import type { PeerLimits } from './peer-limits.js'
 import type { Priority, TaskQueue } from './task-queue.js'
 
 /**
@@ -42,6 +44,8 @@ export interface HandlerOptions {
   sessionTimeoutMs?: number
   /** hears of every step computed for clients: batch × tokens, and the compute time */
   onStep?: (tokens: number, seconds: number) => void
+  /** sessions and unprocessed bytes per peer */
+  peerLimits: PeerLimits
 }
 
 /** The sessions a server has open, so that moving or stopping can end them with a clear error. */
@@ -61,9 +65,9 @@ export class SessionTracker {
   }
 }
 
-/** Serves one /bmrt/inference (priority 'inference') or /bmrt/forward ('forward') stream. */
-export async function serveSession (stream: Stream, priority: Priority, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
-  if (stream.status !== 'open') return // reset before it reached us: nothing to serve
+/** Serves one /bmrt/inference (priority 'inference') or /bmrt/forward ('forward') stream from `peer`. */
+export async function serveSession (stream: Stream, peer: string, priority: Priority, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
+  if (stream.status !== 'open') return // reset before it reached us: nothing to serve or count
   const frames = new FrameStream(stream)
   const stepTimeoutMs = options.stepTimeoutMs ?? 5 * 60_000
   const sessionTimeoutMs = options.sessionTimeoutMs ?? 30 * 60_000
@@ -71,6 +75,7 @@ export async function serveSession (stream: Stream, priority: Priority, options:
   // Aborting `ended` ends the session wherever it waits: a read, or a queued compute task.
   const ended = new AbortController()
   const untrack = tracker.add(error => ended.abort(error))
+  const usage = options.peerLimits.track(peer, frames, error => ended.abort(error))
   // A client that goes away cancels its queued work at once (the stream closes or resets).
   stream.addEventListener('close', () => ended.abort(new Error('the client closed the stream')), { once: true })
   const sessions: number[] = []
@@ -94,6 +99,7 @@ export async function serveSession (stream: Stream, priority: Priority, options:
   }
 
   try {
+    usage.startSession()
     const first = await next()
     if (first === null) { await closeStream(stream); return }
     const open = first.open
@@ -111,6 +117,7 @@ export async function serveSession (stream: Stream, priority: Priority, options:
       if ((err as { code?: string }).code === 'CACHE_FULL') throw new ProtocolError(ErrorCode.CACHE_FULL, (err as Error).message)
       throw err
     }
+    usage.answered()
     const hidden = span!.config.hiddenSize
     let length = 0 // tokens in every sequence's cache
 
@@ -146,6 +153,7 @@ export async function serveSession (stream: Stream, priority: Priority, options:
           '(NaN, infinite or out of its range): they are far outside what the model produces')
       }
       await frames.write(Response, { hidden: encodeHidden(output, [batch, tokens, hidden], dtype) })
+      usage.answered()
     }
   } catch (err) {
     const error = err instanceof ProtocolError
@@ -157,6 +165,7 @@ export async function serveSession (stream: Stream, priority: Priority, options:
   } finally {
     untrack()
     for (const session of sessions) span?.closeSession(session)
+    usage.stopCounting()
     frames.discardInput()
   }
 }
