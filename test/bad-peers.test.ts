@@ -3,27 +3,26 @@
 // alongside finishes with the right tokens.
 
 import assert from 'node:assert/strict'
-import type { Stream } from '@libp2p/interface'
 import { collect } from '../src/inference/generate.js'
 import { loadAddon } from '../src/inference/native-backend.js'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
 import { registryDhtOptions } from '../src/p2p/registry.js'
-import { ErrorCode, FrameStream, INFERENCE_PROTOCOL, INFO_PROTOCOL, Info, InfoRequest, Request, Response, WireDType, encodeHidden, type Tensor } from '../src/p2p/wire.js'
+import { ErrorCode, INFERENCE_PROTOCOL, INFO_PROTOCOL, Info, InfoRequest, Request, WireDType } from '../src/p2p/wire.js'
 import { DistributedModel } from '../src/petals/distributed-model.js'
 import { BlockServer } from '../src/petals/server.js'
 import { EXPECTED } from './expected.js'
 import { BUNDLED_MODEL } from './helpers.js'
+import { BUNDLED_HIDDEN as HIDDEN, hiddenTensor as hidden, openRequest, RawPeer, refusal, sessionsOpen } from './raw-peer.js'
 
 const MODEL = 'stories-bad-peers'
 const IDLE_MODEL = 'stories-idle'
 const backend = loadAddon() !== null ? 'native' : 'js'
-const HIDDEN = 64 // the bundled model's hidden size
 
 describe('a server facing bad peers', function () {
   let entry: BmrtNode
   let server: BlockServer
   let idle: BlockServer
-  let attacker: BmrtNode
+  let attacker: RawPeer
   let model: DistributedModel
 
   before(async () => {
@@ -42,7 +41,7 @@ describe('a server facing bad peers', function () {
     idle = await BlockServer.start({
       modelDir: BUNDLED_MODEL, modelName: IDLE_MODEL, blocks: [0, 5], initialPeers, throughput: 1, updatePeriodMs: 600_000, stepTimeoutMs: 1000, load: { backend }
     })
-    attacker = await createNode({ listen: [] })
+    attacker = await RawPeer.start()
     model = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: MODEL })
   })
   after(async () => {
@@ -53,25 +52,8 @@ describe('a server facing bad peers', function () {
     await entry.stop()
   })
 
-  const dial = async (protocol = INFERENCE_PROTOCOL, target = server): Promise<{ stream: Stream, frames: FrameStream }> => {
-    const stream = await attacker.dialProtocol(target.node.getMultiaddrs()[0], protocol)
-    return { stream, frames: new FrameStream(stream) }
-  }
-  const open = (overrides: Partial<NonNullable<Request['open']>> = {}): Request =>
-    ({ open: { model: MODEL, start: 0, end: 5, maxLength: 32, batch: 1, dtype: WireDType.F32, ...overrides } })
-  const hidden = (tokens: number, fill = 0.5, shape: [number, number, number] = [1, tokens, HIDDEN]): Tensor =>
-    encodeHidden(new Float32Array(shape[0] * shape[1] * shape[2]).fill(fill), shape, WireDType.F32)
-  /** The error frame the server answers with, after which it closes the stream. */
-  const refusal = async (frames: FrameStream): Promise<{ code: ErrorCode, message: string }> => {
-    const response = await frames.read(Response)
-    assert.ok(response?.error !== undefined, `expected an error frame, got ${JSON.stringify(response)}`)
-    assert.equal(await frames.read(Response), null, 'the server ends the session after an error')
-    return response.error
-  }
-  /** Waits until the server holds `sessions` sessions (the bad ones' caches freed). */
-  const sessionsOpen = async (sessions: number, target = server): Promise<void> => {
-    while (target.span!.cacheUsage().sessions !== sessions) await new Promise(resolve => setTimeout(resolve, 20))
-  }
+  const dial = async (protocol = INFERENCE_PROTOCOL, target = server): ReturnType<RawPeer['dial']> => await attacker.dial(target, protocol)
+  const open = (overrides: Parameters<typeof openRequest>[1] = {}): Request => openRequest(MODEL, overrides)
 
   it('refuses each bad request with its error, frees its caches, and keeps serving a good session', async () => {
     // A good conversation, half done while the bad peers come and go.
@@ -82,7 +64,7 @@ describe('a server facing bad peers', function () {
     const baseline = server.span!.cacheUsage()
     assert.deepEqual([baseline.sessions, baseline.reserved], [1, 64])
     const sessionsFreed = async (): Promise<void> => {
-      await sessionsOpen(1)
+      await sessionsOpen(server, 1)
       assert.equal(server.span!.cacheUsage().reserved, 64)
     }
 
@@ -99,7 +81,14 @@ describe('a server facing bad peers', function () {
       { what: 'a byte count that does not match the shape', frames: [open(), { step: { hidden: { ...hidden(2), data: new Uint8Array(100) } } }], code: ErrorCode.BAD_REQUEST, message: /needs 512 bytes, the frame has 100/ },
       { what: 'NaN hidden states', frames: [open(), { step: { hidden: hidden(1, Number.NaN) } }], code: ErrorCode.BAD_REQUEST, message: /NaN or infinite/ },
       { what: 'a position beyond the cache', frames: [open(), { step: { position: 5, hidden: hidden(1) } }], code: ErrorCode.BAD_REQUEST, message: /position 5 is beyond the 0 tokens cached/ },
-      { what: 'more tokens than max_length', frames: [open({ maxLength: 4 }), { step: { hidden: hidden(5) } }], code: ErrorCode.TOO_LONG, message: /holds 4 tokens; 0 \+ 5 new would exceed it/ }
+      { what: 'more tokens than max_length', frames: [open({ maxLength: 4 }), { step: { hidden: hidden(5) } }], code: ErrorCode.TOO_LONG, message: /holds 4 tokens; 0 \+ 5 new would exceed it/ },
+      { what: 'an Open and a Step in one frame', frames: [{ ...open(), step: { hidden: hidden(1) } }], code: ErrorCode.BAD_REQUEST, message: /an Open or a Step, not both/ },
+      { what: 'a second Open', frames: [open(), open()], code: ErrorCode.BAD_REQUEST, message: /this session is open already: one Open per stream/ },
+      // What a peer sent is quoted in part only: an error frame never grows with the input.
+      { what: 'a 100,000-character model name', frames: [open({ model: 'x'.repeat(100_000) })], code: ErrorCode.NOT_SERVED, message: /not x{64}\.\.\. \(100000 characters\)$/ },
+      { what: 'a shape of 100,000 dimensions', frames: [open(), { step: { hidden: { ...hidden(1), shape: new Array(100_000).fill(1) } } }], code: ErrorCode.BAD_REQUEST, message: /got \[1, 1, 1, 1, \.\.\. \(100000 dimensions\)\]$/ },
+      // Finite, but no fp16 answer can carry what the blocks make of them.
+      { what: 'hidden states far out of range', frames: [open({ dtype: WireDType.F16 }), { step: { hidden: hidden(1, 1e30) } }], code: ErrorCode.BAD_REQUEST, message: /turned these hidden states into values F16 cannot carry/ }
     ]
     for (const { what, frames: requests, code, message } of cases) {
       const { frames } = await dial()
@@ -110,13 +99,17 @@ describe('a server facing bad peers', function () {
       await sessionsFreed()
     }
 
-    // A frame that does not decode, and one that claims to be larger than any frame may be.
-    for (const [what, bytes, pattern] of [
-      ['garbage bytes', Uint8Array.of(5, 0xff, 0xff, 0xff, 0xff, 0xff), /malformed frame/],
-      ['an oversized frame', Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x0f), /frame too large/]
+    // A frame that does not decode, one that claims to be larger than any frame may be, a length
+    // prefix that never ends, and a frame the client cuts short by closing its side.
+    for (const [what, bytes, pattern, close] of [
+      ['garbage bytes', Uint8Array.of(5, 0xff, 0xff, 0xff, 0xff, 0xff), /malformed frame/, false],
+      ['an oversized frame', Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x0f), /frame too large/, false],
+      ['an endless length prefix', new Uint8Array(4096).fill(0x80), /frame too large: its length prefix runs past 4 bytes/, false],
+      ['a frame cut short', Uint8Array.of(200, 1, 8, 1), /the stream ended inside a frame \(4 bytes of it arrived\)/, true]
     ] as const) {
       const { stream, frames } = await dial()
       stream.send(bytes)
+      if (close) await stream.close()
       const error = await refusal(frames)
       assert.equal(error.code, ErrorCode.BAD_REQUEST, what)
       assert.match(error.message, pattern, what)
@@ -126,7 +119,7 @@ describe('a server facing bad peers', function () {
     {
       const { stream, frames } = await dial()
       await frames.write(Request, open())
-      await sessionsOpen(2)
+      await sessionsOpen(server, 2)
       stream.send(Uint8Array.of(200, 1, 8, 1)) // says 200 bytes follow, sends 2
       stream.abort(new Error('client crashed'))
       await sessionsFreed()
@@ -150,7 +143,7 @@ describe('a server facing bad peers', function () {
     const error = await refusal(frames)
     assert.equal(error.code, ErrorCode.TIMEOUT)
     assert.match(error.message, /no step for 1 s/)
-    await sessionsOpen(0, idle)
+    await sessionsOpen(idle, 0)
 
     // The SDK's session is ended the same way between two turns; the next turn reopens it (no ban:
     // the server did nothing wrong), replays the history, and the tokens are those of EXPECTED.md.
@@ -159,7 +152,7 @@ describe('a server facing bad peers', function () {
       const conversation = await client.session(64)
       const { promptIds, ids } = EXPECTED[1]
       const first = await collect(conversation.generate(promptIds, { maxNewTokens: 10 }))
-      await sessionsOpen(0, idle) // idled out
+      await sessionsOpen(idle, 0) // idled out
       const rest = await collect(conversation.generate([...promptIds, ...first.ids], { maxNewTokens: 40 }))
       assert.deepEqual([...first.ids, ...rest.ids], ids)
       assert.equal(client.manager.bans.isBanned(idle.node.peerId.toString()), false)

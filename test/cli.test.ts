@@ -45,7 +45,7 @@ describe('bmrt command line', () => {
     const badPeer = await bmrt('bmrt-node', ['--blocks', '0:2', '--initial-peers', 'localhost:1234'])
     assert.match(badPeer.stderr, /expected a multiaddr such as/)
     const help = await bmrt('bmrt-node', ['--help'])
-    for (const option of ['--blocks', '--num-blocks', '--initial-peers', '--new-swarm', '--public-name', '--identity', '--port', '--host-addrs', '--announce-addrs', '--public-ip', '--throughput', '--balance-quality', '--update-period', '--expiration', '--attn-cache-tokens', '--inference-max-length', '--backend', '--dtype', '--quant', '--threads', '--device', '--http-port', '--relay-only', '--use-relay']) {
+    for (const option of ['--blocks', '--num-blocks', '--initial-peers', '--new-swarm', '--public-name', '--identity', '--port', '--host-addrs', '--announce-addrs', '--public-ip', '--throughput', '--balance-quality', '--update-period', '--expiration', '--attn-cache-tokens', '--inference-max-length', '--max-sessions-per-peer', '--backend', '--dtype', '--quant', '--threads', '--device', '--http-port', '--relay-only', '--use-relay']) {
       assert.ok(help.stdout.includes(option), `${option} missing from bmrt-node --help`)
     }
   })

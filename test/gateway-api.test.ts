@@ -165,6 +165,19 @@ describe('HTTP gateway on a 3-server swarm', function () {
     assert.equal(badRole.body.error.param, 'messages[0].role')
     assert.equal((await api('/v1/nothing')).status, 404)
     assert.equal((await api('/v1/models', { method: 'DELETE' })).status, 405)
+    // Found by test/fuzz.test.ts, each a 500 before: a malformed %-escape, a value nested past
+    // JSON.stringify's depth (quoted in the error), a role inherited from Object.prototype, a
+    // job's model that is no string.
+    const badEscape = await api('/api/v1/jobs/%E0%A4%A')
+    assert.equal(badEscape.status, 400)
+    assert.match(badEscape.body.error.message, /malformed %-escape/)
+    const deep = await api('/v1/completions', { method: 'POST', body: `{"prompt":"Once","temperature":${'['.repeat(20_000)}${']'.repeat(20_000)}}` })
+    assert.deepEqual([deep.status, deep.body.error.param], [400, 'temperature'])
+    assert.match(deep.body.error.message, /^temperature must be a number from 0 to 2, got \(a value nested too deeply to show\)$/)
+    const inherited = await api('/v1/chat/completions', { method: 'POST', body: JSON.stringify({ messages: [{ role: 'toString', content: 'hi' }] }) })
+    assert.deepEqual([inherited.status, inherited.body.error.param], [400, 'messages[0].role'])
+    const jobModel = await api('/api/v1/jobs', { method: 'POST', body: `{"prompt":"Once","model":${'['.repeat(20_000)}${']'.repeat(20_000)}}` })
+    assert.deepEqual([jobModel.status, jobModel.body.error.param], [400, 'model'])
 
     // The gateway and the swarm go on serving.
     const after = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 5, temperature: 0 })

@@ -45,7 +45,7 @@ describe('bmrt-node processes', function () {
       await new Promise(resolve => setTimeout(resolve, 250))
     }
 
-    assert.match(first.output.join('\n'), /status: online, blocks 0:2, 0 sessions, 0\.0 tokens\/s, cache left 16384 tokens, records refused 0/)
+    assert.match(first.output.join('\n'), /status: online, blocks 0:2, 0 sessions, 0\.0 tokens\/s, cache left 16384 tokens, records refused 0, requests over per-peer limits 0 \(sessions 0, bytes 0\)/)
 
     first.process.kill('SIGKILL')
     const killedAt = Date.now()

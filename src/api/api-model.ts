@@ -4,6 +4,7 @@
 import { generate, type GeneratedToken, type GenerationResult } from '../inference/generate.js'
 import type { LanguageModel, ServedBlocks } from '../inference/model.js'
 import type { ChatMessage } from '../inference/tokenizer.js'
+import { clip } from '../p2p/wire.js'
 import { MissingBlocksError } from '../petals/routing.js'
 import type { SamplingRequest } from './generation-request.js'
 import { ApiError, badRequest } from './http-util.js'
@@ -33,7 +34,7 @@ export class ApiModel {
   /** Throws OpenAI's 404 unless `name` is this model. */
   check (name: string): void {
     if (name !== this.id && !this.aliases.includes(name)) {
-      throw new ApiError(404, `The model \`${name}\` does not exist; this gateway serves \`${this.id}\``, { code: 'model_not_found', param: 'model' })
+      throw new ApiError(404, `The model \`${clip(name)}\` does not exist; this gateway serves \`${this.id}\``, { code: 'model_not_found', param: 'model' })
     }
   }
 

@@ -13,10 +13,11 @@ import { createRequire } from 'node:module'
 import { dirname, extname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { BmrtNode } from '../p2p/node.js'
+import { clip } from '../p2p/wire.js'
 import { shortPeerId } from '../petals/routing.js'
 import { VERSION } from '../petals/server.js'
 import type { ApiModel } from './api-model.js'
-import { ApiError, readJsonBody, sendError, sendJson } from './http-util.js'
+import { ApiError, badRequest, readJsonBody, sendError, sendJson } from './http-util.js'
 import { defaultJobsFile, JobStore } from './job-store.js'
 import { JobBoard } from './jobs.js'
 import { GatewayMetrics } from './metrics.js'
@@ -153,7 +154,6 @@ export class Gateway {
 
   private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now()
-    const url = new URL(req.url ?? '/', 'http://gateway')
     // Any origin may call the API (browser clients of an OpenAI-style server expect it); the key,
     // not the origin, is what guards it.
     res.setHeader('access-control-allow-origin', '*')
@@ -161,11 +161,14 @@ export class Gateway {
     res.setHeader('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS')
     if (req.method === 'OPTIONS') { res.writeHead(204).end(); return }
 
-    const match = this.match(req.method ?? 'GET', url.pathname)
+    let pathname = req.url ?? '/'
+    let match: ReturnType<Gateway['match']> = null
     let note: string | undefined
     try {
-      if (match === null) throw new ApiError(404, `no such endpoint: ${req.method ?? ''} ${url.pathname}`, { code: 'not_found' })
-      if (match.route === null) throw new ApiError(405, `${url.pathname} does not take ${req.method ?? ''}; it takes ${match.allowed.join(', ')}`, { code: 'method_not_allowed' })
+      pathname = requestPath(req.url)
+      match = this.match(req.method ?? 'GET', pathname)
+      if (match === null) throw new ApiError(404, `no such endpoint: ${req.method ?? ''} ${clip(pathname)}`, { code: 'not_found' })
+      if (match.route === null) throw new ApiError(405, `${clip(pathname)} does not take ${req.method ?? ''}; it takes ${match.allowed.join(', ')}`, { code: 'method_not_allowed' })
       if (match.route.auth) this.authorize(req)
       note = await match.route.handler(req, res, match.id) ?? undefined
     } catch (err) {
@@ -175,7 +178,7 @@ export class Gateway {
     const path = match?.route?.path ?? 'unmatched'
     this.metrics.countRequest(path, res.statusCode)
     if (match?.route?.logged === true || res.statusCode >= 400) {
-      this.options.log?.(`${req.method ?? ''} ${url.pathname} ${res.statusCode} ${(performance.now() - started).toFixed(0)} ms${note !== undefined ? ` · ${note}` : ''}`)
+      this.options.log?.(`${req.method ?? ''} ${clip(pathname)} ${res.statusCode} ${(performance.now() - started).toFixed(0)} ms${note !== undefined ? ` · ${note}` : ''}`)
     }
   }
 
@@ -238,6 +241,16 @@ export class Gateway {
   }
 }
 
+/** The path of a request's target (a path, or a whole URL); 400 when it has none. */
+function requestPath (target = '/'): string {
+  try {
+    // A path is taken as one even when it starts with '//', which URL would read as a host.
+    return new URL(target.startsWith('/') ? `http://gateway${target}` : target).pathname
+  } catch {
+    throw badRequest(`the request target ${clip(target)} is not a URL path`)
+  }
+}
+
 /** The `:id` segment's value ('' when the pattern has none) if `pathname` fits `pattern`, else null. */
 function matchPath (pattern: string, pathname: string): string | null {
   const want = pattern.split('/')
@@ -245,10 +258,18 @@ function matchPath (pattern: string, pathname: string): string | null {
   if (want.length !== got.length) return null
   let id = ''
   for (let i = 0; i < want.length; i++) {
-    if (want[i] === ':id' && got[i] !== '') id = decodeURIComponent(got[i])
+    if (want[i] === ':id' && got[i] !== '') id = decodePathSegment(got[i])
     else if (want[i] !== got[i]) return null
   }
   return id
+}
+
+function decodePathSegment (segment: string): string {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    throw badRequest(`the path segment ${clip(segment)} has a malformed %-escape`)
+  }
 }
 
 /** web/'s files plus marked and DOMPurify's browser builds, read once (they are small). */

@@ -3,7 +3,7 @@
 // (n > 1, logprobs, logit_bias, tools) are refused with a 400 that names them.
 
 import type { ChatMessage } from '../inference/tokenizer.js'
-import { badRequest } from './http-util.js'
+import { badRequest, quote } from './http-util.js'
 
 export interface SamplingRequest {
   /** null: as many as the context leaves room for */
@@ -22,7 +22,7 @@ function optionalNumber (body: Body, field: string, min: number, max: number, fa
   const value = body[field]
   if (value === undefined || value === null) return fallback
   if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
-    throw badRequest(`${field} must be a number from ${min} to ${max}, got ${JSON.stringify(value)}`, field)
+    throw badRequest(`${field} must be a number from ${min} to ${max}, got ${quote(value)}`, field)
   }
   return value
 }
@@ -31,7 +31,7 @@ function optionalInteger (body: Body, field: string, min: number): number | unde
   const value = body[field]
   if (value === undefined || value === null) return undefined
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw badRequest(`${field} must be an integer >= ${min}, got ${JSON.stringify(value)}`, field)
+    throw badRequest(`${field} must be an integer >= ${min}, got ${quote(value)}`, field)
   }
   return value
 }
@@ -91,7 +91,7 @@ export function parseMessages (body: Body): ChatMessage[] {
     if (m === null || typeof m !== 'object') throw badRequest(`${param} must be an object with role and content`, param)
     const { role, content } = m as { role?: unknown, content?: unknown }
     const roles = { system: 'system', developer: 'system', user: 'user', assistant: 'assistant' } as const
-    if (typeof role !== 'string' || !(role in roles)) throw badRequest(`${param}.role must be system, developer, user or assistant, got ${JSON.stringify(role)}`, `${param}.role`)
+    if (typeof role !== 'string' || !Object.hasOwn(roles, role)) throw badRequest(`${param}.role must be system, developer, user or assistant, got ${quote(role)}`, `${param}.role`)
     let text: string
     if (typeof content === 'string') text = content
     else if (Array.isArray(content) && content.every(p => p?.type === 'text' && typeof p.text === 'string')) text = content.map(p => p.text).join('')

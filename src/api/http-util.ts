@@ -2,6 +2,7 @@
 // size limit, and server-sent events shaped as OpenAI streams them.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { clip } from '../p2p/wire.js'
 
 /** An error a client caused or should hear about, sent as {"error":{message,type,param,code}}. */
 export class ApiError extends Error {
@@ -27,6 +28,17 @@ export function badRequest (message: string, param: string | null = null, code: 
   return new ApiError(400, message, { param, code })
 }
 
+/** A value from a request, for an error message: its JSON, cut short (a request is not ours to echo in full). */
+export function quote (value: unknown): string {
+  let text: string
+  try {
+    text = JSON.stringify(value) ?? String(value)
+  } catch {
+    text = '(a value nested too deeply to show)' // JSON.stringify overflows the stack at about 10,000 levels
+  }
+  return clip(text)
+}
+
 /** Any thrown value as an ApiError: unknown ones become a 500 that names the failure. */
 export function toApiError (err: unknown): ApiError {
   if (err instanceof ApiError) return err
@@ -49,10 +61,16 @@ export function sendError (res: ServerResponse, err: unknown): void {
 export async function readJsonBody (req: IncomingMessage, limitBytes = 1 << 20): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = []
   let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > limitBytes) throw new ApiError(413, `request body exceeds ${limitBytes} bytes`)
-    chunks.push(chunk as Buffer)
+  try {
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length
+      if (size > limitBytes) throw new ApiError(413, `request body exceeds ${limitBytes} bytes`)
+      chunks.push(chunk as Buffer)
+    }
+  } catch (err) {
+    if (err instanceof ApiError) throw err
+    // Node's 'aborted': the client closed the connection before the body was complete.
+    throw badRequest(`the request body ended after ${size} bytes, before its declared length (${(err as Error).message})`)
   }
   let body: unknown
   try {

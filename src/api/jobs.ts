@@ -5,9 +5,10 @@
 import { randomUUID } from 'node:crypto'
 import { collect } from '../inference/generate.js'
 import type { ServedBlocks } from '../inference/model.js'
+import { clip } from '../p2p/wire.js'
 import { shortPeerId } from '../petals/routing.js'
 import type { ApiModel } from './api-model.js'
-import { parseSampling, type SamplingRequest } from './generation-request.js'
+import { parseModel, parseSampling, type SamplingRequest } from './generation-request.js'
 import { ApiError, badRequest } from './http-util.js'
 import { addContributions, isEnded, type Contribution, type JobRecord, type JobStore } from './job-store.js'
 
@@ -55,7 +56,7 @@ export class JobBoard {
   async submit (body: Record<string, unknown>): Promise<JobView> {
     if (typeof body.prompt !== 'string' || body.prompt.length === 0) throw badRequest('prompt must be a non-empty string', 'prompt')
     if (body.prompt.length > MAX_PROMPT_CHARS) throw badRequest(`prompt exceeds ${MAX_PROMPT_CHARS} characters`, 'prompt')
-    if (body.model !== undefined) this.model.check(String(body.model))
+    this.model.check(parseModel(body, this.model.id))
     const priority = body.priority ?? 0
     if (!Number.isSafeInteger(priority) || Math.abs(priority as number) > 1000) throw badRequest('priority must be an integer from -1000 to 1000 (higher runs first)', 'priority')
     const sampling = parseSampling(body, DEFAULT_JOB_MAX_TOKENS)
@@ -101,7 +102,7 @@ export class JobBoard {
   /** Cancels a queued or running job; 409 if it has ended. */
   async cancel (id: string): Promise<JobView> {
     const job = this.find(id)
-    if (isEnded(job.status)) throw new ApiError(409, `job ${id} has already ended (${job.status})`, { code: 'job_ended' })
+    if (isEnded(job.status)) throw new ApiError(409, `job ${clip(id)} has already ended (${job.status})`, { code: 'job_ended' })
     const index = this.queue.indexOf(job)
     if (index !== -1) {
       this.queue.splice(index, 1)
@@ -138,7 +139,7 @@ export class JobBoard {
 
   private find (id: string): JobRecord {
     const job = this.jobs.get(id)
-    if (job === undefined) throw new ApiError(404, `no job ${id}`, { code: 'job_not_found' })
+    if (job === undefined) throw new ApiError(404, `no job ${clip(id)}`, { code: 'job_not_found' })
     return job
   }
 

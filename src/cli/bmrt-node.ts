@@ -6,6 +6,7 @@ import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { confirmListeningAddresses, createNode, joinSwarm, type NodeOptions } from '../p2p/node.js'
 import { registryDhtOptions } from '../p2p/registry.js'
 import { serveReachabilityChecks } from '../p2p/reachability.js'
+import { DEFAULT_MAX_SESSIONS_PER_PEER } from '../petals/peer-limits.js'
 import { BlockServer } from '../petals/server.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions, type StartedGateway } from './gateway.js'
 import { addBackendOptions, addSwarmOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, multiaddrArgument, number, onStopSignals, resolveSwarm, type BackendCliOptions, type SwarmCliOptions } from './options.js'
@@ -21,6 +22,7 @@ interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions, SwarmCliO
   hostAddrs: string[]
   port: number
   inferenceMaxLength: number
+  maxSessionsPerPeer: number
   announceAddrs: string[]
   publicIp?: string
   throughput: 'auto' | number
@@ -53,6 +55,7 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(new Command(
   .option('--expiration <seconds>', 'how long an announcement stays valid (default: 3 x update period)', number(n => n > 0, 'a number > 0'))
   .option('--attn-cache-tokens <n>', 'KV cache tokens per block that all client sessions may reserve together (Petals\' attn_cache_tokens; default 16384 for GQA models, else 4096)', integer(1))
   .option('--inference-max-length <n>', 'the longest session a client may open, announced to clients', integer(1), 8192)
+  .option('--max-sessions-per-peer <n>', 'sessions one client peer may hold open here at once; more are refused (a gateway is one peer for all its users)', integer(1), DEFAULT_MAX_SESSIONS_PER_PEER)
   .option('--relay-only', 'serve no blocks: be a bootstrap, relay and DHT node for the swarm (for a machine with a public IP; Petals\' run_dht)')
   .option('--use-relay', 'be reached through a relay without checking (default: ask peers to dial this machine back, and use a relay only if they cannot)')
   .option('--no-use-relay', 'never use a relay, and skip the check (a machine with a public address)')
@@ -94,6 +97,7 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(new Command(
         initialPeers: swarm.initialPeers,
         publicName: o.publicName,
         inferenceMaxLength: o.inferenceMaxLength,
+        peerLimits: { maxSessions: o.maxSessionsPerPeer },
         throughput: o.throughput,
         balanceQuality: o.balanceQuality,
         updatePeriodMs,

@@ -661,7 +661,8 @@ export enum ErrorCode {
   CACHE_FULL = 'CACHE_FULL',
   TOO_LONG = 'TOO_LONG',
   TIMEOUT = 'TIMEOUT',
-  SHUTTING_DOWN = 'SHUTTING_DOWN'
+  SHUTTING_DOWN = 'SHUTTING_DOWN',
+  PEER_LIMIT = 'PEER_LIMIT'
 }
 
 enum __ErrorCodeValues {
@@ -671,7 +672,8 @@ enum __ErrorCodeValues {
   CACHE_FULL = 3,
   TOO_LONG = 4,
   TIMEOUT = 5,
-  SHUTTING_DOWN = 6
+  SHUTTING_DOWN = 6,
+  PEER_LIMIT = 7
 }
 
 export namespace ErrorCode {

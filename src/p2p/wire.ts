@@ -36,16 +36,34 @@ interface Codec<T> {
   decode: (bytes: Uint8Array | Uint8ArrayList) => T
 }
 
+export interface FrameStreamOptions {
+  /** the largest frame accepted, in bytes (default MAX_FRAME_BYTES) */
+  maxFrameBytes?: number
+}
+
 /**
  * Protobuf messages on a stream, one length-prefixed frame each, at most MAX_FRAME_BYTES. A frame
- * that is too large or does not decode is the peer's fault (ProtocolError BAD_REQUEST); the peer
- * closing its side reads as null; anything else means the stream itself broke.
+ * that is too large or does not decode, and a stream that ends inside a frame, are the peer's fault
+ * (ProtocolError BAD_REQUEST); the peer closing its side between frames reads as null; anything
+ * else means the stream itself broke.
  */
 export class FrameStream {
+  /** bytes the peer has sent so far, whole frames or not */
+  received = 0
+  /** bytes of the whole frames read so far, length prefixes included */
+  consumed = 0
   private readonly frames: LengthPrefixedStream<Stream>
+  private readonly maxFrameBytes: number
 
-  constructor (readonly stream: Stream) {
-    this.frames = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES, maxBufferSize: 2 * MAX_FRAME_BYTES })
+  constructor (readonly stream: Stream, options: FrameStreamOptions = {}) {
+    this.maxFrameBytes = options.maxFrameBytes ?? MAX_FRAME_BYTES
+    // Counted before the reader below buffers them, so `received` is never behind what it holds.
+    stream.addEventListener('message', event => { this.received += event.data.byteLength })
+    this.frames = lpStream(stream, {
+      maxDataLength: this.maxFrameBytes,
+      maxBufferSize: 2 * this.maxFrameBytes,
+      lengthDecoder: boundedLengthDecoder(varintLength(this.maxFrameBytes), this.maxFrameBytes)
+    })
   }
 
   async read<T> (codec: Codec<T>, options?: AbortOptions): Promise<T | null> {
@@ -54,12 +72,17 @@ export class FrameStream {
       frame = await this.frames.read(options)
     } catch (err) {
       const name = (err as Error).name
-      if (name === 'UnexpectedEOFError') return null
+      if (err instanceof ProtocolError) throw err
+      if (name === 'UnexpectedEOFError') {
+        if (this.received === this.consumed) return null
+        throw new ProtocolError(ErrorCode.BAD_REQUEST, `the stream ended inside a frame (${this.received - this.consumed} bytes of it arrived): send whole frames`)
+      }
       if (name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError' || name === 'InvalidMessageLengthError') {
-        throw new ProtocolError(ErrorCode.BAD_REQUEST, `frame too large: at most ${MAX_FRAME_BYTES} bytes per frame (split long steps)`)
+        throw new ProtocolError(ErrorCode.BAD_REQUEST, `frame too large: at most ${this.maxFrameBytes} bytes per frame (split long steps)`)
       }
       throw err
     }
+    this.consumed += varintLength(frame.byteLength) + frame.byteLength
     try {
       return codec.decode(frame)
     } catch (err) {
@@ -70,6 +93,58 @@ export class FrameStream {
   async write<T> (codec: Codec<T>, message: T, options?: AbortOptions): Promise<void> {
     await this.frames.write(codec.encode(message), options)
   }
+
+  /**
+   * Stops reading for good: what the peer has sent and not been read, and whatever it still
+   * sends, is dropped as it arrives instead of buffered. For a session that is over.
+   */
+  discardInput (): void {
+    try {
+      this.frames.unwrap() // hands unread bytes back to the stream, which dispatches them to the listener above
+    } catch {
+      // the stream's readable end is closed already: nothing more will come
+    }
+  }
+}
+
+/** A string a peer sent, cut short for an error message (a peer's input is not ours to echo in full). */
+export function clip (text: string, max = 64): string {
+  return text.length <= max ? text : `${text.slice(0, max)}... (${text.length} characters)`
+}
+
+/** A shape a peer sent, for an error message: its first dimensions only. */
+function shapeText (shape: readonly number[]): string {
+  return shape.length <= 4 ? `[${shape.join(', ')}]` : `[${shape.slice(0, 4).join(', ')}, ... (${shape.length} dimensions)]`
+}
+
+/**
+ * Decodes a frame's length prefix (an unsigned varint) for lpStream, refusing one longer than the
+ * largest frame needs. lpStream's own decoder reads on, a byte at a time and without end, while the
+ * varint is unfinished: a peer sending endless continuation bytes kept a server parsing and
+ * buffering them (16 MiB of 0x80 grew the heap by 135 MiB).
+ */
+function boundedLengthDecoder (maxPrefixBytes: number, maxFrameBytes: number): (prefix: Uint8ArrayList) => number {
+  return prefix => {
+    let value = 0
+    let scale = 1
+    for (let i = 0; i < prefix.byteLength; i++) {
+      const byte = prefix.get(i)
+      value += (byte & 0x7f) * scale
+      if (byte < 0x80) return value
+      scale *= 0x80
+    }
+    if (prefix.byteLength >= maxPrefixBytes) {
+      throw new ProtocolError(ErrorCode.BAD_REQUEST, `frame too large: its length prefix runs past ${maxPrefixBytes} bytes, and frames have at most ${maxFrameBytes} bytes`)
+    }
+    throw new RangeError('unfinished varint') // lpStream's signal to read one more byte
+  }
+}
+
+/** Bytes of the unsigned varint that prefixes a frame of `n` bytes. */
+function varintLength (n: number): number {
+  let bytes = 1
+  while (n >= 0x80) { n = Math.floor(n / 0x80); bytes++ }
+  return bytes
 }
 
 // WireDType's values are the storage dtype names ('F32', 'BF16', 'F16').
@@ -111,16 +186,26 @@ export function decodeHidden (tensor: Tensor | undefined, expected: { batch: num
   if (tensor === undefined) throw bad('the step carries no hidden states')
   const { shape, dtype, data } = tensor
   if (!Object.values(WireDType).includes(dtype)) throw bad(`unknown tensor dtype ${String(dtype)}`)
-  if (shape.length !== 3) throw bad(`hidden states must have shape [batch, tokens, hidden], got [${shape.join(', ')}]`)
+  if (shape.length !== 3) throw bad(`hidden states must have shape [batch, tokens, hidden], got ${shapeText(shape)}`)
   const [batch, tokens, hidden] = shape
   if (batch !== expected.batch) throw bad(`batch of ${batch} sequences, but the session was opened with ${expected.batch}`)
   if (hidden !== expected.hidden) throw bad(`hidden size ${hidden}, but the model's is ${expected.hidden}`)
   if (tokens < 1) throw bad('a step needs at least one token')
   const bytes = batch * tokens * hidden * wireDTypeBytes(dtype)
-  if (data.byteLength !== bytes) throw bad(`shape [${shape.join(', ')}] in ${dtype} needs ${bytes} bytes, the frame has ${data.byteLength}`)
+  if (data.byteLength !== bytes) throw bad(`shape ${shapeText(shape)} in ${dtype} needs ${bytes} bytes, the frame has ${data.byteLength}`)
   const values = toFloat32(data, storage(dtype))
-  for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i])) throw bad('hidden states contain NaN or infinite values')
-  }
+  if (!fitsWireDType(values, WireDType.F32)) throw bad('hidden states contain NaN or infinite values')
   return { values, tokens }
+}
+
+/** The largest magnitude each wire dtype carries; anything larger arrives as an infinity. */
+const WIRE_MAX: Record<DType, number> = { F32: 3.4028234663852886e38, BF16: 3.3895313892515355e38, F16: 65504 }
+
+/** Whether every value is finite and stays finite encoded in `dtype`. */
+export function fitsWireDType (values: Float32Array, dtype: WireDType): boolean {
+  const max = WIRE_MAX[storage(dtype)]
+  for (let i = 0; i < values.length; i++) {
+    if (!(Math.abs(values[i]) <= max)) return false // NaN fails this too
+  }
+  return true
 }

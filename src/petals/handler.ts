@@ -5,11 +5,23 @@
 // The session's KV caches are reserved at Open against the span's cache budget, and freed when the
 // stream ends for any reason: the client closed it, went away, idled past the step timeout, or
 // sent something malformed. A bad frame gets an error frame and ends its session, never the node.
+// Each stream also counts against its peer's limits (peer-limits.ts) until it is gone.
 
 import type { Stream } from '@libp2p/interface'
 import type { BlockSpan } from '../inference/backend.js'
-import { decodeHidden, encodeHidden, ErrorCode, FrameStream, Info, InfoRequest, ProtocolError, Request, Response, type WireDType } from '../p2p/wire.js'
+import { clip, decodeHidden, encodeHidden, ErrorCode, fitsWireDType, FrameStream, Info, InfoRequest, ProtocolError, Request, Response, type WireDType } from '../p2p/wire.js'
+import type { PeerLimits } from './peer-limits.js'
 import type { Priority, TaskQueue } from './task-queue.js'
+
+/**
+ * How long a peer has to close its side after the server closed its own (after an answer, an
+ * error or a refusal) before the stream is reset: a stream the server is done with holds nothing
+ * for long, even when the peer never closes it.
+ */
+const LINGER_MS = 5000
+
+/** An InfoRequest holds a model name: anything larger is not one. */
+const MAX_INFO_REQUEST_BYTES = 4096
 
 export interface HandlerOptions {
   /** the name clients ask for */
@@ -32,6 +44,8 @@ export interface HandlerOptions {
   sessionTimeoutMs?: number
   /** hears of every step computed for clients: batch × tokens, and the compute time */
   onStep?: (tokens: number, seconds: number) => void
+  /** sessions and unprocessed bytes per peer */
+  peerLimits: PeerLimits
 }
 
 /** The sessions a server has open, so that moving or stopping can end them with a clear error. */
@@ -51,8 +65,9 @@ export class SessionTracker {
   }
 }
 
-/** Serves one /bmrt/inference (priority 'inference') or /bmrt/forward ('forward') stream. */
-export async function serveSession (stream: Stream, priority: Priority, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
+/** Serves one /bmrt/inference (priority 'inference') or /bmrt/forward ('forward') stream from `peer`. */
+export async function serveSession (stream: Stream, peer: string, priority: Priority, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
+  if (stream.status !== 'open') return // reset before it reached us: nothing to serve or count
   const frames = new FrameStream(stream)
   const stepTimeoutMs = options.stepTimeoutMs ?? 5 * 60_000
   const sessionTimeoutMs = options.sessionTimeoutMs ?? 30 * 60_000
@@ -60,6 +75,7 @@ export async function serveSession (stream: Stream, priority: Priority, options:
   // Aborting `ended` ends the session wherever it waits: a read, or a queued compute task.
   const ended = new AbortController()
   const untrack = tracker.add(error => ended.abort(error))
+  const usage = options.peerLimits.track(peer, frames, error => ended.abort(error))
   // A client that goes away cancels its queued work at once (the stream closes or resets).
   stream.addEventListener('close', () => ended.abort(new Error('the client closed the stream')), { once: true })
   const sessions: number[] = []
@@ -68,6 +84,7 @@ export async function serveSession (stream: Stream, priority: Priority, options:
   // The next frame; null when the client closed its side (the normal end of a session). One
   // controller per session, aborted by a timeout, the tracker or nothing: no signal per step.
   const next = async (): Promise<Request | null> => {
+    ended.signal.throwIfAborted()
     const left = deadline - Date.now()
     const timer = setTimeout(() => ended.abort(new ProtocolError(ErrorCode.TIMEOUT, left < stepTimeoutMs
       ? `session ended: a session may last at most ${sessionTimeoutMs / 1000} s`
@@ -82,10 +99,12 @@ export async function serveSession (stream: Stream, priority: Priority, options:
   }
 
   try {
+    usage.startSession()
     const first = await next()
-    if (first === null) { await closeQuietly(stream); return }
+    if (first === null) { await closeStream(stream); return }
     const open = first.open
     if (open === undefined) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'a session starts with an Open frame (model, blocks, max_length, batch)')
+    if (first.step !== undefined) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'a frame carries an Open or a Step, not both: send the Open alone first')
     span = options.span()
     const batch = open.batch
     const maxLength = open.maxLength
@@ -98,12 +117,14 @@ export async function serveSession (stream: Stream, priority: Priority, options:
       if ((err as { code?: string }).code === 'CACHE_FULL') throw new ProtocolError(ErrorCode.CACHE_FULL, (err as Error).message)
       throw err
     }
+    usage.answered()
     const hidden = span!.config.hiddenSize
     let length = 0 // tokens in every sequence's cache
 
     for (;;) {
       const request = await next()
-      if (request === null) { await closeQuietly(stream); return } // the client's normal goodbye
+      if (request === null) { await closeStream(stream); return } // the client's normal goodbye
+      if (request.open !== undefined) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'this session is open already: one Open per stream, then Step frames')
       const step = request.step
       if (step === undefined) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'expected a Step frame')
       const { values, tokens } = decodeHidden(step.hidden, { batch, hidden })
@@ -125,7 +146,14 @@ export async function serveSession (stream: Stream, priority: Priority, options:
       }, ended.signal)
       length = position + tokens
       options.onStep?.(batch * tokens, seconds)
-      await frames.write(Response, { hidden: encodeHidden(concat(outputs), [batch, tokens, hidden], dtype) })
+      const output = concat(outputs)
+      // Finite inputs far out of the model's range overflow, and the client would refuse the answer.
+      if (!fitsWireDType(output, dtype)) {
+        throw new ProtocolError(ErrorCode.BAD_REQUEST, `blocks ${blocks.start}:${blocks.end} turned these hidden states into values ${dtype} cannot carry ` +
+          '(NaN, infinite or out of its range): they are far outside what the model produces')
+      }
+      await frames.write(Response, { hidden: encodeHidden(output, [batch, tokens, hidden], dtype) })
+      usage.answered()
     }
   } catch (err) {
     const error = err instanceof ProtocolError
@@ -137,12 +165,14 @@ export async function serveSession (stream: Stream, priority: Priority, options:
   } finally {
     untrack()
     for (const session of sessions) span?.closeSession(session)
+    usage.stopCounting()
+    frames.discardInput()
   }
 }
 
 /** Refuses what this server cannot or will not serve, with the reason. */
 function checkOpen (open: NonNullable<Request['open']>, span: BlockSpan | null, options: HandlerOptions): asserts span is BlockSpan {
-  if (open.model !== options.modelName) throw new ProtocolError(ErrorCode.NOT_SERVED, `this server serves ${options.modelName}, not ${open.model}`)
+  if (open.model !== options.modelName) throw new ProtocolError(ErrorCode.NOT_SERVED, `this server serves ${options.modelName}, not ${clip(open.model)}`)
   if (span === null) throw new ProtocolError(ErrorCode.NOT_SERVED, 'this server is loading its blocks; try another')
   if (open.start >= open.end || open.start < span.start || open.end > span.end) {
     throw new ProtocolError(ErrorCode.NOT_SERVED, `blocks ${open.start}:${open.end} are not within this server's ${span.start}:${span.end}`)
@@ -162,31 +192,39 @@ function concat (parts: Float32Array[]): Float32Array {
   return out
 }
 
-/** Closes our side after the client closed its own. */
-async function closeQuietly (stream: Stream): Promise<void> {
+/**
+ * Closes our side of a stream the server is done with, and resets it if the peer has not closed
+ * its own within LINGER_MS (or if ours cannot be closed).
+ */
+async function closeStream (stream: Stream): Promise<void> {
   try {
     await stream.close({ signal: AbortSignal.timeout(5000) })
   } catch {
     stream.abort(new Error('could not close the stream'))
+    return
   }
+  if (stream.status === 'closed' || stream.status === 'aborted' || stream.status === 'reset') return
+  const timer = setTimeout(() => stream.abort(new Error(`the peer did not close the stream within ${LINGER_MS / 1000} s of the server`)), LINGER_MS)
+  stream.addEventListener('close', () => clearTimeout(timer), { once: true })
 }
 
 /** Sends an error frame (when the stream still takes one) and closes our side. */
 async function sendError (frames: FrameStream, error: ProtocolError): Promise<void> {
   try {
     await frames.write(Response, { error: { code: error.code, message: error.message } }, { signal: AbortSignal.timeout(5000) })
-    await frames.stream.close({ signal: AbortSignal.timeout(5000) })
   } catch {
     frames.stream.abort(error) // the client is gone or stuck: drop the stream
+    return
   }
+  await closeStream(frames.stream)
 }
 
-/** Serves one /bmrt/info request. */
+/** Serves one /bmrt/info request: one small frame in, one out. */
 export async function serveInfo (stream: Stream, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
-  const frames = new FrameStream(stream)
+  const frames = new FrameStream(stream, { maxFrameBytes: MAX_INFO_REQUEST_BYTES })
   try {
     const request = await frames.read(InfoRequest, { signal: AbortSignal.timeout(10_000) })
-    if (request === null) { await stream.close(); return }
+    if (request === null) { await closeStream(stream); return }
     const span = options.span()
     const usage = span?.cacheUsage()
     const info: Info = {
@@ -201,9 +239,9 @@ export async function serveInfo (stream: Stream, options: HandlerOptions, tracke
       sessions: tracker.size,
       state: request.model === options.modelName ? options.state() : 'not served'
     }
-    await frames.write(Info, info)
-    await stream.close()
+    await frames.write(Info, info, { signal: AbortSignal.timeout(5000) })
+    await closeStream(stream)
   } catch (err) {
-    stream.abort(err as Error)
+    stream.abort(err as Error) // the info protocol has no error frame
   }
 }

@@ -18,6 +18,7 @@ import { chooseBestBlocks, ServerState, shouldChooseOtherBlocks, type ServedSpan
 import { defaultCacheTokens, describePlan, planBlocks, type MemoryPlan } from './memory-plan.js'
 import { ErrorCode, FORWARD_PROTOCOL, INFERENCE_PROTOCOL, INFO_PROTOCOL, modelWireDType, ProtocolError } from '../p2p/wire.js'
 import { serveInfo, serveSession, SessionTracker, type HandlerOptions } from './handler.js'
+import { PeerLimits, type PeerLimitOptions } from './peer-limits.js'
 import { TaskQueue } from './task-queue.js'
 import { measureThroughput } from './throughput.js'
 
@@ -55,6 +56,8 @@ export interface ServerOptions {
   stepTimeoutMs?: number
   /** how long a client session may last (default 30 min) */
   sessionTimeoutMs?: number
+  /** sessions and unprocessed bytes one peer may hold (defaults in peer-limits.ts: 64, 64 MiB) */
+  peerLimits?: PeerLimitOptions
   /**
    * true: reachable only through a relay (behind NAT): reserve a slot on a relay among the peers,
    * announce the /p2p-circuit address, run the DHT in client mode, take Petals' relay penalty;
@@ -85,12 +88,15 @@ export class BlockServer {
   private stopped = false
   /** the client sessions open now */
   readonly sessions = new SessionTracker()
+  /** what each peer holds, and how often one was refused for holding too much */
+  readonly peerLimits: PeerLimits
   private readonly queue = new TaskQueue()
 
   private constructor (readonly node: BmrtNode, readonly config: ModelConfig, private readonly options: ServerOptions, stats: RecordStats) {
     this.registry = new Registry(node)
     this.stats = stats
     this.modelName = options.modelName ?? basename(resolve(options.modelDir))
+    this.peerLimits = new PeerLimits(options.peerLimits)
   }
 
   static async start (startOptions: ServerOptions): Promise<BlockServer> {
@@ -160,12 +166,14 @@ export class BlockServer {
       inferenceMaxLength: this.options.inferenceMaxLength ?? 8192,
       stepTimeoutMs: this.options.stepTimeoutMs,
       sessionTimeoutMs: this.options.sessionTimeoutMs,
-      onStep: (tokens, seconds) => { this.tokensServed += tokens; this.computeSeconds += seconds }
+      onStep: (tokens, seconds) => { this.tokensServed += tokens; this.computeSeconds += seconds },
+      peerLimits: this.peerLimits
     }
-    // Raised from libp2p's 32 streams per protocol per connection: one client may run many sessions.
+    // Raised from libp2p's 32 streams per protocol per connection: one client may run many
+    // sessions. The per-peer session limit (lower) is what refuses a greedy peer, with a reason.
     const limits = { maxInboundStreams: 256 }
-    await this.node.handle(INFERENCE_PROTOCOL, async stream => await serveSession(stream, 'inference', options, this.sessions), limits)
-    await this.node.handle(FORWARD_PROTOCOL, async stream => await serveSession(stream, 'forward', options, this.sessions), limits)
+    await this.node.handle(INFERENCE_PROTOCOL, async (stream, connection) => await serveSession(stream, connection.remotePeer.toString(), 'inference', options, this.sessions), limits)
+    await this.node.handle(FORWARD_PROTOCOL, async (stream, connection) => await serveSession(stream, connection.remotePeer.toString(), 'forward', options, this.sessions), limits)
     // Info is a few hundred bytes, so it may run over relays that limit circuits: monitors and
     // clients still see the server there (sessions on such a relay are refused by the client).
     await this.node.handle(INFO_PROTOCOL, async stream => await serveInfo(stream, options, this.sessions), { ...limits, runOnLimitedConnection: true })
@@ -281,7 +289,9 @@ export class BlockServer {
       const refused = Object.values(this.stats.rejected).reduce((a, b) => a + b, 0)
       const rate = (this.tokensServed - this.tokensAtLastStatus) / (period / 1000)
       this.tokensAtLastStatus = this.tokensServed
-      this.log(`status: ${this.state}, blocks ${this.span.start}:${this.span.end}, ${usage.sessions} sessions, ${rate.toFixed(1)} tokens/s, cache left ${cacheLeft ?? 'unlimited'} tokens, records refused ${refused}`)
+      const overLimit = this.peerLimits.refused
+      this.log(`status: ${this.state}, blocks ${this.span.start}:${this.span.end}, ${usage.sessions} sessions, ${rate.toFixed(1)} tokens/s, cache left ${cacheLeft ?? 'unlimited'} tokens, records refused ${refused}, ` +
+        `requests over per-peer limits ${overLimit.sessions + overLimit.pendingBytes} (sessions ${overLimit.sessions}, bytes ${overLimit.pendingBytes})`)
     }, period))
     const quality = this.options.balanceQuality ?? 0.75
     if (this.options.blocks !== undefined || quality <= 0) return

@@ -1,0 +1,75 @@
+// A peer that speaks the block protocols by hand, frame by frame, for the tests of what a server
+// does with bad, hostile or greedy clients (bad-peers, peer-limits, fuzz).
+
+import assert from 'node:assert/strict'
+import type { AbortOptions, Stream } from '@libp2p/interface'
+import { createNode, type BmrtNode } from '../src/p2p/node.js'
+import { encodeHidden, ErrorCode, FrameStream, INFERENCE_PROTOCOL, Request, Response, WireDType, type Tensor } from '../src/p2p/wire.js'
+import type { BlockServer } from '../src/petals/server.js'
+import { waitFor } from './helpers.js'
+
+/** The bundled model's hidden size. */
+export const BUNDLED_HIDDEN = 64
+
+export class RawPeer {
+  private constructor (readonly node: BmrtNode) {}
+
+  /** A libp2p node of its own (its own peer id), listening nowhere. */
+  static async start (): Promise<RawPeer> {
+    return new RawPeer(await createNode({ listen: [] }))
+  }
+
+  async dial (server: BlockServer, protocol = INFERENCE_PROTOCOL): Promise<{ stream: Stream, frames: FrameStream }> {
+    const stream = await this.node.dialProtocol(server.node.getMultiaddrs()[0], protocol)
+    return { stream, frames: new FrameStream(stream) }
+  }
+
+  async stop (): Promise<void> {
+    await this.node.stop()
+  }
+}
+
+/** An Open frame for the whole bundled model, with `overrides`. */
+export function openRequest (model: string, overrides: Partial<NonNullable<Request['open']>> = {}): Request {
+  return { open: { model, start: 0, end: 5, maxLength: 32, batch: 1, dtype: WireDType.F32, ...overrides } }
+}
+
+/** fp32 hidden states of `shape` (default [1, tokens, 64]), every value `fill`. */
+export function hiddenTensor (tokens: number, fill = 0.5, shape: [number, number, number] = [1, tokens, BUNDLED_HIDDEN]): Tensor {
+  return encodeHidden(new Float32Array(shape[0] * shape[1] * shape[2]).fill(fill), shape, WireDType.F32)
+}
+
+/** A request as it goes on the wire: its length prefix (an unsigned varint), then the protobuf. */
+export function frameBytes (request: Request): Uint8Array {
+  return prefixed(Request.encode(request))
+}
+
+/** `body` behind the varint of its length, as a length-prefixed stream carries it. */
+export function prefixed (body: Uint8Array, length = body.byteLength): Uint8Array {
+  const prefix: number[] = []
+  let n = length
+  while (n >= 0x80) { prefix.push((n % 0x80) | 0x80); n = Math.floor(n / 0x80) }
+  prefix.push(n)
+  const out = new Uint8Array(prefix.length + body.byteLength)
+  out.set(prefix)
+  out.set(body, prefix.length)
+  return out
+}
+
+/** Sends raw bytes, waiting for the stream to drain when the peer's window is full. */
+export async function sendBytes (stream: Stream, bytes: Uint8Array): Promise<void> {
+  if (!stream.send(bytes)) await stream.onDrain()
+}
+
+/** The error frame the server answers with, after which it closes the stream. */
+export async function refusal (frames: FrameStream, options?: AbortOptions): Promise<{ code: ErrorCode, message: string }> {
+  const response = await frames.read(Response, options)
+  assert.ok(response?.error !== undefined, `expected an error frame, got ${JSON.stringify(response)}`)
+  assert.equal(await frames.read(Response, options), null, 'the server ends the session after an error')
+  return response.error
+}
+
+/** Waits until `server` holds `sessions` sessions (refused or ended ones' caches freed). */
+export async function sessionsOpen (server: BlockServer, sessions: number): Promise<void> {
+  await waitFor(`${sessions} sessions open`, () => server.span!.cacheUsage().sessions === sessions)
+}
