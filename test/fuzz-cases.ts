@@ -3,6 +3,8 @@
 // server must answer; fuzz.test.ts sends them and checks.
 
 import { seededRandom } from '../src/inference/sampling.js'
+import { multiaddr } from '@multiformats/multiaddr'
+import { ReachabilityRequest } from '../src/p2p/messages.js'
 import { encodeHidden, ErrorCode, InfoRequest, MAX_FRAME_BYTES, Request, WireDType, type Tensor } from '../src/p2p/wire.js'
 import { BUNDLED_HIDDEN, frameBytes, prefixed } from './raw-peer.js'
 
@@ -308,6 +310,46 @@ export function infoCase (rng: Rng, model: string): InfoCase {
     default: {
       const n = rng.int(0, 600)
       return { what: `${n} random bytes`, chunks: [rng.bytes(n)], end: rng.chance(0.9) ? 'close' : 'reset', valid: false }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /bmrt/reachability
+
+export interface ReachabilityCase {
+  what: string
+  chunks: Uint8Array[]
+  end: 'close' | 'reset'
+  /** the answer a well-formed request must get: a failed dial-back, or no address to dial */
+  expect: RegExp | null
+}
+
+/** `closedPort`: a port on 127.0.0.1 nobody listens on (the checker's dial-back must fail there). */
+export function reachabilityCase (rng: Rng, closedPort: number): ReachabilityCase {
+  switch (rng.int(0, 4)) {
+    case 0: {
+      const addrs = [multiaddr(`/ip4/127.0.0.1/tcp/${closedPort}`).bytes]
+      return { what: 'a dial-back to a closed port', chunks: [prefixed(ReachabilityRequest.encode({ addrs }))], end: 'close', expect: /^could not dial \/ip4\/127\.0\.0\.1\/tcp\// }
+    }
+    case 1: {
+      // Entries that are not multiaddrs, or are on other IPs: the checker must dial none of them.
+      const n = rng.int(0, 100)
+      const addrs = Array.from({ length: n }, (): Uint8Array<ArrayBuffer> => rng.chance(0.5) ? rng.bytes(rng.int(0, 40)) as Uint8Array<ArrayBuffer> : multiaddr(`/ip4/10.${rng.int(0, 255)}.${rng.int(0, 255)}.${rng.int(1, 254)}/tcp/${rng.int(1, 65535)}`).bytes)
+      const dialable = addrs.some(bytes => { try { return multiaddr(bytes).toString().startsWith('/ip4/127.') } catch { return false } })
+      return { what: `${n} addresses, none on the asker's IP`, chunks: [prefixed(ReachabilityRequest.encode({ addrs }))], end: 'close', expect: dialable ? null : /^none of the addresses sent is a TCP address on 127\.0\.0\.1/ }
+    }
+    case 2: {
+      const { chunks, what } = randomPrefix(rng)
+      return { what, chunks, end: 'close', expect: null }
+    }
+    case 3: {
+      const body = prefixed(ReachabilityRequest.encode({ addrs: [multiaddr(`/ip4/127.0.0.1/tcp/${closedPort}`).bytes] }))
+      return { what: 'request cut short', chunks: [body.subarray(0, rng.int(0, body.byteLength - 1))], end: rng.chance(0.5) ? 'close' : 'reset', expect: null }
+    }
+    default: {
+      const n = rng.int(0, 600)
+      return { what: `${n} random bytes`, chunks: [rng.bytes(n)], end: rng.chance(0.9) ? 'close' : 'reset', expect: null }
     }
   }
 }

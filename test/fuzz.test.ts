@@ -12,17 +12,19 @@
 
 import assert from 'node:assert/strict'
 import { randomInt } from 'node:crypto'
-import { connect } from 'node:net'
+import { connect, createServer } from 'node:net'
 import { join } from 'node:path'
 import { startGateway, type StartedGateway } from '../src/cli/gateway.js'
 import { collect } from '../src/inference/generate.js'
 import { loadAddon } from '../src/inference/native-backend.js'
 import { Tokenizer } from '../src/inference/tokenizer.js'
 import { decodeHidden, ErrorCode, FORWARD_PROTOCOL, Info, INFERENCE_PROTOCOL, INFO_PROTOCOL, Response } from '../src/p2p/wire.js'
+import { ReachabilityResponse } from '../src/p2p/messages.js'
+import { REACHABILITY_PROTOCOL } from '../src/p2p/reachability.js'
 import { DistributedModel } from '../src/petals/distributed-model.js'
 import { BlockServer } from '../src/petals/server.js'
 import { EXPECTED } from './expected.js'
-import { frameCase, httpCase, infoCase, Rng, type FrameCase, type HttpCase, type InfoCase, type Served } from './fuzz-cases.js'
+import { frameCase, httpCase, infoCase, reachabilityCase, Rng, type FrameCase, type HttpCase, type InfoCase, type ReachabilityCase, type Served } from './fuzz-cases.js'
 import { BUNDLED_MODEL, scratchDir, waitFor } from './helpers.js'
 import { BUNDLED_HIDDEN, RawPeer, sendBytes } from './raw-peer.js'
 
@@ -76,10 +78,10 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
     await scratch?.cleanup()
   })
 
-  /** Ten more tokens of the legitimate conversation: they must be the reference's next ten. */
+  /** Eight more tokens of the legitimate conversation (six turns fit the reference's 50): they must be the reference's next eight. */
   async function turn (): Promise<void> {
     const { promptIds, ids } = EXPECTED[0]
-    const result = await collect(conversation.generate([...promptIds, ...generated], { maxNewTokens: 10 }))
+    const result = await collect(conversation.generate([...promptIds, ...generated], { maxNewTokens: 8 }))
     generated.push(...result.ids)
     assert.deepEqual(generated, ids.slice(0, generated.length), 'the conversation alongside the fuzzing')
   }
@@ -177,6 +179,32 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
     return info === null ? 'closed' : 'answered'
   }
 
+  /** Sends a reachability case: a well-formed request gets its answer (nothing here is dialable); anything else an answer, a close or a reset. */
+  async function runReachabilityCase (c: ReachabilityCase, label: string): Promise<string> {
+    const { stream, frames } = await attacker.dial(server, REACHABILITY_PROTOCOL)
+    for (const chunk of c.chunks) await sendBytes(stream, chunk)
+    if (c.end === 'reset') {
+      stream.abort(new Error('the fuzzing client resets the stream'))
+      return 'reset by the client'
+    }
+    const signal = AbortSignal.timeout(CASE_BOUND_MS)
+    await stream.close({ signal })
+    let answer: ReachabilityResponse | null
+    try {
+      answer = await frames.read(ReachabilityResponse, { signal })
+    } catch (err) {
+      if (signal.aborted) throw err
+      assert.equal(c.expect, null, `${label}: a valid request was answered with ${(err as Error).name}: ${(err as Error).message}`)
+      return 'reset by the server'
+    }
+    if (c.expect !== null) {
+      assert.ok(answer !== null, `${label}: no answer to a valid request`)
+      assert.match(answer.detail, c.expect, label)
+    }
+    if (answer !== null) assert.equal(answer.reachable, false, `${label}: nothing here can be dialed back`)
+    return answer === null ? 'closed' : 'answered'
+  }
+
   /** Sends an HTTP case: no 5xx, and every error in the API's JSON shape (Node's own refusals of malformed HTTP aside). */
   async function runHttpCase (c: HttpCase, label: string): Promise<string> {
     // A malformed request is all the client sends (it half-closes); a well-formed one waits for its answer.
@@ -213,6 +241,15 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
   it('/bmrt/info: answers valid requests and drops the rest, while a conversation goes on', async () => {
     const rng = new Rng(SEED + 3)
     await Promise.all([fuzz('/bmrt/info', () => infoCase(rng, MODEL), runInfoCase), turn()])
+  })
+
+  it('/bmrt/reachability: answers checks without dialing anyone but the asker, and drops malformed ones, while a conversation goes on', async () => {
+    const rng = new Rng(SEED + 5)
+    const closed = createServer()
+    await new Promise<void>(resolve => closed.listen(0, '127.0.0.1', resolve))
+    const closedPort = (closed.address() as { port: number }).port
+    await new Promise(resolve => closed.close(resolve))
+    await Promise.all([fuzz('/bmrt/reachability', () => reachabilityCase(rng, closedPort), runReachabilityCase), turn()])
   })
 
   it('HTTP: answers random requests at every endpoint with 4xx and the API\'s error body, then completes normally', async () => {

@@ -47,8 +47,7 @@ export async function serveReachabilityChecks (node: BmrtNode): Promise<void> {
     const frames = new FrameStream(stream)
     try {
       const request = await frames.read(ReachabilityRequest, { signal: AbortSignal.timeout(DIAL_BACK_TIMEOUT_MS) })
-      if (request === null) return
-      await frames.write(ReachabilityResponse, await dialBack(node, connection, request.addrs))
+      if (request !== null) await frames.write(ReachabilityResponse, await dialBack(node, connection, request.addrs))
       await stream.close()
     } catch (err) {
       stream.abort(err as Error)
