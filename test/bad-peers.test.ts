@@ -4,19 +4,17 @@
 
 import assert from 'node:assert/strict'
 import { collect } from '../src/inference/generate.js'
-import { loadAddon } from '../src/inference/native-backend.js'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
 import { registryDhtOptions } from '../src/p2p/registry.js'
 import { ErrorCode, INFERENCE_PROTOCOL, INFO_PROTOCOL, Info, InfoRequest, Request, WireDType } from '../src/p2p/wire.js'
 import { DistributedModel } from '../src/petals/distributed-model.js'
-import { BlockServer } from '../src/petals/server.js'
+import type { BlockServer } from '../src/petals/server.js'
 import { EXPECTED } from './expected.js'
 import { BUNDLED_MODEL } from './helpers.js'
-import { BUNDLED_HIDDEN as HIDDEN, hiddenTensor as hidden, openRequest, RawPeer, refusal, sessionsOpen } from './raw-peer.js'
+import { BUNDLED_HIDDEN as HIDDEN, hiddenTensor as hidden, openRequest, RawPeer, refusal, sessionsOpen, startTargetServer } from './raw-peer.js'
 
 const MODEL = 'stories-bad-peers'
 const IDLE_MODEL = 'stories-idle'
-const backend = loadAddon() !== null ? 'native' : 'js'
 
 describe('a server facing bad peers', function () {
   let entry: BmrtNode
@@ -28,19 +26,9 @@ describe('a server facing bad peers', function () {
   before(async () => {
     entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
     const initialPeers = entry.getMultiaddrs().map(String)
-    server = await BlockServer.start({
-      modelDir: BUNDLED_MODEL,
-      modelName: MODEL,
-      blocks: [0, 5],
-      initialPeers,
-      throughput: 1,
-      updatePeriodMs: 600_000,
-      load: { backend, maxCacheTokens: 256 }
-    })
+    server = await startTargetServer(MODEL, { initialPeers, load: { maxCacheTokens: 256 } })
     // A second server that cuts idle sessions off after a second.
-    idle = await BlockServer.start({
-      modelDir: BUNDLED_MODEL, modelName: IDLE_MODEL, blocks: [0, 5], initialPeers, throughput: 1, updatePeriodMs: 600_000, stepTimeoutMs: 1000, load: { backend }
-    })
+    idle = await startTargetServer(IDLE_MODEL, { initialPeers, stepTimeoutMs: 1000 })
     attacker = await RawPeer.start()
     model = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: MODEL })
   })

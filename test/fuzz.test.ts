@@ -16,17 +16,16 @@ import { connect, createServer } from 'node:net'
 import { join } from 'node:path'
 import { startGateway, type StartedGateway } from '../src/cli/gateway.js'
 import { collect } from '../src/inference/generate.js'
-import { loadAddon } from '../src/inference/native-backend.js'
 import { Tokenizer } from '../src/inference/tokenizer.js'
-import { decodeHidden, ErrorCode, FORWARD_PROTOCOL, Info, INFERENCE_PROTOCOL, INFO_PROTOCOL, Response } from '../src/p2p/wire.js'
+import { decodeHidden, ErrorCode, FORWARD_PROTOCOL, Info, INFERENCE_PROTOCOL, INFO_PROTOCOL, Response, type Codec } from '../src/p2p/wire.js'
 import { ReachabilityResponse } from '../src/p2p/messages.js'
 import { REACHABILITY_PROTOCOL } from '../src/p2p/reachability.js'
 import { DistributedModel } from '../src/petals/distributed-model.js'
-import { BlockServer } from '../src/petals/server.js'
+import type { BlockServer } from '../src/petals/server.js'
 import { EXPECTED } from './expected.js'
 import { frameCase, httpCase, infoCase, reachabilityCase, Rng, type FrameCase, type HttpCase, type InfoCase, type ReachabilityCase, type Served } from './fuzz-cases.js'
 import { BUNDLED_MODEL, scratchDir, waitFor } from './helpers.js'
-import { BUNDLED_HIDDEN, RawPeer, sendBytes } from './raw-peer.js'
+import { BUNDLED_HIDDEN, RawPeer, sendBytes, startTargetServer } from './raw-peer.js'
 
 const SEED = process.env.BMRT_FUZZ_SEED !== undefined ? Number(process.env.BMRT_FUZZ_SEED) : randomInt(2 ** 32)
 const CASES = Number(process.env.BMRT_FUZZ_CASES ?? 300)
@@ -34,7 +33,6 @@ const CASES = Number(process.env.BMRT_FUZZ_CASES ?? 300)
 const CASE_BOUND_MS = 20_000
 const MODEL = 'stories-fuzz'
 const KEY = 'fuzz-key'
-const backend = loadAddon() !== null ? 'native' : 'js'
 
 describe('fuzzing the block protocols and the HTTP gateway', function () {
   this.timeout(300_000) // the bound of a whole run on a slow machine; a case's own bound is CASE_BOUND_MS
@@ -50,16 +48,8 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
   before(async () => {
     console.log(`      fuzz seed ${SEED} (replay with BMRT_FUZZ_SEED=${SEED}), ${CASES} cases per handler`)
     scratch = await scratchDir()
-    server = await BlockServer.start({
-      modelDir: BUNDLED_MODEL,
-      modelName: MODEL,
-      blocks: [0, 5],
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      throughput: 1,
-      updatePeriodMs: 600_000,
-      // A small cache: sessions the cases open stay small, and large ones are refused.
-      load: { backend, maxCacheTokens: 1024 }
-    })
+    // A small cache: sessions the cases open stay small, and large ones are refused.
+    server = await startTargetServer(MODEL, { load: { maxCacheTokens: 1024 } })
     attacker = await RawPeer.start()
     const initialPeers = server.node.getMultiaddrs().map(String)
     model = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: MODEL })
@@ -153,9 +143,14 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
     return error?.code ?? (answers > 0 ? 'answered' : 'closed cleanly')
   }
 
-  /** Sends an info case: a valid request gets an Info frame; anything else an Info, a close or a reset. */
-  async function runInfoCase (c: InfoCase, label: string): Promise<string> {
-    const { stream, frames } = await attacker.dial(server, INFO_PROTOCOL)
+  /**
+   * Sends a case of a one-request, one-answer protocol (info, reachability): a valid request must
+   * get its answer (which `check` looks at) and nothing after it; anything else may get an answer,
+   * a close or a reset.
+   */
+  async function runOneAnswerCase<T> (protocol: string, codec: Codec<T>,
+    c: { chunks: Uint8Array[], end: 'close' | 'reset' }, valid: boolean, label: string, check: (answer: T) => void): Promise<string> {
+    const { stream, frames } = await attacker.dial(server, protocol)
     for (const chunk of c.chunks) await sendBytes(stream, chunk)
     if (c.end === 'reset') {
       stream.abort(new Error('the fuzzing client resets the stream'))
@@ -163,46 +158,34 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
     }
     const signal = AbortSignal.timeout(CASE_BOUND_MS)
     await stream.close({ signal })
-    let info: Info | null
+    let answer: T | null
     try {
-      info = await frames.read(Info, { signal })
+      answer = await frames.read(codec, { signal })
     } catch (err) {
       if (signal.aborted) throw err
-      assert.ok(!c.valid, `${label}: a valid request was answered with ${(err as Error).name}: ${(err as Error).message}`)
+      assert.ok(!valid, `${label}: a valid request was answered with ${(err as Error).name}: ${(err as Error).message}`)
       return 'reset by the server'
     }
-    if (c.valid) {
-      assert.ok(info !== null, `${label}: no answer to a valid request`)
-      assert.deepEqual([info.model, info.start, info.end], [MODEL, 0, 5])
-    }
-    if (info !== null) assert.equal(await frames.read(Info, { signal }), null, `${label}: one Info, then the end`)
-    return info === null ? 'closed' : 'answered'
+    if (valid) assert.ok(answer !== null, `${label}: no answer to a valid request`)
+    if (answer === null) return 'closed'
+    check(answer)
+    assert.equal(await frames.read(codec, { signal }), null, `${label}: one answer, then the end`)
+    return 'answered'
   }
 
-  /** Sends a reachability case: a well-formed request gets its answer (nothing here is dialable); anything else an answer, a close or a reset. */
+  /** An info case: a valid request gets the server's Info. */
+  async function runInfoCase (c: InfoCase, label: string): Promise<string> {
+    return await runOneAnswerCase(INFO_PROTOCOL, Info, c, c.valid, label, info => {
+      if (c.valid) assert.deepEqual([info.model, info.start, info.end], [MODEL, 0, 5])
+    })
+  }
+
+  /** A reachability case: a well-formed request gets its expected answer; nothing here can be dialed back. */
   async function runReachabilityCase (c: ReachabilityCase, label: string): Promise<string> {
-    const { stream, frames } = await attacker.dial(server, REACHABILITY_PROTOCOL)
-    for (const chunk of c.chunks) await sendBytes(stream, chunk)
-    if (c.end === 'reset') {
-      stream.abort(new Error('the fuzzing client resets the stream'))
-      return 'reset by the client'
-    }
-    const signal = AbortSignal.timeout(CASE_BOUND_MS)
-    await stream.close({ signal })
-    let answer: ReachabilityResponse | null
-    try {
-      answer = await frames.read(ReachabilityResponse, { signal })
-    } catch (err) {
-      if (signal.aborted) throw err
-      assert.equal(c.expect, null, `${label}: a valid request was answered with ${(err as Error).name}: ${(err as Error).message}`)
-      return 'reset by the server'
-    }
-    if (c.expect !== null) {
-      assert.ok(answer !== null, `${label}: no answer to a valid request`)
-      assert.match(answer.detail, c.expect, label)
-    }
-    if (answer !== null) assert.equal(answer.reachable, false, `${label}: nothing here can be dialed back`)
-    return answer === null ? 'closed' : 'answered'
+    return await runOneAnswerCase(REACHABILITY_PROTOCOL, ReachabilityResponse, c, c.expect !== null, label, answer => {
+      if (c.expect !== null) assert.match(answer.detail, c.expect, label)
+      assert.equal(answer.reachable, false, `${label}: nothing here can be dialed back`)
+    })
   }
 
   /** Sends an HTTP case: no 5xx, and every error in the API's JSON shape (Node's own refusals of malformed HTTP aside). */

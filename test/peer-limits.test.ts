@@ -4,16 +4,14 @@
 
 import assert from 'node:assert/strict'
 import { collect } from '../src/inference/generate.js'
-import { loadAddon } from '../src/inference/native-backend.js'
 import { decodeHidden, ErrorCode, Request, Response } from '../src/p2p/wire.js'
 import { DistributedModel } from '../src/petals/distributed-model.js'
-import { BlockServer } from '../src/petals/server.js'
+import type { BlockServer } from '../src/petals/server.js'
 import { EXPECTED } from './expected.js'
 import { BUNDLED_MODEL, waitFor } from './helpers.js'
-import { BUNDLED_HIDDEN, frameBytes, hiddenTensor, openRequest, RawPeer, refusal, sendBytes } from './raw-peer.js'
+import { BUNDLED_HIDDEN, frameBytes, hiddenTensor, openRequest, RawPeer, refusal, sendBytes, startTargetServer } from './raw-peer.js'
 
 const MODEL = 'stories-peer-limits'
-const backend = loadAddon() !== null ? 'native' : 'js'
 const MAX_SESSIONS = 3
 const MAX_PENDING_BYTES = 1 << 20
 const KIB = 1024
@@ -25,16 +23,7 @@ describe('per-peer limits of a server', function () {
   let model: DistributedModel
 
   before(async () => {
-    server = await BlockServer.start({
-      modelDir: BUNDLED_MODEL,
-      modelName: MODEL,
-      blocks: [0, 5],
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      throughput: 1,
-      updatePeriodMs: 600_000,
-      load: { backend },
-      peerLimits: { maxSessions: MAX_SESSIONS, maxPendingBytes: MAX_PENDING_BYTES }
-    })
+    server = await startTargetServer(MODEL, { peerLimits: { maxSessions: MAX_SESSIONS, maxPendingBytes: MAX_PENDING_BYTES } })
     greedy = await RawPeer.start()
     other = await RawPeer.start()
     model = await DistributedModel.load(BUNDLED_MODEL, { initialPeers: server.node.getMultiaddrs().map(String), modelName: MODEL })

@@ -5,8 +5,29 @@ import assert from 'node:assert/strict'
 import type { AbortOptions, Stream } from '@libp2p/interface'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
 import { encodeHidden, ErrorCode, FrameStream, INFERENCE_PROTOCOL, Request, Response, WireDType, type Tensor } from '../src/p2p/wire.js'
-import type { BlockServer } from '../src/petals/server.js'
-import { waitFor } from './helpers.js'
+import { loadAddon } from '../src/inference/native-backend.js'
+import { BlockServer, type ServerOptions } from '../src/petals/server.js'
+import { BUNDLED_MODEL, waitFor } from './helpers.js'
+
+/** The block executor the target servers run: the addon where it built. */
+export const TARGET_BACKEND = loadAddon() !== null ? 'native' : 'js'
+
+/**
+ * A server of the whole bundled model on 127.0.0.1, known as `model`, for raw peers to talk to: a
+ * given throughput and no refreshes to speak of, so nothing but the peers' traffic keeps it busy.
+ */
+export async function startTargetServer (model: string, options: Partial<ServerOptions> = {}): Promise<BlockServer> {
+  return await BlockServer.start({
+    modelDir: BUNDLED_MODEL,
+    modelName: model,
+    blocks: [0, 5],
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    throughput: 1,
+    updatePeriodMs: 600_000,
+    ...options,
+    load: { backend: TARGET_BACKEND, ...options.load }
+  })
+}
 
 /** The bundled model's hidden size. */
 export const BUNDLED_HIDDEN = 64

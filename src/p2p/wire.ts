@@ -31,7 +31,7 @@ export class ProtocolError extends Error {
   }
 }
 
-interface Codec<T> {
+export interface Codec<T> {
   encode: (message: T) => Uint8Array
   decode: (bytes: Uint8Array | Uint8ArrayList) => T
 }
