@@ -66,8 +66,9 @@ try {
   }
   const sweep = performance.now() - sweepStarted
   const parallelStarted = performance.now()
-  await registry.findSpans(MODEL, BLOCKS)
+  const spans = await registry.findSpans(MODEL, BLOCKS)
   const parallel = performance.now() - parallelStarted
+  if (spans.length !== NODES) throw new Error(`findSpans found ${spans.length} servers, expected ${NODES}`)
   console.log(`lookup of one block (providers + their records): median ${median(latencies).toFixed(1)} ms, p90 ${percentile(latencies, 0.9).toFixed(1)} ms, max ${Math.max(...latencies).toFixed(1)} ms`)
   console.log(`all ${BLOCKS} blocks one after another: ${sweep.toFixed(0)} ms; all at once (findSpans): ${parallel.toFixed(0)} ms`)
 } finally {

@@ -45,17 +45,20 @@ export function randomHidden (n: number, width: number, seed = 7): Float32Array 
 /**
  * Starts bmrt-node and resolves with the process once it prints its "online" line. `command` is
  * what runs the script (default: this process's Node.js; the Windows tests pass Wine's node.exe
- * wrapper, the NAT test `ip netns exec NS node`).
+ * wrapper, the NAT test `ip netns exec NS node`); `onSpawn` gets the process at once (to kill it
+ * even while it starts), `onLine` every line it prints to stdout, before and after it is online.
  */
-export async function startNode (args: string[], options: { command?: string[], env?: NodeJS.ProcessEnv } = {}): Promise<{ process: ChildProcess, output: string[], peerId: string }> {
+export async function startNode (args: string[], options: { command?: string[], env?: NodeJS.ProcessEnv, onLine?: (line: string) => void, onSpawn?: (child: ChildProcess) => void } = {}): Promise<{ process: ChildProcess, output: string[], peerId: string }> {
   const [program, ...leading] = options.command ?? [process.execPath]
   const child = spawn(program, [...leading, join(ROOT, 'bin', 'bmrt-node.js'), ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env })
+  options.onSpawn?.(child)
   const output: string[] = []
   child.stderr!.on('data', (chunk: Buffer) => output.push(chunk.toString()))
   await new Promise<void>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', line => {
       output.push(line)
+      options.onLine?.(line)
       if (line.startsWith('online:')) resolve()
     })
     child.once('exit', code => reject(new Error(`bmrt-node exited with ${code} before going online:\n${output.join('\n')}`)))

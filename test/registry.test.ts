@@ -50,6 +50,13 @@ describe('DHT registry on a loopback swarm', function () {
     assert.deepEqual(record?.info, { throughput: 5 })
   })
 
+  it('finds every server of an 80-block model in one findSpans: more lookups at once than a peer takes streams', async () => {
+    const spans = [[0, 30], [25, 55], [50, 80]]
+    await Promise.all(servers.map(async (s, i) => await new Registry(s).announce('org/model-70b', { start: spans[i][0], end: spans[i][1], state: 'online' })))
+    const found = await new Registry(client).findSpans('org/model-70b', 80)
+    assert.deepEqual(found.map(r => [r.peerId, r.start, r.end]).sort(), servers.map((s, i) => [s.peerId.toString(), ...spans[i]]).sort())
+  })
+
   it('drops a withdrawn server at once, and the newest record of a server wins', async () => {
     const registry = new Registry(servers[2])
     await registry.announce('m', { start: 0, end: 2, state: 'joining' })

@@ -221,6 +221,21 @@ describe('routing', () => {
       assert.deepEqual(new BanList().filter(spans, 0, 12), spans)
     })
 
+    it('takes back, where every server of a block is banned, only the one whose ban ends first', () => {
+      let now = 0
+      const bans = new BanList({ now: () => now })
+      const spans = [span('dead', 0, 4), span('restarted', 0, 4), span('later', 2, 4)]
+      bans.fail('restarted') // failed first, before it was restarted: its ban ends first
+      now = 5000
+      bans.fail('dead')
+      bans.fail('later')
+      assert.deepEqual(bans.filter(spans, 0, 4).map(s => s.peerId), ['restarted'], 'one server for all four blocks')
+      now = 6000
+      bans.fail('restarted') // it failed again: 30 s from now
+      assert.deepEqual(bans.filter(spans, 0, 4).map(s => s.peerId), ['dead'], 'blocks 2, 3 are held by dead too')
+      assert.deepEqual(bans.filter(spans, 2, 4).map(s => s.peerId), ['dead'])
+    })
+
     it('waits between retries as Petals does', () => {
       assert.deepEqual([0, 1, 2, 3, 6, 7, 100].map(retryDelayMs), [0, 1000, 2000, 4000, 32_000, 60_000, 60_000])
     })

@@ -180,6 +180,28 @@ describe('distributed inference on a loopback swarm', function () {
     assert.equal(local.stdout, chat.stdout, 'the swarm answers as the local model does')
   })
 
+  it('after a server fails, a client that knew no other looks again and routes to one that joined since, not back to the failed one', async () => {
+    const name = 'rejoin'
+    const a = await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: name, blocks: [0, 5], initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend: BACKEND } })
+    try {
+      const routes: Array<{ route: RouteHop[], reason: string }> = []
+      const model = await connect(BUNDLED_MODEL, name, { onRoute: (route, reason) => routes.push({ route: [...route], reason }) })
+      const b = await serve(BUNDLED_MODEL, name, [0, 5]) // after the client's last look at the swarm
+      const prompt = EXPECTED[0].promptIds
+      const generation = generate(model, prompt, { maxNewTokens: 20, ignoreEos: true })
+      const ids: number[] = []
+      for (let i = 0; i < 10; i++) ids.push(((await generation.next()).value as GeneratedToken).id!)
+      await a.node.stop() // a crash: its record stays in the DHT
+      for (let next = await generation.next(); next.done !== true; next = await generation.next()) ids.push(next.value.id!)
+      assert.deepEqual(ids, EXPECTED[0].ids.slice(0, 20))
+      const who = (route: RouteHop[]): string[] => route.map(h => h.peerId === a.node.peerId.toString() ? 'a' : h.peerId === b.node.peerId.toString() ? 'b' : h.peerId)
+      assert.deepEqual(routes.map(r => who(r.route)), [['a'], ['b']], routes.map(r => r.reason).join('; '))
+      assert.match(routes[1].reason, /failed: the stream was closed by the other side\)/)
+    } finally {
+      await a.stop().catch(() => {}) // its timers and blocks (announcing offline fails: its node is gone)
+    }
+  })
+
   for (const signal of ['SIGKILL', 'SIGSTOP'] as const) {
     it(`a middle server ${signal === 'SIGKILL' ? 'killed' : 'hung'} (${signal}) mid-generation: failover gives the same 60 tokens`, async function () {
       if (signal === 'SIGSTOP' && !POSIX_SIGNALS) this.skip() // Windows cannot stop a process from outside

@@ -27,6 +27,7 @@ interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions, SwarmCliO
   publicIp?: string
   throughput: 'auto' | number
   balanceQuality: number
+  meanBalanceCheckPeriod: number
   updatePeriod: number
   expiration?: number
   attnCacheTokens?: number
@@ -51,6 +52,7 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(new Command(
   .addOption(new Option('--throughput <rps>', "'auto' to measure (cached on disk), or a number to announce").default('auto')
     .argParser(v => (v === 'auto' ? 'auto' : number(n => n >= 0, "'auto' or a number >= 0")(v))))
   .option('--balance-quality <q>', 'move to other blocks when that improves the swarm below this ratio; 0 disables', number(n => n >= 0, 'a number >= 0'), 0.75)
+  .option('--mean-balance-check-period <seconds>', 'mean time between checks whether moving would balance the swarm better (each waits a random 0 to 2 times this)', number(n => n > 0, 'a number > 0'), 60)
   .option('--update-period <seconds>', 'how often the announcement is refreshed', number(n => n > 0, 'a number > 0'), 60)
   .option('--expiration <seconds>', 'how long an announcement stays valid (default: 3 x update period)', number(n => n > 0, 'a number > 0'))
   .option('--attn-cache-tokens <n>', 'KV cache tokens per block that all client sessions may reserve together (Petals\' attn_cache_tokens; default 16384 for GQA models, else 4096)', integer(1))
@@ -100,6 +102,7 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(new Command(
         peerLimits: { maxSessions: o.maxSessionsPerPeer },
         throughput: o.throughput,
         balanceQuality: o.balanceQuality,
+        balanceCheckPeriodMs: o.meanBalanceCheckPeriod * 1000,
         updatePeriodMs,
         expirationMs: (o.expiration ?? 3 * o.updatePeriod) * 1000,
         useRelay: o.useRelay,

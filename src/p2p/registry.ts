@@ -8,6 +8,7 @@ import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { KadDHTInit, SelectFn, ValidateFn } from '@libp2p/kad-dht'
+import { Queue } from '@libp2p/utils'
 import type { BmrtNode } from './node.js'
 import { privateKeyOf } from './node.js'
 
@@ -167,6 +168,23 @@ export interface AnnounceOptions {
   ttlMs?: number
 }
 
+/**
+ * DHT queries (lookups and provides) a node runs at once. Each opens a stream to each peer it
+ * asks, and kad-dht lets a peer hold at most 32 inbound streams per connection
+ * (DEFAULT_MAX_INBOUND_STREAMS), resetting the rest: a burst of more queries (one per block of an
+ * 80-block model) got empty answers instead of waiting. 16 leaves room for the node's own
+ * background queries.
+ */
+export const MAX_CONCURRENT_LOOKUPS = 16
+const lookupQueues = new WeakMap<BmrtNode, Queue<unknown>>()
+
+/** Runs `lookup` when fewer than MAX_CONCURRENT_LOOKUPS of `node`'s DHT queries are running. */
+async function limited<T> (node: BmrtNode, lookup: () => Promise<T>): Promise<T> {
+  let queue = lookupQueues.get(node)
+  if (queue === undefined) lookupQueues.set(node, queue = new Queue<unknown>({ concurrency: MAX_CONCURRENT_LOOKUPS }))
+  return await queue.add(lookup) as T
+}
+
 /** Announces this node's spans and finds other servers'. */
 export class Registry {
   private readonly provided = new Map<string, Set<number>>()
@@ -182,9 +200,11 @@ export class Registry {
 
   /** Peer ids of the providers of `cid`. */
   private async providers (cid: CID): Promise<string[]> {
-    const peers = new Set<string>()
-    for await (const provider of this.node.contentRouting.findProviders(cid)) peers.add(provider.id.toString())
-    return [...peers]
+    return await limited(this.node, async () => {
+      const peers = new Set<string>()
+      for await (const provider of this.node.contentRouting.findProviders(cid)) peers.add(provider.id.toString())
+      return [...peers]
+    })
   }
 
   /** Signs and stores this node's span record, and provides every block of the span. */
@@ -199,7 +219,7 @@ export class Registry {
     const blocks = new Set<number>()
     if (span.state !== 'offline') for (let b = span.start; b < span.end; b++) blocks.add(b)
     const before = this.provided.get(model) ?? new Set<number>()
-    await Promise.all([...blocks].filter(b => !before.has(b)).map(async b => await this.node.contentRouting.provide(await blockCid(model, b))))
+    await Promise.all([...blocks].filter(b => !before.has(b)).map(async b => await limited(this.node, async () => await this.node.contentRouting.provide(await blockCid(model, b)))))
     await Promise.all([...before].filter(b => !blocks.has(b)).map(async b => await this.node.contentRouting.cancelReprovide(await blockCid(model, b))))
     this.provided.set(model, blocks)
     return record
@@ -223,7 +243,7 @@ export class Registry {
     await Promise.all((await this.providers(await indexCid())).map(async peer => {
       try {
         const key = indexKey(peer)
-        for (const m of (await verifyIndexRecord(key, await this.node.contentRouting.get(key))).models) models.set(m.name, m.blocks)
+        for (const m of (await verifyIndexRecord(key, await limited(this.node, async () => await this.node.contentRouting.get(key)))).models) models.set(m.name, m.blocks)
       } catch {} // gone or invalid
     }))
     return [...models].map(([name, blocks]) => ({ name, blocks })).sort((a, b) => a.name.localeCompare(b.name))
@@ -239,7 +259,7 @@ export class Registry {
   async lookup (model: string, peerId: string): Promise<SpanRecord | null> {
     const key = recordKey(model, peerId)
     try {
-      return await verifyRecord(key, await this.node.contentRouting.get(key))
+      return await verifyRecord(key, await limited(this.node, async () => await this.node.contentRouting.get(key)))
     } catch {
       return null // not found, or nothing valid left
     }
@@ -255,11 +275,18 @@ export class Registry {
     return records.filter((r): r is SpanRecord => r !== null && states.includes(r.state) && r.start <= block && block < r.end)
   }
 
-  /** Every server's record for the model's blocks [0, blocks), one per server. */
+  /**
+   * Every server's record for the model's blocks [0, blocks), one per server: the providers of
+   * every block, then each provider's record once (a server provides every block of its span, so
+   * looking records up block by block would fetch each one span-length times).
+   */
   async findSpans (model: string, blocks: number, states: readonly SpanState[] = ['online']): Promise<SpanRecord[]> {
-    const found = new Map<string, SpanRecord>()
-    const perBlock = await Promise.all(Array.from({ length: blocks }, async (_, b) => await this.findServers(model, b, states)))
-    for (const record of perBlock.flat()) found.set(record.peerId, record)
-    return [...found.values()]
+    const provided = new Map<string, number[]>() // peer -> the blocks it provides
+    await Promise.all(Array.from({ length: blocks }, async (_, b) => {
+      for (const peer of await this.providers(await blockCid(model, b))) provided.set(peer, [...(provided.get(peer) ?? []), b])
+    }))
+    const records = await Promise.all([...provided.keys()].map(async peer => await this.lookup(model, peer)))
+    // As in findServers: a record counts where it still claims a block its server provides.
+    return records.filter((r): r is SpanRecord => r !== null && states.includes(r.state) && provided.get(r.peerId)!.some(b => r.start <= b && b < r.end))
   }
 }

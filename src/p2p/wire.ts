@@ -2,7 +2,7 @@
 // the tensor codec. Hidden states travel as raw little-endian bytes in the span's compute dtype
 // (fp32, or bf16/fp16 for half-precision models), never as JSON.
 
-import type { AbortOptions, Stream } from '@libp2p/interface'
+import { StreamCloseEvent, type AbortOptions, type Stream } from '@libp2p/interface'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { fromFloat32, toFloat32, DTYPE_BYTES, type DType } from '../inference/dtype.js'
@@ -80,7 +80,7 @@ export class FrameStream {
       if (name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError' || name === 'InvalidMessageLengthError') {
         throw new ProtocolError(ErrorCode.BAD_REQUEST, `frame too large: at most ${this.maxFrameBytes} bytes per frame (split long steps)`)
       }
-      throw err
+      throw closedError(err)
     }
     this.consumed += varintLength(frame.byteLength) + frame.byteLength
     try {
@@ -91,7 +91,11 @@ export class FrameStream {
   }
 
   async write<T> (codec: Codec<T>, message: T, options?: AbortOptions): Promise<void> {
-    await this.frames.write(codec.encode(message), options)
+    try {
+      await this.frames.write(codec.encode(message), options)
+    } catch (err) {
+      throw closedError(err)
+    }
   }
 
   /**
@@ -145,6 +149,15 @@ function varintLength (n: number): number {
   let bytes = 1
   while (n >= 0x80) { n = Math.floor(n / 0x80); bytes++ }
   return bytes
+}
+
+/**
+ * A stream that closes under a pending read or write (its connection died) rejects it with the
+ * close event itself, which has no message; this makes it an error that says what happened.
+ */
+function closedError (err: unknown): unknown {
+  if (!(err instanceof StreamCloseEvent)) return err
+  return err.error ?? new Error(`the stream was closed ${err.local === true ? 'here' : 'by the other side'}`)
 }
 
 // WireDType's values are the storage dtype names ('F32', 'BF16', 'F16').

@@ -491,14 +491,24 @@ export class BanList {
   }
 
   /**
-   * The spans minus banned peers', except that a banned peer's span is kept where it holds a
-   * block of [start, end) that no unbanned span holds (Petals: "if we blacklisted all servers, the
-   * error may actually be client-caused", so the blacklist is ignored for that block).
+   * The spans minus banned peers', except where a block of [start, end) would have no server
+   * (Petals: "if we blacklisted all servers, the error may actually be client-caused", so the
+   * blacklist is ignored for that block). There the banned server whose ban ends first is taken
+   * back, the one that failed least recently or least often; Petals takes every one back, and a
+   * dead server whose record has not expired yet could then be chosen again and again.
    */
   filter (spans: readonly ServerSpan[], start: number, end: number): ServerSpan[] {
-    const allowed = spans.filter(s => !this.isBanned(s.peerId))
-    const uncovered = missingBlocks(allowed, start, end)
-    return spans.filter(s => !this.isBanned(s.peerId) || uncovered.some(b => holds(s, b)))
+    const kept = spans.filter(s => !this.isBanned(s.peerId))
+    for (const block of missingBlocks(kept, start, end)) {
+      if (kept.some(s => holds(s, block))) continue // taken back for an earlier block
+      const [first] = spans.filter(s => holds(s, block)).sort((a, b) => this.bannedUntil(a.peerId) - this.bannedUntil(b.peerId))
+      if (first !== undefined) kept.push(first)
+    }
+    return spans.filter(s => kept.includes(s))
+  }
+
+  private bannedUntil (peerId: string): number {
+    return this.peers.get(peerId)?.until ?? 0
   }
 }
 

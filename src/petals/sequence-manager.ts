@@ -5,7 +5,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { BmrtNode } from '../p2p/node.js'
 import type { Registry } from '../p2p/registry.js'
-import { BanList, maxThroughputRoute, minLatencyRoute, MissingBlocksError, serverSpanFromRecord, type RouteHop, type ServerSpan } from './routing.js'
+import { BanList, maxThroughputRoute, minLatencyRoute, missingBlocks, serverSpanFromRecord, type RouteHop, type ServerSpan } from './routing.js'
 
 export interface SequenceManagerOptions {
   /** refresh the swarm's spans this often (default 60 s, as Petals) */
@@ -79,21 +79,21 @@ export class SequenceManager {
     return await this.route(spans => maxThroughputRoute(spans, start, end), start, end)
   }
 
+  /**
+   * Looks at the swarm again first when the servers known and not banned leave some block
+   * uncovered (Petals refreshes at once when a failure leaves a block without servers): servers
+   * may have joined since the last look, and a banned one is chosen again only if none did.
+   */
   private async route (choose: (spans: ServerSpan[]) => RouteHop[], start: number, end: number): Promise<RouteHop[]> {
     await this.fresh()
-    try {
-      return choose(this.bans.filter(this.spans, start, end))
-    } catch (err) {
-      if (!(err instanceof MissingBlocksError)) throw err
-      await this.update() // servers may have joined since the last look
-      return choose(this.bans.filter(this.spans, start, end))
-    }
+    if (missingBlocks(this.spans.filter(s => !this.bans.isBanned(s.peerId)), start, end).length > 0) await this.update()
+    return choose(this.bans.filter(this.spans, start, end))
   }
 
   /**
    * Bans a server that failed (15 s, doubling per consecutive failure) and refreshes the spans in
-   * the background: re-routing goes on at once with what is known, so a hung peer that slows DHT
-   * queries does not slow recovery.
+   * the background: where other servers are known, re-routing goes on at once with them, so a hung
+   * peer that slows DHT queries does not slow recovery.
    */
   onFailure (peerId: string): void {
     this.bans.fail(peerId)

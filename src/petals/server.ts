@@ -46,6 +46,8 @@ export interface ServerOptions {
   throughput?: 'auto' | number
   /** 0 disables rebalancing (default 0.75) */
   balanceQuality?: number
+  /** mean time between rebalancing checks, each after a random 0..2x this (default 60 s, as Petals) */
+  balanceCheckPeriodMs?: number
   /** how often the announcement is refreshed (default 60 s) */
   updatePeriodMs?: number
   /** how long an announcement stays valid (default 180 s) */
@@ -295,11 +297,14 @@ export class BlockServer {
     }, period))
     const quality = this.options.balanceQuality ?? 0.75
     if (this.options.blocks !== undefined || quality <= 0) return
+    // Its own period, not the refresh's: each check reads every block's servers from the DHT, so
+    // a short --update-period (records that vanish soon after a crash) must not multiply them.
+    const checkPeriod = this.options.balanceCheckPeriodMs ?? 60_000
     const check = (): void => {
       // De-synchronised: a random delay of 0..2 periods, as Petals does.
       const timer = setTimeout(() => {
         this.rebalance(quality).catch(err => this.log(`rebalancing check failed: ${(err as Error).message}`)).finally(() => { if (!this.stopped) check() })
-      }, Math.random() * 2 * period)
+      }, Math.random() * 2 * checkPeriod)
       this.timers.push(timer)
     }
     check()
