@@ -196,7 +196,8 @@ describe('distributed inference on a loopback swarm', function () {
       assert.deepEqual(ids, EXPECTED[0].ids.slice(0, 20))
       const who = (route: RouteHop[]): string[] => route.map(h => h.peerId === a.node.peerId.toString() ? 'a' : h.peerId === b.node.peerId.toString() ? 'b' : h.peerId)
       assert.deepEqual(routes.map(r => who(r.route)), [['a'], ['b']], routes.map(r => r.reason).join('; '))
-      assert.match(routes[1].reason, /failed: the stream was closed by the other side\)/)
+      // The client meets the closed stream reading an answer or, as under Windows, writing the next step.
+      assert.match(routes[1].reason, /failed: (the stream was closed by the other side|Cannot write to a stream that is closed)\)/)
     } finally {
       await a.stop().catch(() => {}) // its timers and blocks (announcing offline fails: its node is gone)
     }
