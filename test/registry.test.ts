@@ -50,11 +50,22 @@ describe('DHT registry on a loopback swarm', function () {
     assert.deepEqual(record?.info, { throughput: 5 })
   })
 
-  it('finds every server of an 80-block model in one findSpans: more lookups at once than a peer takes streams', async () => {
+  it('finds every server of an 80-block model in one findSpans, and a server by block after it moves to other groups of blocks', async () => {
     const spans = [[0, 30], [25, 55], [50, 80]]
     await Promise.all(servers.map(async (s, i) => await new Registry(s).announce('org/model-70b', { start: spans[i][0], end: spans[i][1], state: 'online' })))
-    const found = await new Registry(client).findSpans('org/model-70b', 80)
+    const registry = new Registry(client)
+    const found = await registry.findSpans('org/model-70b', 80)
     assert.deepEqual(found.map(r => [r.peerId, r.start, r.end]).sort(), servers.map((s, i) => [s.peerId.toString(), ...spans[i]]).sort())
+    const peers = async (block: number): Promise<string[]> => (await registry.findServers('org/model-70b', block)).map(r => r.peerId).sort()
+    const [first, second, third] = servers.map(s => s.peerId.toString())
+    assert.deepEqual(await peers(16), [first], 'block 16 shares a provider key with 25:55, which does not serve it')
+    assert.deepEqual(await peers(27), [first, second].sort())
+
+    await new Registry(servers[0]).announce('org/model-70b', { start: 60, end: 80, state: 'online' }) // moves: 0:30 -> 60:80
+    assert.deepEqual(await peers(16), [])
+    assert.deepEqual(await peers(70), [first, third].sort())
+    const moved = await registry.findSpans('org/model-70b', 80)
+    assert.deepEqual(moved.map(r => [r.peerId, r.start, r.end]).sort(), [[first, 60, 80], [second, 25, 55], [third, 50, 80]].sort())
   })
 
   it('drops a withdrawn server at once, and the newest record of a server wins', async () => {

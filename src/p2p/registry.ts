@@ -1,7 +1,8 @@
 // Who serves which blocks, in the DHT. Two kinds of record (the design measured in the libp2p
-// reference): a provider record per (model, block) says "this peer serves block b", and one signed,
-// expiring span record per (model, server) says which span, in which state, with what details.
-// The span record is authoritative; a stale provider record after a span change does no harm.
+// reference): a provider record per (model, group of BLOCKS_PER_KEY blocks) says "this peer serves
+// some of these blocks", and one signed, expiring span record per (model, server) says which span,
+// in which state, with what details. The span record is authoritative; a stale provider record
+// after a span change does no harm.
 
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
@@ -63,8 +64,28 @@ async function indexCid (): Promise<CID> {
   return CID.createV1(raw.code, await sha256.digest(encoder.encode('bmrt/models')))
 }
 
-export async function blockCid (model: string, block: number): Promise<CID> {
-  return CID.createV1(raw.code, await sha256.digest(encoder.encode(`bmrt/${model}/block/${block}`)))
+/**
+ * Blocks that share one provider key. Petals keys every block, but in kad-dht each key costs a
+ * whole query: a server re-provides each of its keys every refresh (FIND_NODE to the closest peers,
+ * then ADD_PROVIDER to each of them), and a lookup of the whole model runs one GET_PROVIDERS query
+ * per key. With a key per block, 14 idle servers of 18 blocks of an 80-block model took 119 s of
+ * CPU a minute between them (a 2-core machine full) and a client's findSpans took 36-53 s; see
+ * PATCHES.md for the figures with groups. A key may name servers that do not serve the block
+ * asked for: their span records, read anyway, tell.
+ */
+export const BLOCKS_PER_KEY = 16
+
+/** The provider key of the group of blocks that holds `block`. */
+export async function blockGroupCid (model: string, block: number): Promise<CID> {
+  const first = block - block % BLOCKS_PER_KEY
+  return CID.createV1(raw.code, await sha256.digest(encoder.encode(`bmrt/${model}/blocks/${first}-${first + BLOCKS_PER_KEY}`)))
+}
+
+/** The first block of each group that [start, end) touches. */
+function groupsOf (start: number, end: number): number[] {
+  const groups: number[] = []
+  for (let first = start - start % BLOCKS_PER_KEY; first < end; first += BLOCKS_PER_KEY) groups.push(first)
+  return groups
 }
 
 /** Checks key shape, size and signature; returns the key's parts and the parsed JSON payload. */
@@ -187,6 +208,7 @@ async function limited<T> (node: BmrtNode, lookup: () => Promise<T>): Promise<T>
 
 /** Announces this node's spans and finds other servers'. */
 export class Registry {
+  /** model -> the first block of each group this node provides */
   private readonly provided = new Map<string, Set<number>>()
   private indexProvided = false
 
@@ -216,12 +238,11 @@ export class Registry {
     const record: SpanRecord = { model, peerId, start: span.start, end: span.end, state: span.state, ts, expiresAt: ts + (options.ttlMs ?? 180_000), info: span.info ?? {} }
     await this.putSigned(recordKey(model, peerId), record)
 
-    const blocks = new Set<number>()
-    if (span.state !== 'offline') for (let b = span.start; b < span.end; b++) blocks.add(b)
+    const groups = new Set(span.state === 'offline' ? [] : groupsOf(span.start, span.end))
     const before = this.provided.get(model) ?? new Set<number>()
-    await Promise.all([...blocks].filter(b => !before.has(b)).map(async b => await limited(this.node, async () => await this.node.contentRouting.provide(await blockCid(model, b)))))
-    await Promise.all([...before].filter(b => !blocks.has(b)).map(async b => await this.node.contentRouting.cancelReprovide(await blockCid(model, b))))
-    this.provided.set(model, blocks)
+    await Promise.all([...groups].filter(g => !before.has(g)).map(async g => await limited(this.node, async () => await this.node.contentRouting.provide(await blockGroupCid(model, g)))))
+    await Promise.all([...before].filter(g => !groups.has(g)).map(async g => await this.node.contentRouting.cancelReprovide(await blockGroupCid(model, g))))
+    this.provided.set(model, groups)
     return record
   }
 
@@ -270,23 +291,23 @@ export class Registry {
    * online only, the servers a client may route to; block selection also counts joining ones).
    */
   async findServers (model: string, block: number, states: readonly SpanState[] = ['online']): Promise<SpanRecord[]> {
-    const peers = await this.providers(await blockCid(model, block))
+    const peers = await this.providers(await blockGroupCid(model, block))
     const records = await Promise.all(peers.map(async peer => await this.lookup(model, peer)))
     return records.filter((r): r is SpanRecord => r !== null && states.includes(r.state) && r.start <= block && block < r.end)
   }
 
   /**
    * Every server's record for the model's blocks [0, blocks), one per server: the providers of
-   * every block, then each provider's record once (a server provides every block of its span, so
-   * looking records up block by block would fetch each one span-length times).
+   * every group of blocks, then each provider's record once.
    */
   async findSpans (model: string, blocks: number, states: readonly SpanState[] = ['online']): Promise<SpanRecord[]> {
-    const provided = new Map<string, number[]>() // peer -> the blocks it provides
-    await Promise.all(Array.from({ length: blocks }, async (_, b) => {
-      for (const peer of await this.providers(await blockCid(model, b))) provided.set(peer, [...(provided.get(peer) ?? []), b])
+    const provided = new Map<string, number[]>() // peer -> the first block of each group it provides
+    await Promise.all(groupsOf(0, blocks).map(async first => {
+      for (const peer of await this.providers(await blockGroupCid(model, first))) provided.set(peer, [...(provided.get(peer) ?? []), first])
     }))
     const records = await Promise.all([...provided.keys()].map(async peer => await this.lookup(model, peer)))
-    // As in findServers: a record counts where it still claims a block its server provides.
-    return records.filter((r): r is SpanRecord => r !== null && states.includes(r.state) && provided.get(r.peerId)!.some(b => r.start <= b && b < r.end))
+    // As in findServers: a record counts where its span still touches a group its server provides.
+    return records.filter((r): r is SpanRecord => r !== null && states.includes(r.state) &&
+      provided.get(r.peerId)!.some(first => r.start < first + BLOCKS_PER_KEY && first < r.end))
   }
 }
