@@ -203,6 +203,23 @@ describe('distributed inference on a loopback swarm', function () {
     }
   })
 
+  it('a server that fails on the prompt is replaced by two servers, and the output is the same', async () => {
+    const name = 'split-prefill'
+    const whole = await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: name, blocks: [0, 5], initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend: BACKEND } })
+    try {
+      const [first, second] = [await serve(BUNDLED_MODEL, name, [0, 3]), await serve(BUNDLED_MODEL, name, [3, 5])]
+      const routes: RouteHop[][] = []
+      const model = await connect(BUNDLED_MODEL, name, { onRoute: route => routes.push([...route]) })
+      await whole.node.stop() // a crash before the first step: its record stays in the DHT
+      const result = await collect(model.generate(EXPECTED[0].promptIds, { maxNewTokens: 20, ignoreEos: true }))
+      assert.deepEqual(result.ids, EXPECTED[0].ids.slice(0, 20))
+      const who = new Map([[whole, 'whole'], [first, 'first'], [second, 'second']].map(([s, n]) => [(s as BlockServer).node.peerId.toString(), n as string]))
+      assert.deepEqual(routes.map(r => r.map(h => who.get(h.peerId))), [['whole'], ['first', 'second']])
+    } finally {
+      await whole.stop().catch(() => {})
+    }
+  })
+
   for (const signal of ['SIGKILL', 'SIGSTOP'] as const) {
     it(`a middle server ${signal === 'SIGKILL' ? 'killed' : 'hung'} (${signal}) mid-generation: failover gives the same 60 tokens`, async function () {
       if (signal === 'SIGSTOP' && !POSIX_SIGNALS) this.skip() // Windows cannot stop a process from outside

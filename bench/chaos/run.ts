@@ -10,7 +10,8 @@
 // Everything listens on 127.0.0.1. Every process the run started is killed when it ends, however
 // it ends (fleet.ts's killEveryNode covers an exit that skips the finally).
 
-import { mkdtemp, rm } from 'node:fs/promises'
+import { rmSync } from 'node:fs'
+import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -53,9 +54,13 @@ export interface ChaosOptions {
   newTokens?: number
   /** distinct prompts, taken in turn by the clients (default 8) */
   prompts?: number
-  /** bmrt-node --update-period, seconds (default 10); records expire after 3 periods */
+  /**
+   * bmrt-node --update-period, seconds (default 30); records expire after 3 periods. Every refresh
+   * and re-provide is DHT traffic, and JS libp2p spends milliseconds of CPU per request: 14 idle
+   * servers of 80 blocks took 10-17% of a core each at 10 s and starved a 2-core machine.
+   */
   updatePeriodS?: number
-  /** client timeouts: opening a server session (default 3 s) and one step (default 5 s) */
+  /** client timeouts: opening a server session (default 5 s, the SDK's) and one step (default 5 s) */
   connectTimeoutMs?: number
   stepTimeoutMs?: number
   /** the timeline's bucket (default 10 s) */
@@ -71,8 +76,8 @@ export interface ChaosOptions {
 export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport> {
   const o = {
     nodes: 14, clients: 4, seed: Math.floor(Math.random() * 2 ** 31), durationMs: 10 * 60_000, intervalMs: 5000, layers: 80,
-    replication: 3, newTokens: 32, prompts: 8, updatePeriodS: 10, connectTimeoutMs: 3000, stepTimeoutMs: 5000, bucketMs: 10_000, sampleMs: 30_000,
-    settleTimeoutMs: 60_000, ...options
+    replication: 3, newTokens: 32, prompts: 8, updatePeriodS: 30, connectTimeoutMs: 5000, stepTimeoutMs: 5000, bucketMs: 10_000, sampleMs: 30_000,
+    settleTimeoutMs: 60_000, ...definedOnly(options)
   }
   const log = options.log ?? (() => {})
   const backend = loadAddon() !== null ? 'native' : 'js'
@@ -80,6 +85,8 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
   const expirationS = 3 * o.updatePeriodS
   const recorder = new Recorder(log)
   const scratch = await mkdtemp(join(tmpdir(), 'bmrt-chaos-'))
+  const removeScratch = (): void => rmSync(scratch, { recursive: true, force: true })
+  process.once('exit', removeScratch) // also when the process exits without reaching the finally
   const modelDir = join(scratch, MODEL_NAME)
   let bootstrap: FleetNode | null = null
   let fleet: FleetNode[] = []
@@ -202,7 +209,8 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
     await Promise.all(clients.map(async c => await c.close().catch(() => {})))
     await observer?.stop()
     for (const node of [...fleet, bootstrap]) node?.kill()
-    await rm(scratch, { recursive: true, force: true })
+    process.off('exit', removeScratch)
+    removeScratch()
   }
 }
 
@@ -277,4 +285,9 @@ async function settle (problems: () => Promise<string[]>, timeoutMs: number): Pr
   let last = ['not checked']
   await waitFor('the swarm to settle', async () => (last = await problems()).length === 0, timeoutMs).catch(() => {})
   return { ms: performance.now() - started, problems: last }
+}
+
+/** `options` without the keys whose value is undefined (so that spreading them keeps defaults). */
+function definedOnly<T extends object> (options: T): Partial<T> {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>
 }

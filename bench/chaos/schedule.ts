@@ -32,7 +32,7 @@ export function coverage (nodes: ReadonlyArray<Pick<NodeView, 'state' | 'span'>>
 
 /**
  * The next action, or null when none is possible (every online server is the last of some block,
- * and none is dead). Each possible kind is equally likely; a kill or hang takes a server on some
+ * and none is dead, or one is starting). Each possible kind is equally likely; a kill or hang takes a server on some
  * generation's route when one can go, so that every such action hits live traffic. A hang lasts
  * one to three intervals.
  */
@@ -40,7 +40,10 @@ export function nextAction (nodes: readonly NodeView[], blocks: number, random: 
   const removable = nodes.flatMap((n, i) => (n.state === 'online' && coverage(nodes, blocks, i).every(c => c > 0) ? [i] : []))
   const busy = removable.filter(i => nodes[i].busy)
   const victims = busy.length > 0 ? busy : removable
-  const dead = nodes.flatMap((n, i) => (n.state === 'dead' ? [i] : []))
+  // One start at a time: servers that start together choose their spans without seeing each
+  // other's, and all take the same weakest window.
+  const starting = nodes.some(n => n.state === 'starting')
+  const dead = starting ? [] : nodes.flatMap((n, i) => (n.state === 'dead' ? [i] : []))
   const kinds = [...(victims.length > 0 ? ['kill', 'stop'] as const : []), ...(dead.length > 0 ? ['restart'] as const : [])]
   if (kinds.length === 0) return null
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]

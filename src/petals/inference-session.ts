@@ -159,7 +159,9 @@ export class InferenceSession {
     let attempt = 0
     for (let i = 0; i < this.hops.length;) {
       const hop = this.hops[i]
-      const warm = hop.cached >= position
+      // A replacement after another fresh one has no history: it is never warm, even at position 0
+      // (a failure on the prompt), and takes the previous hop's full output.
+      const warm = hop.history !== null && hop.cached >= position
       const input = warm ? x : hop.history !== null ? hop.history.with(x, tokens) : full
       if (input === null) throw new Error('internal: a fresh hop has neither history nor a full input')
       const count = warm ? tokens : position + tokens
@@ -170,7 +172,7 @@ export class InferenceSession {
         if (warm) hop.history!.append(x, tokens)
         else hop.history = TokenHistory.of(input, batch, count, size, count)
         hop.cached = position + tokens
-        full = warm ? null : out
+        full = count === position + tokens ? out : null // every position (a fresh hop, or any at 0)
         x = warm ? out : sliceTokens(out, batch, count, size, position, tokens)
         i++
       } catch (err) {
