@@ -15,10 +15,11 @@ import { runChaos } from './chaos/run.js'
 
 const HELP = `npm run bench:chaos -- [options]
 A random Llama-2-70B-shaped model (80 blocks, hidden 128) on bmrt-node servers that each take
-ceil(3 x 80 / nodes) blocks with --num-blocks (--update-period 30), clients generating 32 tokens at
-a time (greedy, checked against a local reference; 5 s to open a session, 5 s per step), and a
-seeded schedule that kills, hangs or restarts a server every interval without leaving a block
-unserved. Linux only; 127.0.0.1 only; the progress goes to stderr, the report to stdout.
+ceil(3 x 80 / nodes) blocks with --num-blocks (refresh and rebalancing checks at bmrt-node's
+defaults, 60 s), clients generating 32 tokens at a time (greedy, checked against a local reference;
+5 s to open a session, 5 s per step), and a seeded schedule that kills, hangs or restarts a server
+every interval without leaving a block unserved. Linux only; 127.0.0.1 only; progress to stderr,
+the report to stdout.
   --minutes M    how long the chaos lasts (default 10)
   --nodes N      block servers (default 14)
   --clients N    clients generating at the same time (default 4)

@@ -156,6 +156,8 @@ export interface FleetOptions {
   /** bmrt-node --update-period and --expiration, seconds */
   updatePeriodS: number
   expirationS: number
+  /** bmrt-node --mean-balance-check-period, seconds */
+  balanceCheckPeriodS: number
 }
 
 /** `count` servers, each choosing `numBlocks` blocks where the swarm is weakest (--num-blocks). */
@@ -166,6 +168,6 @@ export function makeFleet (count: number, o: FleetOptions, onChange?: (node: Fle
     // Equal throughputs, so placement is about coverage alone; one kernel thread each, since
     // many servers share this machine's cores.
     '--throughput', '1', '--threads', '1', '--backend', o.backend,
-    '--update-period', String(o.updatePeriodS), '--expiration', String(o.expirationS)
+    '--update-period', String(o.updatePeriodS), '--expiration', String(o.expirationS), '--mean-balance-check-period', String(o.balanceCheckPeriodS)
   ], onChange))
 }

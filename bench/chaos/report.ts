@@ -17,6 +17,7 @@ export interface ChaosSettings {
   promptsRejected: number
   updatePeriodS: number
   expirationS: number
+  balanceCheckPeriodS: number
   connectTimeoutMs: number
   stepTimeoutMs: number
   backend: string

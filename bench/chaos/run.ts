@@ -55,11 +55,13 @@ export interface ChaosOptions {
   /** distinct prompts, taken in turn by the clients (default 8) */
   prompts?: number
   /**
-   * bmrt-node --update-period, seconds (default 30); records expire after 3 periods. Every refresh
-   * and re-provide is DHT traffic, and JS libp2p spends milliseconds of CPU per request: 14 idle
-   * servers of 80 blocks took 10-17% of a core each at 10 s and starved a 2-core machine.
+   * bmrt-node --update-period, seconds (default 60, bmrt's); records expire after 3 periods. Every
+   * refresh is DHT traffic, and JS libp2p spends milliseconds of CPU per request: 14 idle servers
+   * take about 40 s of CPU a minute between them at 60 s (PATCHES.md, the registry's provider keys).
    */
   updatePeriodS?: number
+  /** bmrt-node --mean-balance-check-period, seconds (default 60, Petals'); each check reads every server's record */
+  balanceCheckPeriodS?: number
   /** client timeouts: opening a server session (default 5 s, the SDK's) and one step (default 5 s) */
   connectTimeoutMs?: number
   stepTimeoutMs?: number
@@ -76,7 +78,7 @@ export interface ChaosOptions {
 export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport> {
   const o = {
     nodes: 14, clients: 4, seed: Math.floor(Math.random() * 2 ** 31), durationMs: 10 * 60_000, intervalMs: 5000, layers: 80,
-    replication: 3, newTokens: 32, prompts: 8, updatePeriodS: 30, connectTimeoutMs: 5000, stepTimeoutMs: 5000, bucketMs: 10_000, sampleMs: 30_000,
+    replication: 3, newTokens: 32, prompts: 8, updatePeriodS: 60, balanceCheckPeriodS: 60, connectTimeoutMs: 5000, stepTimeoutMs: 5000, bucketMs: 10_000, sampleMs: 30_000,
     settleTimeoutMs: 60_000, ...definedOnly(options)
   }
   const log = options.log ?? (() => {})
@@ -106,7 +108,7 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
 
     const downSince = new Map<FleetNode, number>()
     let watching = false
-    fleet = makeFleet(o.nodes, { modelDir, modelName: MODEL_NAME, bootstrap: bootstrapAddr, numBlocks: blocksPerNode, scratch, backend, updatePeriodS: o.updatePeriodS, expirationS }, (node, event) => {
+    fleet = makeFleet(o.nodes, { modelDir, modelName: MODEL_NAME, bootstrap: bootstrapAddr, numBlocks: blocksPerNode, scratch, backend, updatePeriodS: o.updatePeriodS, expirationS, balanceCheckPeriodS: o.balanceCheckPeriodS }, (node, event) => {
       if (!watching) return
       if (node.state === 'online') downSince.delete(node)
       if (event !== undefined) recorder.say(`${node.name} ${event}`)
@@ -197,7 +199,7 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
     for (const node of [bootstrap, ...fleet]) node.rssAtEnd = node.rss()
 
     return buildReport({
-      settings: { seed: o.seed, nodes: o.nodes, clients: o.clients, layers: o.layers, blocksPerNode, intervalMs: o.intervalMs, newTokens: o.newTokens, prompts: prompts.length, promptsRejected: rejected, updatePeriodS: o.updatePeriodS, expirationS, connectTimeoutMs: o.connectTimeoutMs, stepTimeoutMs: o.stepTimeoutMs, backend, bucketMs: o.bucketMs },
+      settings: { seed: o.seed, nodes: o.nodes, clients: o.clients, layers: o.layers, blocksPerNode, intervalMs: o.intervalMs, newTokens: o.newTokens, prompts: prompts.length, promptsRejected: rejected, updatePeriodS: o.updatePeriodS, expirationS, balanceCheckPeriodS: o.balanceCheckPeriodS, connectTimeoutMs: o.connectTimeoutMs, stepTimeoutMs: o.stepTimeoutMs, backend, bucketMs: o.bucketMs },
       recorder,
       clientsDoneMs,
       settled,
