@@ -220,6 +220,60 @@ describe('distributed inference on a loopback swarm', function () {
     }
   })
 
+  it('a session whose connection closed while idle is opened again on the same server: no failover, no retry, the same tokens', async () => {
+    const name = 'idle-close'
+    const [first, second] = [await serve(BUNDLED_MODEL, name, [0, 3]), await serve(BUNDLED_MODEL, name, [3, 5])]
+    const routes: string[] = []
+    const progress: string[] = []
+    const model = await connect(BUNDLED_MODEL, name, { onRoute: (_route, reason) => routes.push(reason), onProgress: line => progress.push(line) })
+    const prompt = EXPECTED[0].promptIds
+    const generation = generate(model, prompt, { maxNewTokens: 20, ignoreEos: true })
+    const ids: number[] = []
+    for (let i = 0; i < 10; i++) ids.push(((await generation.next()).value as GeneratedToken).id!)
+    // What libp2p does to a connection whose pings go unanswered (a server hung for a while).
+    await model.node.hangUp(second.node.peerId)
+    for (;;) {
+      const next = await generation.next()
+      if (next.done === true) break
+      if (next.value.id !== null) ids.push(next.value.id)
+    }
+    assert.deepEqual(ids, EXPECTED[0].ids.slice(0, 20))
+    assert.equal(routes.length, 1, `no failover: ${routes.join('; ')}`)
+    assert.ok(progress.some(line => line.includes(`the session on ${second.node.peerId.toString()} was closed while idle`)), progress.join('\n'))
+    assert.ok(!progress.some(line => /retrying/.test(line)), progress.join('\n'))
+    // The first server computed every token once; the second was given its history again: the
+    // prompt and the 9 tokens fed back before the 10th came out.
+    assert.equal(first.tokensServed, prompt.length + 19)
+    assert.equal(second.tokensServed, prompt.length + 19 + prompt.length + 9)
+  })
+
+  it('failures of different hops in one step each get their retries: a hop that answers resets the count', async () => {
+    const name = 'two-failures'
+    const spans: Array<[number, number]> = [[0, 3], [0, 3], [3, 5], [3, 5]]
+    const all = await Promise.all(spans.map(async span => await serve(BUNDLED_MODEL, name, span)))
+    const routes: RouteHop[][] = []
+    // One retry: without the reset, the second hop's failure would be the step's second and end it.
+    const model = await connect(BUNDLED_MODEL, name, { maxRetries: 1, onRoute: route => routes.push([...route]) })
+    const generation = generate(model, EXPECTED[0].promptIds, { maxNewTokens: 20, ignoreEos: true })
+    const ids: number[] = []
+    for (let i = 0; i < 10; i++) ids.push(((await generation.next()).value as GeneratedToken).id!)
+    const used = routes[0].map(h => all.find(s => s.node.peerId.toString() === h.peerId)!)
+    servers = servers.filter(s => !used.includes(s)) // stopped below, where withdrawing fails
+    try {
+      await Promise.all(used.map(async s => await s.node.stop())) // both hops crash between two steps
+      for (;;) {
+        const next = await generation.next()
+        if (next.done === true) break
+        if (next.value.id !== null) ids.push(next.value.id)
+      }
+    } finally {
+      await Promise.all(used.map(async s => await s.stop().catch(() => {}))) // frees their blocks
+    }
+    assert.deepEqual(ids, EXPECTED[0].ids.slice(0, 20))
+    const spare = all.filter(s => !used.includes(s)).map(s => s.node.peerId.toString())
+    assert.deepEqual(routes.at(-1)!.map(h => h.peerId), spare)
+  })
+
   for (const signal of ['SIGKILL', 'SIGSTOP'] as const) {
     it(`a middle server ${signal === 'SIGKILL' ? 'killed' : 'hung'} (${signal}) mid-generation: failover gives the same 60 tokens`, async function () {
       if (signal === 'SIGSTOP' && !POSIX_SIGNALS) this.skip() // Windows cannot stop a process from outside

@@ -32,7 +32,7 @@ export interface DistributedModelOptions extends SequenceManagerOptions {
   modelName?: string
   /** activations on the wire: f32, bf16 or f16 (default: the model's dtype, f32 when unknown) */
   dtype?: string
-  /** recovery attempts per step before giving up (default 8) */
+  /** failed attempts in a row, with no hop answering between them, before a step gives up (default 8) */
   maxRetries?: number
   /** opening a server session (default 5 s) */
   connectTimeoutMs?: number
@@ -161,6 +161,7 @@ export class DistributedModel implements LanguageModel {
         this.manager.onSuccess(hop.peerId)
         block = hop.end
         route = route.slice(1)
+        attempt = 0
       } catch (err) {
         if (!(err instanceof HopError) || attempt >= maxRetries) throw err
         this.manager.onFailure(hop.peerId)

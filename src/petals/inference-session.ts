@@ -21,7 +21,7 @@ export interface InferenceSessionOptions {
   maxLength: number
   /** sequences stepped together (default 1) */
   batch?: number
-  /** attempts to recover within one step before giving up (default 8: about 2 minutes of backoff) */
+  /** failed attempts in a row, with no hop answering between them, before a step gives up (default 8: about 2 minutes of backoff) */
   maxRetries?: number
   connectTimeoutMs?: number
   stepTimeoutMs?: number
@@ -159,6 +159,13 @@ export class InferenceSession {
     let attempt = 0
     for (let i = 0; i < this.hops.length;) {
       const hop = this.hops[i]
+      if (hop.remote?.lost === true) {
+        // Closed while idle, by nobody's fault we can name: reopen (on the same server if it is
+        // still in the route), replaying the history, without a ban, a retry or a wait.
+        hop.remote.close()
+        Object.assign(hop, { remote: null, cached: 0 })
+        this.context.log?.(`the session on ${hop.route.peerId} was closed while idle; opening it again`)
+      }
       // A replacement after another fresh one has no history: it is never warm, even at position 0
       // (a failure on the prompt), and takes the previous hop's full output.
       const warm = hop.history !== null && hop.cached >= position
@@ -174,6 +181,7 @@ export class InferenceSession {
         hop.cached = position + tokens
         full = count === position + tokens ? out : null // every position (a fresh hop, or any at 0)
         x = warm ? out : sliceTokens(out, batch, count, size, position, tokens)
+        attempt = 0 // backoff is for failing again where we failed: a hop that answers resets it
         i++
       } catch (err) {
         if (!(err instanceof HopError)) throw err

@@ -71,6 +71,15 @@ export class RemoteSpan {
   }
 
   /**
+   * Whether the session is gone without a word: its stream or connection closed while it sat idle
+   * (libp2p closes a connection whose pings go unanswered, as when a server hung for a while).
+   * Nothing was lost that the client's history cannot replay.
+   */
+  get lost (): boolean {
+    return !this.closed && this.frames.stream.writeStatus !== 'writable'
+  }
+
+  /**
    * Runs `tokens` tokens' hidden states ([batch, tokens, hidden], fp32) through the hop's blocks,
    * starting at `position`, and returns the outputs of the same shape.
    */
