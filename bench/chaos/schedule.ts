@@ -32,9 +32,9 @@ export function coverage (nodes: ReadonlyArray<Pick<NodeView, 'state' | 'span'>>
 
 /**
  * The next action, or null when none is possible (every online server is the last of some block,
- * and none is dead, or one is starting). Each possible kind is equally likely; a kill or hang takes a server on some
- * generation's route when one can go, so that every such action hits live traffic. A hang lasts
- * one to three intervals.
+ * and none is dead, or one is starting). Each possible kind is equally likely; a kill or hang
+ * takes a server on some generation's route when one can go, so that every such action hits live
+ * traffic. A hang lasts one to three intervals.
  */
 export function nextAction (nodes: readonly NodeView[], blocks: number, random: () => number, intervalMs: number): Action | null {
   const removable = nodes.flatMap((n, i) => (n.state === 'online' && coverage(nodes, blocks, i).every(c => c > 0) ? [i] : []))
