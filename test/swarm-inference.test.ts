@@ -196,8 +196,9 @@ describe('distributed inference on a loopback swarm', function () {
       assert.deepEqual(ids, EXPECTED[0].ids.slice(0, 20))
       const who = (route: RouteHop[]): string[] => route.map(h => h.peerId === a.node.peerId.toString() ? 'a' : h.peerId === b.node.peerId.toString() ? 'b' : h.peerId)
       assert.deepEqual(routes.map(r => who(r.route)), [['a'], ['b']], routes.map(r => r.reason).join('; '))
-      // The client meets the closed stream reading an answer or, as under Windows, writing the next step.
-      assert.match(routes[1].reason, /failed: (the stream was closed by the other side|Cannot write to a stream that is closed)\)/)
+      // The client meets the crash reading an answer, writing the next step, or (where it saw the
+      // stream closed before that step, as under Windows) opening the session again.
+      assert.match(routes[1].reason, /failed: (the stream was closed by the other side|Cannot write to a stream that is closed)\)|could not open a session on \S+: .*ECONNREFUSED/)
     } finally {
       await a.stop().catch(() => {}) // its timers and blocks (announcing offline fails: its node is gone)
     }
