@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { loadAddon, nativeUnavailableReason } from '../src/inference/native-backend.js'
 
 /**
  * Whether processes can be signalled POSIX-style. On Windows there is no SIGTERM, SIGINT or SIGSTOP
@@ -85,6 +86,17 @@ export async function waitFor (what: string, condition: () => boolean | Promise<
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise(resolve => setTimeout(resolve, 20))
   }
+}
+
+/**
+ * For a mocha `before` hook of tests that need the native addon: skips them (saying why) where it
+ * did not build, unless BMRT_REQUIRE_NATIVE=1 (CI), which fails instead.
+ */
+export function skipWithoutAddon (context: Mocha.Context): void {
+  if (loadAddon() !== null) return
+  if (process.env.BMRT_REQUIRE_NATIVE === '1') throw new Error(`BMRT_REQUIRE_NATIVE=1 but the addon does not load: ${nativeUnavailableReason()}`)
+  console.log(`    (skipped: the native addon is not available: ${nativeUnavailableReason()})`)
+  context.skip()
 }
 
 /**

@@ -4,10 +4,10 @@
 import assert from 'node:assert/strict'
 import { Checkpoint } from '../src/inference/checkpoint.js'
 import { loadConfig, parseConfig } from '../src/inference/config.js'
-import { loadAddon, loadNativeSpan, nativeUnavailableReason, WEIGHT_FORMATS } from '../src/inference/native-backend.js'
+import { loadNativeSpan, WEIGHT_FORMATS } from '../src/inference/native-backend.js'
 import { makeTestModel } from '../src/inference/test-model.js'
 import { blockWeightBytes, describePlan, planBlocks } from '../src/petals/memory-plan.js'
-import { scratchDir } from './helpers.js'
+import { scratchDir, skipWithoutAddon } from './helpers.js'
 
 const llama70b = parseConfig({
   model_type: 'llama', hidden_size: 8192, intermediate_size: 28672, num_hidden_layers: 80, num_attention_heads: 64,
@@ -34,12 +34,7 @@ describe('memory plan', () => {
   })
 
   describe('weight bytes against the native addon', function () {
-    before(function () {
-      if (loadAddon() !== null) return
-      if (process.env.BMRT_REQUIRE_NATIVE === '1') throw new Error(`BMRT_REQUIRE_NATIVE=1 but the addon does not load: ${nativeUnavailableReason()}`)
-      console.log(`    (skipped: the native addon is not available: ${nativeUnavailableReason()})`)
-      this.skip()
-    })
+    before(function () { skipWithoutAddon(this) })
 
     it('are what a loaded span holds, in every format, padding and scales included', async () => {
       const { dir, cleanup } = await scratchDir()

@@ -6,13 +6,13 @@ import assert from 'node:assert/strict'
 import { Checkpoint } from '../src/inference/checkpoint.js'
 import { loadConfig, type ModelConfig } from '../src/inference/config.js'
 import { loadJsSpan } from '../src/inference/js-backend.js'
-import { loadAddon, loadNativeSpan, nativeUnavailableReason, type NativeBlockSpan, type WeightFormat } from '../src/inference/native-backend.js'
+import { loadNativeSpan, type NativeBlockSpan, type WeightFormat } from '../src/inference/native-backend.js'
 import type { BlockSpan } from '../src/inference/backend.js'
 import { LocalModel } from '../src/inference/model.js'
 import { collect, generate } from '../src/inference/generate.js'
 import { makeTestModel, type TestModelSpec } from '../src/inference/test-model.js'
 import { argmax } from '../src/inference/sampling.js'
-import { BUNDLED_MODEL, maxAbsDiff, randomHidden, scratchDir } from './helpers.js'
+import { BUNDLED_MODEL, maxAbsDiff, randomHidden, scratchDir, skipWithoutAddon } from './helpers.js'
 import { EXPECTED } from './expected.js'
 
 const SHAPES: Array<{ name: string, spec: TestModelSpec }> = [
@@ -60,12 +60,7 @@ function relativeRms (actual: Float32Array, expected: Float32Array): number {
 }
 
 describe('native addon', function () {
-  before(function () {
-    if (loadAddon() !== null) return
-    if (process.env.BMRT_REQUIRE_NATIVE === '1') throw new Error(`BMRT_REQUIRE_NATIVE=1 but the addon does not load: ${nativeUnavailableReason()}`)
-    console.log(`    (skipped: the native addon is not available: ${nativeUnavailableReason()})`)
-    this.skip()
-  })
+  before(function () { skipWithoutAddon(this) })
 
   let root: string
   let cleanup: () => Promise<void>

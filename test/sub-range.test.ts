@@ -5,9 +5,8 @@
 import assert from 'node:assert/strict'
 import type { BackendName, BlockSpan } from '../src/inference/backend.js'
 import { loadBlockSpan } from '../src/inference/load-span.js'
-import { loadAddon, nativeUnavailableReason } from '../src/inference/native-backend.js'
 import { makeTestModel } from '../src/inference/test-model.js'
-import { maxAbsDiff, randomHidden, scratchDir } from './helpers.js'
+import { maxAbsDiff, randomHidden, scratchDir, skipWithoutAddon } from './helpers.js'
 
 const WIDTH = 64
 
@@ -21,12 +20,7 @@ async function prefillThenDecode (span: BlockSpan, session: number, hidden: Floa
 
 for (const backend of ['js', 'native'] as BackendName[]) {
   describe(`sessions over part of a span (${backend} backend)`, function () {
-    before(function () {
-      if (backend === 'js' || loadAddon() !== null) return
-      if (process.env.BMRT_REQUIRE_NATIVE === '1') throw new Error(`BMRT_REQUIRE_NATIVE=1 but the addon does not load: ${nativeUnavailableReason()}`)
-      console.log(`    (skipped: the native addon is not available: ${nativeUnavailableReason()})`)
-      this.skip()
-    })
+    before(function () { if (backend === 'native') skipWithoutAddon(this) })
 
     let dir: string
     let cleanup: (() => Promise<void>) | undefined
