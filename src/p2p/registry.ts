@@ -184,7 +184,7 @@ export function registryDhtOptions (stats: RecordStats, ttlMs = 180_000, refresh
     // How long one DHT request may take. kad-dht's adaptive timeout starts at 5 s and doubles after
     // failures up to 60 s, and a query ends only when its last request does: with servers hung now
     // and then (bench/chaos), lookups took 19 s at the median. Capped at 10 s here; the 5 s floor
-    // stays (Petals' DHT waits 3 s, but JS under Wine or a loaded machine can take longer).
+    // stays (Petals' DHT waits 3 s, but a 3-5 s range measured slower lookups in bench/chaos).
     networkDialTimeout: { maxTimeout: 10_000 }
   }
 }
