@@ -44,8 +44,12 @@ describe('block servers on a loopback swarm', function () {
     client = await createNode({ bootstrap: initialPeers, dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
     await joinSwarm(client)
   })
+  // Each test's servers stop when it ends, passed or not, so one failure does not leave servers
+  // that the next test would then find in the DHT.
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map(async s => await s.stop()))
+  })
   after(async () => {
-    await Promise.all(servers.map(async s => await s.stop()))
     await client.stop()
     await entry.stop()
     await cleanup()
