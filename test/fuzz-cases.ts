@@ -299,22 +299,28 @@ export function infoCase (rng: Rng, model: string): InfoCase {
       const body = InfoRequest.encode({ model: rng.text(n) })
       return { what: `info on a ${n}-character name`, chunks: [prefixed(body)], end: 'close', valid: body.byteLength <= 4096 }
     }
-    case 2: return { ...malformedRequest(rng, 'prefix'), valid: false }
-    case 3: return { ...malformedRequest(rng, 'cut', 'info request', prefixed(InfoRequest.encode({ model }))), valid: false }
-    default: return { ...malformedRequest(rng, 'random'), valid: false }
+    case 2: return { ...lyingPrefix(rng), valid: false }
+    case 3: return { ...cutShort(rng, 'info request', prefixed(InfoRequest.encode({ model }))), valid: false }
+    default: return { ...randomBytes(rng), valid: false }
   }
 }
 
-/**
- * What a one-request protocol gets besides requests: a length prefix that lies (randomPrefix), a
- * valid `request` (named `what`) cut short, or up to 600 random bytes.
- */
-function malformedRequest (rng: Rng, kind: 'prefix' | 'cut' | 'random', what = '', request: Uint8Array = new Uint8Array()): { what: string, chunks: Uint8Array[], end: 'close' | 'reset' } {
-  if (kind === 'prefix') {
-    const { chunks, what } = randomPrefix(rng)
-    return { what, chunks, end: 'close' }
-  }
-  if (kind === 'cut') return { what: `${what} cut short`, chunks: [request.subarray(0, rng.int(0, request.byteLength - 1))], end: rng.chance(0.5) ? 'close' : 'reset' }
+// What a one-request protocol (info, reachability) gets besides requests, each with how it ends.
+interface MalformedRequest { what: string, chunks: Uint8Array[], end: 'close' | 'reset' }
+
+/** A length prefix that lies (randomPrefix's), then the stream closes. */
+function lyingPrefix (rng: Rng): MalformedRequest {
+  const { what, chunks } = randomPrefix(rng)
+  return { what, chunks, end: 'close' }
+}
+
+/** A valid `request`, named `what`, cut short. */
+function cutShort (rng: Rng, what: string, request: Uint8Array): MalformedRequest {
+  return { what: `${what} cut short`, chunks: [request.subarray(0, rng.int(0, request.byteLength - 1))], end: rng.chance(0.5) ? 'close' : 'reset' }
+}
+
+/** Up to 600 random bytes. */
+function randomBytes (rng: Rng): MalformedRequest {
   const n = rng.int(0, 600)
   return { what: `${n} random bytes`, chunks: [rng.bytes(n)], end: rng.chance(0.9) ? 'close' : 'reset' }
 }
@@ -344,9 +350,9 @@ export function reachabilityCase (rng: Rng, closedPort: number): ReachabilityCas
       const dialable = addrs.some(bytes => { try { return multiaddr(bytes).toString().startsWith('/ip4/127.') } catch { return false } })
       return { what: `${n} addresses, none on the asker's IP`, chunks: [prefixed(ReachabilityRequest.encode({ addrs }))], end: 'close', expect: dialable ? null : /^none of the addresses sent is a TCP address on 127\.0\.0\.1/ }
     }
-    case 2: return { ...malformedRequest(rng, 'prefix'), expect: null }
-    case 3: return { ...malformedRequest(rng, 'cut', 'request', prefixed(ReachabilityRequest.encode({ addrs: [multiaddr(`/ip4/127.0.0.1/tcp/${closedPort}`).bytes] }))), expect: null }
-    default: return { ...malformedRequest(rng, 'random'), expect: null }
+    case 2: return { ...lyingPrefix(rng), expect: null }
+    case 3: return { ...cutShort(rng, 'request', prefixed(ReachabilityRequest.encode({ addrs: [multiaddr(`/ip4/127.0.0.1/tcp/${closedPort}`).bytes] }))), expect: null }
+    default: return { ...randomBytes(rng), expect: null }
   }
 }
 
