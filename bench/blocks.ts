@@ -3,7 +3,7 @@
 // layer and a Llama-2-7B layer (random weights, a span of 4 such layers) in every weight format:
 // decode time (1 token, KV length 128) as a share of the bandwidth floor, and prefill-128 time as
 // a share of the peak.
-// Then the client's lm_head (the JS head, fp32, one thread) on a TinyLlama-sized vocabulary.
+// Then the client's lm_head (the native head, bf16, on the same threads) on a TinyLlama-sized vocabulary.
 // Run: npm run bench:blocks [-- --threads N --repeats N --shapes tinyllama,llama-2-7b --formats f32,bf16 --torch PYTHON|none --save FILE]
 // With a Python that has torch, the torch backend (transformers' layers in a worker process) runs
 // the same shapes in f32 and bf16 in the same run, for the native/torch ratio.
@@ -17,17 +17,15 @@ import { spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { loadBlockSpan } from '../src/inference/load-span.js'
+import { loadBlockSpan, loadHead } from '../src/inference/load-span.js'
 import { makeTestModel } from '../src/inference/test-model.js'
 import { loadAddon, WEIGHT_FORMATS, type WeightFormat } from '../src/inference/native-backend.js'
 import { ropeInverseFrequencies } from '../src/inference/rope.js'
 import { parseConfig } from '../src/inference/config.js'
 import { LAYER_TENSOR_SUFFIXES } from '../src/inference/llama-layout.js'
 import { storedMatrixBytes } from '../src/inference/weight-bytes.js'
-import { Checkpoint } from '../src/inference/checkpoint.js'
-import { loadJsHead } from '../src/inference/js-backend.js'
+import { DummyWeights } from '../src/inference/dummy-weights.js'
 import type { BlockFigures, LayerFigure } from '../src/inference/block-figures.js'
-import type { ModelHead } from '../src/inference/backend.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -196,7 +194,7 @@ console.log('decode %bw: weight bytes / time against a read-bandwidth probe take
 
 const client = await clientHeadMs()
 const clientGBps = client.bytes / (client.ms / 1000) / 1e9
-console.log(`client lm_head (JS, fp32, 1 thread, [${CLIENT_VOCAB}, ${CLIENT_HIDDEN}]): ${client.ms.toFixed(1)} ms per token, ${clientGBps.toFixed(2)} GB/s`)
+console.log(`client lm_head (native, bf16, ${threads} threads, [${CLIENT_VOCAB}, ${CLIENT_HIDDEN}]): ${client.ms.toFixed(2)} ms per token, ${clientGBps.toFixed(1)} GB/s`)
 
 if (args.save !== undefined) {
   const figures: BlockFigures = { device: 'cpu', threads, kernels: addon.kernelFamily(), readGBps: bandwidth / 1e9, layers: layerFigures, clientGBps }
@@ -205,30 +203,23 @@ if (args.save !== undefined) {
 }
 
 /**
- * Median time of the client's logits for one token: the JS head's final norm and lm_head, on a
- * random checkpoint with a TinyLlama-sized vocabulary and hidden size (tied, so the file holds one
- * [vocab, hidden] matrix).
+ * Median time of the client's logits for one token: the native head's final norm and bf16 lm_head
+ * on `threads` threads (what a client runs), on dummy weights with a TinyLlama-sized vocabulary and
+ * hidden size.
  */
 async function clientHeadMs (): Promise<{ ms: number, bytes: number }> {
-  const dir = await mkdtemp(join(tmpdir(), 'bmrt-bench-head-'))
+  const config = parseConfig({ model_type: 'llama', hidden_size: CLIENT_HIDDEN, intermediate_size: 16, num_hidden_layers: 1, num_attention_heads: 16, vocab_size: CLIENT_VOCAB }, 'bench:blocks')
+  const head = await loadHead(new DummyWeights(), config, { backend: 'native', format: 'bf16', threads })
   try {
-    const config = await makeTestModel(dir, { layers: 1, hidden: CLIENT_HIDDEN, intermediate: 16, heads: 16, vocab: CLIENT_VOCAB, tied: true })
-    const checkpoint = await Checkpoint.open(dir)
-    let head: ModelHead
-    try {
-      head = await loadJsHead(checkpoint, config)
-    } finally {
-      await checkpoint.close()
-    }
     const hidden = randomValues(CLIENT_HIDDEN, 1, 10)
     const samples: number[] = []
     for (let i = 0; i < repeats; i++) {
       const started = performance.now()
-      head.logits(hidden)
+      await head.logits(hidden)
       samples.push(performance.now() - started)
     }
-    return { ms: median(samples), bytes: CLIENT_VOCAB * CLIENT_HIDDEN * 4 }
+    return { ms: median(samples), bytes: CLIENT_VOCAB * CLIENT_HIDDEN * 2 }
   } finally {
-    await rm(dir, { recursive: true, force: true })
+    head.close()
   }
 }

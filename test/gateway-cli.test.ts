@@ -61,7 +61,8 @@ describe('starting the gateway from the command line', function () {
       '--http-port', '0', '--jobs-file', join(scratch.dir, 'jobs.jsonl'), '--api-key', 'k'])
     try {
       const url = await lineMatching(node.output, /gateway: serving stories260K at (\S+)/, 'gateway URL')
-      assert.ok(node.output.some(l => l.includes('needs the API key')))
+      // Printed with the URL, a few lines after it (the pipe may deliver them apart).
+      assert.match(await lineMatching(node.output, /(OpenAI API .*)/, 'OpenAI API line'), /needs the API key/)
       assert.equal((await fetch(`${url}v1/models`)).status, 401)
       const response = await fetch(`${url}v1/models`, { headers: { authorization: 'Bearer k' } })
       assert.deepEqual(((await response.json()) as any).data.map((m: any) => m.id), ['stories260K'])

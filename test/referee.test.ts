@@ -11,6 +11,13 @@
 // Needs a Python with torch and transformers: $BMRT_PYTHON, else python3. Without one the suite
 // skips, saying so, unless BMRT_REQUIRE_TORCH=1 (CI), which fails instead; the same goes for the
 // torch backend itself.
+//
+// BMRT_REFEREE_DEVICE=cuda (on a machine with an NVIDIA GPU and the addon built with CUDA) adds the
+// GPU: the CUDA span in f32 (held to the same 1e-4: it differs from the CPU only in the order of
+// fp32 sums), and the CUDA span and the torch backend in bf16, held to BF16_RELATIVE_TOLERANCE of
+// the largest reference value: bf16 keeps 8 significant bits (a relative rounding of 2^-9 = 2e-3
+// per weight and per projection input), and through a few random layers the errors grow to about
+// 1e-2 of the largest value (the CUDA span test measures 5e-3 to 7e-3 per span).
 
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
@@ -45,7 +52,19 @@ const MODELS: Array<{ name: string, spec?: TestModelSpec }> = [
 ]
 
 type Backend = 'js' | 'native' | 'torch'
-const BACKENDS: Backend[] = ['js', 'native', 'torch']
+/** A backend as the referee runs it: on a device, in a format (bf16 ones are held to the relative bound). */
+interface Variant { name: string, backend: Backend, device?: string, format?: 'f32' | 'bf16' }
+const referee = process.env.BMRT_REFEREE_DEVICE
+const VARIANTS: Variant[] = [
+  { name: 'js', backend: 'js' }, { name: 'native', backend: 'native' }, { name: 'torch', backend: 'torch' },
+  ...(referee === undefined
+    ? []
+    : [
+        { name: `native ${referee} f32`, backend: 'native', device: referee, format: 'f32' },
+        { name: `native ${referee} bf16`, backend: 'native', device: referee, format: 'bf16' },
+        { name: `torch ${referee} bf16`, backend: 'torch', device: referee, format: 'bf16' }
+      ] satisfies Variant[])
+]
 
 /** What hf-reference.py wrote: see its header. */
 interface Reference {
@@ -88,9 +107,9 @@ class Worst {
 }
 
 /** The torch backend may say it computes in bf16 on purpose (e.g. `computeDtype: 'bf16'`). */
-function computesInBf16 (span: BlockSpan): boolean {
+function computesInBf16 (span: BlockSpan, variant: Variant): boolean {
   const dtype = (span as unknown as { computeDtype?: unknown }).computeDtype
-  return typeof dtype === 'string' && /^(bf16|bfloat16)$/i.test(dtype)
+  return variant.format === 'bf16' || (typeof dtype === 'string' && /^(bf16|bfloat16)$/i.test(dtype))
 }
 
 const requireTorch = process.env.BMRT_REQUIRE_TORCH === '1'
@@ -133,8 +152,9 @@ describe('referee: every backend against transformers, layer by layer', function
   after(async () => await cleanup?.())
 
   for (const [index, m] of MODELS.entries()) {
-    for (const backend of BACKENDS) {
-      it(`${m.name}: ${backend} within ${TOLERANCE} of every layer and every logit, prefill then decode`, async function () {
+    for (const variant of VARIANTS) {
+      const bound = variant.format === 'bf16' ? `${BF16_RELATIVE_TOLERANCE} of the largest value` : TOLERANCE
+      it(`${m.name}: ${variant.name} within ${bound} of every layer and every logit, prefill then decode`, async function () {
         const dir = dirs[index]
         const reference = references[index]
         const config = await loadConfig(dir)
@@ -143,7 +163,7 @@ describe('referee: every backend against transformers, layer by layer', function
         let span: BlockSpan
         try {
           head = await loadJsHead(checkpoint, config)
-          const loaded = await loadBackend(backend, checkpoint, config)
+          const loaded = await loadBackend(variant, checkpoint, config)
           if (typeof loaded === 'string') {
             console.log(`      (skipped: ${loaded})`)
             return this.skip()
@@ -154,10 +174,11 @@ describe('referee: every backend against transformers, layer by layer', function
         }
         try {
           const { hiddenStates, logits } = await compare(span, head, reference)
-          const bf16 = computesInBf16(span)
-          console.log(`      referee ${m.name} / ${backend}${bf16 ? ' (bf16 compute)' : ''}: worst |diff| hidden ${hiddenStates}, logits ${logits}`)
+          const bf16 = computesInBf16(span, variant)
+          console.log(`      referee ${m.name} / ${variant.name}${bf16 ? ' (bf16 compute)' : ''}: worst |diff| hidden ${hiddenStates}, logits ${logits}` +
+            (bf16 ? ` (relative ${(hiddenStates.diff / hiddenStates.scale).toExponential(1)}, ${(logits.diff / logits.scale).toExponential(1)})` : ''))
           for (const [what, worst] of [['hidden states', hiddenStates], ['logits', logits]] as const) {
-            if (bf16 && config.dtype === 'BF16') {
+            if (bf16 && (config.dtype === 'BF16' || variant.format === 'bf16')) {
               assert.ok(worst.diff <= BF16_RELATIVE_TOLERANCE * worst.scale, `${what}: ${worst} is more than ${BF16_RELATIVE_TOLERANCE} of their largest value ${worst.scale}`)
             } else {
               assert.ok(worst.diff <= TOLERANCE, `${what}: ${worst} is over ${TOLERANCE}`)
@@ -172,16 +193,17 @@ describe('referee: every backend against transformers, layer by layer', function
 })
 
 /** The full span on `backend`, or why this machine cannot run it (a skip, unless CI requires it). */
-async function loadBackend (backend: Backend, checkpoint: Checkpoint, config: ModelConfig): Promise<BlockSpan | string> {
+async function loadBackend (variant: Variant, checkpoint: Checkpoint, config: ModelConfig): Promise<BlockSpan | string> {
+  const { backend, device, format } = variant
   if (backend === 'native' && loadAddon() === null) {
     // BMRT_REQUIRE_NATIVE=1 (CI) fails in test/native.test.ts already; here it is a skip either way.
     return `the native addon is not available: ${nativeUnavailableReason()}`
   }
-  if (backend !== 'torch') return await loadSpan(checkpoint, config, 0, config.numLayers, { backend })
+  if (backend !== 'torch') return await loadSpan(checkpoint, config, 0, config.numLayers, { backend, device, format })
   // Written against the torch backend's load options ({ backend: 'torch', python }), which
   // load-span.ts may not have yet: until it does, a load that fails as an unknown backend, or that
   // quietly gives another backend's span, is a skip (a failure under BMRT_REQUIRE_TORCH=1).
-  const options = { backend: 'torch', python: process.env.BMRT_PYTHON } as unknown as Parameters<typeof loadSpan>[4]
+  const options = { backend: 'torch', python: process.env.BMRT_PYTHON, device, format } as unknown as Parameters<typeof loadSpan>[4]
   let why: string
   try {
     const span = await loadSpan(checkpoint, config, 0, config.numLayers, options)
@@ -220,7 +242,7 @@ async function compare (span: BlockSpan, head: ModelHead, reference: Reference):
         hiddenStates.add(x, reference.layerOutputs.subarray(offset + from * h, offset + to * h), where(l))
       }
       for (let t = from; t < to; t++) {
-        logits.add(head.logits(x.subarray((t - from) * h, (t - from + 1) * h)), reference.logits.subarray(t * vocab, (t + 1) * vocab), () => `token ${t}`)
+        logits.add(await head.logits(x.subarray((t - from) * h, (t - from + 1) * h)), reference.logits.subarray(t * vocab, (t + 1) * vocab), () => `token ${t}`)
       }
     }
     for (const [l, session] of sessions.entries()) assert.equal(span.sessionLength(session), tokens, `layer ${l}'s session length`)

@@ -1,7 +1,7 @@
 """The same decoder-layer math as bench/cuda_bench.cc, in PyTorch eager on the same GPU: bf16
 weights and activations, RMSNorm, Q/K/V/O projections, rotary, attention over a KV cache
 (scaled_dot_product_attention), SiLU-gated MLP. Decode = 1 token at KV length 128, prefill = 128
-tokens; 4 layers timed together with CUDA events and divided by 4, median of the runs.
+and 512 tokens; 4 layers timed together with CUDA events and divided by 4, median of the runs.
 
     python3 torch_layer_bench.py [--quick] [--csv FILE]
 """
@@ -58,6 +58,7 @@ class Layer:
 
 
 def time_layers(layers, caches, tokens, start, cos, sin, runs):
+    """Median seconds per layer of `runs` timed passes after two warm-ups."""
     hidden = layers[0].norm1.shape[0]
     x0 = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
     times = []
@@ -82,28 +83,29 @@ def main():
     args = parser.parse_args()
     runs = 5 if args.quick else 20
     print(f"PyTorch {torch.__version__} on {torch.cuda.get_device_name(0)}")
-    print(f"{'layer (bf16)':16} {'decode ms':>12} {'prefill-128 ms':>16}")
+    print(f"{'layer (bf16)':16} {'decode ms':>12} {'prefill-128 ms':>16} {'prefill-512 ms':>16}")
     rows = []
     for name, hidden, inter, heads, kv_heads, head_dim in SHAPES:
         layers = [Layer(hidden, inter, heads, kv_heads, head_dim, "cuda") for _ in range(4)]
-        caches = [(torch.zeros(kv_heads, 256, head_dim, device="cuda", dtype=torch.bfloat16),
-                   torch.zeros(kv_heads, 256, head_dim, device="cuda", dtype=torch.bfloat16)) for _ in layers]
+        caches = [(torch.zeros(kv_heads, 640, head_dim, device="cuda", dtype=torch.bfloat16),
+                   torch.zeros(kv_heads, 640, head_dim, device="cuda", dtype=torch.bfloat16)) for _ in layers]
         inv = 10000.0 ** (-torch.arange(0, head_dim, 2, device="cuda", dtype=torch.float32) / head_dim)
-        angles = torch.outer(torch.arange(256, device="cuda", dtype=torch.float32), inv)
+        angles = torch.outer(torch.arange(640, device="cuda", dtype=torch.float32), inv)
         cos = torch.cat((angles.cos(), angles.cos()), -1).to(torch.bfloat16)
         sin = torch.cat((angles.sin(), angles.sin()), -1).to(torch.bfloat16)
-        time_layers(layers, caches, 128, 0, cos, sin, 0)
+        time_layers(layers, caches, 128, 0, cos, sin, 1)  # fills the cache's first 128 rows
         decode = time_layers(layers, caches, 1, 128, cos, sin, runs)
         prefill = time_layers(layers, caches, 128, 0, cos, sin, runs)
-        print(f"{name:16} {decode * 1e3:12.3f} {prefill * 1e3:16.3f}")
-        rows.append((name, decode, prefill))
+        prefill512 = time_layers(layers, caches, 512, 0, cos, sin, max(3, runs // 2))
+        print(f"{name:16} {decode * 1e3:12.3f} {prefill * 1e3:16.3f} {prefill512 * 1e3:16.3f}")
+        rows.append((name, decode, prefill, prefill512))
         del layers, caches
         torch.cuda.empty_cache()
     if args.csv:
         with open(args.csv, "w") as f:
-            f.write("layer,decode_ms,prefill128_ms\n")
-            for name, decode, prefill in rows:
-                f.write(f"{name},{decode * 1e3:.4f},{prefill * 1e3:.4f}\n")
+            f.write("layer,decode_ms,prefill128_ms,prefill512_ms\n")
+            for name, decode, prefill, prefill512 in rows:
+                f.write(f"{name},{decode * 1e3:.4f},{prefill * 1e3:.4f},{prefill512 * 1e3:.4f}\n")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
-// The N-API shell around the core (core/span.h, and cuda/cuda_span.h when built with CUDA): JS
-// values in, typed arrays out, every forward and every weight load on a libuv worker thread so the
-// event loop keeps running. Errors become JS exceptions with a `code`: CACHE_FULL (go elsewhere),
-// INVALID_ARGUMENT (the caller's fault) or INTERNAL. Both spans have the same class interface, so
-// one template wraps either: JS sees `BlockSpan` (CPU) and `CudaBlockSpan`.
+// The N-API shell around the core (core/span.h and core/head.h, and cuda/ when built with CUDA):
+// JS values in, typed arrays out, every forward, logits and weight load on a libuv worker thread
+// so the event loop keeps running. Errors become JS exceptions with a `code`: CACHE_FULL (go
+// elsewhere), INVALID_ARGUMENT (the caller's fault) or INTERNAL. The CPU and CUDA spans have the
+// same class interface, so one template wraps either (JS sees `BlockSpan` and `CudaBlockSpan`);
+// likewise the heads (`Head`, `CudaHead`).
 #include <napi.h>
 
 #include <cmath>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "core/dummy.h"
+#include "core/head.h"
 #include "core/kernels.h"
 #include "core/span.h"
 #ifdef BMRT_WITH_CUDA
+#include "cuda/cuda_head.h"
 #include "cuda/cuda_span.h"
 #endif
 
@@ -61,6 +66,30 @@ int64_t integer(Napi::Env env, const Napi::Object& o, const char* key, int64_t f
   return static_cast<int64_t>(d);
 }
 
+// { path, offset, bytes, dtype: 'F32' | 'F16' | 'BF16' }: where a tensor's bytes are in a file.
+bmrt::TensorSource parse_source(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsObject()) throw_invalid(env, "a tensor source must be an object { path, offset, bytes, dtype }");
+  Napi::Object s = value.As<Napi::Object>();
+  if (!s.Get("path").IsString()) throw_invalid(env, "tensor source needs a path");
+  bmrt::TensorSource source;
+  source.path = s.Get("path").As<Napi::String>().Utf8Value();
+  source.offset = static_cast<uint64_t>(integer(env, s, "offset", 0, true));
+  source.bytes = static_cast<uint64_t>(integer(env, s, "bytes", 0, true));
+  const std::string dtype = s.Get("dtype").ToString().Utf8Value();
+  if (dtype == "F32") source.dtype = bmrt::SourceDType::F32;
+  else if (dtype == "F16") source.dtype = bmrt::SourceDType::F16;
+  else if (dtype == "BF16") source.dtype = bmrt::SourceDType::BF16;
+  else throw_invalid(env, "tensor source dtype must be F32, F16 or BF16, got " + dtype);
+  return source;
+}
+
+// A dummy-weight seed: an integer in 0 .. 2^32 - 1.
+uint32_t parse_seed(Napi::Env env, const Napi::Value& value) {
+  const double d = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0 && d <= 4294967295.0) || d != std::floor(d)) throw_invalid(env, "a dummy-weight seed must be an integer in 0..2^32-1");
+  return static_cast<uint32_t>(d);
+}
+
 // Runs a job on a libuv worker thread and settles a promise with its result.
 class Job : public Napi::AsyncWorker {
  public:
@@ -89,6 +118,14 @@ class Job : public Napi::AsyncWorker {
   ErrorInfo error_;
 };
 
+// Queues `work` on a worker thread; the promise resolves with result(env) (undefined by default).
+Napi::Promise queue(Napi::Env env, Job::Work work, Job::Result result = [](Napi::Env e) { return e.Undefined(); }) {
+  auto* job = new Job(env, std::move(work), std::move(result));
+  Napi::Promise promise = job->promise();
+  job->Queue();
+  return promise;
+}
+
 // The CPU span takes a thread count, the CUDA span a device index.
 std::shared_ptr<bmrt::BlockSpan> make_core(bmrt::BlockSpan*, bmrt::BlockConfig c, int layers, bmrt::WeightFormat f, int64_t max_cache,
                                            Napi::Env env, const Napi::Object& o) {
@@ -111,6 +148,7 @@ class Span : public Napi::ObjectWrap<Span<Core>> {
   static Napi::Function Define(Napi::Env env, const char* name) {
     return Base::DefineClass(env, name, {
       Base::InstanceMethod("loadLayer", &Span::LoadLayer),
+      Base::InstanceMethod("loadDummyLayer", &Span::LoadDummyLayer),
       Base::InstanceMethod("setLayer", &Span::SetLayer),
       Base::InstanceMethod("openSession", &Span::OpenSession),
       Base::InstanceMethod("closeSession", &Span::CloseSession),
@@ -179,25 +217,23 @@ class Span : public Napi::ObjectWrap<Span<Core>> {
     std::vector<bmrt::TensorSource> sources(list.Length());
     for (uint32_t i = 0; i < list.Length(); i++) {
       Napi::Value item = list.Get(i);
-      if (item.IsNull() || item.IsUndefined()) continue;
-      if (!item.IsObject()) throw_invalid(env, "each tensor source must be an object or null");
-      Napi::Object s = item.As<Napi::Object>();
-      if (!s.Get("path").IsString()) throw_invalid(env, "tensor source needs a path");
-      sources[i].path = s.Get("path").As<Napi::String>().Utf8Value();
-      sources[i].offset = static_cast<uint64_t>(integer(env, s, "offset", 0, true));
-      sources[i].bytes = static_cast<uint64_t>(integer(env, s, "bytes", 0, true));
-      std::string dtype = s.Get("dtype").ToString().Utf8Value();
-      if (dtype == "F32") sources[i].dtype = bmrt::SourceDType::F32;
-      else if (dtype == "F16") sources[i].dtype = bmrt::SourceDType::F16;
-      else if (dtype == "BF16") sources[i].dtype = bmrt::SourceDType::BF16;
-      else throw_invalid(env, "tensor source dtype must be F32, F16 or BF16, got " + dtype);
+      if (!item.IsNull() && !item.IsUndefined()) sources[i] = parse_source(env, item);
     }
     auto target = span(env);
-    auto* job = new Job(env, [target, layer, sources]() { target->load_layer(layer, sources); },
-                        [](Napi::Env e) { return e.Undefined(); });
-    Napi::Promise promise = job->promise();
-    job->Queue();
-    return promise;
+    return queue(env, [target, layer, sources]() { target->load_layer(layer, sources); });
+  }
+
+  // loadDummyLayer(index, block, seed): the dummy weights of the model's block `block` (see
+  // core/dummy.h), made on a worker thread (on the GPU for the CUDA span); returns a promise.
+  Napi::Value LoadDummyLayer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int layer = layer_index(info);
+    if (!info[1].IsNumber()) throw_invalid(env, "loadDummyLayer needs the model's block index");
+    const int block = info[1].As<Napi::Number>().Int32Value();
+    if (block < 0) throw_invalid(env, "the block index must not be negative");
+    const uint32_t seed = parse_seed(env, info[2]);
+    auto target = span(env);
+    return queue(env, [target, layer, block, seed]() { target->load_dummy_layer(layer, block, seed); });
   }
 
   // setLayer(index, tensors): fp32 values (Float32Array or null per block tensor); synchronous.
@@ -288,20 +324,16 @@ class Span : public Napi::ObjectWrap<Span<Core>> {
       step.tokens = static_cast<int64_t>(a.ElementLength()) / hidden;
       step.hidden = (*buffers)[i].data();
     }
-    auto* job = new Job(env, [target, steps]() { target->forward(*steps); },
-                        [buffers](Napi::Env e) {
-                          Napi::Array out = Napi::Array::New(e, buffers->size());
-                          for (size_t i = 0; i < buffers->size(); i++) {
-                            auto& b = (*buffers)[i];
-                            Napi::Float32Array a = Napi::Float32Array::New(e, b.size());
-                            std::copy(b.begin(), b.end(), a.Data());
-                            out.Set(static_cast<uint32_t>(i), a);
-                          }
-                          return out;
-                        });
-    Napi::Promise promise = job->promise();
-    job->Queue();
-    return promise;
+    return queue(env, [target, steps]() { target->forward(*steps); }, [buffers](Napi::Env e) {
+      Napi::Array out = Napi::Array::New(e, buffers->size());
+      for (size_t i = 0; i < buffers->size(); i++) {
+        auto& b = (*buffers)[i];
+        Napi::Float32Array a = Napi::Float32Array::New(e, b.size());
+        std::copy(b.begin(), b.end(), a.Data());
+        out.Set(static_cast<uint32_t>(i), a);
+      }
+      return out;
+    });
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -327,6 +359,133 @@ class Span : public Napi::ObjectWrap<Span<Core>> {
   std::shared_ptr<Core> span_;
 };
 
+// The CPU head takes a thread count, the CUDA head a device index.
+std::shared_ptr<bmrt::Head> make_head(bmrt::Head*, bmrt::HeadConfig c, bmrt::WeightFormat f, Napi::Env env, const Napi::Object& o) {
+  return std::make_shared<bmrt::Head>(c, f, static_cast<int>(integer(env, o, "threads", 1, false)));
+}
+std::string head_device(const bmrt::Head&) { return "cpu"; }
+#ifdef BMRT_WITH_CUDA
+std::shared_ptr<bmrt::CudaHead> make_head(bmrt::CudaHead*, bmrt::HeadConfig c, bmrt::WeightFormat f, Napi::Env env, const Napi::Object& o) {
+  return std::make_shared<bmrt::CudaHead>(c, f, static_cast<int>(integer(env, o, "device", 0, false)));
+}
+std::string head_device(const bmrt::CudaHead& h) { return "cuda:" + std::to_string(h.device()); }
+#endif
+
+template <class Core>
+class HeadWrap : public Napi::ObjectWrap<HeadWrap<Core>> {
+  using Base = Napi::ObjectWrap<HeadWrap<Core>>;
+
+ public:
+  static Napi::Function Define(Napi::Env env, const char* name) {
+    return Base::DefineClass(env, name, {
+      Base::InstanceMethod("load", &HeadWrap::Load),
+      Base::InstanceMethod("loadDummy", &HeadWrap::LoadDummy),
+      Base::InstanceMethod("embed", &HeadWrap::Embed),
+      Base::InstanceMethod("logits", &HeadWrap::Logits),
+      Base::InstanceMethod("stats", &HeadWrap::Stats),
+      Base::InstanceMethod("close", &HeadWrap::Close),
+    });
+  }
+
+  // new Head({ vocab, hidden, rmsNormEps, tied, format, threads }), new CudaHead({ ..., device })
+  explicit HeadWrap(const Napi::CallbackInfo& info) : Base(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw_invalid(env, "Head needs an options object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    bmrt::HeadConfig c;
+    c.vocab = static_cast<int>(integer(env, o, "vocab", 0, true));
+    c.hidden = static_cast<int>(integer(env, o, "hidden", 0, true));
+    Napi::Value eps = o.Get("rmsNormEps");
+    c.rms_norm_eps = eps.IsNumber() ? eps.As<Napi::Number>().FloatValue() : 1e-5f;
+    c.tied = o.Get("tied").ToBoolean();
+    Napi::Value format = o.Get("format");
+    const bmrt::WeightFormat f = parse_format(env, format.IsString() ? format.As<Napi::String>().Utf8Value() : "f32");
+    try {
+      head_ = make_head(static_cast<Core*>(nullptr), c, f, env, o);
+    } catch (const std::exception& e) {
+      throw make_error(env, describe(e));
+    }
+  }
+
+ private:
+  std::shared_ptr<Core> head(Napi::Env env) {
+    if (!head_) throw make_error(env, {"INVALID_ARGUMENT", "this head is closed"});
+    return head_;
+  }
+
+  // load({ embeddings, finalNorm, lmHead }): tensor sources (lmHead ignored when tied) → promise.
+  Napi::Value Load(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw_invalid(env, "load needs { embeddings, finalNorm, lmHead }");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto target = head(env);
+    bmrt::HeadSources sources;
+    sources.embeddings = parse_source(env, o.Get("embeddings"));
+    sources.final_norm = parse_source(env, o.Get("finalNorm"));
+    if (!target->config().tied) sources.lm_head = parse_source(env, o.Get("lmHead"));
+    return queue(env, [target, sources]() { target->load(sources); });
+  }
+
+  // loadDummy(seed) → promise: the dummy head of core/dummy.h.
+  Napi::Value LoadDummy(const Napi::CallbackInfo& info) {
+    auto target = head(info.Env());
+    const uint32_t seed = parse_seed(info.Env(), info[0]);
+    return queue(info.Env(), [target, seed]() { target->load_dummy(seed); });
+  }
+
+  // embed(ids: Int32Array) → Float32Array [ids.length, hidden], synchronous (a row copy per id).
+  Napi::Value Embed(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw_invalid(env, "embed needs an Int32Array of token ids");
+    Napi::Int32Array ids = info[0].As<Napi::Int32Array>();
+    auto target = head(env);
+    Napi::Float32Array out = Napi::Float32Array::New(env, ids.ElementLength() * static_cast<size_t>(target->config().hidden));
+    try {
+      target->embed(ids.Data(), static_cast<int64_t>(ids.ElementLength()), out.Data());
+    } catch (const std::exception& e) {
+      throw make_error(env, describe(e));
+    }
+    return out;
+  }
+
+  // logits(hidden: Float32Array [n, hidden]) → Promise<Float32Array [vocab]> of the last row.
+  Napi::Value Logits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto target = head(env);
+    const size_t hidden = static_cast<size_t>(target->config().hidden);
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw_invalid(env, "logits needs a Float32Array of hidden states");
+    Napi::Float32Array a = info[0].As<Napi::Float32Array>();
+    if (a.ElementLength() == 0 || a.ElementLength() % hidden != 0)
+      throw_invalid(env, "hidden states must be [tokens, " + std::to_string(hidden) + "] floats, got " + std::to_string(a.ElementLength()) + " values");
+    auto row = std::make_shared<std::vector<float>>(a.Data() + a.ElementLength() - hidden, a.Data() + a.ElementLength());
+    auto logits = std::make_shared<std::vector<float>>(static_cast<size_t>(target->config().vocab));
+    return queue(env, [target, row, logits]() { target->logits(row->data(), logits->data()); }, [logits](Napi::Env e) {
+      Napi::Float32Array out = Napi::Float32Array::New(e, logits->size());
+      std::copy(logits->begin(), logits->end(), out.Data());
+      return out;
+    });
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto h = head(env);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("weightBytes", static_cast<double>(h->weight_bytes()));
+    o.Set("format", bmrt::weight_format_name(h->format()));
+    o.Set("device", head_device(*h));
+    return o;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    head_.reset();  // running jobs keep their own reference until they finish
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<Core> head_;
+};
+
 Napi::Value KernelFamily(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), bmrt::cpu_kernel_family());
 }
@@ -343,17 +502,42 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
   int threads = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 1;
   double seconds = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 1.0;
   auto result = std::make_shared<double>(0);
-  auto* job = new Job(env,
-                      [kind, threads, seconds, result]() {
-                        bmrt::ThreadPool pool(std::max(1, threads));
-                        if (kind == "bandwidth") *result = bmrt::measure_read_bandwidth(pool, seconds);
-                        else if (kind == "fma") *result = bmrt::measure_fma_peak(pool, seconds);
-                        else *result = bmrt::measure_bf16_peak(pool, seconds);
-                      },
-                      [result](Napi::Env e) { return Napi::Number::New(e, *result); });
-  Napi::Promise promise = job->promise();
-  job->Queue();
-  return promise;
+  return queue(env,
+               [kind, threads, seconds, result]() {
+                 bmrt::ThreadPool pool(std::max(1, threads));
+                 if (kind == "bandwidth") *result = bmrt::measure_read_bandwidth(pool, seconds);
+                 else if (kind == "fma") *result = bmrt::measure_fma_peak(pool, seconds);
+                 else *result = bmrt::measure_bf16_peak(pool, seconds);
+               },
+               [result](Napi::Env e) { return Napi::Number::New(e, *result); });
+}
+
+// dummyTensor(seed, stream, scale, offset, count, dtype) → Promise<Uint8Array>: `count` dummy
+// values (core/dummy.h) stored as F32, F16 or BF16 bytes, made on all cores (bmrt make-test-model).
+Napi::Value DummyTensor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t seed = parse_seed(env, info[0]);
+  const uint32_t stream = parse_seed(env, info[1]);
+  if (!info[2].IsNumber() || !info[3].IsNumber() || !info[4].IsNumber()) throw_invalid(env, "dummyTensor needs scale, offset and count numbers");
+  const bmrt::DummyInit init{info[2].As<Napi::Number>().FloatValue(), info[3].As<Napi::Number>().FloatValue()};
+  const double count = info[4].As<Napi::Number>().DoubleValue();
+  if (!(count >= 0 && count <= 4e9) || count != std::floor(count)) throw_invalid(env, "dummyTensor's count must be an integer in 0..4e9");
+  const std::string dtype = info[5].ToString().Utf8Value();
+  if (dtype != "F32" && dtype != "F16" && dtype != "BF16") throw_invalid(env, "dummyTensor's dtype must be F32, F16 or BF16");
+  const bmrt::SourceDType stored = dtype == "F32" ? bmrt::SourceDType::F32 : dtype == "F16" ? bmrt::SourceDType::F16 : bmrt::SourceDType::BF16;
+  const int64_t n = static_cast<int64_t>(count);
+  auto bytes = std::make_shared<std::vector<uint8_t>>();
+  return queue(env,
+               [seed, stream, init, n, stored, bytes]() {
+                 bmrt::ThreadPool pool(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+                 bytes->resize(static_cast<size_t>(n) * bmrt::source_element_bytes(stored));
+                 bmrt::fill_dummy_bytes(bmrt::dummy_key(seed, stream), init, stored, bytes->data(), n, pool);
+               },
+               [bytes](Napi::Env e) {
+                 Napi::Uint8Array out = Napi::Uint8Array::New(e, bytes->size());
+                 std::copy(bytes->begin(), bytes->end(), out.Data());
+                 return out;
+               });
 }
 
 #ifdef BMRT_WITH_CUDA
@@ -387,8 +571,11 @@ Napi::Value CudaDevices(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("BlockSpan", Span<bmrt::BlockSpan>::Define(env, "BlockSpan"));
+  exports.Set("Head", HeadWrap<bmrt::Head>::Define(env, "Head"));
+  exports.Set("dummyTensor", Napi::Function::New(env, DummyTensor));
 #ifdef BMRT_WITH_CUDA
   exports.Set("CudaBlockSpan", Span<bmrt::CudaBlockSpan>::Define(env, "CudaBlockSpan"));
+  exports.Set("CudaHead", HeadWrap<bmrt::CudaHead>::Define(env, "CudaHead"));
   exports.Set("cudaDevices", Napi::Function::New(env, CudaDevices));
   exports.Set("cudaFreeBytes", Napi::Function::New(env, CudaFreeBytes));
 #endif

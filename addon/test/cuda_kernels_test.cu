@@ -1,5 +1,6 @@
 // Tests of the CUDA kernels (src/cuda/cuda_kernels.cu) against straightforward double-precision
-// host references, on random inputs and the shapes the block span uses. Prints one line per check
+// host references, on random inputs and the shapes the block span uses; the dummy weights against
+// the CPU's. Prints one line per check
 // with its max abs difference; exits non-zero on any failure, 0 with "no CUDA device: skipped"
 // when there is no GPU.
 //   nvcc -std=c++17 -O3 -arch=sm_90 -Iaddon/src/cuda addon/test/cuda_kernels_test.cu addon/src/cuda/cuda_kernels.cu -o /tmp/cuda_kernels_test
@@ -13,9 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "../src/core/dummy.h"
 #include "cuda_kernels.cuh"
 
 namespace ck = bmrt::cuda;
+using ck::Element;
 
 namespace {
 
@@ -92,6 +95,14 @@ std::vector<float> uniform(size_t n, float lo, float hi) {
 
 // ---------------------------------------------------------------------------------------------
 
+uint16_t bf16_reference(float x) {  // round to nearest even
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if (std::isnan(x)) return 0x7fc0;
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
 void test_rms_norm(int64_t rows, int dim, float eps) {
   std::vector<float> x = normal(size_t(rows * dim)), w = uniform(size_t(dim), 0.5f, 1.5f);
   for (int64_t r = 0; r < rows; r++)  // rows of very different magnitudes
@@ -123,18 +134,24 @@ void test_rms_norm(int64_t rows, int dim, float eps) {
   std::snprintf(detail, sizeof detail, "max diff / row peak %.3e (tol 1e-5)", worst);
   expect("rms_norm rows " + std::to_string(rows) + " dim " + std::to_string(dim), finite && worst <= 1e-5, detail);
 
+  // Written as bf16 and f16: the fp32 result rounded, bit for bit (the span feeds these to the projections).
+  Device<uint16_t> dbf(x.size()), dh(x.size());
+  ck::rms_norm(dx.get(), dw.get(), rows, dim, eps, reinterpret_cast<__nv_bfloat16*>(dbf.get()), nullptr);
+  ck::rms_norm(dx.get(), dw.get(), rows, dim, eps, reinterpret_cast<__half*>(dh.get()), nullptr);
+  const std::vector<uint16_t> bf = dbf.host(), h = dh.host();
+  size_t bad = 0;
+  for (size_t i = 0; i < got.size(); i++) {
+    const __half want = __float2half_rn(got[i]);
+    uint16_t want_h;
+    std::memcpy(&want_h, &want, 2);
+    if (bf[i] != bf16_reference(got[i]) || h[i] != want_h) bad++;
+  }
+  expect("rms_norm to bf16 and f16 rows " + std::to_string(rows) + " dim " + std::to_string(dim), bad == 0, std::to_string(bad) + " mismatches");
+
   // In place (out == x) gives the same result.
   ck::rms_norm(dx.get(), dw.get(), rows, dim, eps, dx.get(), nullptr);
   const std::vector<float> in_place = dx.host();
   expect("rms_norm in place rows " + std::to_string(rows) + " dim " + std::to_string(dim), in_place == got);
-}
-
-uint16_t bf16_reference(float x) {  // round to nearest even
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if (std::isnan(x)) return 0x7fc0;
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
 }
 
 void test_conversions() {
@@ -148,8 +165,8 @@ void test_conversions() {
 
   Device<float> dx(x);
   Device<uint16_t> dbf(n), dh(n);
-  ck::to_bf16(dx.get(), int64_t(n), reinterpret_cast<__nv_bfloat16*>(dbf.get()), nullptr);
-  ck::to_half(dx.get(), int64_t(n), reinterpret_cast<__half*>(dh.get()), nullptr);
+  ck::convert(dx.get(), Element::F32, dbf.get(), Element::BF16, int64_t(n), nullptr);
+  ck::convert(dx.get(), Element::F32, dh.get(), Element::F16, int64_t(n), nullptr);
   const std::vector<uint16_t> bf = dbf.host(), h = dh.host();
   size_t bf_bad = 0, h_bad = 0;
   for (size_t i = 0; i < n; i++) {
@@ -162,8 +179,26 @@ void test_conversions() {
     const bool h_nan = (h[i] & 0x7c00) == 0x7c00 && (h[i] & 0x3ff) != 0;
     if (std::isnan(x[i]) ? !h_nan : h[i] != want_h) h_bad++;
   }
-  expect("to_bf16 " + std::to_string(n) + " values, bit exact", bf_bad == 0, std::to_string(bf_bad) + " mismatches");
-  expect("to_half " + std::to_string(n) + " values, bit exact", h_bad == 0, std::to_string(h_bad) + " mismatches");
+  expect("convert f32 -> bf16 " + std::to_string(n) + " values, bit exact", bf_bad == 0, std::to_string(bf_bad) + " mismatches");
+  expect("convert f32 -> f16 " + std::to_string(n) + " values, bit exact", h_bad == 0, std::to_string(h_bad) + " mismatches");
+
+  // Back to f32 (exact), and f16 -> bf16 (through the exact f32 value, as the CPU loader does).
+  Device<float> back(n);
+  Device<uint16_t> dbf2(n);
+  ck::convert(dh.get(), Element::F16, back.get(), Element::F32, int64_t(n), nullptr);
+  ck::convert(dh.get(), Element::F16, dbf2.get(), Element::BF16, int64_t(n), nullptr);
+  const std::vector<float> widened = back.host();
+  const std::vector<uint16_t> narrowed = dbf2.host();
+  size_t wide_bad = 0, narrow_bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    __half stored;
+    std::memcpy(&stored, &h[i], 2);
+    const float exact = __half2float(stored);
+    if (!(widened[i] == exact || (std::isnan(exact) && std::isnan(widened[i])))) wide_bad++;
+    if (!std::isnan(exact) && narrowed[i] != bf16_reference(exact)) narrow_bad++;
+  }
+  expect("convert f16 -> f32 and f16 -> bf16, bit exact", wide_bad == 0 && narrow_bad == 0,
+         std::to_string(wide_bad) + " + " + std::to_string(narrow_bad) + " mismatches");
 }
 
 std::vector<float> inverse_frequencies(int head_dim) {
@@ -172,34 +207,49 @@ std::vector<float> inverse_frequencies(int head_dim) {
   return f;
 }
 
-void test_rope(int heads, int kv_heads, int head_dim) {
-  const int64_t rows = 6;
+// Rotary on rows of q | k | v (with a row stride past them), k and v into cache rows at the positions.
+void test_rope_cache(int heads, int kv_heads, int head_dim) {
+  const int64_t rows = 6, q_dim = int64_t(heads) * head_dim, kv_dim = int64_t(kv_heads) * head_dim, stride = q_dim + 2 * kv_dim + 3;
   std::vector<int64_t> positions = {0, 1, 3000, 4095, 70000, 131071};
-  std::vector<float> q = normal(size_t(rows * heads * head_dim)), k = normal(size_t(rows * kv_heads * head_dim));
+  const int64_t capacity = 131072;
+  std::vector<float> qkv = normal(size_t(rows * stride));
   const std::vector<float> freq = inverse_frequencies(head_dim);
-  auto reference = [&](const std::vector<float>& v, int n_heads) {
-    std::vector<double> out(v.begin(), v.end());
-    const int half = head_dim / 2;
-    for (int64_t r = 0; r < rows; r++)
-      for (int h = 0; h < n_heads; h++)
-        for (int j = 0; j < half; j++) {
-          // The angle is specified as an fp32 product; only cos/sin are taken in double.
-          const float angle = static_cast<float>(positions[size_t(r)]) * freq[size_t(j)];
-          const double c = std::cos(double(angle)), s = std::sin(double(angle));
-          const size_t base = size_t((r * n_heads + h) * head_dim);
-          const double a = v[base + j], b = v[base + j + half];
-          out[base + j] = a * c - b * s;
-          out[base + j + half] = b * c + a * s;
-        }
-    return out;
+  const int half = head_dim / 2;
+  auto rotate = [&](const float* v, int64_t position, double* out) {
+    for (int j = 0; j < half; j++) {
+      // The angle is specified as an fp32 product; only cos/sin are taken in double.
+      const float angle = static_cast<float>(position) * freq[size_t(j)];
+      const double c = std::cos(double(angle)), s = std::sin(double(angle));
+      const double a = v[j], b = v[j + half];
+      out[j] = a * c - b * s;
+      out[j + half] = b * c + a * s;
+    }
   };
-  const std::vector<double> q_ref = reference(q, heads), k_ref = reference(k, kv_heads);
-  Device<float> dq(q), dk(k), dfreq(freq);
+  std::vector<double> q_ref(size_t(rows * q_dim)), k_ref(size_t(rows * kv_dim)), v_ref(size_t(rows * kv_dim));
+  for (int64_t r = 0; r < rows; r++) {
+    const float* row = qkv.data() + r * stride;
+    for (int h = 0; h < heads; h++) rotate(row + h * head_dim, positions[size_t(r)], q_ref.data() + r * q_dim + h * head_dim);
+    for (int h = 0; h < kv_heads; h++) rotate(row + q_dim + h * head_dim, positions[size_t(r)], k_ref.data() + r * kv_dim + h * head_dim);
+    for (int64_t i = 0; i < kv_dim; i++) v_ref[size_t(r * kv_dim + i)] = row[q_dim + kv_dim + i];
+  }
+  Device<float> dqkv(qkv), dfreq(freq), keys(size_t(capacity * kv_dim)), values(size_t(capacity * kv_dim));
   Device<int64_t> dpos(positions);
-  ck::rope(dq.get(), dk.get(), dpos.get(), rows, heads, kv_heads, head_dim, dfreq.get(), nullptr);
+  ck::rope_cache(dqkv.get(), stride, dpos.get(), rows, heads, kv_heads, head_dim, dfreq.get(), keys.get(), values.get(), nullptr);
+  const std::vector<float> out = dqkv.host(), k_all = keys.host(), v_all = values.host();
+  std::vector<float> q_got, k_got, v_got;
+  bool untouched = true;  // k and v in the qkv rows, and the row padding, stay as they were
+  for (int64_t r = 0; r < rows; r++) {
+    q_got.insert(q_got.end(), out.begin() + r * stride, out.begin() + r * stride + q_dim);
+    for (int64_t i = q_dim; i < stride; i++) untouched = untouched && out[size_t(r * stride + i)] == qkv[size_t(r * stride + i)];
+    const int64_t p = positions[size_t(r)];
+    k_got.insert(k_got.end(), k_all.begin() + p * kv_dim, k_all.begin() + (p + 1) * kv_dim);
+    v_got.insert(v_got.end(), v_all.begin() + p * kv_dim, v_all.begin() + (p + 1) * kv_dim);
+  }
   const std::string shape = std::to_string(heads) + "/" + std::to_string(kv_heads) + "/" + std::to_string(head_dim);
-  expect_close("rope q heads/kv/dim " + shape, dq.host(), q_ref, 1e-5);
-  expect_close("rope k heads/kv/dim " + shape, dk.host(), k_ref, 1e-5);
+  expect_close("rope_cache q heads/kv/dim " + shape, q_got, q_ref, 1e-5);
+  expect_close("rope_cache cached k heads/kv/dim " + shape, k_got, k_ref, 1e-5);
+  expect_close("rope_cache cached v heads/kv/dim " + shape, v_got, v_ref, 0, 0);
+  expect("rope_cache leaves k, v and the row padding in place " + shape, untouched);
 }
 
 // Attention of `tokens` queries at positions start.. over a cache of start + tokens rows (plus
@@ -239,25 +289,102 @@ void test_attention(int heads, int kv_heads, int head_dim, int64_t start, int64_
     }
   }
 
-  Device<float> dq(q), dk(keys), dv(values);
+  // The queries sit in wider rows (as in the span's q | k | v rows), the start position on the device.
+  const int64_t q_stride = q_dim + 2 * kv_dim;
+  std::vector<float> rows(size_t(tokens * q_stride), nan);
+  for (int64_t t = 0; t < tokens; t++) std::copy(q.begin() + t * q_dim, q.begin() + (t + 1) * q_dim, rows.begin() + t * q_stride);
+  Device<float> dq(rows), dk(keys), dv(values);
+  Device<int64_t> dstart(std::vector<int64_t>{start});
   Device<float> dout(std::vector<float>(size_t(tokens * q_dim), nan));  // every output must be written
-  ck::attention(dq.get(), dk.get(), dv.get(), start, tokens, heads, kv_heads, head_dim, window, scale, dout.get(), nullptr);
+  ck::attention(dq.get(), q_stride, dk.get(), dv.get(), dstart.get(), tokens, heads, kv_heads, head_dim, window, scale, dout.get(), nullptr);
   char name[128];
   std::snprintf(name, sizeof name, "attention %d/%d/%d start %lld tokens %lld window %d", heads, kv_heads, head_dim,
                 (long long)start, (long long)tokens, window);
-  expect_close(name, dout.host(), ref, 1e-4);
+  const std::vector<float> got = dout.host();
+  expect_close(name, got, ref, 1e-4);
+  // Written as bf16: the same values rounded.
+  Device<uint16_t> dbf(size_t(tokens * q_dim));
+  ck::attention(dq.get(), q_stride, dk.get(), dv.get(), dstart.get(), tokens, heads, kv_heads, head_dim, window, scale,
+                reinterpret_cast<__nv_bfloat16*>(dbf.get()), nullptr);
+  const std::vector<uint16_t> bf = dbf.host();
+  size_t bad = 0;
+  for (size_t i = 0; i < bf.size(); i++) bad += bf[i] != bf16_reference(got[i]);
+  expect(std::string(name) + " to bf16", bad == 0, std::to_string(bad) + " mismatches");
 }
 
 void test_silu_mul() {
-  const int64_t n = (1 << 20) + 7;
-  std::vector<float> gate = uniform(size_t(n), -30.0f, 30.0f), up = normal(size_t(n));
-  gate[0] = -200.0f;  // exp(200) overflows: silu must give -0, not NaN
-  gate[1] = 200.0f;
+  const int64_t rows = 3, inter = (1 << 18) + 7, n = rows * inter;
+  std::vector<float> gate_up(size_t(2 * n));
+  const std::vector<float> gate = uniform(size_t(n), -30.0f, 30.0f), up = normal(size_t(n));
   std::vector<double> ref(static_cast<size_t>(n));
-  for (size_t i = 0; i < size_t(n); i++) ref[i] = gate[i] / (1.0 + std::exp(-double(gate[i]))) * up[i];
-  Device<float> dg(gate), du(up);
-  ck::silu_mul(dg.get(), du.get(), n, nullptr);
-  expect_close("silu_mul n " + std::to_string(n), dg.host(), ref, 1e-6);
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t i = 0; i < inter; i++) {
+      float g = gate[size_t(r * inter + i)];
+      if (r == 0 && i < 2) g = i == 0 ? -200.0f : 200.0f;  // exp(200) overflows: silu must give -0, not NaN
+      const float u = up[size_t(r * inter + i)];
+      gate_up[size_t(r * 2 * inter + i)] = g;
+      gate_up[size_t(r * 2 * inter + inter + i)] = u;
+      ref[size_t(r * inter + i)] = g / (1.0 + std::exp(-double(g))) * u;
+    }
+  Device<float> dgu(gate_up), dout{size_t(n)};
+  ck::silu_mul(dgu.get(), rows, inter, dout.get(), nullptr);
+  expect_close("silu_mul rows " + std::to_string(rows) + " inter " + std::to_string(inter), dout.host(), ref, 1e-6);
+}
+
+// The decode GEMV: y (+)= x W^T for 1..4 tokens, against double sums of the same (rounded) values.
+// Tolerance: fp32 accumulation, 2e-5 of the largest sum of |w x| terms (28672 terms in fp32 lanes).
+template <class T>
+void test_gemv(const char* type, int64_t rows, int64_t cols, int64_t tokens, bool accumulate) {
+  auto round = [](float v) {
+    const T t = T(v);
+    return float(t);
+  };
+  std::vector<float> w = normal(size_t(rows * cols)), x = normal(size_t(tokens * cols)), y = normal(size_t(tokens * rows));
+  for (auto& v : w) v = round(v);
+  for (auto& v : x) v = round(v);
+  std::vector<T> wt(w.begin(), w.end()), xt(x.begin(), x.end());
+  std::vector<double> ref(size_t(tokens * rows));
+  double magnitude = 0;
+  for (int64_t t = 0; t < tokens; t++)
+    for (int64_t r = 0; r < rows; r++) {
+      double acc = accumulate ? y[size_t(t * rows + r)] : 0.0, size = 0;
+      for (int64_t c = 0; c < cols; c++) {
+        acc += double(w[size_t(r * cols + c)]) * x[size_t(t * cols + c)];
+        size += std::fabs(double(w[size_t(r * cols + c)]) * x[size_t(t * cols + c)]);
+      }
+      ref[size_t(t * rows + r)] = acc;
+      magnitude = std::max(magnitude, size);
+    }
+  Device<T> dw(wt), dx(xt);
+  Device<float> dy(y);
+  ck::gemv(dw.get(), dx.get(), rows, cols, tokens, dy.get(), accumulate, nullptr);
+  char name[128];
+  std::snprintf(name, sizeof name, "gemv %s %lld x %lld, %lld tokens%s", type, (long long)rows, (long long)cols, (long long)tokens,
+                accumulate ? ", accumulating" : "");
+  expect_close(name, dy.host(), ref, 0, 2e-5 * magnitude);
+}
+
+// Dummy weights on the GPU: the CPU's values (core/dummy.h) bit for bit, in fp32 and rounded to bf16.
+void test_dummy_fill() {
+  const int64_t n = (1 << 20) + 3;
+  const uint32_t key = bmrt::dummy_key(5, bmrt::dummy_stream(3, bmrt::LayerTensor::Gate));
+  const bmrt::DummyInit inits[] = {{0.02f, 0.0f}, {0.1f, 1.0f}};
+  for (const bmrt::DummyInit& init : inits) {
+    Device<float> df{size_t(n)};
+    Device<uint16_t> dbf{size_t(n)};
+    ck::dummy_fill(df.get(), n, key, init.scale, init.offset, nullptr);
+    ck::dummy_fill(reinterpret_cast<__nv_bfloat16*>(dbf.get()), n, key, init.scale, init.offset, nullptr);
+    const std::vector<float> f = df.host();
+    const std::vector<uint16_t> bf = dbf.host();
+    size_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+      const float want = bmrt::dummy_value(key, uint64_t(i), init);
+      if (f[size_t(i)] != want || bf[size_t(i)] != bf16_reference(want)) bad++;
+    }
+    char name[96];
+    std::snprintf(name, sizeof name, "dummy_fill scale %g offset %g: the CPU's values", init.scale, init.offset);
+    expect(name, bad == 0, std::to_string(bad) + " mismatches");
+  }
 }
 
 void test_add_bias(int64_t rows, int64_t cols) {
@@ -288,22 +415,30 @@ void test_copy(int64_t bytes, int src_offset, int dst_offset) {
 void test_argument_errors() {
   bool threw = false;
   try {
-    ck::attention(nullptr, nullptr, nullptr, 0, 1, 4, 4, 258, 0, 1.0f, nullptr, nullptr);
+    ck::attention(nullptr, 0, nullptr, nullptr, nullptr, 1, 4, 4, 258, 0, 1.0f, static_cast<float*>(nullptr), nullptr);
   } catch (const std::invalid_argument&) {
     threw = true;
   }
   expect("attention refuses head_dim 258", threw);
   threw = false;
   try {
-    ck::attention(nullptr, nullptr, nullptr, 0, 1, 6, 4, 64, 0, 1.0f, nullptr, nullptr);
+    ck::attention(nullptr, 0, nullptr, nullptr, nullptr, 1, 6, 4, 64, 0, 1.0f, static_cast<float*>(nullptr), nullptr);
   } catch (const std::invalid_argument&) {
     threw = true;
   }
   expect("attention refuses heads not a multiple of kv_heads", threw);
+  threw = false;
+  try {
+    ck::gemv<float>(nullptr, nullptr, 4, 6, 1, nullptr, false, nullptr);
+  } catch (const std::invalid_argument&) {
+    threw = true;
+  }
+  expect("gemv refuses rows that are not whole 16-byte vectors", threw);
   // Zero-sized calls launch nothing and do not fail.
-  ck::rms_norm(nullptr, nullptr, 0, 64, 1e-5f, nullptr, nullptr);
-  ck::silu_mul(nullptr, nullptr, 0, nullptr);
-  ck::attention(nullptr, nullptr, nullptr, 0, 0, 8, 8, 64, 0, 1.0f, nullptr, nullptr);
+  ck::rms_norm(nullptr, nullptr, 0, 64, 1e-5f, static_cast<float*>(nullptr), nullptr);
+  ck::silu_mul(nullptr, 0, 64, static_cast<float*>(nullptr), nullptr);
+  ck::attention(nullptr, 0, nullptr, nullptr, nullptr, 0, 8, 8, 64, 0, 1.0f, static_cast<float*>(nullptr), nullptr);
+  ck::gemv<float>(nullptr, nullptr, 0, 8, 1, nullptr, false, nullptr);
   expect("zero-sized calls", cudaDeviceSynchronize() == cudaSuccess);
 }
 
@@ -312,15 +447,17 @@ void time_attention(int heads, int kv_heads, int head_dim, int64_t start, int64_
   const int64_t kv_dim = int64_t(kv_heads) * head_dim, rows = start + tokens;
   Device<float> q(normal(size_t(tokens * heads * head_dim))), k(normal(size_t(rows * kv_dim))), v(normal(size_t(rows * kv_dim)));
   Device<float> out(size_t(tokens * heads * head_dim));
+  Device<int64_t> dstart(std::vector<int64_t>{start});
+  const int64_t q_stride = int64_t(heads) * head_dim;
   cudaEvent_t begin, end;
   cuda_check(cudaEventCreate(&begin), "event");
   cuda_check(cudaEventCreate(&end), "event");
   const int runs = 20;
   const float scale = 1.0f / std::sqrt(float(head_dim));
-  ck::attention(q.get(), k.get(), v.get(), start, tokens, heads, kv_heads, head_dim, 0, scale, out.get(), nullptr);  // warm-up
+  ck::attention(q.get(), q_stride, k.get(), v.get(), dstart.get(), tokens, heads, kv_heads, head_dim, 0, scale, out.get(), nullptr);  // warm-up
   cuda_check(cudaEventRecord(begin), "record");
   for (int r = 0; r < runs; r++)
-    ck::attention(q.get(), k.get(), v.get(), start, tokens, heads, kv_heads, head_dim, 0, scale, out.get(), nullptr);
+    ck::attention(q.get(), q_stride, k.get(), v.get(), dstart.get(), tokens, heads, kv_heads, head_dim, 0, scale, out.get(), nullptr);
   cuda_check(cudaEventRecord(end), "record");
   cuda_check(cudaEventSynchronize(end), "sync");
   float ms = 0;
@@ -363,10 +500,20 @@ int main() {
                           {0, 7, 16},   {100, 1, 16}, {3000, 1, 16}, {50, 33, 16}, {0, 64, 16}, {50, 33, 1},
                           {3, 2, 16}};
     for (const Shape& s : shapes) {
-      test_rope(s.heads, s.kv_heads, s.head_dim);
+      test_rope_cache(s.heads, s.kv_heads, s.head_dim);
       for (const Case& c : cases) test_attention(s.heads, s.kv_heads, s.head_dim, c.start, c.tokens, c.window);
     }
     test_silu_mul();
+    for (int64_t tokens = 1; tokens <= ck::kGemvMaxTokens; tokens++) {
+      test_gemv<float>("f32", 1000, 4096, tokens, tokens % 2 == 0);
+      test_gemv<__nv_bfloat16>("bf16", 1000, 4096, tokens, tokens % 2 == 1);
+      test_gemv<__half>("f16", 1000, 4096, tokens, false);
+    }
+    test_gemv<__nv_bfloat16>("bf16", 7, 8, 1, false);         // one vector per row: most lanes idle
+    test_gemv<__nv_bfloat16>("bf16", 4097, 2056, 1, true);   // rows past whole blocks, cols past whole warp sweeps
+    test_gemv<__nv_bfloat16>("bf16", 64, 28672, 2, false);   // a 70B down projection's row length
+    test_gemv<float>("f32", 33, 12, 3, true);
+    test_dummy_fill();
     test_add_bias(7, 1000);
     test_add_bias(1, 5);
     test_copy((1 << 20) + 5, 0, 0);
@@ -375,9 +522,11 @@ int main() {
     test_copy(16, 16, 32);
     test_argument_errors();
 
+#ifndef BMRT_CUDA_EMULATOR  // timings of the emulator mean nothing
     time_attention(64, 8, 128, 3000, 1);
     time_attention(32, 8, 128, 3000, 1);
     time_attention(32, 8, 128, 0, 1024);
+#endif
   } catch (const std::exception& e) {
     std::printf("FAIL error: %s\n", e.what());
     return 1;

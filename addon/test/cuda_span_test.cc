@@ -1,19 +1,29 @@
 // The CUDA span against the CPU span (fp32 weights: the reference) on the same random weights:
 // several shapes (GQA and not, biases, a sliding window), prefill then decode, several sessions in
-// one batch, sessions over part of the span, rewinds, the cache budget and bad steps. The CUDA
-// span keeps weights in bf16 or f16 and rounds the projections' inputs to them, so outputs are
-// compared by relative max difference: printed for every case, bounded by 3e-2 (bf16) and 5e-3
-// (f16). Without a GPU it prints "no CUDA device: skipped" and passes.
+// one batch, sessions over part of the span, rewinds, the cache budget and bad steps; each with
+// decode graphs and the GEMV kernel (the defaults) and without either. Also: weights loaded from a
+// file in another dtype (converted on the GPU), dummy weights made on the GPU against the CPU's,
+// a layer replaced after graphs were captured, and the CUDA head against the CPU head. The CUDA
+// span keeps weights in bf16, f16 or f32 and rounds the projections' inputs to them, so outputs
+// are compared by relative max difference: printed for every case, bounded by 3e-2 (bf16), 5e-3
+// (f16) and 1e-4 (f32, which differs from the CPU only in the order of fp32 sums). Without a GPU
+// it prints "no CUDA device: skipped" and passes.
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "../src/core/dummy.h"
+#include "../src/core/head.h"
 #include "../src/core/span.h"
+#include "../src/cuda/cuda_head.h"
 #include "../src/cuda/cuda_span.h"
 #include "random_block.h"
 #include "test_support.h"
@@ -78,9 +88,11 @@ struct Pair {
   }
 };
 
-static void check_shape(const Shape& s, WeightFormat format, std::mt19937& rng) {
+static double bound_for(WeightFormat format) { return format == WeightFormat::BF16 ? 3e-2 : format == WeightFormat::F16 ? 5e-3 : 1e-4; }
+
+static void check_shape(const Shape& s, WeightFormat format, const char* mode, std::mt19937& rng) {
   const BlockConfig c = config_of(s);
-  const double bound = format == WeightFormat::BF16 ? 3e-2 : 5e-3;
+  const double bound = bound_for(format);
   Pair pair(c, s.layers, format, 0);
   for (int l = 0; l < s.layers; l++) {
     Weights w = random_layer(c, rng);
@@ -100,7 +112,94 @@ static void check_shape(const Shape& s, WeightFormat format, std::mt19937& rng) 
   pair.step({{c_cpu, c_gpu, -1, 1}}, rng, "its decode", bound);
   CHECK(pair.gpu.session_length(a_gpu) == 23 && pair.gpu.session_length(b_gpu) == 11 && pair.gpu.session_length(c_gpu) == 10,
         "session lengths after the steps");
-  std::printf("  %-34s %-4s relative max diff %.2e\n", s.name, weight_format_name(format), pair.worst);
+  // A closed session's graphs go; a new session (a new id) captures its own.
+  pair.cpu.close_session(b_cpu);
+  pair.gpu.close_session(b_gpu);
+  const int d_cpu = pair.cpu.open_session(32), d_gpu = pair.gpu.open_session(32);
+  pair.step({{d_cpu, d_gpu, -1, 2}}, rng, "a new session after a close", bound);
+  for (int t = 0; t < 3; t++) pair.step({{d_cpu, d_gpu, -1, 1}}, rng, "its decode", bound);
+  // Replacing a layer after graphs were captured: they must not run the old weights.
+  Weights w = random_layer(c, rng);
+  pair.cpu.set_layer(0, w.tensors);
+  pair.gpu.set_layer(0, w.tensors);
+  for (int t = 0; t < 2; t++) pair.step({{d_cpu, d_gpu, -1, 1}}, rng, "decode after block 0 was replaced", bound);
+  std::printf("  %-34s %-4s %-22s relative max diff %.2e\n", s.name, weight_format_name(format), mode, pair.worst);
+}
+
+// The same block from a checkpoint-like file: tensors stored in `stored` (converted to the span's
+// format on the GPU, or copied as they are when they match), against the CPU span reading the file.
+static void check_file(WeightFormat format, SourceDType stored, std::mt19937& rng) {
+  const Shape s{"from a file", 256, 688, 8, 2, 32, 2, 0, true};
+  const BlockConfig c = config_of(s);
+  const std::string path = "/tmp/bmrt_cuda_span_test_" + std::to_string(static_cast<int>(stored)) + ".bin";
+  std::vector<std::vector<TensorSource>> sources(2);
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    uint64_t offset = 0;
+    for (int l = 0; l < 2; l++) {
+      const Weights w = random_layer(c, rng);
+      for (int t = 0; t < static_cast<int>(LayerTensor::Count); t++) {
+        TensorSource source{path, offset, 0, stored};
+        for (float v : w.tensors[t]) {
+          if (stored == SourceDType::F32) {
+            out.write(reinterpret_cast<const char*>(&v), 4);
+          } else {
+            const uint16_t bits = stored == SourceDType::BF16 ? float_to_bf16(v) : float_to_half(v);
+            out.write(reinterpret_cast<const char*>(&bits), 2);
+          }
+          source.bytes += source_element_bytes(stored);
+        }
+        offset += source.bytes;
+        sources[l].push_back(source);
+      }
+    }
+  }
+  Pair pair(c, 2, format, 0);
+  for (int l = 0; l < 2; l++) {
+    pair.cpu.load_layer(l, sources[l]);
+    pair.gpu.load_layer(l, sources[l]);
+  }
+  std::remove(path.c_str());
+  const int a_cpu = pair.cpu.open_session(64), a_gpu = pair.gpu.open_session(64);
+  pair.step({{a_cpu, a_gpu, -1, 20}}, rng, "prefill from a file", bound_for(format));
+  for (int t = 0; t < 3; t++) pair.step({{a_cpu, a_gpu, -1, 1}}, rng, "decode from a file", bound_for(format));
+  const char* names[] = {"f32", "f16", "bf16"};
+  std::printf("  %-34s %-4s stored as %-12s relative max diff %.2e\n", s.name, weight_format_name(format), names[static_cast<int>(stored)], pair.worst);
+}
+
+// Dummy weights made on the GPU compute what the CPU's do (f32: the same weights exactly).
+static void check_dummy(WeightFormat format, std::mt19937& rng) {
+  const Shape s{"dummy weights", 512, 1376, 8, 2, 64, 3, 0, true};
+  Pair pair(config_of(s), s.layers, format, 0);
+  for (int l = 0; l < s.layers; l++) {
+    pair.cpu.load_dummy_layer(l, 40 + l, 1);
+    pair.gpu.load_dummy_layer(l, 40 + l, 1);
+  }
+  const int a_cpu = pair.cpu.open_session(64), a_gpu = pair.gpu.open_session(64);
+  pair.step({{a_cpu, a_gpu, -1, 11}}, rng, "dummy prefill", bound_for(format));
+  for (int t = 0; t < 3; t++) pair.step({{a_cpu, a_gpu, -1, 1}}, rng, "dummy decode", bound_for(format));
+  std::printf("  %-34s %-4s %-22s relative max diff %.2e\n", s.name, weight_format_name(format), "", pair.worst);
+}
+
+// The CUDA head against the CPU head (f32 weights) on dummy weights, tied and not.
+static void check_head(WeightFormat format, bool tied, std::mt19937& rng) {
+  const HeadConfig c{32000, 1024, 1e-5f, tied};
+  Head cpu(c, WeightFormat::F32, 4);
+  CudaHead gpu(c, format, 0);
+  cpu.load_dummy(1);
+  gpu.load_dummy(1);
+  const int32_t ids[] = {0, 31999, 123};
+  std::vector<float> a(3 * 1024), b(3 * 1024);
+  cpu.embed(ids, 3, a.data());
+  gpu.embed(ids, 3, b.data());
+  const double embed = relative_diff(b, a);
+  std::vector<float> hidden = random_hidden(1024, rng), want(32000), got(32000);
+  cpu.logits(hidden.data(), want.data());
+  gpu.logits(hidden.data(), got.data());
+  const double d = relative_diff(got, want);
+  CHECK(d < bound_for(format) && embed < (format == WeightFormat::F32 ? 1e-7 : 1e-2),
+        "CUDA head %s %s: logits relative max diff %.3e, embeddings %.1e", weight_format_name(format), tied ? "tied" : "untied", d, embed);
+  std::printf("  %-34s %-4s %-22s relative max diff %.2e\n", "head, vocab 32000", weight_format_name(format), tied ? "tied" : "untied", d);
 }
 
 static void check_errors(std::mt19937& rng) {
@@ -133,6 +232,17 @@ static void check_errors(std::mt19937& rng) {
     format_refused = true;
   }
   CHECK(format_refused, "int8 weights are refused on CUDA with a clear error");
+  bool unloaded = false;
+  try {
+    CudaBlockSpan empty(c, 2, WeightFormat::BF16, 0, 0);
+    const int e = empty.open_session(8);
+    std::vector<float> x(64, 1.0f);
+    std::vector<Step> steps{{e, -1, 1, x.data()}};
+    empty.forward(steps);
+  } catch (const std::invalid_argument&) {
+    unloaded = true;
+  }
+  CHECK(unloaded, "a forward through blocks that were never loaded is refused");
 }
 
 int main() {
@@ -147,13 +257,36 @@ int main() {
   const Shape shapes[] = {
       {"MHA 8/8, head 16, 2 blocks", 128, 352, 8, 8, 16, 2, 0, false},
       {"GQA 8/2, head 64, 3 blocks, biases", 512, 1376, 8, 2, 64, 3, 0, true},
+#ifndef BMRT_CUDA_EMULATOR  // minutes in the CPU emulator
       {"GQA 32/8, head 128, 2 blocks", 4096, 11008, 32, 8, 128, 2, 0, false},
+#endif
       {"GQA 8/4, window 16, 2 blocks", 256, 512, 8, 4, 32, 2, 16, false},
       {"head 96 (not a power of two)", 384, 1024, 4, 2, 96, 2, 0, false},
   };
+  // BMRT_CUDA_GRAPHS and BMRT_CUDA_GEMV are read when a span is made.
+  const struct {
+    const char* name;
+    const char* graphs;
+    const char* gemv;
+  } modes[] = {{"graphs + GEMV", "1", "1"}, {"no graphs, GEMV", "0", "1"}, {"graphs, cuBLAS only", "1", "0"}};
+  for (const auto& mode : modes) {
+    setenv("BMRT_CUDA_GRAPHS", mode.graphs, 1);
+    setenv("BMRT_CUDA_GEMV", mode.gemv, 1);
+    for (const Shape& s : shapes) check_shape(s, WeightFormat::BF16, mode.name, rng);
+  }
+  setenv("BMRT_CUDA_GRAPHS", "1", 1);
+  setenv("BMRT_CUDA_GEMV", "1", 1);
   for (const Shape& s : shapes) {
-    check_shape(s, WeightFormat::BF16, rng);
-    check_shape(s, WeightFormat::F16, rng);
+    check_shape(s, WeightFormat::F16, modes[0].name, rng);
+    check_shape(s, WeightFormat::F32, modes[0].name, rng);
+  }
+  check_file(WeightFormat::BF16, SourceDType::F32, rng);
+  check_file(WeightFormat::BF16, SourceDType::BF16, rng);
+  check_file(WeightFormat::F32, SourceDType::F16, rng);
+  for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16}) check_dummy(f, rng);
+  for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16}) {
+    check_head(f, false, rng);
+    check_head(f, true, rng);
   }
   check_errors(rng);
   std::printf("cuda span: %d passed, %d failed\n", bmrt_test::passed, bmrt_test::failed);

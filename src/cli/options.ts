@@ -11,6 +11,7 @@ import { DistributedModel } from '../petals/distributed-model.js'
 import { formatRoute } from '../petals/routing.js'
 import { loadSwarm, loadSwarmKey, SWARM_PRESETS } from '../p2p/swarms.js'
 import type { WeightFormat } from '../inference/native-backend.js'
+import { LOAD_FORMATS, type LoadFormat } from '../inference/dummy-weights.js'
 
 /** The bundled stories260K model, used when --model is not given. */
 export const BUNDLED_MODEL = fileURLToPath(new URL('../../../models/stories260K', import.meta.url))
@@ -123,6 +124,7 @@ export interface BackendCliOptions {
   dtype?: 'f32' | 'bf16' | 'f16'
   quant: 'none' | 'int8' | 'int4'
   threads: number
+  loadFormat: LoadFormat
 }
 
 /** The options that choose how blocks run, shared by every command that runs blocks. */
@@ -134,12 +136,14 @@ export function addBackendOptions (command: Command): Command {
     .option('--device <device>', 'where blocks run: cpu (default); native: cuda, cuda:N or auto (a GPU when there is one); torch: cuda, cuda:N or mps')
     .addOption(new Option('--quant <q>', 'quantise weights at load time (native backend): int8 per-row, int4 per group of 32').choices(['none', 'int8', 'int4']).default('none'))
     .option('--threads <n>', 'threads for the native kernels', integer(1), availableParallelism())
+    .addOption(new Option('--load-format <format>', 'safetensors: the model directory\'s weights; dummy: random weights of its shape made in memory, ' +
+      'for benchmarks (only config.json and the tokenizer are read; a swarm knows the model as NAME-dummy)').choices([...LOAD_FORMATS]).default('safetensors'))
 }
 
 /** LoadOptions from the backend options. */
 export function loadOptions (o: BackendCliOptions): LoadOptions {
   const format: WeightFormat | undefined = o.quant !== 'none' ? o.quant : o.dtype
-  return { backend: o.backend, format, threads: o.threads, python: o.python, device: o.device }
+  return { backend: o.backend, format, threads: o.threads, python: o.python, device: o.device, loadFormat: o.loadFormat }
 }
 
 export interface SamplingCliOptions {
@@ -189,7 +193,7 @@ export interface ModelCliOptions extends BackendCliOptions, SwarmCliOptions {
 /** Where the model runs: this machine, or a swarm (--initial-peers). */
 export function addModelOptions (command: Command): Command {
   return addSwarmOptions(addBackendOptions(command)
-    .option('--model <dir>', 'Hugging Face model directory (config.json, tokenizer.json; safetensors: all of it here, only embeddings and lm_head for a swarm)', BUNDLED_MODEL),
+    .option('--model <dir>', 'Hugging Face model directory (config.json, tokenizer.json; safetensors: all of it here, only embeddings and lm_head for a swarm, whose head runs on --device)', BUNDLED_MODEL),
   'run the blocks on the swarm this peer belongs to (repeatable); without it or --swarm, everything runs here')
     .option('--model-name <name>', "swarm: the name servers announce the model under (default: the --model folder's name)")
     .addOption(new Option('--wire-dtype <dtype>', "swarm: activations on the wire (default: the model's dtype); bf16/f16 halve fp32 traffic").choices(['f32', 'bf16', 'f16']))
@@ -207,6 +211,7 @@ export async function openModel (o: ModelCliOptions, log: (line: string) => void
   return await DistributedModel.load(o.model, {
     ...swarm,
     modelName: o.modelName,
+    head: loadOptions(o),
     dtype: o.wireDtype,
     onProgress: m => log(`  ${m}`),
     onRoute: o.showRoute === true ? (route, reason) => log(`route (${reason}): ${formatRoute(route)}`) : undefined

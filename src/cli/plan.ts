@@ -9,7 +9,7 @@ import { Option, type Command } from 'commander'
 import { loadConfig, readConfigFile, type ModelConfig } from '../inference/config.js'
 import { decodeGBps, readBlockFigures } from '../inference/block-figures.js'
 import { WEIGHT_FORMATS, type WeightFormat } from '../inference/native-backend.js'
-import { planCapacity, type CapacityPlan, type LayerSpeed, type PlanDevice } from '../petals/capacity-plan.js'
+import { headBytesPerValue, planCapacity, type CapacityPlan, type LayerSpeed, type PlanDevice } from '../petals/capacity-plan.js'
 import { byteSize, fail, integer, milliseconds, number } from './options.js'
 
 /** The architectures shipped for planning (config.json files without weights). */
@@ -19,9 +19,10 @@ const SHIPPED_CONFIGS = fileURLToPath(new URL('../../../models/configs', import.
 // `npm run bench:blocks` measured on this project's 2-core VM (2 threads; 405 MB in 9.06 ms, about
 // 45 GB/s; the README's table, 46). GPU: an assumption, not a measurement (bmrt's CUDA path has no
 // figures yet): about 60% of an H100 SXM's 3.35 TB/s, or an A100 80GB's 2.0 TB/s peak. Client: the
-// JS lm_head's fp32 read rate, from the same bench run (3.9 GB/s).
+// native head's bf16 lm_head on the same VM, 2 threads (npm run bench:head -- --hidden 2048:
+// 131 MB in 3.2 ms).
 const DEFAULT_DECODE_GBPS: Record<PlanDevice, number> = { cpu: 45, gpu: 2000 }
-const DEFAULT_CLIENT_GBPS = 3.9
+const DEFAULT_CLIENT_GBPS = 41
 
 const HELP = `
 How the numbers are made (Petals' server rules, bmrt's storage):
@@ -38,7 +39,7 @@ How the numbers are made (Petals' server rules, bmrt's storage):
                hops        = nodes (every hop's output comes back to the client)
                layer time  = (block weights + the KV cache a step reads, averaged over a session)
                              / decode bandwidth; or --layer-ms
-               client time = lm_head (vocab x hidden x 4 bytes: the client's fp32 JS head) / its rate
+               client time = lm_head (vocab x hidden x 2 bytes: the client's native bf16 head; 4 for f32) / its rate
                Not counted: moving the hidden state (hidden x 2 bytes each way per hop), the
                prompt's prefill, and other clients sharing the servers.
 
@@ -50,7 +51,7 @@ Speed figures (one of):
   default          cpu ${DEFAULT_DECODE_GBPS.cpu} GB/s: bf16 decode of a Llama-2-7B layer on this project's 2-core VM
                    (bench:blocks, 2 threads); gpu ${DEFAULT_DECODE_GBPS.gpu} GB/s: an assumption (about 60% of an
                    H100 SXM's 3.35 TB/s; an A100 80GB's peak), not measured with bmrt. The client's
-                   lm_head: ${DEFAULT_CLIENT_GBPS} GB/s (the same VM) unless --figures says.
+                   lm_head: ${DEFAULT_CLIENT_GBPS} GB/s (bf16 on 2 threads, the same VM) unless --figures says.
 
 Units: GiB = 2^30 bytes, GB = 10^9 bytes; a bare K, M, G or T means KiB, MiB, GiB, TiB.
        RTT: 30ms, 0.03s, or a number of milliseconds.
@@ -137,7 +138,7 @@ async function loadPlanModel (model: string): Promise<{ config: ModelConfig, pat
 
 /** The per-layer speed and the client's rate: given, from a bench:blocks file, or the defaults. */
 async function speedFigures (o: PlanCliOptions): Promise<{ layerSpeed: LayerSpeed, client: { gbps: number, source: string } }> {
-  const defaultClient = { gbps: DEFAULT_CLIENT_GBPS, source: "default: the JS lm_head on this project's 2-core VM" }
+  const defaultClient = { gbps: DEFAULT_CLIENT_GBPS, source: "default: the native bf16 lm_head on this project's 2-core VM" }
   if (o.layerMs !== undefined) return { layerSpeed: { layerMs: o.layerMs, source: '--layer-ms' }, client: defaultClient }
   if (o.bandwidth !== undefined) return { layerSpeed: { decodeGBps: o.bandwidth, source: '--bandwidth' }, client: defaultClient }
   if (o.figures !== undefined) {
@@ -205,7 +206,7 @@ function formatPlan (name: string, label: string, config: ModelConfig, plan: Cap
     ? `a node's cache holds ${session.perNode} at once (${plan.cacheTokensPerBlock} / ${session.maxLength})`
     : `more than a node's cache of ${plan.cacheTokensPerBlock} tokens per block: raise --attn-cache-tokens or lower --max-length`
   row('session', `${session.maxLength} tokens: ${size(session.bytesPerBlock)} per block, ${size(session.bytesWholeModel)} over all ${c.numLayers} blocks; ${fits}`)
-  row('client', `${size(plan.client.bytes)} for the embeddings and lm_head (fp32)`)
+  row('client', `${size(plan.client.bytes)} for the embeddings and lm_head (${headBytesPerValue(plan.format) === 4 ? 'f32' : 'bf16'})`)
   if (speed !== null) {
     row('speed', `${speed.tokensPerSecond.toPrecision(3)} tokens/s for one client (${ms(speed.tokenMs)} per token):`)
     const kvBytes = speed.layerBytes - plan.weightBytesPerBlock

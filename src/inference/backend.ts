@@ -87,11 +87,28 @@ export function sessionBlocks (span: { start: number, end: number }, blocks?: Bl
   return { start, end }
 }
 
-/** The client-side ends of the model: token embeddings, final norm and lm_head. */
+/**
+ * The client-side ends of the model: token embeddings, final norm and lm_head. The JS head is the
+ * reference; the native head runs lm_head on the CPU's cores or a GPU (Llama-2-70B's lm_head is
+ * 32000 x 8192: 269 ms per token in JS).
+ */
 export interface ModelHead {
   readonly config: ModelConfig
+  readonly backend: BackendName
+  /** cpu, or cuda:N */
+  readonly device: string
+  /** bytes of the three tensors as held in memory */
+  readonly weightBytes: number
   /** [ids.length, hiddenSize] embeddings of the token ids */
   embed (ids: readonly number[]): Float32Array
   /** Logits [vocabSize] of the last row of `hidden` ([n, hiddenSize]), after the final norm. */
-  logits (hidden: Float32Array): Float32Array
+  logits (hidden: Float32Array): Promise<Float32Array>
+  /** Releases the weights. */
+  close (): void
+}
+
+/** What the JS backend's loaders read tensors through: a Checkpoint, or DummyWeights. */
+export interface TensorReader {
+  /** A tensor's values in fp32, after checking its shape against `shape`. */
+  readFloat32 (name: string, shape: number[]): Promise<Float32Array>
 }

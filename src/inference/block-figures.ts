@@ -24,7 +24,7 @@ export interface BlockFigures {
   /** the machine's read-bandwidth probe, GB/s (10^9 bytes) */
   readGBps: number
   layers: LayerFigure[]
-  /** the client's lm_head: fp32 weight bytes it reads per second, GB/s */
+  /** the client's lm_head (the native head, bf16): weight bytes it reads per second, GB/s */
   clientGBps: number
 }
 

@@ -95,8 +95,8 @@ export class Checkpoint {
   }
 
   /**
-   * Where a tensor's bytes are (file path and header entry), after checking its shape; reads no
-   * tensor data. `shape` entries of -1 accept any size.
+   * Where a tensor's bytes are (file path and header entry), after checking its shape and that the
+   * file holds them; reads no tensor data. `shape` entries of -1 accept any size.
    */
   async locate (name: string, shape: number[]): Promise<{ path: string, info: TensorInfo }> {
     const file = await this.openFile(this.fileOf(name))
@@ -106,6 +106,7 @@ export class Checkpoint {
     if (!fits) {
       throw new Error(`${file.path}: tensor '${name}' has shape [${info.shape.join(', ')}], config.json implies [${shape.join(', ')}]`)
     }
+    file.checkInFile(info)
     return { path: file.path, info }
   }
 

@@ -2,9 +2,9 @@
 // double-precision accumulation. It runs anywhere and is the oracle the native addon is tested
 // against, so clarity beats speed here.
 
-import type { BlockRange, BlockSpan, ModelHead, SpanStep } from './backend.js'
+import type { BlockRange, BlockSpan, ModelHead, SpanStep, TensorReader } from './backend.js'
 import { checkSpan, type ModelConfig } from './config.js'
-import { tensorNames, type Checkpoint } from './checkpoint.js'
+import { tensorNames } from './checkpoint.js'
 import { layerTensors, type LayerTensorSuffix } from './llama-layout.js'
 import { applyRope, ropeAngles, ropeInverseFrequencies } from './rope.js'
 import { checkCacheTokens, SessionTable, type TableSession } from './session-table.js'
@@ -31,8 +31,8 @@ export interface JsSpanOptions {
   maxCacheTokens?: number
 }
 
-/** Reads the weights of blocks [start, end) and nothing else. */
-export async function loadJsSpan (checkpoint: Checkpoint, config: ModelConfig, start: number, end: number,
+/** Reads the weights of blocks [start, end) and nothing else (from a checkpoint, or dummy ones). */
+export async function loadJsSpan (checkpoint: TensorReader, config: ModelConfig, start: number, end: number,
   options: JsSpanOptions = {}): Promise<BlockSpan> {
   checkSpan(config, start, end)
   const maxCacheTokens = checkCacheTokens(options.maxCacheTokens ?? 0)
@@ -200,7 +200,7 @@ class JsBlockSpan implements BlockSpan {
 }
 
 /** Loads the embeddings, final norm and lm_head (the embeddings again when they are tied). */
-export async function loadJsHead (checkpoint: Checkpoint, config: ModelConfig): Promise<ModelHead> {
+export async function loadJsHead (checkpoint: TensorReader, config: ModelConfig): Promise<ModelHead> {
   const { vocabSize, hiddenSize } = config
   const embeddings = await checkpoint.readFloat32(tensorNames.embed, [vocabSize, hiddenSize])
   const finalNorm = await checkpoint.readFloat32(tensorNames.finalNorm, [hiddenSize])
@@ -209,8 +209,14 @@ export async function loadJsHead (checkpoint: Checkpoint, config: ModelConfig): 
 }
 
 class JsModelHead implements ModelHead {
+  readonly backend = 'js'
+  readonly device = 'cpu'
+  readonly weightBytes: number
+
   constructor (readonly config: ModelConfig, private readonly embeddings: Float32Array,
-    private readonly finalNorm: Float32Array, private readonly lmHead: Float32Array) {}
+    private readonly finalNorm: Float32Array, private readonly lmHead: Float32Array) {
+    this.weightBytes = embeddings.byteLength + finalNorm.byteLength + (lmHead === embeddings ? 0 : lmHead.byteLength)
+  }
 
   embed (ids: readonly number[]): Float32Array {
     const { vocabSize, hiddenSize: h } = this.config
@@ -222,12 +228,14 @@ class JsModelHead implements ModelHead {
     return out
   }
 
-  logits (hidden: Float32Array): Float32Array {
+  async logits (hidden: Float32Array): Promise<Float32Array> {
     const { vocabSize, hiddenSize: h, rmsNormEps } = this.config
     if (hidden.length === 0 || hidden.length % h !== 0) throw new Error(`hidden states must be [tokens, ${h}] floats, got ${hidden.length} values`)
     const last = hidden.subarray(hidden.length - h)
     return linear(rmsNorm(last, this.finalNorm, 1, h, rmsNormEps), this.lmHead, undefined, 1, h, vocabSize)
   }
+
+  close (): void {}
 }
 
 /** Row-wise RMSNorm of x ([n, dim]) scaled by weight. */

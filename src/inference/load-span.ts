@@ -1,19 +1,23 @@
-// Loading a span of blocks on the backend the user chose: the native addon when it is there
-// (the default), else the JS reference, saying so once; or a PyTorch worker when asked for (torch).
+// Loading a span of blocks, or the model's head, on the backend the user chose: the native addon
+// when it is there (the default), else the JS reference, saying so once; or a PyTorch worker when
+// asked for (torch, blocks only). Weights come from the model directory's safetensors files, or
+// are made in memory (`loadFormat: 'dummy'`, see dummy-weights.ts).
 
-import type { BackendName, BlockSpan } from './backend.js'
+import type { BackendName, BlockSpan, ModelHead } from './backend.js'
 import { Checkpoint } from './checkpoint.js'
 import { loadConfig, type ModelConfig } from './config.js'
-import { loadJsSpan } from './js-backend.js'
+import { DummyWeights, type LoadFormat } from './dummy-weights.js'
+import { loadJsHead, loadJsSpan } from './js-backend.js'
 import { loadTorchSpan } from './torch-backend.js'
-import { loadAddon, loadNativeSpan, nativeUnavailableReason, type WeightFormat } from './native-backend.js'
+import { loadAddon, loadNativeHead, loadNativeSpan, nativeUnavailableReason, type WeightFormat } from './native-backend.js'
 
 export interface LoadOptions {
   /** block executor; 'auto' (default) is native when the addon loaded, else js with one warning */
   backend?: BackendName | 'auto'
   /**
-   * native weight storage: f32, bf16, f16, int8, int4 (default: the checkpoint's dtype); torch:
-   * f32, bf16 or f16 weights and compute (default: f32 on cpu, the checkpoint's dtype elsewhere)
+   * native weight storage: f32, bf16, f16, int8, int4 (default: the checkpoint's dtype; bf16 on a
+   * GPU); torch: f32, bf16 or f16 weights and compute (default: f32 on cpu, the checkpoint's dtype
+   * elsewhere). A head keeps int8 and int4 requests to the blocks and stores its default.
    */
   format?: WeightFormat
   /** native kernel threads (default: all cores) */
@@ -24,6 +28,11 @@ export interface LoadOptions {
   python?: string
   /** native: cpu (default), cuda, cuda:N or auto; torch: cpu (default), cuda, cuda:N or mps */
   device?: string
+  /**
+   * safetensors (default): the model directory's files; dummy: random values of the model's shape
+   * made in memory (native and js), for benchmarks: only config.json is read
+   */
+  loadFormat?: LoadFormat
   /** progress callback, called once per loaded part */
   onProgress?: (message: string) => void
   /** called after each block is loaded */
@@ -43,30 +52,50 @@ export function resolveBackend (backend: BackendName | 'auto' = 'auto'): Backend
   return 'js'
 }
 
-/** Loads blocks [start, end) from an open checkpoint on the chosen backend. */
-export async function loadSpan (checkpoint: Checkpoint, config: ModelConfig, start: number, end: number, options: LoadOptions = {}): Promise<BlockSpan> {
+/** The model directory's checkpoint, or dummy weights: close it when done. */
+export async function openWeights (dir: string, loadFormat: LoadFormat = 'safetensors'): Promise<Checkpoint | DummyWeights> {
+  if (loadFormat === 'dummy') return new DummyWeights()
+  if (loadFormat !== 'safetensors') throw new Error(`unknown load format '${String(loadFormat)}': use safetensors or dummy`)
+  return await Checkpoint.open(dir)
+}
+
+/** Loads blocks [start, end) from open weights on the chosen backend. */
+export async function loadSpan (weights: Checkpoint | DummyWeights, config: ModelConfig, start: number, end: number, options: LoadOptions = {}): Promise<BlockSpan> {
   const backend = resolveBackend(options.backend)
-  if (backend === 'native') return await loadNativeSpan(checkpoint, config, start, end, options)
+  if (backend === 'native') return await loadNativeSpan(weights, config, start, end, options)
   if (backend === 'torch') {
     const format = options.format
     if (format === 'int8' || format === 'int4') throw new Error(`the torch backend runs f32, bf16 or f16 weights; ${format} needs the native backend`)
-    return await loadTorchSpan(checkpoint.dir, config, start, end,
+    if (weights instanceof DummyWeights) throw new Error('dummy weights are made by the native and js backends, not torch')
+    return await loadTorchSpan(weights.dir, config, start, end,
       { python: options.python, device: options.device, format, maxCacheTokens: options.maxCacheTokens, onBlock: options.onBlock })
   }
   if (options.format !== undefined && options.format !== 'f32') {
     throw new Error(`the js backend computes in f32; weight format ${options.format} needs the native backend`)
   }
-  return await loadJsSpan(checkpoint, config, start, end, { onBlock: options.onBlock, maxCacheTokens: options.maxCacheTokens })
+  if (!['cpu', 'auto', undefined].includes(options.device)) throw new Error(`--device ${options.device ?? ''} needs the native or torch backend; the js backend runs on the CPU`)
+  return await loadJsSpan(weights, config, start, end, { onBlock: options.onBlock, maxCacheTokens: options.maxCacheTokens })
 }
 
 /** Loads blocks [start, end) of the model in `dir`, reading no other block's bytes. */
 export async function loadBlockSpan (dir: string, start: number, end: number, options: LoadOptions = {}): Promise<BlockSpan> {
   const config = await loadConfig(dir)
-  const checkpoint = await Checkpoint.open(dir)
+  const weights = await openWeights(dir, options.loadFormat)
   try {
-    return await loadSpan(checkpoint, config, start, end, options)
+    return await loadSpan(weights, config, start, end, options)
   } finally {
-    await checkpoint.close()
+    await weights.close()
   }
 }
 
+/**
+ * Loads the embeddings, final norm and lm_head: native (lm_head on all cores, or the GPU that
+ * `device` names) unless the backend is js or the addon is missing. A torch client's head is native.
+ */
+export async function loadHead (weights: Checkpoint | DummyWeights, config: ModelConfig, options: LoadOptions = {}): Promise<ModelHead> {
+  const backend = options.backend === 'torch' ? resolveBackend('auto') : resolveBackend(options.backend)
+  if (backend === 'js') return await loadJsHead(weights, config)
+  const format = options.format === 'int8' || options.format === 'int4' ? undefined : options.format
+  const device = options.backend === 'torch' ? 'cpu' : options.device
+  return await loadNativeHead(weights, config, { format, threads: options.threads, device })
+}

@@ -5,10 +5,8 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { BlockSpan, ModelHead } from './backend.js'
-import { Checkpoint } from './checkpoint.js'
 import { loadConfig, type ModelConfig } from './config.js'
-import { loadJsHead } from './js-backend.js'
-import { loadSpan, type LoadOptions } from './load-span.js'
+import { loadHead, loadSpan, openWeights, type LoadOptions } from './load-span.js'
 import { Tokenizer } from './tokenizer.js'
 
 /** A causal language model that can hold conversations with a KV cache. */
@@ -60,15 +58,19 @@ export class LocalModel implements LanguageModel {
   static async load (dir: string, options: LoadOptions = {}): Promise<LocalModel> {
     const config = await loadConfig(dir)
     const tokenizer = await Tokenizer.load(dir)
-    const checkpoint = await Checkpoint.open(dir)
+    const weights = await openWeights(dir, options.loadFormat)
+    let head: ModelHead | undefined
     try {
-      const head = await loadJsHead(checkpoint, config)
-      options.onProgress?.('loaded embeddings, final norm and lm_head')
-      const blocks = await loadSpan(checkpoint, config, 0, config.numLayers, options)
+      head = await loadHead(weights, config, options)
+      options.onProgress?.(`loaded embeddings, final norm and lm_head (${describeHead(head)})`)
+      const blocks = await loadSpan(weights, config, 0, config.numLayers, options)
       options.onProgress?.(`loaded blocks 0:${config.numLayers} (${(blocks.weightBytes / 2 ** 20).toFixed(1)} MiB on the ${blocks.backend} backend)`)
       return new LocalModel(dir, config, tokenizer, await loadEosTokenIds(dir, config), head, blocks)
+    } catch (err) {
+      head?.close()
+      throw err
     } finally {
-      await checkpoint.close()
+      await weights.close()
     }
   }
 
@@ -79,7 +81,7 @@ export class LocalModel implements LanguageModel {
       get length () { return blocks.sessionLength(id) },
       async step (ids, position) {
         if (ids.length === 0) throw new Error('a step needs at least one token')
-        return head.logits(await blocks.forward(id, head.embed(ids), position))
+        return await head.logits(await blocks.forward(id, head.embed(ids), position))
       },
       async close () { blocks.closeSession(id) }
     }
@@ -87,7 +89,14 @@ export class LocalModel implements LanguageModel {
 
   close (): void {
     this.blocks.close()
+    this.head.close()
   }
+}
+
+/** e.g. "124.5 MiB, native bf16 on cuda:0" */
+export function describeHead (head: ModelHead): string {
+  const format = (head as { format?: string }).format
+  return `${(head.weightBytes / 2 ** 20).toFixed(1)} MiB, ${head.backend}${format !== undefined ? ` ${format}` : ''} on ${head.device}`
 }
 
 /** EOS ids from config.json plus generation_config.json (Llama 3 instruct lists extra ones there). */

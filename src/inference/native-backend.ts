@@ -1,13 +1,15 @@
-// The native backend: blocks run in the C++ addon (addon/), which reads its tensors straight from
-// the safetensors files (positioned reads, no copy through JS) and runs every forward on a worker
-// thread, on the CPU or, where the addon was built with CUDA, on an NVIDIA GPU. If the addon did
-// not build, callers fall back to the JS backend.
+// The native backend: blocks and the model's head run in the C++ addon (addon/), which reads its
+// tensors straight from the safetensors files (positioned reads, no copy through JS; on a GPU
+// through pinned staging buffers) or makes dummy weights itself, and runs every forward and
+// logits on a worker thread, on the CPU or, where the addon was built with CUDA, on an NVIDIA
+// GPU. If the addon did not build, callers fall back to the JS backend.
 
 import { createRequire } from 'node:module'
 import { availableParallelism } from 'node:os'
-import { sessionBlocks, type BlockRange, type BlockSpan, type SpanStep } from './backend.js'
-import type { Checkpoint } from './checkpoint.js'
+import { sessionBlocks, type BlockRange, type BlockSpan, type ModelHead, type SpanStep } from './backend.js'
+import { tensorNames, type Checkpoint } from './checkpoint.js'
 import { checkSpan, type ModelConfig } from './config.js'
+import { DummyWeights } from './dummy-weights.js'
 import { layerTensors } from './llama-layout.js'
 import { ropeInverseFrequencies } from './rope.js'
 
@@ -17,8 +19,13 @@ export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'f16', 'i
 
 export type NativeStep = SpanStep
 
+/** Where a tensor's bytes are in a checkpoint file. */
+interface TensorSource { path: string, offset: number, bytes: number, dtype: string }
+
 interface AddonSpan {
-  loadLayer (index: number, sources: Array<{ path: string, offset: number, bytes: number, dtype: string } | null>): Promise<void>
+  loadLayer (index: number, sources: Array<TensorSource | null>): Promise<void>
+  /** the dummy weights of the model's block `block` (addon/src/core/dummy.h) */
+  loadDummyLayer (index: number, block: number, seed: number): Promise<void>
   setLayer (index: number, tensors: Array<Float32Array | null>): void
   /** layers relative to the span; layerCount -1 (default): to the end */
   openSession (maxLength: number, firstLayer?: number, layerCount?: number): number
@@ -38,10 +45,24 @@ export interface CudaDevice {
   totalBytes: number
 }
 
+interface AddonHead {
+  load (sources: { embeddings: TensorSource, finalNorm: TensorSource, lmHead: TensorSource | null }): Promise<void>
+  loadDummy (seed: number): Promise<void>
+  embed (ids: Int32Array): Float32Array
+  /** of the last row */
+  logits (hidden: Float32Array): Promise<Float32Array>
+  stats (): { weightBytes: number, format: string, device: string }
+  close (): void
+}
+
 export interface Addon {
   BlockSpan: new (options: Record<string, unknown>) => AddonSpan
+  Head: new (options: Record<string, unknown>) => AddonHead
+  /** `count` dummy values of stream `stream` stored as `dtype` bytes, made on all cores */
+  dummyTensor (seed: number, stream: number, scale: number, offset: number, count: number, dtype: string): Promise<Uint8Array>
   /** present when the addon was built with CUDA and cuBLAS */
   CudaBlockSpan?: new (options: Record<string, unknown>) => AddonSpan
+  CudaHead?: new (options: Record<string, unknown>) => AddonHead
   cudaDevices?: () => CudaDevice[]
   cudaFreeBytes?: (device: number) => number
   kernelFamily (): string
@@ -75,7 +96,7 @@ export function nativeUnavailableReason (): string {
 }
 
 export interface NativeSpanOptions {
-  /** weight storage (default: the checkpoint's dtype, f32 when config.json does not say; bf16 on a GPU) */
+  /** weight storage (default: see nativeFormat) */
   format?: WeightFormat
   /** threads for the CPU kernels (default: all cores) */
   threads?: number
@@ -92,6 +113,18 @@ export function defaultFormat (config: ModelConfig): WeightFormat {
 
 /** Where the native backend runs: the CPU, or a CUDA device by index (with its free memory now). */
 export type NativeDevice = { kind: 'cpu' } | { kind: 'cuda', index: number, info: CudaDevice, freeBytes: number }
+
+/**
+ * The weight format a native span or head stores on `device` when `requested` is not given: the
+ * checkpoint's dtype on the CPU; on a GPU half precision (bf16 unless the checkpoint is f16),
+ * since decode streams every weight once per token. A GPU stores f32, bf16 or f16.
+ */
+export function nativeFormat (config: ModelConfig, device: NativeDevice, requested?: WeightFormat): WeightFormat {
+  const format = requested ?? (device.kind === 'cuda' ? (config.dtype === 'F16' ? 'f16' : 'bf16') : defaultFormat(config))
+  if (!WEIGHT_FORMATS.includes(format)) throw new Error(`unknown weight format '${format}': use ${WEIGHT_FORMATS.join(', ')}`)
+  if (device.kind === 'cuda' && format !== 'bf16' && format !== 'f16' && format !== 'f32') throw new Error(`on a GPU the native backend stores weights in f32, bf16 or f16, not ${format}`)
+  return format
+}
 
 /**
  * Resolves cpu, cuda, cuda:N or auto against this build of the addon and this machine's GPUs,
@@ -113,17 +146,28 @@ export function resolveNativeDevice (device = 'cpu'): NativeDevice {
   return gpu(index)
 }
 
-/** Loads blocks [start, end) into the addon, which reads their bytes from the files itself. */
-export async function loadNativeSpan (checkpoint: Checkpoint, config: ModelConfig, start: number, end: number,
-  options: NativeSpanOptions = {}): Promise<NativeBlockSpan> {
+function requireAddon (): Addon {
   const native = loadAddon()
   if (native === null) throw new Error(`the native addon is not available (${loadError}); use --backend js`)
+  return native
+}
+
+/** Where a checkpoint's tensor is, for the addon to read it (after checking its shape). */
+async function source (checkpoint: Checkpoint, name: string, shape: number[]): Promise<TensorSource> {
+  const { path, info } = await checkpoint.locate(name, shape)
+  return { path, offset: info.offset, bytes: info.byteLength, dtype: info.dtype }
+}
+
+/**
+ * Loads blocks [start, end) into the addon: it reads their bytes from the checkpoint's files
+ * itself, or makes dummy weights (on the GPU when the span is there).
+ */
+export async function loadNativeSpan (weights: Checkpoint | DummyWeights, config: ModelConfig, start: number, end: number,
+  options: NativeSpanOptions = {}): Promise<NativeBlockSpan> {
+  const native = requireAddon()
   checkSpan(config, start, end)
   const device = resolveNativeDevice(options.device)
-  // On a GPU the projections run in half precision: bf16 unless the checkpoint is f16.
-  const format = options.format ?? (device.kind === 'cuda' ? (config.dtype === 'F16' ? 'f16' : 'bf16') : defaultFormat(config))
-  if (!WEIGHT_FORMATS.includes(format)) throw new Error(`unknown weight format '${format}': use ${WEIGHT_FORMATS.join(', ')}`)
-  if (device.kind === 'cuda' && format !== 'bf16' && format !== 'f16') throw new Error(`on a GPU the native backend stores weights in bf16 or f16, not ${format}`)
+  const format = nativeFormat(config, device, options.format)
   const Span = device.kind === 'cuda' ? native.CudaBlockSpan! : native.BlockSpan
   const span = new Span({
     hidden: config.hiddenSize,
@@ -144,14 +188,14 @@ export async function loadNativeSpan (checkpoint: Checkpoint, config: ModelConfi
   })
   try {
     for (let i = start; i < end; i++) {
-      const sources = []
-      for (const tensor of layerTensors(config, i)) {
-        if (!tensor.present) { sources.push(null); continue }
-        const { path, info } = await checkpoint.locate(tensor.name, tensor.shape)
-        sources.push({ path, offset: info.offset, bytes: info.byteLength, dtype: info.dtype })
-      }
       try {
-        await span.loadLayer(i - start, sources)
+        if (weights instanceof DummyWeights) {
+          await span.loadDummyLayer(i - start, i, weights.seed)
+        } else {
+          const sources = []
+          for (const tensor of layerTensors(config, i)) sources.push(tensor.present ? await source(weights, tensor.name, tensor.shape) : null)
+          await span.loadLayer(i - start, sources)
+        }
       } catch (err) {
         (err as Error).message += ` (block ${i})` // the addon numbers blocks within the span
         throw err
@@ -163,6 +207,80 @@ export async function loadNativeSpan (checkpoint: Checkpoint, config: ModelConfi
     throw err
   }
   return new NativeBlockSpan(config, start, end, span)
+}
+
+export interface NativeHeadOptions {
+  /** f32, bf16 or f16 (default: see nativeFormat) */
+  format?: WeightFormat
+  /** threads for lm_head on the CPU (default: all cores) */
+  threads?: number
+  /** cpu (default), cuda, cuda:N, or auto */
+  device?: string
+}
+
+/** Loads the embeddings, final norm and lm_head into the addon (from the files, or dummy). */
+export async function loadNativeHead (weights: Checkpoint | DummyWeights, config: ModelConfig, options: NativeHeadOptions = {}): Promise<NativeModelHead> {
+  const native = requireAddon()
+  const device = resolveNativeDevice(options.device)
+  const format = nativeFormat(config, device, options.format)
+  if (format === 'int8' || format === 'int4') throw new Error(`the head stores its weights in f32, bf16 or f16, not ${format}`)
+  const Head = device.kind === 'cuda' ? native.CudaHead! : native.Head
+  const head = new Head({
+    vocab: config.vocabSize,
+    hidden: config.hiddenSize,
+    rmsNormEps: config.rmsNormEps,
+    tied: config.tieWordEmbeddings,
+    format,
+    threads: options.threads ?? availableParallelism(),
+    device: device.kind === 'cuda' ? device.index : undefined
+  })
+  try {
+    if (weights instanceof DummyWeights) {
+      await head.loadDummy(weights.seed)
+    } else {
+      const { vocabSize, hiddenSize } = config
+      await head.load({
+        embeddings: await source(weights, tensorNames.embed, [vocabSize, hiddenSize]),
+        finalNorm: await source(weights, tensorNames.finalNorm, [hiddenSize]),
+        lmHead: config.tieWordEmbeddings ? null : await source(weights, tensorNames.lmHead, [vocabSize, hiddenSize])
+      })
+    }
+  } catch (err) {
+    head.close()
+    throw err
+  }
+  return new NativeModelHead(config, head)
+}
+
+/** The head in the addon: lm_head on the CPU's cores or a GPU, a worker thread per logits call. */
+export class NativeModelHead implements ModelHead {
+  readonly backend = 'native'
+  readonly device: string
+  readonly weightBytes: number
+  readonly format: WeightFormat
+
+  constructor (readonly config: ModelConfig, private readonly head: AddonHead) {
+    const stats = head.stats()
+    this.device = stats.device
+    this.weightBytes = stats.weightBytes
+    this.format = stats.format as WeightFormat
+  }
+
+  embed (ids: readonly number[]): Float32Array {
+    const { vocabSize } = this.config
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new Error(`token id ${id} is outside the vocabulary (0..${vocabSize - 1})`)
+    }
+    return this.head.embed(Int32Array.from(ids))
+  }
+
+  async logits (hidden: Float32Array): Promise<Float32Array> {
+    return await this.head.logits(hidden)
+  }
+
+  close (): void {
+    this.head.close()
+  }
 }
 
 export class NativeBlockSpan implements BlockSpan {

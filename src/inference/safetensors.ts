@@ -2,7 +2,7 @@
 // dtype, shape and byte range, then the raw data. We read the header once and each tensor with one
 // positioned read, so a server that holds blocks 10..20 never reads another block's bytes.
 
-import { open, writeFile, type FileHandle } from 'node:fs/promises'
+import { open, type FileHandle } from 'node:fs/promises'
 import { basename } from 'node:path'
 import { DTYPE_BYTES, isDType, type DType } from './dtype.js'
 
@@ -76,13 +76,18 @@ export class SafetensorsFile {
     }
   }
 
+  /** Throws unless the file really holds the bytes of tensor `info` (a truncated download does not). */
+  checkInFile (info: TensorInfo): void {
+    if (info.offset + info.byteLength > this.fileSize) {
+      throw new Error(`${this.path}: tensor '${info.name}' needs bytes ${info.offset}..${info.offset + info.byteLength} but the file has only ${this.fileSize} (truncated download?)`)
+    }
+  }
+
   /** Reads one tensor's raw bytes, checking that the file really holds them. */
   async read (name: string): Promise<RawTensor> {
     const info = this.tensors.get(name)
     if (info === undefined) throw new Error(`${this.path}: no tensor '${name}'`)
-    if (info.offset + info.byteLength > this.fileSize) {
-      throw new Error(`${this.path}: tensor '${name}' needs bytes ${info.offset}..${info.offset + info.byteLength} but the file has only ${this.fileSize} (truncated download?)`)
-    }
+    this.checkInFile(info)
     const bytes = new Uint8Array(info.byteLength)
     let done = 0
     while (done < info.byteLength) {
@@ -136,21 +141,39 @@ export interface TensorToWrite {
   name: string
   dtype: DType
   shape: number[]
-  bytes: Uint8Array
+  /** the raw bytes, or a function that makes them when the writer gets to this tensor */
+  bytes: Uint8Array | (() => Promise<Uint8Array>)
 }
 
-/** Writes tensors as one safetensors file (used by the test-model maker). */
+/**
+ * Writes tensors as one safetensors file (used by the test-model maker). Tensors given as
+ * functions are made one at a time while the file is written, so a checkpoint of many GB never
+ * sits in memory whole.
+ */
 export async function writeSafetensors (path: string, tensors: TensorToWrite[], metadata: Record<string, string> = {}): Promise<void> {
   const header: Record<string, unknown> = { __metadata__: metadata }
   let offset = 0
   for (const t of tensors) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.byteLength] }
-    offset += t.bytes.byteLength
+    const size = t.shape.reduce((a, b) => a * b, 1) * (DTYPE_BYTES[t.dtype] ?? 1)
+    const byteLength = t.bytes instanceof Uint8Array ? t.bytes.byteLength : size
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + byteLength] }
+    offset += byteLength
   }
   let json = JSON.stringify(header)
   json += ' '.repeat((8 - (json.length % 8)) % 8) // keep the data 8-byte aligned, as the reference writer does
   const headerBytes = Buffer.from(json, 'utf8')
   const length = Buffer.alloc(8)
   length.writeBigUInt64LE(BigInt(headerBytes.length))
-  await writeFile(path, Buffer.concat([length, headerBytes, ...tensors.map(t => t.bytes)]))
+  const file = await open(path, 'w')
+  try {
+    await file.write(Buffer.concat([length, headerBytes]))
+    for (const t of tensors) {
+      const bytes = t.bytes instanceof Uint8Array ? t.bytes : await t.bytes()
+      const [start, end] = (header[t.name] as { data_offsets: [number, number] }).data_offsets
+      if (bytes.byteLength !== end - start) throw new Error(`tensor '${t.name}' has ${bytes.byteLength} bytes, its shape and dtype need ${end - start}`)
+      await file.write(bytes)
+    }
+  } finally {
+    await file.close()
+  }
 }

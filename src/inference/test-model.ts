@@ -1,13 +1,18 @@
 // Writes random-weight Llama checkpoints of any shape, so tests and benchmarks can cover shapes the
 // bundled model lacks (80 layers with 8 KV heads like Llama-2-70B, tied embeddings, llama3 rope,
-// F16/BF16, sharded files) without downloading anything.
+// F16/BF16, sharded files) without downloading anything. The weights are the dummy weights of
+// dummy-weights.ts for the spec's seed: a model written with seed 1 (the default) is the model
+// `--load-format dummy` makes in memory. With the addon they are made on all cores (a 7B-shaped
+// checkpoint in seconds); tensors are made one by one while the file is written.
 
 import { copyFile, mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { fromFloat32, type DType } from './dtype.js'
+import { DTYPE_BYTES, fromFloat32, type DType } from './dtype.js'
 import { tensorNames } from './checkpoint.js'
 import { parseConfig, type ModelConfig } from './config.js'
-import { seededRandom } from './sampling.js'
+import { DUMMY_SEED, dummyKey, dummyTensorInfo, dummyValues } from './dummy-weights.js'
+import { layerTensors } from './llama-layout.js'
+import { loadAddon } from './native-backend.js'
 import { writeSafetensors, type TensorToWrite } from './safetensors.js'
 
 export interface TestModelSpec {
@@ -33,6 +38,7 @@ export interface TestModelSpec {
   ropeScaling?: Record<string, unknown> | null
   slidingWindow?: number | null
   maxPositions?: number
+  /** the dummy weights' seed (default 1, the one --load-format dummy uses) */
   seed?: number
   /** copy tokenizer.json and tokenizer_config.json from this model directory */
   tokenizerFrom?: string
@@ -71,48 +77,18 @@ export async function makeTestModel (dir: string, spec: TestModelSpec): Promise<
     for (const file of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(spec.tokenizerFrom, file), join(dir, file))
   }
 
-  const random = seededRandom(spec.seed ?? 1)
-  const normal = (): number => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random())
+  const seed = spec.seed ?? DUMMY_SEED
   const tensors: TensorToWrite[] = []
-  const add = (name: string, shape: number[], init: () => number): void => {
-    const values = new Float32Array(shape.reduce((a, b) => a * b, 1))
-    for (let i = 0; i < values.length; i++) values[i] = init()
-    tensors.push({ name, dtype, shape, bytes: fromFloat32(values, dtype) })
+  const add = (name: string, shape: number[]): void => {
+    tensors.push({ name, dtype, shape, bytes: async () => await dummyBytes(seed, name, shape, dtype) })
   }
-  // Scales that keep activations O(1) through many layers, so tests compare meaningful numbers.
-  const weight = (fanIn: number) => () => normal() / Math.sqrt(fanIn)
-  const norm = () => 1 + 0.1 * normal()
-  const bias = () => 0.1 * normal()
-  const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, vocabSize } = config
-  const qDim = numHeads * headDim
-  const kvDim = numKvHeads * headDim
-
-  add(tensorNames.embed, [vocabSize, h], normal)
+  const { hiddenSize: h, vocabSize } = config
+  add(tensorNames.embed, [vocabSize, h])
   for (let i = 0; i < config.numLayers; i++) {
-    const name = (suffix: string): string => tensorNames.layer(i, suffix)
-    add(name('input_layernorm.weight'), [h], norm)
-    add(name('self_attn.q_proj.weight'), [qDim, h], weight(h))
-    add(name('self_attn.k_proj.weight'), [kvDim, h], weight(h))
-    add(name('self_attn.v_proj.weight'), [kvDim, h], weight(h))
-    add(name('self_attn.o_proj.weight'), [h, qDim], weight(qDim))
-    if (config.attentionBias) {
-      add(name('self_attn.q_proj.bias'), [qDim], bias)
-      add(name('self_attn.k_proj.bias'), [kvDim], bias)
-      add(name('self_attn.v_proj.bias'), [kvDim], bias)
-      add(name('self_attn.o_proj.bias'), [h], bias)
-    }
-    add(name('post_attention_layernorm.weight'), [h], norm)
-    add(name('mlp.gate_proj.weight'), [inter, h], weight(h))
-    add(name('mlp.up_proj.weight'), [inter, h], weight(h))
-    add(name('mlp.down_proj.weight'), [h, inter], weight(inter))
-    if (config.mlpBias) {
-      add(name('mlp.gate_proj.bias'), [inter], bias)
-      add(name('mlp.up_proj.bias'), [inter], bias)
-      add(name('mlp.down_proj.bias'), [h], bias)
-    }
+    for (const tensor of layerTensors(config, i)) if (tensor.present) add(tensor.name, tensor.shape)
   }
-  add(tensorNames.finalNorm, [h], norm)
-  if (!config.tieWordEmbeddings) add(tensorNames.lmHead, [vocabSize, h], weight(h))
+  add(tensorNames.finalNorm, [h])
+  if (!config.tieWordEmbeddings) add(tensorNames.lmHead, [vocabSize, h])
 
   const shards = spec.shards ?? 1
   if (shards <= 1) {
@@ -126,9 +102,18 @@ export async function makeTestModel (dir: string, spec: TestModelSpec): Promise<
   for (let s = 0; s < shards; s++) {
     const file = `model-${String(s + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`
     const group = tensors.slice(s * perShard, (s + 1) * perShard)
-    for (const t of group) { weightMap[t.name] = file; totalSize += t.bytes.byteLength }
+    for (const t of group) { weightMap[t.name] = file; totalSize += t.shape.reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype] }
     await writeSafetensors(join(dir, file), group, { format: 'pt' })
   }
   await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2))
   return config
+}
+
+/** The dummy values of a tensor stored as `dtype` bytes: on all cores with the addon, else in JS. */
+async function dummyBytes (seed: number, name: string, shape: number[], dtype: DType): Promise<Uint8Array> {
+  const { stream, init } = dummyTensorInfo(name, shape)
+  const count = shape.reduce((a, b) => a * b, 1)
+  const native = loadAddon()
+  if (native !== null) return await native.dummyTensor(seed, stream, init.scale, init.offset, count, dtype)
+  return fromFloat32(dummyValues(dummyKey(seed, stream), init, count), dtype)
 }

@@ -15,7 +15,7 @@ export type PlanDevice = 'cpu' | 'gpu'
 /** Formats bmrt's native backend serves on each device; others are projections only. */
 const SERVED_FORMATS: Record<PlanDevice, readonly WeightFormat[]> = {
   cpu: WEIGHT_FORMATS,
-  gpu: ['bf16', 'f16'] // the CUDA path (addon/src/cuda) stores half precision only
+  gpu: ['bf16', 'f16', 'f32'] // the CUDA path (addon/src/cuda) stores float formats only
 }
 
 /** The longest session a bmrt-node accepts by default (`--inference-max-length`, Petals' 8192). */
@@ -40,7 +40,7 @@ export interface CapacityOptions {
   /** round-trip time between the client and each server, ms; default 30 */
   rttMs?: number
   layerSpeed: LayerSpeed
-  /** how fast the client's lm_head reads its fp32 weights, GB/s, and where that figure comes from */
+  /** how fast the client's lm_head reads its weights, GB/s, and where that figure comes from */
   client: { gbps: number, source: string }
 }
 
@@ -88,7 +88,7 @@ export interface CapacityPlan {
     perNode: number
   }
   client: {
-    /** embeddings and lm_head, fp32 as the JS head holds them */
+    /** embeddings and lm_head, as the native head holds them (see headBytesPerValue) */
     bytes: number
   }
   /** null when no block fits */
@@ -108,13 +108,13 @@ export function planCapacity (config: ModelConfig, options: CapacityOptions): Ca
   const memory = planBlocks(config, options.memoryBytes, format, cacheTokensPerBlock)
   const nodes = memory.blocks > 0 ? Math.ceil(config.numLayers / memory.blocks) : null
   const bytesPerTokenPerBlock = cacheBytesPerToken(config)
-  const lmHeadBytes = config.vocabSize * config.hiddenSize * 4
+  const lmHeadBytes = config.vocabSize * config.hiddenSize * headBytesPerValue(format)
   return {
     device,
     format,
     projectionOnly: SERVED_FORMATS[device].includes(format)
       ? null
-      : `bmrt serves ${SERVED_FORMATS[device].join(' or ')} weights on a ${device === 'gpu' ? 'GPU' : 'CPU'}, not ${format}`,
+      : `bmrt serves ${SERVED_FORMATS[device].join(', ')} weights on a ${device === 'gpu' ? 'GPU' : 'CPU'}, not ${format}`,
     memory,
     weightBytesPerBlock: blockWeightBytes(config, format),
     nodes,
@@ -148,6 +148,11 @@ function projectSpeed (config: ModelConfig, options: CapacityOptions, format: We
     lmHeadBytes, clientGBps: options.client.gbps, clientSource: options.client.source, clientMs,
     tokenMs, tokensPerSecond: 1000 / tokenMs, decodeGBps, source: speed.source
   }
+}
+
+/** The client's native head stores f32 for f32 servers, else bf16 (it holds no int8 or int4). */
+export function headBytesPerValue (format: WeightFormat): number {
+  return format === 'f32' ? 4 : 2
 }
 
 /**

@@ -7,18 +7,17 @@
 //   for await (const token of model.generate('Once upon a time')) process.stdout.write(token.text)
 //   await model.close()
 
-import { basename, resolve } from 'node:path'
 import type { ModelHead } from '../inference/backend.js'
-import { Checkpoint } from '../inference/checkpoint.js'
 import { loadConfig, type ModelConfig } from '../inference/config.js'
 import { Conversation, generate, type GeneratedToken, type GenerateOptions, type GenerationResult } from '../inference/generate.js'
-import { loadJsHead } from '../inference/js-backend.js'
-import { loadEosTokenIds, type LanguageModel, type LanguageModelSession, type SessionOptions } from '../inference/model.js'
+import { loadHead, openWeights, type LoadOptions } from '../inference/load-span.js'
+import { describeHead, loadEosTokenIds, type LanguageModel, type LanguageModelSession, type SessionOptions } from '../inference/model.js'
 import { Tokenizer } from '../inference/tokenizer.js'
 import { createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
 import { Registry, registryDhtOptions } from '../p2p/registry.js'
 import { FORWARD_PROTOCOL, modelWireDType, parseWireDType } from '../p2p/wire.js'
 import { InferenceSession, withRetries, type InferenceSessionOptions, type SessionContext } from './inference-session.js'
+import { swarmModelName } from './model-name.js'
 import { HopError, RemoteSpan } from './remote-span.js'
 import { formatRoute, MissingBlocksError, retryDelayMs, type RouteHop } from './routing.js'
 import { SequenceManager, type SequenceManagerOptions } from './sequence-manager.js'
@@ -28,8 +27,13 @@ export interface DistributedModelOptions extends SequenceManagerOptions {
   initialPeers: string[]
   /** a private swarm's pre-shared key (see NodeOptions.swarmKey) */
   swarmKey?: Uint8Array
-  /** the name servers announce the model under (default: the model folder's name) */
+  /** the name servers announce the model under (default: see swarmModelName) */
   modelName?: string
+  /**
+   * how the head (embeddings, final norm, lm_head) is loaded: backend, device, format, threads,
+   * and loadFormat 'dummy' for a swarm serving dummy weights (default: native on the CPU's cores)
+   */
+  head?: LoadOptions
   /** activations on the wire: f32, bf16 or f16 (default: the model's dtype, f32 when unknown) */
   dtype?: string
   /** failed attempts in a row, with no hop answering between them, before a step gives up (default 8) */
@@ -62,26 +66,28 @@ export class DistributedModel implements LanguageModel {
     const progress = options.onProgress ?? (() => {})
     const config = await loadConfig(dir)
     const tokenizer = await Tokenizer.load(dir)
-    const checkpoint = await Checkpoint.open(dir)
+    const weights = await openWeights(dir, options.head?.loadFormat)
     let head: ModelHead
     try {
-      head = await loadJsHead(checkpoint, config) // the blocks' weights are never read
+      head = await loadHead(weights, config, options.head) // the blocks' weights are never read
     } finally {
-      await checkpoint.close()
+      await weights.close()
     }
+    progress(`loaded embeddings, final norm and lm_head (${describeHead(head)})`)
     const dtype = options.dtype !== undefined ? parseWireDType(options.dtype) : modelWireDType(config.dtype)
-    const modelName = options.modelName ?? basename(resolve(dir))
-    const node = await createNode({
-      listen: [], // clients never need to be dialable
-      bootstrap: options.initialPeers,
-      swarmKey: options.swarmKey,
-      dhtServer: false,
-      dht: registryDhtOptions({ rejected: {} }),
-      // Ping connected servers every 2 s: a hung server (alive socket, no answers) loses its
-      // connection within seconds, which ends its sessions and starts failover.
-      connectionMonitor: { pingInterval: 2000, pingTimeout: { minTimeout: 1000, maxTimeout: 5000 } }
-    })
+    const modelName = options.modelName ?? swarmModelName(dir, options.head?.loadFormat)
+    let node: BmrtNode | undefined
     try {
+      node = await createNode({
+        listen: [], // clients never need to be dialable
+        bootstrap: options.initialPeers,
+        swarmKey: options.swarmKey,
+        dhtServer: false,
+        dht: registryDhtOptions({ rejected: {} }),
+        // Ping connected servers every 2 s: a hung server (alive socket, no answers) loses its
+        // connection within seconds, which ends its sessions and starts failover.
+        connectionMonitor: { pingInterval: 2000, pingTimeout: { minTimeout: 1000, maxTimeout: 5000 } }
+      })
       progress('joining the swarm...')
       await joinSwarm(node)
       const manager = new SequenceManager(node, new Registry(node), modelName, config.numLayers, options)
@@ -90,7 +96,8 @@ export class DistributedModel implements LanguageModel {
       const context: SessionContext = { node, manager, model: modelName, numBlocks: config.numLayers, hiddenSize: config.hiddenSize, dtype, log: options.onProgress }
       return new DistributedModel(config, tokenizer, await loadEosTokenIds(dir, config), head, node, manager, context, options)
     } catch (err) {
-      await node.stop()
+      head.close()
+      await node?.stop()
       throw err
     }
   }
@@ -118,7 +125,7 @@ export class DistributedModel implements LanguageModel {
       get length () { return session.position },
       async step (ids, position) {
         if (ids.length === 0) throw new Error('a step needs at least one token')
-        return head.logits(await session.step(head.embed(ids), position))
+        return await head.logits(await session.step(head.embed(ids), position))
       },
       async close () { session.close() }
     }
@@ -179,8 +186,9 @@ export class DistributedModel implements LanguageModel {
     return x
   }
 
-  /** Leaves the swarm. */
+  /** Leaves the swarm and frees the head. */
   async close (): Promise<void> {
     await this.node.stop()
+    this.head.close()
   }
 }

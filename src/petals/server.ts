@@ -3,14 +3,13 @@
 // announcement every update period and now and then check whether moving would balance the swarm
 // better. Stopping announces OFFLINE at once.
 
-import { basename, resolve } from 'node:path'
 import type { Connection, PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { BlockSpan } from '../inference/backend.js'
 import { checkSpan, loadConfig, type ModelConfig } from '../inference/config.js'
 import { loadBlockSpan, resolveBackend, type LoadOptions } from '../inference/load-span.js'
-import { nativeUnavailableReason, resolveNativeDevice } from '../inference/native-backend.js'
+import { nativeFormat, nativeUnavailableReason, resolveNativeDevice } from '../inference/native-backend.js'
 import { confirmListeningAddresses, createNode, joinSwarm, type BmrtNode } from '../p2p/node.js'
 import { checkReachability, describeReachability, serveReachabilityChecks } from '../p2p/reachability.js'
 import { Registry, registryDhtOptions, type RecordStats, type SpanRecord, type SpanState } from '../p2p/registry.js'
@@ -20,13 +19,14 @@ import { ErrorCode, FORWARD_PROTOCOL, INFERENCE_PROTOCOL, INFO_PROTOCOL, modelWi
 import { serveInfo, serveSession, SessionTracker, type HandlerOptions } from './handler.js'
 import { PeerLimits, type PeerLimitOptions } from './peer-limits.js'
 import { TaskQueue } from './task-queue.js'
+import { swarmModelName } from './model-name.js'
 import { measureThroughput } from './throughput.js'
 
 export const VERSION = '0.1.0'
 
 export interface ServerOptions {
   modelDir: string
-  /** the name the swarm knows the model by (default: the model folder's name) */
+  /** the name the swarm knows the model by (default: see swarmModelName) */
   modelName?: string
   /** pin blocks [start, end) (Petals --block_indices); else choose numBlocks blocks */
   blocks?: [number, number]
@@ -97,7 +97,7 @@ export class BlockServer {
   private constructor (readonly node: BmrtNode, readonly config: ModelConfig, private readonly options: ServerOptions, stats: RecordStats) {
     this.registry = new Registry(node)
     this.stats = stats
-    this.modelName = options.modelName ?? basename(resolve(options.modelDir))
+    this.modelName = options.modelName ?? swarmModelName(options.modelDir, options.load?.loadFormat)
     this.peerLimits = new PeerLimits(options.peerLimits)
   }
 
@@ -205,8 +205,7 @@ export class BlockServer {
     if (backend !== 'native') return null
     const device = resolveNativeDevice(load.device)
     if (device.kind !== 'cuda') return null
-    // bf16 and f16, the formats the CUDA path stores, take the same bytes
-    const plan = planBlocks(this.config, device.freeBytes, 'bf16', load.maxCacheTokens ?? defaultCacheTokens(this.config))
+    const plan = planBlocks(this.config, device.freeBytes, nativeFormat(this.config, device, load.format), load.maxCacheTokens ?? defaultCacheTokens(this.config))
     this.log(`${device.info.name} (cuda:${device.index}), counting its free memory: ${describePlan(plan)}`)
     return plan
   }
@@ -253,12 +252,18 @@ export class BlockServer {
       inferenceMaxLength: this.options.inferenceMaxLength ?? 8192
     }
     await this.announce('joining', span)
-    this.log(`loading blocks ${span.start}:${span.end} of ${this.modelName} (${this.config.numLayers} blocks)`)
+    this.log(`loading blocks ${span.start}:${span.end} of ${this.modelName} (${this.config.numLayers} blocks)${this.options.load?.loadFormat === 'dummy' ? ' with dummy weights' : ''}`)
+    const loadStarted = performance.now()
     this.span = await loadBlockSpan(this.options.modelDir, span.start, span.end, {
       ...this.options.load,
       maxCacheTokens: this.options.load?.maxCacheTokens ?? defaultCacheTokens(this.config),
       onBlock: b => this.log(`  block ${b} loaded`)
     })
+    const loadSeconds = (performance.now() - loadStarted) / 1000
+    const stored = this.span as { format?: string, device?: string }
+    if (quant === 'none' && stored.format !== undefined) this.info = { ...this.info, dtype: stored.format } // bf16 on a GPU by default
+    this.log(`loaded blocks ${span.start}:${span.end} in ${loadSeconds.toFixed(1)} s: ${(this.span.weightBytes / 2 ** 30).toFixed(2)} GiB of weights ` +
+      `(${(this.span.weightBytes / 1e9 / loadSeconds).toFixed(2)} GB/s) on the ${this.span.backend} backend${stored.device !== undefined ? `, ${stored.device}` : ''}${stored.format !== undefined ? `, ${stored.format}` : ''}`)
     if (this.options.throughput === undefined || this.options.throughput === 'auto') {
       const measured = await measureThroughput(this.span, { modelName: this.modelName, usingRelay: this.options.useRelay })
       this.throughput = measured.throughput

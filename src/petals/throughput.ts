@@ -3,7 +3,7 @@
 // (tokens per second of one block on a long batch), network rps (hidden states the link carries per
 // second), and the announced figure min(forward rps / average blocks used, network rps), cut to a
 // fifth for servers reachable only through a relay. Measurements are cached on disk per model shape,
-// weight format, backend and thread count.
+// backend, weight format and device.
 
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
@@ -49,7 +49,8 @@ export async function measureThroughput (span: BlockSpan, options: ThroughputOpt
   const blocks = span.end - span.start
   const cacheFile = options.cacheFile === undefined ? defaultCacheFile() : options.cacheFile
   const c = span.config
-  const key = `${options.modelName}|${c.hiddenSize}x${c.intermediateSize}x${c.numHeads}/${c.numKvHeads}|${span.backend}|${(span as { format?: string }).format ?? 'f32'}`
+  const stored = span as { format?: string, device?: string }
+  const key = `${options.modelName}|${c.hiddenSize}x${c.intermediateSize}x${c.numHeads}/${c.numKvHeads}|${span.backend}|${stored.format ?? 'f32'}|${stored.device ?? 'cpu'}`
   let measured = options.refresh === true || cacheFile === null ? undefined : (await readCache(cacheFile))[key]
   const cached = measured !== undefined
   if (measured === undefined) {

@@ -18,7 +18,7 @@ const char* tensor_suffix(LayerTensor t) {
   return names[static_cast<int>(t)];
 }
 
-static size_t source_element_bytes(SourceDType d) { return d == SourceDType::F32 ? 4 : 2; }
+size_t source_element_bytes(SourceDType d) { return d == SourceDType::F32 ? 4 : 2; }
 
 // Raw checkpoint values to fp32.
 static std::vector<float> to_float(const std::vector<uint8_t>& raw, SourceDType dtype) {
@@ -37,36 +37,56 @@ static std::vector<float> to_float(const std::vector<uint8_t>& raw, SourceDType 
   return out;
 }
 
+std::vector<float> read_tensor(const TensorSource& s, const char* name) {
+  if (s.bytes % source_element_bytes(s.dtype) != 0)
+    throw std::invalid_argument(s.path + ": tensor " + name + " has a byte size that is not a whole number of values");
+  std::vector<uint8_t> raw(s.bytes);
+  try {
+    read_file_range(s.path, s.offset, s.bytes, raw.data());
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string(e.what()) + " while reading tensor " + name);
+  }
+  return to_float(raw, s.dtype);
+}
+
 std::vector<std::vector<float>> read_layer_tensors(const std::vector<TensorSource>& sources) {
   if (sources.size() != static_cast<size_t>(LayerTensor::Count)) throw std::invalid_argument("a block needs one source per LayerTensor");
   std::vector<std::vector<float>> tensors(sources.size());
   for (size_t t = 0; t < sources.size(); t++) {
-    const TensorSource& s = sources[t];
-    if (s.bytes == 0) continue;  // absent (a bias the model does not have)
-    if (s.bytes % source_element_bytes(s.dtype) != 0)
-      throw std::invalid_argument(s.path + ": tensor " + tensor_suffix(static_cast<LayerTensor>(t)) + " has a byte size that is not a whole number of values");
-    std::vector<uint8_t> raw(s.bytes);
-    try {
-      read_file_range(s.path, s.offset, s.bytes, raw.data());
-    } catch (const std::exception& e) {
-      throw std::runtime_error(std::string(e.what()) + " while reading tensor " + tensor_suffix(static_cast<LayerTensor>(t)));
-    }
-    tensors[t] = to_float(raw, s.dtype);
+    if (sources[t].bytes == 0) continue;  // absent (a bias the model does not have)
+    tensors[t] = read_tensor(sources[t], tensor_suffix(static_cast<LayerTensor>(t)));
   }
   return tensors;
 }
 
-void check_layer_tensors(const BlockConfig& c, int layer, const std::vector<std::vector<float>>& tensors) {
+TensorShape layer_tensor_shape(const BlockConfig& c, LayerTensor t) {
   const int64_t h = c.hidden, inter = c.intermediate, q_dim = int64_t(c.heads) * c.head_dim, kv_dim = int64_t(c.kv_heads) * c.head_dim;
-  struct Shape { int64_t rows, cols; bool needed; };
-  const Shape shapes[] = {
-      {h, 1, true}, {q_dim, h, true}, {kv_dim, h, true}, {kv_dim, h, true}, {h, q_dim, true}, {h, 1, true},
-      {inter, h, true}, {inter, h, true}, {h, inter, true},
-      {q_dim, 1, c.attention_bias}, {kv_dim, 1, c.attention_bias}, {kv_dim, 1, c.attention_bias}, {h, 1, c.attention_bias},
-      {inter, 1, c.mlp_bias}, {inter, 1, c.mlp_bias}, {h, 1, c.mlp_bias}};
+  switch (t) {
+    case LayerTensor::InputNorm:
+    case LayerTensor::PostAttentionNorm: return {h, 1, true};
+    case LayerTensor::Q: return {q_dim, h, true};
+    case LayerTensor::K:
+    case LayerTensor::V: return {kv_dim, h, true};
+    case LayerTensor::O: return {h, q_dim, true};
+    case LayerTensor::Gate:
+    case LayerTensor::Up: return {inter, h, true};
+    case LayerTensor::Down: return {h, inter, true};
+    case LayerTensor::QBias: return {q_dim, 1, c.attention_bias};
+    case LayerTensor::KBias:
+    case LayerTensor::VBias: return {kv_dim, 1, c.attention_bias};
+    case LayerTensor::OBias: return {h, 1, c.attention_bias};
+    case LayerTensor::GateBias:
+    case LayerTensor::UpBias: return {inter, 1, c.mlp_bias};
+    case LayerTensor::DownBias: return {h, 1, c.mlp_bias};
+    case LayerTensor::Count: break;
+  }
+  return {};
+}
+
+void check_layer_tensors(const BlockConfig& c, int layer, const std::vector<std::vector<float>>& tensors) {
   if (tensors.size() != static_cast<size_t>(LayerTensor::Count)) throw std::invalid_argument("a block needs one entry per LayerTensor");
   for (int t = 0; t < static_cast<int>(LayerTensor::Count); t++) {
-    size_t expected = shapes[t].needed ? static_cast<size_t>(shapes[t].rows * shapes[t].cols) : 0;
+    const size_t expected = static_cast<size_t>(layer_tensor_shape(c, static_cast<LayerTensor>(t)).size());
     if (tensors[t].size() != expected)
       throw std::invalid_argument(std::string("tensor ") + tensor_suffix(static_cast<LayerTensor>(t)) + " of block " +
                                   std::to_string(layer) + " has " + std::to_string(tensors[t].size()) + " values, expected " +

@@ -38,6 +38,21 @@ enum class LayerTensor {
   QBias, KBias, VBias, OBias, GateBias, UpBias, DownBias, Count
 };
 
+// A tensor's shape in a block of `config`: [rows, cols] (vectors have cols 1); `present` is false
+// for the biases the config does not have.
+struct TensorShape {
+  int64_t rows = 0, cols = 0;
+  bool present = false;
+  int64_t size() const { return present ? rows * cols : 0; }
+};
+TensorShape layer_tensor_shape(const BlockConfig& config, LayerTensor t);
+
+// Bytes of one value of a checkpoint dtype.
+size_t source_element_bytes(SourceDType d);
+
+// Reads one tensor and converts it to fp32; errors name the file and `name`.
+std::vector<float> read_tensor(const TensorSource& source, const char* name);
+
 // Reads every present source (bytes 0: absent) and converts it to fp32. Errors name the file and tensor.
 std::vector<std::vector<float>> read_layer_tensors(const std::vector<TensorSource>& sources);
 

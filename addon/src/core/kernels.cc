@@ -599,4 +599,15 @@ double measure_bf16_peak(ThreadPool& pool, double seconds) {
   return 0;
 }
 
+// Row-wise RMSNorm, rounding like the fp32 reference (Hugging Face) does.
+void rms_norm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float* xr = x + r * dim;
+    double sum = 0;
+    for (int64_t i = 0; i < dim; i++) sum += double(xr[i]) * xr[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(double(static_cast<float>(sum / dim)) + eps));
+    for (int64_t i = 0; i < dim; i++) out[r * dim + i] = weight[i] * (xr[i] * inv);
+  }
+}
+
 }  // namespace bmrt

@@ -47,6 +47,10 @@ void release_matrix(Matrix& m);
 // compute-bound prefill case (blocked GEMM).
 void linear(const Matrix& w, const float* x, int64_t n, const float* bias, float* y, ThreadPool& pool);
 
+// Row-wise RMSNorm of x [rows, dim] times weight, rounding like the fp32 reference (Hugging Face):
+// the mean of squares (summed in double) rounded to float, then eps. out may not alias x.
+void rms_norm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out);
+
 // The straightforward loop, in double precision; the oracle the tests compare linear() with.
 void linear_reference(const Matrix& w, const float* x, int64_t n, const float* bias, float* y);
 

@@ -8,6 +8,8 @@
 #include <new>
 #include <stdexcept>
 
+#include "dummy.h"
+
 namespace bmrt {
 
 namespace {
@@ -105,6 +107,15 @@ void BlockSpan::load_layer(int layer, const std::vector<TensorSource>& sources) 
   set_layer(layer, read_layer_tensors(sources));
 }
 
+void BlockSpan::load_dummy_layer(int layer, int block, uint32_t seed) {
+  std::vector<std::vector<float>> tensors;
+  {
+    std::lock_guard<std::mutex> lock(compute_mutex_);  // the pool runs one job at a time
+    tensors = dummy_layer_tensors(config_, block, seed, pool_);
+  }
+  set_layer(layer, tensors);
+}
+
 int BlockSpan::open_session(int64_t max_length, int first_layer, int layer_count) {
   return sessions_.open(max_length, first_layer, layer_count, [&](Sessions::Session& session) {
     const size_t per_layer = static_cast<size_t>(session.max_length) * config_.kv_heads * config_.head_dim;
@@ -172,17 +183,6 @@ void BlockSpan::forward(std::vector<Step>& steps) {
 }
 
 namespace {
-
-// Row-wise RMSNorm, rounding like the fp32 reference (Hugging Face) does.
-void rms_norm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out) {
-  for (int64_t r = 0; r < rows; r++) {
-    const float* xr = x + r * dim;
-    double sum = 0;
-    for (int64_t i = 0; i < dim; i++) sum += double(xr[i]) * xr[i];
-    const float inv = static_cast<float>(1.0 / std::sqrt(double(static_cast<float>(sum / dim)) + eps));
-    for (int64_t i = 0; i < dim; i++) out[r * dim + i] = weight[i] * (xr[i] * inv);
-  }
-}
 
 // rotate_half rotary embedding of `heads` heads of one token, in place.
 void rope(float* x, int heads, int head_dim, const float* cos, const float* sin) {

@@ -29,6 +29,9 @@ class BlockSpan {
   // Same, from fp32 values in memory (tests and benchmarks); same indexing.
   void set_layer(int layer, const std::vector<std::vector<float>>& tensors);
 
+  // Makes layer `layer` the dummy weights of the model's block `block` (see dummy.h).
+  void load_dummy_layer(int layer, int block, uint32_t seed);
+
   // A session over layers [first_layer, first_layer + layer_count) of the span (layer_count -1: to
   // the end), so a client can enter the span mid-way and leave it mid-way; its KV cache holds only
   // those layers. Throws CacheFullError when its max_length × layer_count does not fit the budget.
