@@ -20,8 +20,8 @@ import { loadAddon } from '../src/inference/native-backend.js'
 import { makeTestModel } from '../src/inference/test-model.js'
 import { createNode } from '../src/p2p/node.js'
 import { registryDhtOptions } from '../src/p2p/registry.js'
-import { DistributedModel } from '../src/petals/distributed-model.js'
-import { BlockServer } from '../src/petals/server.js'
+import { DistributedModel } from '../src/petals/client/distributed-model.js'
+import { BlockServer } from '../src/petals/server/server.js'
 import { median } from './stats.js'
 
 const RUNS = 5

@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util'
 import type { LoadFormat } from '../src/inference/dummy-weights.js'
 import type { LanguageModelSession } from '../src/inference/model.js'
 import { argmax } from '../src/inference/sampling.js'
-import { DistributedModel } from '../src/petals/distributed-model.js'
+import { DistributedModel } from '../src/petals/client/distributed-model.js'
 import { median } from './stats.js'
 
 const { values: o } = parseArgs({

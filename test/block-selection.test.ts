@@ -1,7 +1,7 @@
 // Petals' block selection: where a new server goes, and when a running one should move.
 
 import assert from 'node:assert/strict'
-import { chooseBestBlocks, chooseBestStart, ServerState, shouldChooseOtherBlocks, throughputProfile, type ServedSpan } from '../src/petals/block-selection.js'
+import { chooseBestBlocks, chooseBestStart, ServerState, shouldChooseOtherBlocks, throughputProfile, type ServedSpan } from '../src/petals/server/block-selection.js'
 import { seededRandom } from '../src/inference/sampling.js'
 
 const span = (peerId: string, start: number, end: number, throughput = 1, state = ServerState.ONLINE): ServedSpan =>

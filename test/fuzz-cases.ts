@@ -4,8 +4,8 @@
 
 import { seededRandom } from '../src/inference/sampling.js'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ReachabilityRequest } from '../src/p2p/messages.js'
-import { encodeHidden, ErrorCode, InfoRequest, MAX_FRAME_BYTES, Request, WireDType, type Tensor } from '../src/p2p/wire.js'
+import { ReachabilityRequest } from '../src/p2p/reachability-messages.js'
+import { encodeHidden, ErrorCode, InfoRequest, MAX_FRAME_BYTES, Request, WireDType, type Tensor } from '../src/petals/protocol/wire.js'
 import { BUNDLED_HIDDEN, frameBytes, prefixed } from './raw-peer.js'
 
 /** A seeded source of random choices. */

@@ -6,7 +6,7 @@ import { Checkpoint } from '../src/inference/checkpoint.js'
 import { loadConfig, parseConfig } from '../src/inference/config.js'
 import { loadNativeSpan, WEIGHT_FORMATS } from '../src/inference/native-backend.js'
 import { makeTestModel } from '../src/inference/test-model.js'
-import { blockWeightBytes, describePlan, planBlocks } from '../src/petals/memory-plan.js'
+import { blockWeightBytes, describePlan, planBlocks } from '../src/petals/planning/memory-plan.js'
 import { scratchDir, skipWithoutAddon } from './helpers.js'
 
 const llama70b = parseConfig({

@@ -4,9 +4,9 @@
 
 import assert from 'node:assert/strict'
 import { collect } from '../src/inference/generate.js'
-import { decodeHidden, ErrorCode, Request, Response } from '../src/p2p/wire.js'
-import { DistributedModel } from '../src/petals/distributed-model.js'
-import type { BlockServer } from '../src/petals/server.js'
+import { decodeHidden, ErrorCode, Request, Response } from '../src/petals/protocol/wire.js'
+import { DistributedModel } from '../src/petals/client/distributed-model.js'
+import type { BlockServer } from '../src/petals/server/server.js'
 import { EXPECTED } from './expected.js'
 import { BUNDLED_MODEL, waitFor } from './helpers.js'
 import { BUNDLED_HIDDEN, frameBytes, hiddenTensor, openRequest, RawPeer, refusal, sendBytes, startTargetServer } from './raw-peer.js'

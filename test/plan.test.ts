@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { blockParameterCount, readConfigFile, type ModelConfig } from '../src/inference/config.js'
-import { meanAttendedTokens, planCapacity, type CapacityPlan } from '../src/petals/capacity-plan.js'
+import { meanAttendedTokens, planCapacity, type CapacityPlan } from '../src/petals/planning/capacity-plan.js'
 import { byteSize } from '../src/cli/options.js'
 import { ROOT, runCommand, scratchDir } from './helpers.js'
 

@@ -4,9 +4,10 @@
 import assert from 'node:assert/strict'
 import type { AbortOptions, Stream } from '@libp2p/interface'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
-import { encodeHidden, ErrorCode, FrameStream, INFERENCE_PROTOCOL, Request, Response, WireDType, type Tensor } from '../src/p2p/wire.js'
+import { encodeHidden, ErrorCode, INFERENCE_PROTOCOL, openFrames, Request, Response, WireDType, type Tensor } from '../src/petals/protocol/wire.js'
+import type { FrameStream } from '../src/p2p/frames.js'
 import { loadAddon } from '../src/inference/native-backend.js'
-import { BlockServer, type ServerOptions } from '../src/petals/server.js'
+import { BlockServer, type ServerOptions } from '../src/petals/server/server.js'
 import { BUNDLED_MODEL, waitFor } from './helpers.js'
 
 /** The block executor the target servers run: the addon where it built. */
@@ -42,7 +43,7 @@ export class RawPeer {
 
   async dial (server: BlockServer, protocol = INFERENCE_PROTOCOL): Promise<{ stream: Stream, frames: FrameStream }> {
     const stream = await this.node.dialProtocol(server.node.getMultiaddrs()[0], protocol)
-    return { stream, frames: new FrameStream(stream) }
+    return { stream, frames: openFrames(stream) }
   }
 
   async stop (): Promise<void> {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import {
   BanList, formatRoute, maxThroughputRoute, minLatencyRoute, MissingBlocksError, retryDelayMs, routeCostSeconds,
   serverSpanFromRecord, shortPeerId, type RouteHop, type ServerSpan
-} from '../src/petals/routing.js'
+} from '../src/petals/client/routing.js'
 import type { SpanRecord } from '../src/p2p/registry.js'
 import { seededRandom } from '../src/inference/sampling.js'
 

@@ -2,7 +2,7 @@
 // and work of a client that went away dropped before it runs.
 
 import assert from 'node:assert/strict'
-import { TaskQueue } from '../src/petals/task-queue.js'
+import { TaskQueue } from '../src/petals/server/task-queue.js'
 
 describe('task queue', () => {
   it('runs one task at a time, inference before forward work that waits', async () => {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { readFile } from 'node:fs/promises'
 import { loadBlockSpan } from '../src/inference/load-span.js'
-import { measureThroughput } from '../src/petals/throughput.js'
+import { measureThroughput } from '../src/petals/server/throughput.js'
 import { BUNDLED_MODEL, scratchDir } from './helpers.js'
 
 describe('server throughput', () => {

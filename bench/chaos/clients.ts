@@ -4,8 +4,8 @@
 // (onRoute after "open") and how long each failure held the generation up.
 
 import { collect } from '../../src/inference/generate.js'
-import { DistributedModel } from '../../src/petals/distributed-model.js'
-import type { RouteHop } from '../../src/petals/routing.js'
+import { DistributedModel } from '../../src/petals/client/distributed-model.js'
+import type { RouteHop } from '../../src/petals/client/routing.js'
 import type { Recorder } from './record.js'
 import type { ReferencePrompt } from './reference.js'
 

@@ -4,8 +4,8 @@
 import { generate, type GeneratedToken, type GenerationResult } from '../inference/generate.js'
 import type { LanguageModel, ServedBlocks } from '../inference/model.js'
 import type { ChatMessage } from '../inference/tokenizer.js'
-import { clip } from '../p2p/wire.js'
-import { MissingBlocksError } from '../petals/routing.js'
+import { clip } from '../util/text.js'
+import { MissingBlocksError } from '../petals/client/routing.js'
 import type { SamplingRequest } from './generation-request.js'
 import { ApiError, badRequest } from './http-util.js'
 

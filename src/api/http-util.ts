@@ -2,7 +2,7 @@
 // size limit, and server-sent events shaped as OpenAI streams them.
 
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { clip } from '../p2p/wire.js'
+import { clip } from '../util/text.js'
 
 /** An error a client caused or should hear about, sent as {"error":{message,type,param,code}}. */
 export class ApiError extends Error {

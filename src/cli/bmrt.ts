@@ -13,7 +13,7 @@ import { addModelOptions, addSamplingOptions, addSwarmOptions, BUNDLED_MODEL, fa
 import { createSwarmKey } from '../p2p/swarms.js'
 import { createNode, joinSwarm } from '../p2p/node.js'
 import { Registry, registryDhtOptions } from '../p2p/registry.js'
-import { formatSwarmState, swarmState } from '../petals/swarm-state.js'
+import { formatSwarmState, swarmState } from '../petals/client/swarm-state.js'
 import { runDemo, type DemoCliOptions } from './demo.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions } from './gateway.js'
 import { addPlanCommand } from './plan.js'

@@ -3,7 +3,7 @@
 // client and serves the chat, the swarm monitor, the job board and the OpenAI API.
 
 import { loadConfig } from '../inference/config.js'
-import { BlockServer } from '../petals/server.js'
+import { BlockServer } from '../petals/server/server.js'
 import { startGateway, type GatewayCliOptions, type StartedGateway } from './gateway.js'
 
 export interface DemoCliOptions extends GatewayCliOptions {

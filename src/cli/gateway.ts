@@ -4,8 +4,8 @@
 import { Command, Option } from 'commander'
 import { ApiModel } from '../api/api-model.js'
 import { Gateway } from '../api/gateway.js'
-import { DistributedModel } from '../petals/distributed-model.js'
-import { formatRoute } from '../petals/routing.js'
+import { DistributedModel } from '../petals/client/distributed-model.js'
+import { formatRoute } from '../petals/client/routing.js'
 import { integer } from './options.js'
 
 export interface GatewayCliOptions {

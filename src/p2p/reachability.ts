@@ -9,9 +9,9 @@
 
 import type { Connection, Stream } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import { ReachabilityRequest, ReachabilityResponse } from './messages.js'
+import { ReachabilityRequest, ReachabilityResponse } from './reachability-messages.js'
 import { createNode, joinSwarm, ownAddresses, type BmrtNode, type NodeOptions } from './node.js'
-import { FrameStream } from './wire.js'
+import { FrameStream } from './frames.js'
 
 export const REACHABILITY_PROTOCOL = '/bmrt/reachability/1.0.0'
 
@@ -21,6 +21,8 @@ const PEERS_TO_ASK = 5
 const DIAL_BACK_TIMEOUT_MS = 5000
 /** A request names at most this many addresses (a machine has a handful). */
 const MAX_ADDRS = 16
+/** A request is at most MAX_ADDRS binary multiaddrs of a few dozen bytes; an answer, a line of text. */
+const MAX_FRAME_BYTES = 16 << 10
 
 export interface ReachabilityReport {
   /** true: peers could dial us; false: they could not (use a relay); null: no peer answered */
@@ -44,7 +46,7 @@ function isRelayed (addr: Multiaddr): boolean {
  */
 export async function serveReachabilityChecks (node: BmrtNode): Promise<void> {
   await node.handle(REACHABILITY_PROTOCOL, async (stream: Stream, connection: Connection) => {
-    const frames = new FrameStream(stream)
+    const frames = new FrameStream(stream, MAX_FRAME_BYTES)
     try {
       const request = await frames.read(ReachabilityRequest, { signal: AbortSignal.timeout(DIAL_BACK_TIMEOUT_MS) })
       if (request !== null) await frames.write(ReachabilityResponse, await dialBack(node, connection, request.addrs))
@@ -94,7 +96,7 @@ export async function checkReachability (network: Pick<NodeOptions, 'listen' | '
     const addrs = ownAddresses(probe).map(a => a.bytes)
     const answers = await Promise.all(asked.map(async peer => {
       try {
-        const frames = new FrameStream(await probe.dialProtocol(peer, REACHABILITY_PROTOCOL, { signal: AbortSignal.timeout(DIAL_BACK_TIMEOUT_MS) }))
+        const frames = new FrameStream(await probe.dialProtocol(peer, REACHABILITY_PROTOCOL, { signal: AbortSignal.timeout(DIAL_BACK_TIMEOUT_MS) }), MAX_FRAME_BYTES)
         await frames.write(ReachabilityRequest, { addrs })
         const answer = await frames.read(ReachabilityResponse, { signal: AbortSignal.timeout(2 * DIAL_BACK_TIMEOUT_MS) })
         if (answer === null) throw new Error('closed the stream without an answer')

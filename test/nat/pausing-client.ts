@@ -6,8 +6,8 @@
 
 import '../../src/polyfill.js'
 import { createInterface } from 'node:readline'
-import { DistributedModel } from '../../src/petals/distributed-model.js'
-import type { RouteHop } from '../../src/petals/routing.js'
+import { DistributedModel } from '../../src/petals/client/distributed-model.js'
+import type { RouteHop } from '../../src/petals/client/routing.js'
 import { EXPECTED } from '../expected.js'
 import { BUNDLED_MODEL } from '../helpers.js'
 

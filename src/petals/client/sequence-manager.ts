@@ -3,8 +3,8 @@
 // round-trip times to them, and bans of servers that failed. It turns that into routes.
 
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { BmrtNode } from '../p2p/node.js'
-import type { Registry } from '../p2p/registry.js'
+import type { BmrtNode } from '../../p2p/node.js'
+import type { Registry } from '../../p2p/registry.js'
 import { BanList, maxThroughputRoute, minLatencyRoute, missingBlocks, serverSpanFromRecord, type RouteHop, type ServerSpan } from './routing.js'
 
 export interface SequenceManagerOptions {

@@ -10,8 +10,8 @@
 // outputs are cropped to the new tokens before they reach a warm server.
 
 import { setTimeout as wait } from 'node:timers/promises'
-import type { BmrtNode } from '../p2p/node.js'
-import { ErrorCode, INFERENCE_PROTOCOL, type WireDType } from '../p2p/wire.js'
+import type { BmrtNode } from '../../p2p/node.js'
+import { ErrorCode, INFERENCE_PROTOCOL, type WireDType } from '../protocol/wire.js'
 import { HopError, RemoteSpan, sliceTokens, type RemoteSpanOptions } from './remote-span.js'
 import { formatRoute, MissingBlocksError, retryDelayMs, type RouteHop } from './routing.js'
 import type { SequenceManager } from './sequence-manager.js'

@@ -8,8 +8,10 @@
 // Each stream also counts against its peer's limits (peer-limits.ts) until it is gone.
 
 import type { Stream } from '@libp2p/interface'
-import type { BlockSpan } from '../inference/backend.js'
-import { clip, decodeHidden, encodeHidden, ErrorCode, fitsWireDType, FrameStream, Info, InfoRequest, ProtocolError, Request, Response, type WireDType } from '../p2p/wire.js'
+import type { BlockSpan } from '../../inference/backend.js'
+import { BadFrameError, type FrameStream } from '../../p2p/frames.js'
+import { clip } from '../../util/text.js'
+import { decodeHidden, encodeHidden, ErrorCode, fitsWireDType, Info, InfoRequest, openFrames, ProtocolError, Request, Response, type WireDType } from '../protocol/wire.js'
 import type { PeerLimits } from './peer-limits.js'
 import type { Priority, TaskQueue } from './task-queue.js'
 
@@ -68,7 +70,7 @@ export class SessionTracker {
 /** Serves one /bmrt/inference (priority 'inference') or /bmrt/forward ('forward') stream from `peer`. */
 export async function serveSession (stream: Stream, peer: string, priority: Priority, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
   if (stream.status !== 'open') return // reset before it reached us: nothing to serve or count
-  const frames = new FrameStream(stream)
+  const frames = openFrames(stream)
   const stepTimeoutMs = options.stepTimeoutMs ?? 5 * 60_000
   const sessionTimeoutMs = options.sessionTimeoutMs ?? 30 * 60_000
   const deadline = Date.now() + sessionTimeoutMs
@@ -158,7 +160,9 @@ export async function serveSession (stream: Stream, peer: string, priority: Prio
   } catch (err) {
     const error = err instanceof ProtocolError
       ? err
-      : (err as { code?: string }).code === 'INVALID_ARGUMENT'
+      : err instanceof BadFrameError
+        ? new ProtocolError(ErrorCode.BAD_REQUEST, err.message)
+        : (err as { code?: string }).code === 'INVALID_ARGUMENT'
           ? new ProtocolError(ErrorCode.BAD_REQUEST, (err as Error).message)
           : new ProtocolError(ErrorCode.INTERNAL, (err as Error).message)
     await sendError(frames, error)
@@ -221,7 +225,7 @@ async function sendError (frames: FrameStream, error: ProtocolError): Promise<vo
 
 /** Serves one /bmrt/info request: one small frame in, one out. */
 export async function serveInfo (stream: Stream, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
-  const frames = new FrameStream(stream, { maxFrameBytes: MAX_INFO_REQUEST_BYTES })
+  const frames = openFrames(stream, MAX_INFO_REQUEST_BYTES)
   try {
     const request = await frames.read(InfoRequest, { signal: AbortSignal.timeout(10_000) })
     if (request === null) { await closeStream(stream); return }

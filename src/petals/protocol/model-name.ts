@@ -4,7 +4,7 @@
 // however the folders are named.
 
 import { basename, resolve } from 'node:path'
-import type { LoadFormat } from '../inference/dummy-weights.js'
+import type { LoadFormat } from '../../inference/dummy-weights.js'
 
 export function swarmModelName (modelDir: string, loadFormat: LoadFormat = 'safetensors'): string {
   const name = basename(resolve(modelDir))

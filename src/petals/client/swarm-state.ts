@@ -1,7 +1,7 @@
 // What a swarm serves, read from the DHT: for each model, how many online servers hold each block,
 // and each server's span, state and announced details (health.petals.dev's view, as data).
 
-import type { Registry, SpanRecord } from '../p2p/registry.js'
+import type { Registry, SpanRecord } from '../../p2p/registry.js'
 
 export interface ServerView {
   peerId: string

@@ -6,7 +6,7 @@
 // - maxThroughputRoute: forward/batch work, Petals' "max_throughput" random greedy choice.
 // - BanList: servers that failed, banned for a doubling time; Petals' hivemind Blacklist.
 
-import type { SpanRecord } from '../p2p/registry.js'
+import type { SpanRecord } from '../../p2p/registry.js'
 
 /** What routing knows about one server. */
 export interface ServerSpan {

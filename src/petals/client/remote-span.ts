@@ -4,8 +4,9 @@
 
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, ConnectionLimits } from '@libp2p/interface'
-import type { BmrtNode } from '../p2p/node.js'
-import { decodeHidden, encodeHidden, ErrorCode, FrameStream, MAX_TENSOR_BYTES, ProtocolError, Request, Response, wireDTypeBytes, type WireDType } from '../p2p/wire.js'
+import type { BmrtNode } from '../../p2p/node.js'
+import { decodeHidden, encodeHidden, ErrorCode, MAX_TENSOR_BYTES, openFrames, ProtocolError, Request, Response, wireDTypeBytes, type WireDType } from '../protocol/wire.js'
+import type { FrameStream } from '../../p2p/frames.js'
 import type { RouteHop } from './routing.js'
 
 export interface RemoteSpanOptions {
@@ -60,7 +61,7 @@ export class RemoteSpan {
       // mid-generation; refusing here lets routing choose another server instead.
       if (connection.limits !== undefined) throw new Error(`reachable only through a relay that limits each circuit${describeLimits(connection.limits)}, too little for a session; bmrt relays (bmrt-node --relay-only) set no such limit`)
       const stream = await connection.newStream(options.protocol, { signal })
-      const frames = new FrameStream(stream)
+      const frames = openFrames(stream)
       await frames.write(Request, {
         open: { model: options.model, start: hop.start, end: hop.end, maxLength: options.maxLength, batch: options.batch, dtype: options.dtype }
       })

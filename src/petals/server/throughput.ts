@@ -8,7 +8,7 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
-import type { BlockSpan } from '../inference/backend.js'
+import type { BlockSpan } from '../../inference/backend.js'
 
 export interface ThroughputInfo {
   /** tokens/s of one block, 1 token per step with a KV cache */

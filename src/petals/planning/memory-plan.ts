@@ -5,9 +5,9 @@
 // node, CPU or GPU. Weights are counted as the native addon stores them and the KV cache in fp32,
 // which is what both its CPU and CUDA paths keep.
 
-import type { ModelConfig } from '../inference/config.js'
-import type { WeightFormat } from '../inference/native-backend.js'
-import { storedMatrixBytes } from '../inference/weight-bytes.js'
+import type { ModelConfig } from '../../inference/config.js'
+import type { WeightFormat } from '../../inference/native-backend.js'
+import { storedMatrixBytes } from '../../inference/weight-bytes.js'
 
 export interface MemoryPlan {
   /** blocks that fit (at most the model's) */

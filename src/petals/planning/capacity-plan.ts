@@ -5,8 +5,8 @@
 //   hops × RTT  +  layers × (bytes one layer reads / decode bandwidth)  +  the client's lm_head.
 // Not counted: moving the hidden state itself, prefill, and other clients sharing the servers.
 
-import type { ModelConfig } from '../inference/config.js'
-import { WEIGHT_FORMATS, type WeightFormat } from '../inference/native-backend.js'
+import type { ModelConfig } from '../../inference/config.js'
+import { WEIGHT_FORMATS, type WeightFormat } from '../../inference/native-backend.js'
 import { blockWeightBytes, cacheBytesPerToken, defaultCacheTokens, planBlocks, type MemoryPlan } from './memory-plan.js'
 
 /** Where a node runs its blocks: the formats bmrt serves and the default speed depend on it. */

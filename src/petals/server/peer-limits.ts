@@ -9,7 +9,8 @@
 // answers on many sessions at once, which buys it nothing, since the server computes one task at
 // a time. Every peer has its own budget, so the refusals never touch other peers' sessions.
 
-import { ErrorCode, ProtocolError, type FrameStream } from '../p2p/wire.js'
+import type { FrameStream } from '../../p2p/frames.js'
+import { ErrorCode, ProtocolError } from '../protocol/wire.js'
 
 export interface PeerLimitOptions {
   /** sessions (inference and forward streams) one peer may hold open at once (default 64) */

@@ -2,8 +2,8 @@
 // which tells a server that answers from one whose record merely has not expired yet.
 
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { BmrtNode } from '../p2p/node.js'
-import { FrameStream, Info, INFO_PROTOCOL, InfoRequest } from '../p2p/wire.js'
+import type { BmrtNode } from '../../p2p/node.js'
+import { Info, INFO_PROTOCOL, InfoRequest, openFrames } from '../protocol/wire.js'
 
 export interface ProbeResult {
   info: Info
@@ -17,7 +17,7 @@ export async function probeServer (node: BmrtNode, peerId: string, model: string
   const started = performance.now()
   const stream = await node.dialProtocol(peerIdFromString(peerId), INFO_PROTOCOL, { signal, runOnLimitedConnection: true })
   try {
-    const frames = new FrameStream(stream)
+    const frames = openFrames(stream)
     await frames.write(InfoRequest, { model }, { signal })
     const info = await frames.read(Info, { signal })
     if (info === null) throw new Error('closed the stream without answering')
