@@ -10,7 +10,7 @@
 // --save FILE writes the native figures as JSON for `bmrt plan --figures FILE` (src/inference/block-figures.ts).
 // (prints medians; this shared 2-core VM's memory bandwidth swings between about 40 and 75 GB/s)
 
-import '../src/polyfill.js'
+import '../src/util/polyfill.js'
 import { median } from './stats.js'
 import { parseArgs } from 'node:util'
 import { spawnSync } from 'node:child_process'

@@ -7,7 +7,7 @@
 // of every process at start and end. Linux only (SIGSTOP, /proc); bounded in time; 127.0.0.1 only.
 // Run: npm run bench:chaos [-- --minutes 10 --nodes 14 --clients 4 --seed N --interval 5 --json]
 
-import '../src/polyfill.js'
+import '../src/util/polyfill.js'
 import { parseArgs } from 'node:util'
 import { killEveryNode } from './chaos/fleet.js'
 import { formatReport } from './chaos/report.js'

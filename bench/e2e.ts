@@ -8,7 +8,7 @@
 // them over loopback TCP; runs are interleaved so that the machine's drifts touch all alike.
 // Run: npm run bench:e2e [-- stories|16 kib|tinyllama]
 
-import '../src/polyfill.js'
+import '../src/util/polyfill.js'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'

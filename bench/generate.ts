@@ -3,7 +3,7 @@
 // heads). Medians of 5 runs, and the native/js ratio.
 // Run: npm run bench:generate
 
-import '../src/polyfill.js'
+import '../src/util/polyfill.js'
 import { median } from './stats.js'
 import { join } from 'node:path'
 import { mkdtemp, rm } from 'node:fs/promises'

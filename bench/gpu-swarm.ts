@@ -14,7 +14,7 @@
 // DIR needs config.json and the tokenizer (bmrt make-test-model writes them; with
 // --load-format safetensors the weights too).
 
-import '../src/polyfill.js'
+import '../src/util/polyfill.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'

@@ -5,7 +5,7 @@
 // JS head; --json FILE writes the figures.
 //   npm run bench:head [-- --vocab 32000 --hidden 8192 --runs 20 --json FILE]
 
-import '../src/polyfill.js'
+import '../src/util/polyfill.js'
 import { writeFile } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'

@@ -6,7 +6,7 @@
 // rounding the norms that dummy spans keep in fp32).
 //   npm run bench:load -- --model DIR [--blocks 0:32] [--device cuda] [--drop-caches] [--json FILE]
 
-import '../src/polyfill.js'
+import '../src/util/polyfill.js'
 import { spawnSync } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'

@@ -3,7 +3,7 @@
 // a client, and the client's lookup latency for every block. Bounded: one pass, then everything stops.
 // Run: npm run bench:swarm [-- --nodes 10]
 
-import '../src/polyfill.js'
+import '../src/util/polyfill.js'
 import { median, percentile } from './stats.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'

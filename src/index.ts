@@ -1,6 +1,6 @@
 // The bmrt library: `import { LocalModel, DistributedModel, generate } from 'bmrt'`.
 
-import './polyfill.js'
+import './util/polyfill.js'
 
 export { loadConfig, parseConfig, SUPPORTED_MODEL_TYPES, type ModelConfig, type RopeScaling } from './inference/config.js'
 export { Checkpoint, tensorNames } from './inference/checkpoint.js'

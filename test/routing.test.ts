@@ -5,8 +5,9 @@
 import assert from 'node:assert/strict'
 import {
   BanList, formatRoute, maxThroughputRoute, minLatencyRoute, MissingBlocksError, retryDelayMs, routeCostSeconds,
-  serverSpanFromRecord, shortPeerId, type RouteHop, type ServerSpan
+  serverSpanFromRecord, type RouteHop, type ServerSpan
 } from '../src/petals/client/routing.js'
+import { shortPeerId } from '../src/p2p/identity.js'
 import type { SpanRecord } from '../src/p2p/registry.js'
 import { seededRandom } from '../src/inference/sampling.js'
 

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { collect, type FinishReason, type GeneratedToken, type GenerationResult } from '../inference/generate.js'
-import { VERSION } from '../petals/server/server.js'
+import { VERSION } from '../petals/protocol/version.js'
 import type { ApiModel } from './api-model.js'
 import { parseMessages, parseModel, parsePrompt, parseSampling } from './generation-request.js'
 import { EventStream, readJsonBody, sendJson } from './http-util.js'

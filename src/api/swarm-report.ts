@@ -7,7 +7,7 @@
 import type { BmrtNode } from '../p2p/node.js'
 import { Registry } from '../p2p/registry.js'
 import { probeServer } from '../petals/client/probe.js'
-import { shortPeerId } from '../petals/client/routing.js'
+import { shortPeerId } from '../p2p/identity.js'
 import { swarmState, type ServerView } from '../petals/client/swarm-state.js'
 
 export type ServerState = 'online' | 'joining' | 'offline' | 'unreachable'

@@ -1,6 +1,6 @@
 // `bmrt-node`: serve a span of transformer blocks to a swarm, as Petals' run_server does.
 
-import '../polyfill.js'
+import '../util/polyfill.js'
 import { Command, Option } from 'commander'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
 import { confirmListeningAddresses, createNode, joinSwarm, type NodeOptions } from '../p2p/node.js'

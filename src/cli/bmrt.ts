@@ -2,7 +2,7 @@
 // HTTP API and web pages for a swarm), demo (a local swarm plus gateway: `npm start`),
 // make-test-model, swarm status, plan (capacity planning).
 
-import '../polyfill.js'
+import '../util/polyfill.js'
 import { Command, Option } from 'commander'
 import { createInterface } from 'node:readline'
 import { collect, Conversation, generate, type GeneratedToken, type GenerationResult } from '../inference/generate.js'

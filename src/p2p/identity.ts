@@ -1,5 +1,6 @@
 // A node's persistent identity: an Ed25519 private key in a file of its own (permissions 0600),
-// created on first run, so the peer id (and the addresses others saved) survive restarts.
+// created on first run, so the peer id (and the addresses others saved) survive restarts; and the
+// short form of a peer id that logs and reports show.
 
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
@@ -27,4 +28,12 @@ export async function loadOrCreateIdentity (path: string): Promise<{ privateKey:
   await writeFile(path, privateKeyToProtobuf(privateKey), { mode: 0o600, flag: 'wx' })
   await chmod(path, 0o600) // the mode above is subject to the umask
   return { privateKey, created: true }
+}
+
+/**
+ * "12D3KooW…uvwxyz": the head shows what kind of id it is (Ed25519 ids all start 12D3KooW), the
+ * last 6 characters tell peers apart, as in Petals' route log ("via …" + last 6).
+ */
+export function shortPeerId (peerId: string): string {
+  return peerId.length <= 16 ? peerId : `${peerId.slice(0, 8)}…${peerId.slice(-6)}`
 }

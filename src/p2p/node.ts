@@ -5,7 +5,7 @@
 // behind NAT reserves a slot on a relay and is reached through it (DCUtR then tries a direct path).
 // A private swarm shares a pre-shared key: connections of peers without it fail before any protocol.
 
-import '../polyfill.js'
+import '../util/polyfill.js'
 import { createLibp2p, type Libp2p, type Libp2pInit } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'

@@ -3,7 +3,7 @@
 // connection. Prints one JSON line: the relayed address it dialed, and the direct one (or null).
 // Usage: node dcutr-peer.js LISTEN_MULTIADDR RELAYED_MULTIADDR_OF_SERVER
 
-import '../../src/polyfill.js'
+import '../../src/util/polyfill.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import { confirmListeningAddresses, createNode } from '../../src/p2p/node.js'
 

@@ -4,7 +4,7 @@
 // and the addresses of its connections to each peer (relayed ones contain /p2p-circuit).
 // Usage: node pausing-client.js INITIAL_PEER PAUSE_AFTER
 
-import '../../src/polyfill.js'
+import '../../src/util/polyfill.js'
 import { createInterface } from 'node:readline'
 import { DistributedModel } from '../../src/petals/client/distributed-model.js'
 import type { RouteHop } from '../../src/petals/client/routing.js'

@@ -7,6 +7,7 @@
 // - BanList: servers that failed, banned for a doubling time; Petals' hivemind Blacklist.
 
 import type { SpanRecord } from '../../p2p/registry.js'
+import { shortPeerId } from '../../p2p/identity.js'
 
 /** What routing knows about one server. */
 export interface ServerSpan {
@@ -520,14 +521,6 @@ export function retryDelayMs (attempt: number): number {
 
 // ---------------------------------------------------------------------------------------------
 // Display
-
-/**
- * "12D3KooW…uvwxyz": the head shows what kind of id it is (Ed25519 ids all start 12D3KooW), the
- * last 6 characters tell peers apart, as in Petals' route log ("via …" + last 6).
- */
-export function shortPeerId (peerId: string): string {
-  return peerId.length <= 16 ? peerId : `${peerId.slice(0, 8)}…${peerId.slice(-6)}`
-}
 
 /** "0:3 via 12D3KooW…abcdef → 3:8 via 12D3KooW…uvwxyz"; `names` may label peers (e.g. public names). */
 export function formatRoute (hops: readonly RouteHop[], names: (peerId: string) => string = shortPeerId): string {

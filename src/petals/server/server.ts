@@ -21,8 +21,7 @@ import { PeerLimits, type PeerLimitOptions } from './peer-limits.js'
 import { TaskQueue } from './task-queue.js'
 import { swarmModelName } from '../protocol/model-name.js'
 import { measureThroughput } from './throughput.js'
-
-export const VERSION = '0.1.0'
+import { VERSION } from '../protocol/version.js'
 
 export interface ServerOptions {
   modelDir: string
