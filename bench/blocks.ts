@@ -11,7 +11,7 @@
 // (prints medians; this shared 2-core VM's memory bandwidth swings between about 40 and 75 GB/s)
 
 import '../src/util/polyfill.js'
-import { median } from './stats.js'
+import { median } from '../src/util/stats.js'
 import { parseArgs } from 'node:util'
 import { spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'

@@ -1,17 +1,18 @@
 // Chaos on a loopback swarm: a random Llama-2-70B-shaped model (80 blocks, 64 heads, 8 KV heads,
 // hidden 128) served by bmrt-node processes with overlapping --num-blocks spans, clients generating
-// all along while servers are killed, hung and started again at random (bench/chaos/run.ts says
-// how). Prints each action and failover as it happens, then a report: generations completed and
-// failed, whether each greedy output equals the reference, tokens/s over time, failovers and the
-// time they cost, DHT records seen against the servers online, sessions left open, and the memory
-// of every process at start and end. Linux only (SIGSTOP, /proc); bounded in time; 127.0.0.1 only.
+// all along while servers are killed, hung and started again at random (src/testing/chaos/run.ts
+// says how). Prints each action and failover as it happens, then a report: generations completed
+// and failed, whether each greedy output equals the reference, tokens/s over time, failovers and
+// the time they cost, DHT records seen against the servers online, sessions left open, and the
+// memory of every process at start and end.
+// Linux only (SIGSTOP, /proc); bounded in time; 127.0.0.1 only.
 // Run: npm run bench:chaos [-- --minutes 10 --nodes 14 --clients 4 --seed N --interval 5 --json]
 
 import '../src/util/polyfill.js'
 import { parseArgs } from 'node:util'
-import { killEveryNode } from './chaos/fleet.js'
-import { formatReport } from './chaos/report.js'
-import { runChaos } from './chaos/run.js'
+import { killEveryNode } from '../src/testing/chaos/fleet.js'
+import { formatReport } from '../src/testing/chaos/report.js'
+import { runChaos } from '../src/testing/chaos/run.js'
 
 const HELP = `npm run bench:chaos -- [options]
 A random Llama-2-70B-shaped model (80 blocks, hidden 128) on bmrt-node servers that each take

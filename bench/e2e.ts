@@ -22,7 +22,7 @@ import { createNode } from '../src/p2p/node.js'
 import { registryDhtOptions } from '../src/p2p/registry.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
 import { BlockServer } from '../src/petals/server/server.js'
-import { median } from './stats.js'
+import { median } from '../src/util/stats.js'
 
 const RUNS = 5
 /** `npm run bench:e2e -- tinyllama` runs only the models whose label contains the word */

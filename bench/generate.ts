@@ -4,7 +4,7 @@
 // Run: npm run bench:generate
 
 import '../src/util/polyfill.js'
-import { median } from './stats.js'
+import { median } from '../src/util/stats.js'
 import { join } from 'node:path'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'

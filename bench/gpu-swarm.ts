@@ -25,7 +25,7 @@ import type { LoadFormat } from '../src/inference/dummy-weights.js'
 import type { LanguageModelSession } from '../src/inference/model.js'
 import { argmax } from '../src/inference/sampling.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
-import { median } from './stats.js'
+import { median } from '../src/util/stats.js'
 
 const { values: o } = parseArgs({
   options: {

@@ -15,7 +15,7 @@ import { DummyWeights } from '../src/inference/dummy-weights.js'
 import { loadHead } from '../src/inference/load-span.js'
 import { describeHead } from '../src/inference/model.js'
 import { loadAddon } from '../src/inference/native-backend.js'
-import { median } from './stats.js'
+import { median } from '../src/util/stats.js'
 
 const { values: o } = parseArgs({
   options: {

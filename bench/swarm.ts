@@ -4,7 +4,7 @@
 // Run: npm run bench:swarm [-- --nodes 10]
 
 import '../src/util/polyfill.js'
-import { median, percentile } from './stats.js'
+import { median, percentile } from '../src/util/stats.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'

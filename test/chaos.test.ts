@@ -1,11 +1,11 @@
-// The test-sized chaos run (bench/chaos/run.ts, which npm run bench:chaos runs at full size): 5
-// bmrt-node processes serve a 16-block model of Llama-2-70B's layout with --num-blocks spans, 2
-// clients generate all along, and a seeded schedule takes 8 actions (SIGKILL, SIGSTOP then
-// SIGCONT, restart) that never take the last server of a block. Then every server is resumed or
-// restarted and the swarm must settle.
+// The test-sized chaos run (src/testing/chaos/run.ts, which npm run bench:chaos runs at full size):
+// 5 bmrt-node processes serve a 16-block model of Llama-2-70B's layout with --num-blocks spans, 2
+// clients generate all along, and a seeded schedule takes 8 actions (SIGKILL, SIGSTOP then SIGCONT,
+// restart) that never take the last server of a block. Then every server is resumed or restarted
+// and the swarm must settle.
 
 import assert from 'node:assert/strict'
-import { runChaos } from '../bench/chaos/run.js'
+import { runChaos } from '../src/testing/chaos/run.js'
 
 /** Growth of a long-lived process's resident memory over the run that counts as a leak. */
 const RSS_GROWTH_LIMIT_MIB = 200

@@ -1,4 +1,4 @@
-// Summaries the bench scripts print.
+// Summaries the bench scripts and the chaos report print.
 
 /** The value at fraction `p` (0..1) of the sorted samples. */
 export function percentile (samples: readonly number[], p: number): number {

@@ -1,6 +1,6 @@
 // The summary of a chaos run, as data (the test asserts on it, --json prints it) and as text.
 
-import { median, percentile } from '../stats.js'
+import { median, percentile } from '../../util/stats.js'
 import type { FleetNode } from './fleet.js'
 import type { GenerationRecord, Recorder } from './record.js'
 

@@ -3,9 +3,9 @@
 // and checks each against its reference. It records every token, every failover the SDK reports
 // (onRoute after "open") and how long each failure held the generation up.
 
-import { collect } from '../../src/inference/generate.js'
-import { DistributedModel } from '../../src/petals/client/distributed-model.js'
-import type { RouteHop } from '../../src/petals/client/routing.js'
+import { collect } from '../../inference/generate.js'
+import { DistributedModel } from '../../petals/client/distributed-model.js'
+import type { RouteHop } from '../../petals/client/routing.js'
 import type { Recorder } from './record.js'
 import type { ReferencePrompt } from './reference.js'
 

@@ -6,7 +6,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { startNode } from '../../test/helpers.js'
+import { startNode } from '../processes.js'
 
 /**
  * starting: launched, not yet online; online: serving its span; moving: rebalancing to another

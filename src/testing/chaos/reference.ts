@@ -8,9 +8,9 @@
 // pick the other token. Prompts are therefore kept only if every step of their reference has a
 // top-2 gap of at least MIN_LOGIT_GAP (100 times that difference), so that any mismatch is a bug.
 
-import { collect, generate } from '../../src/inference/generate.js'
-import { LocalModel, type LanguageModel } from '../../src/inference/model.js'
-import { seededRandom } from '../../src/inference/sampling.js'
+import { collect, generate } from '../../inference/generate.js'
+import { LocalModel, type LanguageModel } from '../../inference/model.js'
+import { seededRandom } from '../../inference/sampling.js'
 
 export const MIN_LOGIT_GAP = 1e-3
 
