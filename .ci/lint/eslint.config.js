@@ -24,7 +24,7 @@ const layerZones = LAYERS.map(([layer, allowed]) => ({
   from: './src',
   // `except` is relative to `from`.
   except: [layer, ...allowed].map(path => `./${path.slice('src/'.length)}`),
-  message: `${layer} may import only ${allowed.length > 0 ? allowed.join(', ') : 'nothing in src'} (layers: docs/architecture.md)`,
+  message: `${layer} may import ${allowed.length > 0 ? `only ${allowed.join(', ')}` : 'nothing else in src'} (layers: docs/architecture.md)`,
 }))
 
 const zones = [
