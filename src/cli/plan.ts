@@ -1,6 +1,7 @@
-// `bmrt plan`: the capacity plan of a model on nodes of a given memory (src/petals/capacity-plan.ts
-// does the arithmetic): which model (a shipped config by name, a model directory or a config.json),
-// which speed figures, and the table or JSON a person or a script reads.
+// `bmrt plan`: the capacity plan of a model on nodes of a given memory
+// (src/petals/planning/capacity-plan.ts does the arithmetic): which model (a shipped config by name,
+// a model directory or a config.json), which speed figures, and the table or JSON a person or a
+// script reads.
 
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
