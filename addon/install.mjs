@@ -52,7 +52,7 @@ const env = { ...process.env, BMRT_CUDA_LINK: cudaLink ?? '' }
 const result = spawnSync(command, args, { cwd: addonDir, stdio: 'inherit', env, shell: !gyp && process.platform === 'win32' })
 if (result.status !== 0) {
   const why = result.error ? result.error.message : `node-gyp exited with ${result.status}`
-  console.warn(`\nbmrt: the native addon did not build (${why}).\nbmrt still works on its JS backend, which is much slower. See README, "Native addon".\n`)
+  console.warn(`\nbmrt: the native addon did not build (${why}).\nbmrt still works on its JS backend, which is much slower. See docs/user-guide.md, "Native addon".\n`)
   if (process.env.BMRT_REQUIRE_NATIVE === '1') process.exit(1)
 } else if (cudaLink !== null) {
   console.log('bmrt: the native addon is built with CUDA (--device cuda)')

@@ -1,6 +1,6 @@
 // The bundled model's reference greedy outputs (50 new tokens, BOS prepended).
 
-// Token ids from ../shared/models/stories260K-hf/EXPECTED.md (first prompt) and, for the other two
+// Token ids from models/stories260K/EXPECTED.md (first prompt) and, for the other two
 // prompts, from Hugging Face transformers' LlamaForCausalLM greedy generate() on the same files;
 // their decoded text begins with EXPECTED.md's text for those prompts.
 export const EXPECTED = [

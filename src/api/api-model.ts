@@ -51,10 +51,6 @@ export class ApiModel {
   }
 
   /**
-   * Streams a generation. The context is checked before anything reaches the swarm; failures
-   * during the generation come out as ApiErrors (503 when the swarm cannot serve the model now).
-   */
-  /**
    * The tokens a completion of a `promptTokens`-token prompt may have: `maxTokens`, or (null) what
    * the context leaves. Throws OpenAI's 400 context_length_exceeded when they do not fit.
    */
@@ -68,6 +64,10 @@ export class ApiModel {
     return tokens
   }
 
+  /**
+   * Streams a generation. The context is checked before anything reaches the swarm; failures
+   * during the generation come out as ApiErrors (503 when the swarm cannot serve the model now).
+   */
   async * generate (ids: readonly number[], sampling: SamplingRequest, hooks: GenerationHooks = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
     const maxTokens = this.completionTokens(ids.length, sampling.maxTokens)
     this.active++

@@ -1,5 +1,7 @@
 // The OpenAI-compatible endpoints: /v1/models, /v1/completions and /v1/chat/completions, with
-// responses and streams shaped exactly as OpenAI shapes them (see shared/reference/web.md §3).
+// responses and streams shaped exactly as OpenAI shapes them
+// (https://platform.openai.com/docs/api-reference/chat, and the parser of
+// https://github.com/openai/openai-node/blob/master/src/core/streaming.ts).
 // A client that goes away ends its generation, which closes its swarm session.
 
 import { randomUUID } from 'node:crypto'

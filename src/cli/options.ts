@@ -98,7 +98,6 @@ export function blockSpan (value: string): [number, number] {
   return [Number(match[1]), Number(match[2])]
 }
 
-/** Prints an error the way every bmrt command does, and sets a failing exit code. */
 /**
  * Calls `stop` once on Ctrl-C (SIGINT), SIGTERM, a closed terminal or console window (SIGHUP; on
  * Windows the console gives about 10 s) or Ctrl-Break (SIGBREAK, Windows), with the signal's name.
@@ -112,6 +111,7 @@ export function onStopSignals (stop: (signal: string) => void): void {
   signals.forEach(s => process.on(s, handle))
 }
 
+/** Prints an error the way every bmrt command does, and sets a failing exit code. */
 export function fail (command: string, err: unknown): void {
   process.stderr.write(`${command}: ${err instanceof Error ? err.message : String(err)}\n`)
   process.exitCode = 1

@@ -1,6 +1,7 @@
-// `bmrt plan`: the capacity plan of a model on nodes of a given memory (src/petals/capacity-plan.ts
-// does the arithmetic): which model (a shipped config by name, a model directory or a config.json),
-// which speed figures, and the table or JSON a person or a script reads.
+// `bmrt plan`: the capacity plan of a model on nodes of a given memory
+// (src/petals/planning/capacity-plan.ts does the arithmetic): which model (a shipped config by
+// name, a model directory or a config.json), which speed figures, and the table or JSON a person or
+// a script reads.
 
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -17,10 +18,10 @@ const SHIPPED_CONFIGS = fileURLToPath(new URL('../../../models/configs', import.
 
 // Speed figures used when none is given. CPU: the bf16 decode rate of a Llama-2-7B layer that
 // `npm run bench:blocks` measured on this project's 2-core VM (2 threads; 405 MB in 9.06 ms, about
-// 45 GB/s; the README's table, 46). GPU: an assumption, not a measurement (bmrt's CUDA path has no
-// figures yet): about 60% of an H100 SXM's 3.35 TB/s, or an A100 80GB's 2.0 TB/s peak. Client: the
-// native head's bf16 lm_head on the same VM, 2 threads (npm run bench:head -- --hidden 2048:
-// 131 MB in 3.2 ms).
+// 45 GB/s; docs/performance.md's table, 46). GPU: an assumption, not a measurement (bmrt's CUDA
+// path has no figures yet): about 60% of an H100 SXM's 3.35 TB/s, or an A100 80GB's 2.0 TB/s
+// peak. Client: the native head's bf16 lm_head on the same VM, 2 threads
+// (npm run bench:head -- --hidden 2048: 131 MB in 3.2 ms).
 const DEFAULT_DECODE_GBPS: Record<PlanDevice, number> = { cpu: 45, gpu: 2000 }
 const DEFAULT_CLIENT_GBPS = 41
 

@@ -139,7 +139,7 @@ export function resolveNativeDevice (device = 'cpu'): NativeDevice {
   const match = /^cuda(?::(\d+))?$/.exec(device)
   if (match === null) throw new Error(`unknown device '${device}' for the native backend: use cpu, cuda, cuda:N or auto`)
   if (native?.CudaBlockSpan === undefined) {
-    throw new Error('this build of the native addon has no CUDA path: it is built only where nvcc and cuBLAS are found (see README, "NVIDIA GPUs"), then `npm run install` rebuilds it')
+    throw new Error('this build of the native addon has no CUDA path: it is built only where nvcc and cuBLAS are found (see docs/user-guide.md, "NVIDIA GPUs"), then `npm run install` rebuilds it')
   }
   const index = Number(match[1] ?? 0)
   if (index >= gpus.length) throw new Error(gpus.length === 0 ? 'no CUDA device found (is the NVIDIA driver loaded?)' : `no CUDA device ${index}: this machine has ${gpus.length}`)

@@ -1,6 +1,7 @@
 // The libp2p node every bmrt process runs: TCP, Noise, Yamux, identify, ping and a Kademlia DHT
 // under a swarm-specific protocol (not the public IPFS one). Loopback and private addresses are kept
-// (see ../shared reference: the stock DHT drops them, and its client mode never serves records).
+// (kad-dht's default peerInfoMapper, removePrivateAddressesMapper, drops them, and its default
+// client mode, until a public address is seen, never serves records).
 // Every node can dial through circuit relays (v2); a relay node relays for others, and a server
 // behind NAT reserves a slot on a relay and is reached through it (DCUtR then tries a direct path).
 // A private swarm shares a pre-shared key: connections of peers without it fail before any protocol.

@@ -1,8 +1,8 @@
-// Who serves which blocks, in the DHT. Two kinds of record (the design measured in the libp2p
-// reference): a provider record per (model, group of BLOCKS_PER_KEY blocks) says "this peer serves
-// some of these blocks", and one signed, expiring span record per (model, server) says which span,
-// in which state, with what details. The span record is authoritative; a stale provider record
-// after a span change does no harm.
+// Who serves which blocks, in the DHT. Two kinds of record (why, with the measurements:
+// PATCHES.md, "Swarm registry"): a provider record per (model, group of BLOCKS_PER_KEY blocks)
+// says "this peer serves some of these blocks", and one signed, expiring span record per (model,
+// server) says which span, in which state, with what details. The span record is authoritative; a
+// stale provider record after a span change does no harm.
 
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
@@ -281,7 +281,6 @@ export class Registry {
   }
 
   /** The newest valid record of one server, or null. */
-
   async lookup (model: string, peerId: string): Promise<SpanRecord | null> {
     const key = recordKey(model, peerId)
     try {

@@ -6,7 +6,7 @@
 #   (b) the addon's own tests under win32 node with the cross-built addon;
 #   (c) a mixed swarm: a Windows bmrt-node on the cross-built addon serving blocks 2:4, Linux
 #       servers for the rest, a Linux client whose greedy output equals EXPECTED.md.
-# Wine is not Windows: see README, "Windows", for what this cannot check.
+# Wine is not Windows: see docs/user-guide.md, "Windows", for what this cannot check.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 started=$SECONDS

@@ -5,9 +5,12 @@
 // answer in time), the client bans its server, routes that hop's block range again, and gives the
 // first replacement the whole history plus the new tokens so it rebuilds its KV cache in one
 // prefill; further replacements get the full outputs of the one before. Servers downstream keep
-// their caches and get only the new tokens. Unlike upstream Petals (reference/petals.md §4.4), the
-// position is tracked for the whole session, fresh servers always start at position 0, and full
-// outputs are cropped to the new tokens before they reach a warm server.
+// their caches and get only the new tokens. Unlike upstream Petals (`_ServerInferenceSession.step`
+// and `InferenceSession._update_sequence` in
+// https://github.com/bigscience-workshop/petals/blob/main/src/petals/client/inference_session.py;
+// https://github.com/bigscience-workshop/petals/issues/587), the position is tracked for the whole
+// session, fresh servers always start at position 0, and full outputs are cropped to the new tokens
+// before they reach a warm server.
 
 import { setTimeout as wait } from 'node:timers/promises'
 import type { BmrtNode } from '../../p2p/node.js'

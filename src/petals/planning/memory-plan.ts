@@ -1,8 +1,10 @@
-// How many blocks fit in a device's memory, as Petals chooses num_blocks (reference/petals.md §2.1
-// step 5): each block costs its weights (× 1.01) plus its share of the attention cache, after a
-// reserve for activations that grows with the hidden size. A GPU server plans with its free memory
-// (other programs may hold some); `bmrt plan` applies the same rule to the memory a user gives a
-// node, CPU or GPU. Weights are counted as the native addon stores them and the KV cache in fp32,
+// How many blocks fit in a device's memory, as Petals chooses num_blocks
+// (`Server._choose_num_blocks` in
+// https://github.com/bigscience-workshop/petals/blob/main/src/petals/server/server.py): each block
+// costs its weights (× 1.01) plus its share of the attention cache, after a reserve for
+// activations that grows with the hidden size. A GPU server plans with its free memory (other
+// programs may hold some); `bmrt plan` applies the same rule to the memory a user gives a node,
+// CPU or GPU. Weights are counted as the native addon stores them and the KV cache in fp32,
 // which is what both its CPU and CUDA paths keep.
 
 import type { ModelConfig } from '../../inference/config.js'
