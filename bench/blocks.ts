@@ -19,7 +19,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadBlockSpan, loadHead } from '../src/inference/load-span.js'
 import { makeTestModel } from '../src/inference/test-model.js'
-import { loadAddon, WEIGHT_FORMATS, type WeightFormat } from '../src/inference/native-backend.js'
+import { WEIGHT_FORMATS, type WeightFormat } from '../src/inference/dtype.js'
+import { loadAddon } from '../src/inference/native-backend.js'
 import { ropeInverseFrequencies } from '../src/inference/rope.js'
 import { parseConfig } from '../src/inference/config.js'
 import { LAYER_TENSOR_SUFFIXES } from '../src/inference/llama-layout.js'
@@ -84,7 +85,7 @@ if (python === null && args.torch !== 'none') console.log(`(no torch column: ${a
 async function torchLayerMs (shape: { hidden: number, intermediate: number, heads: number, kvHeads: number }, format: 'f32' | 'bf16'): Promise<{ decodeMs: number, prefillMs: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'bmrt-bench-torch-'))
   try {
-    await makeTestModel(dir, { layers: LAYERS, ...shape, vocab: 32, dtype: format === 'bf16' ? 'BF16' : 'F32' })
+    await makeTestModel(dir, { layers: LAYERS, ...shape, vocab: 32, dtype: format === 'bf16' ? 'bf16' : 'f32' })
     const span = await loadBlockSpan(dir, 0, LAYERS, { backend: 'torch', python: python!, threads, format })
     try {
       const prompt = randomValues(CONTEXT * shape.hidden, 1, 8)

@@ -109,7 +109,7 @@ async function bench (label: string, dir: string, opts: { promptTokens: number, 
     console.log(`  ${s.name.padEnd(7)} ${(1000 / step).toFixed(1).padStart(8)} tokens/s decode = ${(100 * baseStep / step).toFixed(1).padStart(5)}% of local` +
       ` (${step.toFixed(2)} ms/token${perHop}; servers' forward calls ${median(r.map(x => x.computeMs)).toFixed(2)} ms), prefill ${median(r.map(x => x.prefill)).toFixed(0)} tokens/s`)
   }
-  console.log(`  (overhead per hop = (swarm ms/token - local ms/token) / hops; hidden state ${H} values in ${subjects[0].model.config.dtype ?? 'F32'} on the wire)`)
+  console.log(`  (overhead per hop = (swarm ms/token - local ms/token) / hops; hidden state ${H} values in ${subjects[0].model.config.dtype ?? 'f32'} on the wire)`)
 }
 
 const bundled = fileURLToPath(new URL('../../models/stories260K', import.meta.url))
@@ -122,7 +122,7 @@ try {
   await makeTestModel(wide, { layers: 4, hidden: 4096, intermediate: 16, heads: 1, kvHeads: 1, headDim: 16, vocab: 64, tokenizerFrom: bundled })
   await bench('16 KiB hidden state (4 blocks, hidden 4096 fp32, head dim 16, almost no compute)', wide, { promptTokens: 8, newTokens: 50 })
   const tiny = join(scratch, 'tinyllama8')
-  await makeTestModel(tiny, { layers: 8, hidden: 2048, intermediate: 5632, heads: 32, kvHeads: 4, vocab: 512, dtype: 'BF16', tokenizerFrom: bundled })
+  await makeTestModel(tiny, { layers: 8, hidden: 2048, intermediate: 5632, heads: 32, kvHeads: 4, vocab: 512, dtype: 'bf16', tokenizerFrom: bundled })
   await bench('TinyLlama shape, 8 blocks (hidden 2048, intermediate 5632, 32 heads, 4 KV heads, bf16; vocab 512 so that the client lm_head does not hide the blocks)', tiny, { promptTokens: 128, newTokens: 30 })
 } finally {
   await rm(scratch, { recursive: true, force: true })

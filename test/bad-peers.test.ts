@@ -76,7 +76,7 @@ describe('a server facing bad peers', function () {
       { what: 'a 100,000-character model name', frames: [open({ model: 'x'.repeat(100_000) })], code: ErrorCode.NOT_SERVED, message: /not x{64}\.\.\. \(100000 characters\)$/ },
       { what: 'a shape of 100,000 dimensions', frames: [open(), { step: { hidden: { ...hidden(1), shape: new Array(100_000).fill(1) } } }], code: ErrorCode.BAD_REQUEST, message: /got \[1, 1, 1, 1, \.\.\. \(100000 dimensions\)\]$/ },
       // Finite, but no fp16 answer can carry what the blocks make of them.
-      { what: 'hidden states far out of range', frames: [open({ dtype: WireDType.F16 }), { step: { hidden: hidden(1, 1e30) } }], code: ErrorCode.BAD_REQUEST, message: /turned these hidden states into values F16 cannot carry/ }
+      { what: 'hidden states far out of range', frames: [open({ dtype: WireDType.F16 }), { step: { hidden: hidden(1, 1e30) } }], code: ErrorCode.BAD_REQUEST, message: /turned these hidden states into values f16 cannot carry/ }
     ]
     for (const { what, frames: requests, code, message } of cases) {
       const { frames } = await dial()

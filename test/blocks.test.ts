@@ -11,8 +11,8 @@ import { maxAbsDiff, randomHidden, scratchDir } from './helpers.js'
 
 const SHAPES: Array<{ name: string, spec: TestModelSpec }> = [
   { name: 'MHA, 3 blocks, f32', spec: { layers: 3, hidden: 32, intermediate: 72, heads: 4, vocab: 64 } },
-  { name: 'GQA 8/2, biases, tied, bf16', spec: { layers: 4, hidden: 48, intermediate: 96, heads: 8, kvHeads: 2, headDim: 6, vocab: 64, tied: true, attentionBias: true, mlpBias: true, dtype: 'BF16' } },
-  { name: 'llama3 rope scaling, f16, 2 shards', spec: { layers: 2, hidden: 32, intermediate: 64, heads: 4, kvHeads: 1, vocab: 64, dtype: 'F16', shards: 2, ropeTheta: 500000, ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } } },
+  { name: 'GQA 8/2, biases, tied, bf16', spec: { layers: 4, hidden: 48, intermediate: 96, heads: 8, kvHeads: 2, headDim: 6, vocab: 64, tied: true, attentionBias: true, mlpBias: true, dtype: 'bf16' } },
+  { name: 'llama3 rope scaling, f16, 2 shards', spec: { layers: 2, hidden: 32, intermediate: 64, heads: 4, kvHeads: 1, vocab: 64, dtype: 'f16', shards: 2, ropeTheta: 500000, ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } } },
   { name: 'mistral sliding window 5', spec: { modelType: 'mistral', layers: 2, hidden: 32, intermediate: 64, heads: 4, kvHeads: 2, vocab: 64, slidingWindow: 5 } },
   { name: 'Llama-2-70B layout at tiny width: 80 blocks, 64 heads, 8 KV heads', spec: { layers: 80, hidden: 128, intermediate: 32, heads: 64, kvHeads: 8, headDim: 2, vocab: 32 } }
 ]

@@ -58,10 +58,10 @@ describe('dummy weights and the native head', function () {
       const count = shape.reduce((a, b) => a * b, 1)
       for (const seed of [DUMMY_SEED, 7]) {
         const js = dummyValues(dummyKey(seed, stream), init, count)
-        const native = await loadAddon()!.dummyTensor(seed, stream, init.scale, init.offset, count, 'F32')
+        const native = await loadAddon()!.dummyTensor(seed, stream, init.scale, init.offset, count, 'f32')
         assert.deepEqual(new Uint8Array(js.buffer), native, `${name}, seed ${seed}`)
-        const bf16 = await loadAddon()!.dummyTensor(seed, stream, init.scale, init.offset, count, 'BF16')
-        assert.deepEqual(fromFloat32(js, 'BF16'), bf16, `${name} as bf16, seed ${seed}`)
+        const bf16 = await loadAddon()!.dummyTensor(seed, stream, init.scale, init.offset, count, 'bf16')
+        assert.deepEqual(fromFloat32(js, 'bf16'), bf16, `${name} as bf16, seed ${seed}`)
       }
     }
     // The inits: projections by fan-in, norms around 1.
@@ -98,7 +98,7 @@ describe('dummy weights and the native head', function () {
     // bf16: a BF16 checkpoint holds the dummy values rounded (the norms too, which dummy blocks keep
     // in fp32), and the native backend stores bf16 weights for it by default.
     const bf16 = join(root, 'written-bf16')
-    await makeTestModel(bf16, { ...SPEC, dtype: 'BF16' })
+    await makeTestModel(bf16, { ...SPEC, dtype: 'bf16' })
     const a = await LocalModel.load(bf16, { backend: 'native', threads: 2 })
     const b = await LocalModel.load(bf16, { backend: 'native', threads: 2, loadFormat: 'dummy' })
     try {

@@ -2,6 +2,7 @@
 // protocols and hostile requests for the HTTP gateway. Each case says, where it can know, what the
 // server must answer; fuzz.test.ts sends them and checks.
 
+import { DTYPES } from '../src/inference/dtype.js'
 import { seededRandom } from '../src/inference/sampling.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ReachabilityRequest } from '../src/p2p/reachability-messages.js'
@@ -92,7 +93,7 @@ function validSession (rng: Rng, served: Served): { open: NonNullable<Request['o
     if (at >= maxLength) break
     const tokens = rng.int(1, Math.min(8, maxLength - at))
     const position = at === length && rng.chance(0.5) ? undefined : at
-    steps.push({ position, tokens, at, tensor: encodeHidden(rng.floats(batch * tokens * BUNDLED_HIDDEN), [batch, tokens, BUNDLED_HIDDEN], rng.pick([WireDType.F32, WireDType.BF16, WireDType.F16])) })
+    steps.push({ position, tokens, at, tensor: encodeHidden(rng.floats(batch * tokens * BUNDLED_HIDDEN), [batch, tokens, BUNDLED_HIDDEN], rng.pick(DTYPES)) })
     length = at + tokens
   }
   return { open, steps }
@@ -170,7 +171,7 @@ function mutatedSession (rng: Rng, served: Served): FrameCase {
     case 9: {
       const at = steps[k].at
       const tokens = open.maxLength - at + rng.int(1, 8)
-      setStep(encodeHidden(rng.floats(open.batch * tokens * BUNDLED_HIDDEN), [open.batch, tokens, BUNDLED_HIDDEN], WireDType.F32), at)
+      setStep(encodeHidden(rng.floats(open.batch * tokens * BUNDLED_HIDDEN), [open.batch, tokens, BUNDLED_HIDDEN], 'f32'), at)
       return spoil(`${tokens} tokens at ${at} of max_length ${open.maxLength}`, k, { code: ErrorCode.TOO_LONG, message: /would exceed it/ })
     }
     case 10: {

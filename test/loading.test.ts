@@ -10,7 +10,7 @@ import { loadJsSpan } from '../src/inference/js-backend.js'
 import { LocalModel } from '../src/inference/model.js'
 import { Tokenizer } from '../src/inference/tokenizer.js'
 import { SafetensorsFile, writeSafetensors } from '../src/inference/safetensors.js'
-import { floatToBf16, floatToHalf, fromFloat32, halfToFloat, toFloat32 } from '../src/inference/dtype.js'
+import { floatToBf16, floatToHalf, fromFloat32, halfToFloat, toFloat32, type DType } from '../src/inference/dtype.js'
 import { makeTestModel } from '../src/inference/test-model.js'
 import { BUNDLED_MODEL, scratchDir } from './helpers.js'
 
@@ -44,7 +44,7 @@ describe('model loading', () => {
   it('reads F32, F16 and BF16 checkpoints to the same model within each format\'s precision', async () => {
     const spec = { layers: 1, hidden: 16, intermediate: 32, heads: 2, vocab: 32, seed: 5 }
     const weights: Record<string, Float32Array> = {}
-    for (const dtype of ['F32', 'F16', 'BF16'] as const) {
+    for (const dtype of ['f32', 'f16', 'bf16'] as const) {
       const sub = join(dir, dtype)
       const config = await makeTestModel(sub, { ...spec, dtype })
       const checkpoint = await Checkpoint.open(sub)
@@ -52,9 +52,9 @@ describe('model loading', () => {
       await checkpoint.close()
     }
     const rel = (a: Float32Array, b: Float32Array): number => Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.max(Math.abs(x), 1e-3)))
-    assert.ok(rel(weights.F32, weights.F16) < 1e-3)
-    assert.ok(rel(weights.F32, weights.BF16) < 8e-3)
-    assert.ok(rel(weights.F32, weights.BF16) > 0, 'bf16 rounding should be visible')
+    assert.ok(rel(weights.f32, weights.f16) < 1e-3)
+    assert.ok(rel(weights.f32, weights.bf16) < 8e-3)
+    assert.ok(rel(weights.f32, weights.bf16) > 0, 'bf16 rounding should be visible')
   })
 
   it('refuses a directory without config.json, naming what it needs', async () => {
@@ -82,7 +82,7 @@ describe('model loading', () => {
     })
     assert.deepEqual(config.eosTokenIds, [7, 9])
     assert.equal(config.headDim, 16)
-    assert.equal(config.dtype, 'BF16')
+    assert.equal(config.dtype, 'bf16')
     assert.deepEqual(config.ropeScaling, { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 })
   })
 
@@ -109,7 +109,7 @@ describe('model loading', () => {
 
   it('refuses dtypes it cannot read, naming the tensor and the dtypes it reads', async () => {
     const path = join(dir, 'model.safetensors')
-    await writeSafetensors(path, [{ name: 'model.embed_tokens.weight', dtype: 'I64' as 'F32', shape: [2], bytes: new Uint8Array(16) }])
+    await writeSafetensors(path, [{ name: 'model.embed_tokens.weight', dtype: 'I64' as DType, shape: [2], bytes: new Uint8Array(16) }])
     await assert.rejects(SafetensorsFile.open(path), /tensor 'model\.embed_tokens\.weight' has dtype "I64"; bmrt reads F32, F16 and BF16 checkpoints/)
   })
 
@@ -137,9 +137,9 @@ describe('model loading', () => {
 describe('dtype conversion', () => {
   it('round-trips exactly representable values through f16 and bf16', () => {
     const values = Float32Array.from([0, -0, 1, -2.5, 0.15625, 65504, 2 ** -24, -(2 ** -14), Infinity, -Infinity])
-    assert.deepEqual(toFloat32(fromFloat32(values, 'F16'), 'F16'), values)
+    assert.deepEqual(toFloat32(fromFloat32(values, 'f16'), 'f16'), values)
     const bfValues = Float32Array.from([0, 1, -2.5, 2 ** 127, -(2 ** -130), Infinity])
-    assert.deepEqual(toFloat32(fromFloat32(bfValues, 'BF16'), 'BF16'), bfValues)
+    assert.deepEqual(toFloat32(fromFloat32(bfValues, 'bf16'), 'bf16'), bfValues)
   })
 
   it('rounds to nearest even, overflows to infinity, keeps NaN', () => {
@@ -149,6 +149,6 @@ describe('dtype conversion', () => {
     assert.ok(Number.isNaN(halfToFloat(floatToHalf(NaN))))
     assert.equal(floatToBf16(1 + 2 ** -8), 0x3f80) // halfway: to even
     assert.equal(floatToBf16(1 + 3 * 2 ** -8), 0x3f82)
-    assert.ok(Number.isNaN(toFloat32(Uint8Array.from([floatToBf16(NaN) & 0xff, floatToBf16(NaN) >> 8]), 'BF16')[0]))
+    assert.ok(Number.isNaN(toFloat32(Uint8Array.from([floatToBf16(NaN) & 0xff, floatToBf16(NaN) >> 8]), 'bf16')[0]))
   })
 })

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict'
 import { Checkpoint } from '../src/inference/checkpoint.js'
 import { loadConfig, type ModelConfig } from '../src/inference/config.js'
 import { loadJsSpan } from '../src/inference/js-backend.js'
-import { loadNativeSpan, type NativeBlockSpan, type WeightFormat } from '../src/inference/native-backend.js'
+import type { WeightFormat } from '../src/inference/dtype.js'
+import { loadNativeSpan, type NativeBlockSpan } from '../src/inference/native-backend.js'
 import type { BlockSpan } from '../src/inference/backend.js'
 import { LocalModel } from '../src/inference/model.js'
 import { collect, generate } from '../src/inference/generate.js'
@@ -18,7 +19,7 @@ import { EXPECTED } from './expected.js'
 const SHAPES: Array<{ name: string, spec: TestModelSpec }> = [
   { name: 'MHA, 1 block', spec: { layers: 1, hidden: 64, intermediate: 96, heads: 4, vocab: 32 } },
   { name: 'GQA 8/2, 3 blocks, biases', spec: { layers: 3, hidden: 96, intermediate: 200, heads: 8, kvHeads: 2, headDim: 12, vocab: 32, attentionBias: true, mlpBias: true } },
-  { name: 'GQA 4/1, llama3 rope, BF16 checkpoint', spec: { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 1, vocab: 32, dtype: 'BF16', ropeTheta: 500000, ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } } },
+  { name: 'GQA 4/1, llama3 rope, BF16 checkpoint', spec: { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 1, vocab: 32, dtype: 'bf16', ropeTheta: 500000, ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } } },
   { name: 'mistral sliding window 4, 5 blocks', spec: { modelType: 'mistral', layers: 5, hidden: 32, intermediate: 64, heads: 4, kvHeads: 2, vocab: 32, slidingWindow: 4 } }
 ]
 

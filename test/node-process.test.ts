@@ -5,6 +5,7 @@ import assert from 'node:assert/strict'
 import type { ChildProcess } from 'node:child_process'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
 import { Registry, registryDhtOptions } from '../src/p2p/registry.js'
+import { parseServerInfo } from '../src/petals/protocol/server-info.js'
 import { BUNDLED_MODEL, POSIX_SIGNALS, startNode } from './helpers.js'
 
 describe('bmrt-node processes', function () {
@@ -32,7 +33,7 @@ describe('bmrt-node processes', function () {
     children.push(first.process, second.process)
     assert.match(first.output.join('\n'), /share as --initial-peers: \/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/12D3KooW/)
     const registry = new Registry(client)
-    const names = async (block: number): Promise<unknown[]> => (await registry.findServers('stories260K', block)).map(r => r.info.publicName)
+    const names = async (block: number): Promise<unknown[]> => (await registry.findServers('stories260K', block)).map(r => parseServerInfo(r.info).publicName ?? null)
     assert.deepEqual(await names(1), [null])
     assert.deepEqual(await names(4), ['second'])
 

@@ -58,7 +58,7 @@ export function openRequest (model: string, overrides: Partial<NonNullable<Reque
 
 /** fp32 hidden states of `shape` (default [1, tokens, 64]), every value `fill`. */
 export function hiddenTensor (tokens: number, fill = 0.5, shape: [number, number, number] = [1, tokens, BUNDLED_HIDDEN]): Tensor {
-  return encodeHidden(new Float32Array(shape[0] * shape[1] * shape[2]).fill(fill), shape, WireDType.F32)
+  return encodeHidden(new Float32Array(shape[0] * shape[1] * shape[2]).fill(fill), shape, 'f32')
 }
 
 /** A request as it goes on the wire: its length prefix (an unsigned varint), then the protobuf. */

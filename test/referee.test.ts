@@ -43,11 +43,11 @@ const BF16_RELATIVE_TOLERANCE = 5e-2
 const MODELS: Array<{ name: string, spec?: TestModelSpec }> = [
   {
     name: 'GQA 8/2, llama3 rope, untied, F32',
-    spec: { layers: 3, hidden: 64, intermediate: 128, heads: 8, kvHeads: 2, vocab: 96, dtype: 'F32', ropeTheta: 500000, ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 }, seed: 31 }
+    spec: { layers: 3, hidden: 64, intermediate: 128, heads: 8, kvHeads: 2, vocab: 96, dtype: 'f32', ropeTheta: 500000, ropeScaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 }, seed: 31 }
   },
-  { name: 'MHA 4/4, tied, F32', spec: { layers: 2, hidden: 32, intermediate: 64, heads: 4, vocab: 64, tied: true, dtype: 'F32', seed: 32 } },
-  { name: 'GQA 6/2, q/k/v/o and MLP biases, BF16', spec: { layers: 3, hidden: 48, intermediate: 96, heads: 6, kvHeads: 2, vocab: 64, attentionBias: true, mlpBias: true, dtype: 'BF16', seed: 33 } },
-  { name: 'head_dim 12 != 32/4, GQA 4/2, F32', spec: { layers: 2, hidden: 32, intermediate: 80, heads: 4, kvHeads: 2, headDim: 12, vocab: 80, dtype: 'F32', seed: 34 } },
+  { name: 'MHA 4/4, tied, F32', spec: { layers: 2, hidden: 32, intermediate: 64, heads: 4, vocab: 64, tied: true, dtype: 'f32', seed: 32 } },
+  { name: 'GQA 6/2, q/k/v/o and MLP biases, BF16', spec: { layers: 3, hidden: 48, intermediate: 96, heads: 6, kvHeads: 2, vocab: 64, attentionBias: true, mlpBias: true, dtype: 'bf16', seed: 33 } },
+  { name: 'head_dim 12 != 32/4, GQA 4/2, F32', spec: { layers: 2, hidden: 32, intermediate: 80, heads: 4, kvHeads: 2, headDim: 12, vocab: 80, dtype: 'f32', seed: 34 } },
   { name: 'bundled stories260K' }
 ]
 
@@ -178,7 +178,7 @@ describe('referee: every backend against transformers, layer by layer', function
           console.log(`      referee ${m.name} / ${variant.name}${bf16 ? ' (bf16 compute)' : ''}: worst |diff| hidden ${hiddenStates}, logits ${logits}` +
             (bf16 ? ` (relative ${(hiddenStates.diff / hiddenStates.scale).toExponential(1)}, ${(logits.diff / logits.scale).toExponential(1)})` : ''))
           for (const [what, worst] of [['hidden states', hiddenStates], ['logits', logits]] as const) {
-            if (bf16 && (config.dtype === 'BF16' || variant.format === 'bf16')) {
+            if (bf16 && (config.dtype === 'bf16' || variant.format === 'bf16')) {
               assert.ok(worst.diff <= BF16_RELATIVE_TOLERANCE * worst.scale, `${what}: ${worst} is more than ${BF16_RELATIVE_TOLERANCE} of their largest value ${worst.scale}`)
             } else {
               assert.ok(worst.diff <= TOLERANCE, `${what}: ${worst} is over ${TOLERANCE}`)

@@ -54,6 +54,14 @@ bmrt::WeightFormat parse_format(Napi::Env env, const std::string& name) {
   throw_invalid(env, "unknown weight format '" + name + "': use f32, bf16, f16, int8 or int4");
 }
 
+// A stored dtype by bmrt's name for it (src/inference/dtype.ts: f32, bf16, f16).
+bmrt::SourceDType parse_dtype(Napi::Env env, const std::string& name, const std::string& what) {
+  if (name == "f32") return bmrt::SourceDType::F32;
+  if (name == "bf16") return bmrt::SourceDType::BF16;
+  if (name == "f16") return bmrt::SourceDType::F16;
+  throw_invalid(env, what + " must be f32, bf16 or f16, got " + name);
+}
+
 int64_t integer(Napi::Env env, const Napi::Object& o, const char* key, int64_t fallback, bool required) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) {
@@ -66,7 +74,7 @@ int64_t integer(Napi::Env env, const Napi::Object& o, const char* key, int64_t f
   return static_cast<int64_t>(d);
 }
 
-// { path, offset, bytes, dtype: 'F32' | 'F16' | 'BF16' }: where a tensor's bytes are in a file.
+// { path, offset, bytes, dtype: 'f32' | 'bf16' | 'f16' }: where a tensor's bytes are in a file.
 bmrt::TensorSource parse_source(Napi::Env env, const Napi::Value& value) {
   if (!value.IsObject()) throw_invalid(env, "a tensor source must be an object { path, offset, bytes, dtype }");
   Napi::Object s = value.As<Napi::Object>();
@@ -75,11 +83,7 @@ bmrt::TensorSource parse_source(Napi::Env env, const Napi::Value& value) {
   source.path = s.Get("path").As<Napi::String>().Utf8Value();
   source.offset = static_cast<uint64_t>(integer(env, s, "offset", 0, true));
   source.bytes = static_cast<uint64_t>(integer(env, s, "bytes", 0, true));
-  const std::string dtype = s.Get("dtype").ToString().Utf8Value();
-  if (dtype == "F32") source.dtype = bmrt::SourceDType::F32;
-  else if (dtype == "F16") source.dtype = bmrt::SourceDType::F16;
-  else if (dtype == "BF16") source.dtype = bmrt::SourceDType::BF16;
-  else throw_invalid(env, "tensor source dtype must be F32, F16 or BF16, got " + dtype);
+  source.dtype = parse_dtype(env, s.Get("dtype").ToString().Utf8Value(), "tensor source dtype");
   return source;
 }
 
@@ -206,7 +210,7 @@ class Span : public Napi::ObjectWrap<Span<Core>> {
     return layer;
   }
 
-  // loadLayer(index, sources): sources[i] is { path, offset, bytes, dtype: 'F32'|'F16'|'BF16' } or null,
+  // loadLayer(index, sources): sources[i] is { path, offset, bytes, dtype: 'f32'|'bf16'|'f16' } or null,
   // indexed like bmrt::LayerTensor. Reads and converts on a worker thread; returns a promise.
   Napi::Value LoadLayer(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -513,7 +517,7 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
 }
 
 // dummyTensor(seed, stream, scale, offset, count, dtype) → Promise<Uint8Array>: `count` dummy
-// values (core/dummy.h) stored as F32, F16 or BF16 bytes, made on all cores (bmrt make-test-model).
+// values (core/dummy.h) stored as f32, bf16 or f16 bytes, made on all cores (bmrt make-test-model).
 Napi::Value DummyTensor(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const uint32_t seed = parse_seed(env, info[0]);
@@ -522,9 +526,7 @@ Napi::Value DummyTensor(const Napi::CallbackInfo& info) {
   const bmrt::DummyInit init{info[2].As<Napi::Number>().FloatValue(), info[3].As<Napi::Number>().FloatValue()};
   const double count = info[4].As<Napi::Number>().DoubleValue();
   if (!(count >= 0 && count <= 4e9) || count != std::floor(count)) throw_invalid(env, "dummyTensor's count must be an integer in 0..4e9");
-  const std::string dtype = info[5].ToString().Utf8Value();
-  if (dtype != "F32" && dtype != "F16" && dtype != "BF16") throw_invalid(env, "dummyTensor's dtype must be F32, F16 or BF16");
-  const bmrt::SourceDType stored = dtype == "F32" ? bmrt::SourceDType::F32 : dtype == "F16" ? bmrt::SourceDType::F16 : bmrt::SourceDType::BF16;
+  const bmrt::SourceDType stored = parse_dtype(env, info[5].ToString().Utf8Value(), "dummyTensor's dtype");
   const int64_t n = static_cast<int64_t>(count);
   auto bytes = std::make_shared<std::vector<uint8_t>>();
   return queue(env,

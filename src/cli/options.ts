@@ -10,7 +10,7 @@ import { LocalModel, type LanguageModel } from '../inference/model.js'
 import { DistributedModel } from '../petals/client/distributed-model.js'
 import { formatRoute } from '../petals/client/routing.js'
 import { loadSwarm, loadSwarmKey, SWARM_PRESETS } from '../p2p/swarms.js'
-import type { WeightFormat } from '../inference/native-backend.js'
+import { DTYPES, type DType, type WeightFormat } from '../inference/dtype.js'
 import { LOAD_FORMATS, type LoadFormat } from '../inference/dummy-weights.js'
 
 /** The bundled stories260K model, used when --model is not given. */
@@ -121,7 +121,7 @@ export interface BackendCliOptions {
   backend: 'auto' | 'native' | 'js' | 'torch'
   python?: string
   device?: string
-  dtype?: 'f32' | 'bf16' | 'f16'
+  dtype?: DType
   quant: 'none' | 'int8' | 'int4'
   threads: number
   loadFormat: LoadFormat
@@ -131,7 +131,7 @@ export interface BackendCliOptions {
 export function addBackendOptions (command: Command): Command {
   return command
     .addOption(new Option('--backend <name>', 'block executor: native (the C++ addon), js (portable reference), torch (a Python worker with PyTorch and transformers), auto = native when the addon built').choices(['auto', 'native', 'js', 'torch']).default('auto'))
-    .addOption(new Option('--dtype <dtype>', "weight storage (native), weights and compute (torch); default: the checkpoint's dtype (torch on cpu: f32)").choices(['f32', 'bf16', 'f16']))
+    .addOption(new Option('--dtype <dtype>', "weight storage (native), weights and compute (torch); default: the checkpoint's dtype (torch on cpu: f32)").choices([...DTYPES]))
     .option('--python <path>', "the torch backend's Python interpreter (default: $BMRT_PYTHON, else python3)")
     .option('--device <device>', 'where blocks run: cpu (default); native: cuda, cuda:N or auto (a GPU when there is one); torch: cuda, cuda:N or mps')
     .addOption(new Option('--quant <q>', 'quantise weights at load time (native backend): int8 per-row, int4 per group of 32').choices(['none', 'int8', 'int4']).default('none'))
@@ -186,7 +186,7 @@ export function samplingOptions (o: SamplingCliOptions): GenerateOptions {
 export interface ModelCliOptions extends BackendCliOptions, SwarmCliOptions {
   model: string
   modelName?: string
-  wireDtype?: string
+  wireDtype?: DType
   showRoute?: boolean
 }
 
@@ -196,7 +196,7 @@ export function addModelOptions (command: Command): Command {
     .option('--model <dir>', 'Hugging Face model directory (config.json, tokenizer.json; safetensors: all of it here, only embeddings and lm_head for a swarm, whose head runs on --device)', BUNDLED_MODEL),
   'run the blocks on the swarm this peer belongs to (repeatable); without it or --swarm, everything runs here')
     .option('--model-name <name>', "swarm: the name servers announce the model under (default: the --model folder's name)")
-    .addOption(new Option('--wire-dtype <dtype>', "swarm: activations on the wire (default: the model's dtype); bf16/f16 halve fp32 traffic").choices(['f32', 'bf16', 'f16']))
+    .addOption(new Option('--wire-dtype <dtype>', "swarm: activations on the wire (default: the model's dtype); bf16/f16 halve fp32 traffic").choices([...DTYPES]))
     .option('--show-route', 'swarm: print the chain of servers used, and every failover')
 }
 

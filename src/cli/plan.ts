@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { Option, type Command } from 'commander'
 import { loadConfig, readConfigFile, type ModelConfig } from '../inference/config.js'
 import { decodeGBps, readBlockFigures } from '../inference/block-figures.js'
-import { WEIGHT_FORMATS, type WeightFormat } from '../inference/native-backend.js'
+import { WEIGHT_FORMATS, type WeightFormat } from '../inference/dtype.js'
 import { headBytesPerValue, planCapacity, type CapacityPlan, type LayerSpeed, type PlanDevice } from '../petals/planning/capacity-plan.js'
 import { byteSize, fail, integer, milliseconds, number } from './options.js'
 

@@ -3,7 +3,7 @@
 // format, and how fast the client's lm_head (the JS head, fp32, one thread) reads its weights.
 
 import { readFile } from 'node:fs/promises'
-import { WEIGHT_FORMATS, type WeightFormat } from './native-backend.js'
+import { WEIGHT_FORMATS, type WeightFormat } from './dtype.js'
 
 export interface LayerFigure {
   /** the layer's shape, e.g. llama-2-7b */

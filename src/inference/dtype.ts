@@ -3,21 +3,36 @@
 
 import { endianness } from 'node:os'
 
-/** Storage dtypes bmrt reads from safetensors files (their safetensors spelling). */
-export type DType = 'F32' | 'F16' | 'BF16'
+/**
+ * bmrt's one name for a floating-point format: of checkpoint tensors, of activations on the wire,
+ * of weights stored in memory. Other spellings (safetensors' `BF16`, the protobuf enum, PyTorch's
+ * `bfloat16`, the CLI's input) are translated where bmrt meets them.
+ */
+export type DType = 'f32' | 'bf16' | 'f16'
 
-export const DTYPE_BYTES: Record<DType, number> = { F32: 4, F16: 2, BF16: 2 }
+export const DTYPES: readonly DType[] = ['f32', 'bf16', 'f16']
+
+/** How weights are stored: a float format, or int8 / int4 quantised at load time. */
+export type WeightFormat = DType | 'int8' | 'int4'
+
+export const WEIGHT_FORMATS: readonly WeightFormat[] = [...DTYPES, 'int8', 'int4']
+
+export const DTYPE_BYTES: Record<DType, number> = { f32: 4, bf16: 2, f16: 2 }
 
 export function isDType (value: unknown): value is DType {
-  return value === 'F32' || value === 'F16' || value === 'BF16'
+  return (DTYPES as readonly unknown[]).includes(value)
+}
+
+export function isWeightFormat (value: unknown): value is WeightFormat {
+  return (WEIGHT_FORMATS as readonly unknown[]).includes(value)
 }
 
 /** Maps the names people type (`bf16`, `float16`, `fp32`…) and config.json's `torch_dtype` to a DType. */
 export function parseDType (name: string): DType {
   const key = name.trim().toLowerCase()
-  if (['f32', 'fp32', 'float32', 'float'].includes(key)) return 'F32'
-  if (['f16', 'fp16', 'float16', 'half'].includes(key)) return 'F16'
-  if (['bf16', 'bfloat16'].includes(key)) return 'BF16'
+  if (['f32', 'fp32', 'float32', 'float'].includes(key)) return 'f32'
+  if (['f16', 'fp16', 'float16', 'half'].includes(key)) return 'f16'
+  if (['bf16', 'bfloat16'].includes(key)) return 'bf16'
   throw new Error(`unknown dtype '${name}': use one of f32, f16, bf16`)
 }
 
@@ -79,10 +94,10 @@ export function toFloat32 (bytes: Uint8Array, dtype: DType): Float32Array {
   // Copy into a fresh, aligned buffer: the source may sit at any byte offset.
   const aligned = new Uint8Array(bytes.byteLength)
   aligned.set(bytes)
-  if (dtype === 'F32') return new Float32Array(aligned.buffer, 0, count)
+  if (dtype === 'f32') return new Float32Array(aligned.buffer, 0, count)
   const halves = new Uint16Array(aligned.buffer, 0, count)
   const out = new Float32Array(count)
-  if (dtype === 'BF16') {
+  if (dtype === 'bf16') {
     const bits = new Uint32Array(out.buffer)
     for (let i = 0; i < count; i++) bits[i] = halves[i] << 16
   } else {
@@ -93,9 +108,9 @@ export function toFloat32 (bytes: Uint8Array, dtype: DType): Float32Array {
 
 /** Encodes fp32 values as little-endian raw bytes of `dtype`. */
 export function fromFloat32 (values: Float32Array, dtype: DType): Uint8Array {
-  if (dtype === 'F32') return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength))
+  if (dtype === 'f32') return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength))
   const halves = new Uint16Array(values.length)
-  const encode = dtype === 'BF16' ? floatToBf16 : floatToHalf
+  const encode = dtype === 'bf16' ? floatToBf16 : floatToHalf
   for (let i = 0; i < values.length; i++) halves[i] = encode(values[i])
   return new Uint8Array(halves.buffer)
 }

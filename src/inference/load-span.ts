@@ -9,7 +9,8 @@ import { loadConfig, type ModelConfig } from './config.js'
 import { DummyWeights, type LoadFormat } from './dummy-weights.js'
 import { loadJsHead, loadJsSpan } from './js-backend.js'
 import { loadTorchSpan } from './torch-backend.js'
-import { loadAddon, loadNativeHead, loadNativeSpan, nativeUnavailableReason, type WeightFormat } from './native-backend.js'
+import type { WeightFormat } from './dtype.js'
+import { loadAddon, loadNativeHead, loadNativeSpan, nativeUnavailableReason } from './native-backend.js'
 
 export interface LoadOptions {
   /** block executor; 'auto' (default) is native when the addon loaded, else js with one warning */

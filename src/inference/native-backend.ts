@@ -10,17 +10,14 @@ import { sessionBlocks, type BlockRange, type BlockSpan, type ModelHead, type Sp
 import { tensorNames, type Checkpoint } from './checkpoint.js'
 import { checkSpan, type ModelConfig } from './config.js'
 import { DummyWeights } from './dummy-weights.js'
+import { WEIGHT_FORMATS, type DType, type WeightFormat } from './dtype.js'
 import { layerTensors } from './llama-layout.js'
 import { ropeInverseFrequencies } from './rope.js'
-
-/** How the native backend stores weights: a float format, or int8 / int4 quantised at load time. */
-export type WeightFormat = 'f32' | 'bf16' | 'f16' | 'int8' | 'int4'
-export const WEIGHT_FORMATS: readonly WeightFormat[] = ['f32', 'bf16', 'f16', 'int8', 'int4']
 
 export type NativeStep = SpanStep
 
 /** Where a tensor's bytes are in a checkpoint file. */
-interface TensorSource { path: string, offset: number, bytes: number, dtype: string }
+interface TensorSource { path: string, offset: number, bytes: number, dtype: DType }
 
 interface AddonSpan {
   loadLayer (index: number, sources: Array<TensorSource | null>): Promise<void>
@@ -59,7 +56,7 @@ export interface Addon {
   BlockSpan: new (options: Record<string, unknown>) => AddonSpan
   Head: new (options: Record<string, unknown>) => AddonHead
   /** `count` dummy values of stream `stream` stored as `dtype` bytes, made on all cores */
-  dummyTensor (seed: number, stream: number, scale: number, offset: number, count: number, dtype: string): Promise<Uint8Array>
+  dummyTensor (seed: number, stream: number, scale: number, offset: number, count: number, dtype: DType): Promise<Uint8Array>
   /** present when the addon was built with CUDA and cuBLAS */
   CudaBlockSpan?: new (options: Record<string, unknown>) => AddonSpan
   CudaHead?: new (options: Record<string, unknown>) => AddonHead
@@ -108,7 +105,7 @@ export interface NativeSpanOptions {
 }
 
 export function defaultFormat (config: ModelConfig): WeightFormat {
-  return config.dtype === 'BF16' ? 'bf16' : config.dtype === 'F16' ? 'f16' : 'f32'
+  return config.dtype ?? 'f32'
 }
 
 /** Where the native backend runs: the CPU, or a CUDA device by index (with its free memory now). */
@@ -120,7 +117,7 @@ export type NativeDevice = { kind: 'cpu' } | { kind: 'cuda', index: number, info
  * since decode streams every weight once per token. A GPU stores f32, bf16 or f16.
  */
 export function nativeFormat (config: ModelConfig, device: NativeDevice, requested?: WeightFormat): WeightFormat {
-  const format = requested ?? (device.kind === 'cuda' ? (config.dtype === 'F16' ? 'f16' : 'bf16') : defaultFormat(config))
+  const format = requested ?? (device.kind === 'cuda' ? (config.dtype === 'f16' ? 'f16' : 'bf16') : defaultFormat(config))
   if (!WEIGHT_FORMATS.includes(format)) throw new Error(`unknown weight format '${format}': use ${WEIGHT_FORMATS.join(', ')}`)
   if (device.kind === 'cuda' && format !== 'bf16' && format !== 'f16' && format !== 'f32') throw new Error(`on a GPU the native backend stores weights in f32, bf16 or f16, not ${format}`)
   return format

@@ -4,7 +4,7 @@
 
 import { open, type FileHandle } from 'node:fs/promises'
 import { basename } from 'node:path'
-import { DTYPE_BYTES, isDType, type DType } from './dtype.js'
+import { DTYPE_BYTES, type DType } from './dtype.js'
 
 export interface TensorInfo {
   name: string
@@ -104,6 +104,10 @@ export class SafetensorsFile {
   }
 }
 
+/** safetensors' names of the dtypes bmrt reads, the one place they are spelled this way. */
+const SAFETENSORS_DTYPES: Record<string, DType> = { F32: 'f32', F16: 'f16', BF16: 'bf16' }
+const SAFETENSORS_NAMES: Record<DType, string> = { f32: 'F32', f16: 'F16', bf16: 'BF16' }
+
 function parseHeader (header: unknown, file: string, dataStart: number): { tensors: Map<string, TensorInfo>, metadata: Record<string, string> } {
   if (header === null || typeof header !== 'object' || Array.isArray(header)) {
     throw new Error(`${file}: the safetensors header is not a JSON object`)
@@ -116,7 +120,8 @@ function parseHeader (header: unknown, file: string, dataStart: number): { tenso
       continue
     }
     const e = entry as { dtype?: unknown, shape?: unknown, data_offsets?: unknown }
-    if (!isDType(e?.dtype)) {
+    const dtype = typeof e?.dtype === 'string' && Object.hasOwn(SAFETENSORS_DTYPES, e.dtype) ? SAFETENSORS_DTYPES[e.dtype] : undefined
+    if (dtype === undefined) {
       throw new Error(`${file}: tensor '${name}' has dtype ${JSON.stringify(e?.dtype)}; bmrt reads F32, F16 and BF16 checkpoints`)
     }
     const shape = e.shape
@@ -128,11 +133,11 @@ function parseHeader (header: unknown, file: string, dataStart: number): { tenso
       throw new Error(`${file}: tensor '${name}' has malformed data_offsets ${JSON.stringify(offsets)}`)
     }
     const byteLength = offsets[1] - offsets[0]
-    const expected = shape.reduce((a: number, b: number) => a * b, 1) * DTYPE_BYTES[e.dtype]
+    const expected = shape.reduce((a: number, b: number) => a * b, 1) * DTYPE_BYTES[dtype]
     if (byteLength !== expected) {
-      throw new Error(`${file}: tensor '${name}' spans ${byteLength} bytes but shape ${JSON.stringify(shape)} of ${e.dtype} needs ${expected}`)
+      throw new Error(`${file}: tensor '${name}' spans ${byteLength} bytes but shape ${JSON.stringify(shape)} of ${String(e.dtype)} needs ${expected}`)
     }
-    tensors.set(name, { name, dtype: e.dtype, shape: shape as number[], offset: dataStart + offsets[0], byteLength })
+    tensors.set(name, { name, dtype, shape: shape as number[], offset: dataStart + offsets[0], byteLength })
   }
   return { tensors, metadata }
 }
@@ -156,7 +161,7 @@ export async function writeSafetensors (path: string, tensors: TensorToWrite[], 
   for (const t of tensors) {
     const size = t.shape.reduce((a, b) => a * b, 1) * (DTYPE_BYTES[t.dtype] ?? 1)
     const byteLength = t.bytes instanceof Uint8Array ? t.bytes.byteLength : size
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + byteLength] }
+    header[t.name] = { dtype: SAFETENSORS_NAMES[t.dtype] ?? t.dtype, shape: t.shape, data_offsets: [offset, offset + byteLength] }
     offset += byteLength
   }
   let json = JSON.stringify(header)

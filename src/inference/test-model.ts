@@ -26,7 +26,7 @@ export interface TestModelSpec {
   /** default: hidden / heads */
   headDim?: number
   vocab: number
-  /** storage dtype of the weights (default F32) */
+  /** storage dtype of the weights (default f32) */
   dtype?: DType
   /** number of safetensors files (default 1: model.safetensors; more: an index plus shards) */
   shards?: number
@@ -46,7 +46,7 @@ export interface TestModelSpec {
 
 /** Writes config.json and safetensors weights for `spec` into `dir`; returns the parsed config. */
 export async function makeTestModel (dir: string, spec: TestModelSpec): Promise<ModelConfig> {
-  const dtype = spec.dtype ?? 'F32'
+  const dtype = spec.dtype ?? 'f32'
   const rawConfig = {
     architectures: [spec.modelType === 'mistral' ? 'MistralForCausalLM' : 'LlamaForCausalLM'],
     model_type: spec.modelType ?? 'llama',
@@ -68,7 +68,7 @@ export async function makeTestModel (dir: string, spec: TestModelSpec): Promise<
     tie_word_embeddings: spec.tied === true,
     bos_token_id: 1,
     eos_token_id: 2,
-    torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[dtype]
+    torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16' }[dtype]
   }
   const config = parseConfig(rawConfig, 'test model spec')
   await mkdir(dir, { recursive: true })

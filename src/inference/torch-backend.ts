@@ -9,12 +9,11 @@ import type { Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import type { BlockRange, BlockSpan, SpanStep } from './backend.js'
 import { checkSpan, type ModelConfig } from './config.js'
+import { DTYPE_BYTES, type DType } from './dtype.js'
 import { checkCacheTokens, SessionTable, type TableSession } from './session-table.js'
 
 /** The worker script, shipped in the npm package next to dist/. */
 export const TORCH_WORKER_SCRIPT = fileURLToPath(new URL('../../../python/bmrt_torch_worker.py', import.meta.url))
-
-export type TorchDType = 'f32' | 'bf16' | 'f16'
 
 export interface TorchSpanOptions {
   /** the interpreter (default: $BMRT_PYTHON, else python3) */
@@ -22,7 +21,7 @@ export interface TorchSpanOptions {
   /** torch device: cpu (default), cuda, cuda:N, mps */
   device?: string
   /** compute and weight dtype (default: f32 on cpu, the checkpoint's dtype on accelerators) */
-  format?: TorchDType
+  format?: DType
   /** cache tokens per block, Petals' attn_cache_tokens (default 0: no limit); see BlockSpan */
   maxCacheTokens?: number
   onBlock?: (block: number) => void
@@ -40,10 +39,14 @@ export interface TorchWorkerInfo {
   impl: 'transformers' | 'plain'
   plain_reason: string | null
   device: string
+  /** PyTorch's name of the compute dtype (`bfloat16`): see TORCH_DTYPES */
   dtype: string
   weight_bytes: number
   pid: number
 }
+
+/** PyTorch's names of the dtypes the worker computes in, as it reports them. */
+const TORCH_DTYPES: Record<string, DType> = { float32: 'f32', bfloat16: 'bf16', float16: 'f16' }
 
 interface Header { type: string, ok?: boolean, error?: string, code?: string, index?: number }
 
@@ -243,7 +246,7 @@ export class TorchBlockSpan implements BlockSpan {
 
   /** the cache is kept in the compute dtype the worker chose */
   get cacheBytesPerToken (): number {
-    const bytes = ['bfloat16', 'float16'].includes(this.info?.dtype ?? '') ? 2 : 4
+    const bytes = DTYPE_BYTES[TORCH_DTYPES[this.info?.dtype ?? ''] ?? 'f32']
     return (this.end - this.start) * 2 * this.config.numKvHeads * this.config.headDim * bytes
   }
 

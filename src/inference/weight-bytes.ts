@@ -4,7 +4,7 @@
 // fp32 scale per group of 32 columns (a row's short last group padded). The CUDA path stores bf16 or
 // f16 without padding, which is the same size for every real model's shapes (multiples of 16).
 
-import type { WeightFormat } from './native-backend.js'
+import type { WeightFormat } from './dtype.js'
 
 const PANEL_ROWS = 16
 const COLUMN_ALIGNMENT = 4

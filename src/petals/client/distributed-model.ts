@@ -9,13 +9,14 @@
 
 import type { ModelHead } from '../../inference/backend.js'
 import { loadConfig, type ModelConfig } from '../../inference/config.js'
+import type { DType } from '../../inference/dtype.js'
 import { Conversation, generate, type GeneratedToken, type GenerateOptions, type GenerationResult } from '../../inference/generate.js'
 import { loadHead, openWeights, type LoadOptions } from '../../inference/load-span.js'
 import { describeHead, loadEosTokenIds, type LanguageModel, type LanguageModelSession, type SessionOptions } from '../../inference/model.js'
 import { Tokenizer } from '../../inference/tokenizer.js'
 import { createNode, joinSwarm, type BmrtNode } from '../../p2p/node.js'
 import { Registry, registryDhtOptions } from '../../p2p/registry.js'
-import { FORWARD_PROTOCOL, modelWireDType, parseWireDType } from '../protocol/wire.js'
+import { FORWARD_PROTOCOL, modelWireDType } from '../protocol/wire.js'
 import { InferenceSession, withRetries, type InferenceSessionOptions, type SessionContext } from './inference-session.js'
 import { swarmModelName } from '../protocol/model-name.js'
 import { HopError, RemoteSpan } from './remote-span.js'
@@ -35,7 +36,7 @@ export interface DistributedModelOptions extends SequenceManagerOptions {
    */
   head?: LoadOptions
   /** activations on the wire: f32, bf16 or f16 (default: the model's dtype, f32 when unknown) */
-  dtype?: string
+  dtype?: DType
   /** failed attempts in a row, with no hop answering between them, before a step gives up (default 8) */
   maxRetries?: number
   /** opening a server session (default 5 s) */
@@ -74,7 +75,7 @@ export class DistributedModel implements LanguageModel {
       await weights.close()
     }
     progress(`loaded embeddings, final norm and lm_head (${describeHead(head)})`)
-    const dtype = options.dtype !== undefined ? parseWireDType(options.dtype) : modelWireDType(config.dtype)
+    const dtype = options.dtype ?? modelWireDType(config.dtype)
     const modelName = options.modelName ?? swarmModelName(dir, options.head?.loadFormat)
     let node: BmrtNode | undefined
     try {

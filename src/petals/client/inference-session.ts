@@ -14,7 +14,8 @@
 
 import { setTimeout as wait } from 'node:timers/promises'
 import type { BmrtNode } from '../../p2p/node.js'
-import { ErrorCode, INFERENCE_PROTOCOL, type WireDType } from '../protocol/wire.js'
+import type { DType } from '../../inference/dtype.js'
+import { ErrorCode, INFERENCE_PROTOCOL } from '../protocol/wire.js'
 import { HopError, RemoteSpan, sliceTokens, type RemoteSpanOptions } from './remote-span.js'
 import { formatRoute, MissingBlocksError, retryDelayMs, type RouteHop } from './routing.js'
 import type { SequenceManager } from './sequence-manager.js'
@@ -41,7 +42,7 @@ export interface SessionContext {
   model: string
   numBlocks: number
   hiddenSize: number
-  dtype: WireDType
+  dtype: DType
   /** hears of waits and retries (a user should know why nothing happens) */
   log?: (message: string) => void
 }

@@ -5,7 +5,8 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, ConnectionLimits } from '@libp2p/interface'
 import type { BmrtNode } from '../../p2p/node.js'
-import { decodeHidden, encodeHidden, ErrorCode, MAX_TENSOR_BYTES, openFrames, ProtocolError, Request, Response, wireDTypeBytes, type WireDType } from '../protocol/wire.js'
+import { DTYPE_BYTES, type DType } from '../../inference/dtype.js'
+import { decodeHidden, encodeHidden, ErrorCode, MAX_TENSOR_BYTES, openFrames, ProtocolError, Request, Response, toWireDType } from '../protocol/wire.js'
 import type { FrameStream } from '../../p2p/frames.js'
 import type { RouteHop } from './routing.js'
 
@@ -16,7 +17,7 @@ export interface RemoteSpanOptions {
   maxLength: number
   batch: number
   hiddenSize: number
-  dtype: WireDType
+  dtype: DType
   /** how long opening the stream may take (default 5 s, as Petals' connect_timeout) */
   connectTimeoutMs?: number
   /** how long one frame's answer may take (default 60 s) */
@@ -63,7 +64,7 @@ export class RemoteSpan {
       const stream = await connection.newStream(options.protocol, { signal })
       const frames = openFrames(stream)
       await frames.write(Request, {
-        open: { model: options.model, start: hop.start, end: hop.end, maxLength: options.maxLength, batch: options.batch, dtype: options.dtype }
+        open: { model: options.model, start: hop.start, end: hop.end, maxLength: options.maxLength, batch: options.batch, dtype: toWireDType(options.dtype) }
       })
       return new RemoteSpan(hop, frames, options)
     } catch (err) {
@@ -86,7 +87,7 @@ export class RemoteSpan {
    */
   async step (hidden: Float32Array, tokens: number, position: number): Promise<Float32Array> {
     const { batch, hiddenSize, dtype } = this.options
-    const perToken = batch * hiddenSize * wireDTypeBytes(dtype)
+    const perToken = batch * hiddenSize * DTYPE_BYTES[dtype]
     const chunk = Math.max(1, Math.floor(MAX_TENSOR_BYTES / perToken))
     const out = new Float32Array(batch * tokens * hiddenSize)
     for (let first = 0; first < tokens; first += chunk) {

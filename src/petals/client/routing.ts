@@ -8,6 +8,7 @@
 
 import type { SpanRecord } from '../../p2p/registry.js'
 import { shortPeerId } from '../../p2p/identity.js'
+import { parseServerInfo } from '../protocol/server-info.js'
 
 /** What routing knows about one server. */
 export interface ServerSpan {
@@ -46,56 +47,22 @@ const DEFAULT_RTT_SECONDS = 0.3
 // Announcements
 
 /**
- * The routing view of a span record. A peer may announce anything in `info`, so each field is
- * checked: wrong types, NaN, infinities and negative numbers fall back to the neutral default
- * rather than letting a garbage announcement look fast or roomy.
+ * The routing view of a span record, read through parseServerInfo: what a garbage announcement
+ * leaves unsaid falls back to the neutral default (throughput 0, unlimited cache, no pings).
  */
 export function serverSpanFromRecord (record: SpanRecord): ServerSpan {
-  const info: Record<string, unknown> = isPlainObject(record.info) ? record.info : {}
+  const info = parseServerInfo(record.info)
   const span: ServerSpan = {
     peerId: record.peerId,
     start: record.start,
     end: record.end,
-    throughput: nonNegative(info.throughput) ?? 0,
-    cacheTokensLeft: cacheTokensLeftOf(info.cacheTokensLeft),
-    nextPings: pingsOf(info.nextPings)
+    throughput: info.throughput ?? 0,
+    cacheTokensLeft: info.cacheTokensLeft ?? null,
+    nextPings: info.nextPings ?? {}
   }
-  const inferenceRps = positive(info.inferenceRps)
-  if (inferenceRps !== undefined) span.inferenceRps = inferenceRps
-  const maxLength = info.inferenceMaxLength
-  if (Number.isSafeInteger(maxLength) && (maxLength as number) > 0) span.inferenceMaxLength = maxLength as number
+  if (info.inferenceRps !== undefined) span.inferenceRps = info.inferenceRps
+  if (info.inferenceMaxLength !== undefined) span.inferenceMaxLength = info.inferenceMaxLength
   return span
-}
-
-function isPlainObject (value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === 'object' && !Array.isArray(value)
-}
-
-function nonNegative (value: unknown): number | undefined {
-  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : undefined
-}
-
-function positive (value: unknown): number | undefined {
-  return typeof value === 'number' && Number.isFinite(value) && value > 0 ? value : undefined
-}
-
-/**
- * null or absent: unlimited, as Petals treats a missing cache_tokens_left. A negative count is
- * read as "none left" (the conservative reading); any other garbage as unknown, i.e. unlimited.
- */
-function cacheTokensLeftOf (value: unknown): number | null {
-  if (typeof value !== 'number' || !Number.isFinite(value)) return null
-  return Math.max(0, value)
-}
-
-function pingsOf (value: unknown): Record<string, number> {
-  const pings: Record<string, number> = {}
-  if (!isPlainObject(value)) return pings
-  for (const [peer, rtt] of Object.entries(value)) {
-    const seconds = nonNegative(rtt)
-    if (seconds !== undefined) pings[peer] = seconds
-  }
-  return pings
 }
 
 // ---------------------------------------------------------------------------------------------

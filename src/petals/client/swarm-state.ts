@@ -1,7 +1,9 @@
 // What a swarm serves, read from the DHT: for each model, how many online servers hold each block,
 // and each server's span, state and announced details (health.petals.dev's view, as data).
 
+import type { DType } from '../../inference/dtype.js'
 import type { Registry, SpanRecord } from '../../p2p/registry.js'
+import { parseServerInfo } from '../protocol/server-info.js'
 
 export interface ServerView {
   peerId: string
@@ -12,7 +14,7 @@ export interface ServerView {
   publicName: string | null
   cacheTokensLeft: number | null
   version: string | null
-  dtype: string | null
+  dtype: DType | null
   /** reachable only through a relay */
   usingRelay: boolean | null
   /** when the announcement lapses unless the server refreshes it (ms since the epoch) */
@@ -36,22 +38,23 @@ export async function swarmState (registry: Registry, model?: string): Promise<M
   return await Promise.all(models.map(async ({ name, blocks }) => {
     const records = await registry.findSpans(name, blocks, ['joining', 'online', 'offline'])
     const coverage = Array.from({ length: blocks }, (_, b) => records.filter(r => r.state === 'online' && r.start <= b && b < r.end).length)
-    const text = (v: unknown): string | null => (typeof v === 'string' ? v : null)
-    const num = (v: unknown): number | null => (typeof v === 'number' ? v : null)
     const servers = records
-      .map(r => ({
-        peerId: r.peerId,
-        start: r.start,
-        end: r.end,
-        state: r.state,
-        throughput: num(r.info.throughput),
-        publicName: text(r.info.publicName),
-        cacheTokensLeft: num(r.info.cacheTokensLeft),
-        version: text(r.info.version),
-        dtype: text(r.info.dtype),
-        usingRelay: typeof r.info.usingRelay === 'boolean' ? r.info.usingRelay : null,
-        expiresAt: r.expiresAt
-      }))
+      .map((r): ServerView => {
+        const info = parseServerInfo(r.info)
+        return {
+          peerId: r.peerId,
+          start: r.start,
+          end: r.end,
+          state: r.state,
+          throughput: info.throughput ?? null,
+          publicName: info.publicName ?? null,
+          cacheTokensLeft: info.cacheTokensLeft ?? null,
+          version: info.version ?? null,
+          dtype: info.dtype ?? null,
+          usingRelay: info.usingRelay ?? null,
+          expiresAt: r.expiresAt
+        }
+      })
       .sort((a, b) => a.start - b.start || a.peerId.localeCompare(b.peerId))
     return { name, blocks, coverage, complete: coverage.every(c => c > 0), servers }
   }))

@@ -6,7 +6,8 @@
 // Not counted: moving the hidden state itself, prefill, and other clients sharing the servers.
 
 import type { ModelConfig } from '../../inference/config.js'
-import { WEIGHT_FORMATS, type WeightFormat } from '../../inference/native-backend.js'
+import { WEIGHT_FORMATS, type WeightFormat } from '../../inference/dtype.js'
+import { DEFAULT_INFERENCE_MAX_LENGTH } from '../protocol/server-info.js'
 import { blockWeightBytes, cacheBytesPerToken, defaultCacheTokens, planBlocks, type MemoryPlan } from './memory-plan.js'
 
 /** Where a node runs its blocks: the formats bmrt serves and the default speed depend on it. */
@@ -17,9 +18,6 @@ const SERVED_FORMATS: Record<PlanDevice, readonly WeightFormat[]> = {
   cpu: WEIGHT_FORMATS,
   gpu: ['bf16', 'f16', 'f32'] // the CUDA path (addon/src/cuda) stores float formats only
 }
-
-/** The longest session a bmrt-node accepts by default (`--inference-max-length`, Petals' 8192). */
-export const DEFAULT_INFERENCE_MAX_LENGTH = 8192
 
 /** How fast one layer decodes: a bandwidth its bytes stream at, or a measured time per layer. */
 export type LayerSpeed =

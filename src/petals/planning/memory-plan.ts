@@ -8,7 +8,7 @@
 // which is what both its CPU and CUDA paths keep.
 
 import type { ModelConfig } from '../../inference/config.js'
-import type { WeightFormat } from '../../inference/native-backend.js'
+import type { WeightFormat } from '../../inference/dtype.js'
 import { storedMatrixBytes } from '../../inference/weight-bytes.js'
 
 export interface MemoryPlan {

@@ -40,33 +40,29 @@ function shapeText (shape: readonly number[]): string {
   return shape.length <= 4 ? `[${shape.join(', ')}]` : `[${shape.slice(0, 4).join(', ')}, ... (${shape.length} dimensions)]`
 }
 
-// WireDType's values are the storage dtype names ('F32', 'BF16', 'F16').
-function storage (dtype: WireDType): DType {
-  return dtype as unknown as DType
+// The protobuf enum's names of the dtypes: the one place the wire's spelling meets bmrt's.
+const TO_WIRE: Record<DType, WireDType> = { f32: WireDType.F32, bf16: WireDType.BF16, f16: WireDType.F16 }
+const FROM_WIRE: Record<WireDType, DType> = { [WireDType.F32]: 'f32', [WireDType.BF16]: 'bf16', [WireDType.F16]: 'f16' }
+
+export function toWireDType (dtype: DType): WireDType {
+  return TO_WIRE[dtype]
+}
+
+/** A peer's WireDType as a DType: a value the enum lacks is a ProtocolError(BAD_REQUEST). */
+export function fromWireDType (dtype: WireDType): DType {
+  if (!Object.hasOwn(FROM_WIRE, dtype)) throw new ProtocolError(ErrorCode.BAD_REQUEST, `unknown tensor dtype ${String(dtype)}`)
+  return FROM_WIRE[dtype]
 }
 
 /** How a checkpoint's activations travel by default: in its own dtype (fp32 when it does not say). */
-export function modelWireDType (checkpointDType: DType | null): WireDType {
-  return checkpointDType === null ? WireDType.F32 : checkpointDType as unknown as WireDType
-}
-
-export function wireDTypeBytes (dtype: WireDType): number {
-  return DTYPE_BYTES[storage(dtype)]
-}
-
-/** Parses names people type (f32, bf16, fp16...) into a wire dtype. */
-export function parseWireDType (name: string): WireDType {
-  const key = name.trim().toLowerCase()
-  if (['f32', 'fp32', 'float32'].includes(key)) return WireDType.F32
-  if (['bf16', 'bfloat16'].includes(key)) return WireDType.BF16
-  if (['f16', 'fp16', 'float16'].includes(key)) return WireDType.F16
-  throw new Error(`unknown wire dtype '${name}': use f32, bf16 or f16`)
+export function modelWireDType (checkpointDType: DType | null): DType {
+  return checkpointDType ?? 'f32'
 }
 
 /** Encodes fp32 hidden states [batch, tokens, hidden] for the wire. */
-export function encodeHidden (values: Float32Array, shape: readonly [number, number, number], dtype: WireDType): Tensor {
+export function encodeHidden (values: Float32Array, shape: readonly [number, number, number], dtype: DType): Tensor {
   if (values.length !== shape[0] * shape[1] * shape[2]) throw new Error(`tensor of ${values.length} values does not have shape [${shape.join(', ')}]`)
-  return { dtype, shape: [...shape], data: fromFloat32(values, storage(dtype)) as Uint8Array<ArrayBuffer> }
+  return { dtype: toWireDType(dtype), shape: [...shape], data: fromFloat32(values, dtype) as Uint8Array<ArrayBuffer> }
 }
 
 /**
@@ -77,26 +73,26 @@ export function encodeHidden (values: Float32Array, shape: readonly [number, num
 export function decodeHidden (tensor: Tensor | undefined, expected: { batch: number, hidden: number }): { values: Float32Array, tokens: number } {
   const bad = (message: string): ProtocolError => new ProtocolError(ErrorCode.BAD_REQUEST, message)
   if (tensor === undefined) throw bad('the step carries no hidden states')
-  const { shape, dtype, data } = tensor
-  if (!Object.values(WireDType).includes(dtype)) throw bad(`unknown tensor dtype ${String(dtype)}`)
+  const { shape, data } = tensor
+  const dtype = fromWireDType(tensor.dtype)
   if (shape.length !== 3) throw bad(`hidden states must have shape [batch, tokens, hidden], got ${shapeText(shape)}`)
   const [batch, tokens, hidden] = shape
   if (batch !== expected.batch) throw bad(`batch of ${batch} sequences, but the session was opened with ${expected.batch}`)
   if (hidden !== expected.hidden) throw bad(`hidden size ${hidden}, but the model's is ${expected.hidden}`)
   if (tokens < 1) throw bad('a step needs at least one token')
-  const bytes = batch * tokens * hidden * wireDTypeBytes(dtype)
-  if (data.byteLength !== bytes) throw bad(`shape ${shapeText(shape)} in ${dtype} needs ${bytes} bytes, the frame has ${data.byteLength}`)
-  const values = toFloat32(data, storage(dtype))
-  if (!fitsWireDType(values, WireDType.F32)) throw bad('hidden states contain NaN or infinite values')
+  const bytes = batch * tokens * hidden * DTYPE_BYTES[dtype]
+  if (data.byteLength !== bytes) throw bad(`shape ${shapeText(shape)} in ${tensor.dtype} needs ${bytes} bytes, the frame has ${data.byteLength}`)
+  const values = toFloat32(data, dtype)
+  if (!fitsWireDType(values, 'f32')) throw bad('hidden states contain NaN or infinite values')
   return { values, tokens }
 }
 
 /** The largest magnitude each wire dtype carries; anything larger arrives as an infinity. */
-const WIRE_MAX: Record<DType, number> = { F32: 3.4028234663852886e38, BF16: 3.3895313892515355e38, F16: 65504 }
+const WIRE_MAX: Record<DType, number> = { f32: 3.4028234663852886e38, bf16: 3.3895313892515355e38, f16: 65504 }
 
 /** Whether every value is finite and stays finite encoded in `dtype`. */
-export function fitsWireDType (values: Float32Array, dtype: WireDType): boolean {
-  const max = WIRE_MAX[storage(dtype)]
+export function fitsWireDType (values: Float32Array, dtype: DType): boolean {
+  const max = WIRE_MAX[dtype]
   for (let i = 0; i < values.length; i++) {
     if (!(Math.abs(values[i]) <= max)) return false // NaN fails this too
   }

@@ -9,9 +9,10 @@
 
 import type { Stream } from '@libp2p/interface'
 import type { BlockSpan } from '../../inference/backend.js'
+import type { DType } from '../../inference/dtype.js'
 import { BadFrameError, type FrameStream } from '../../p2p/frames.js'
 import { clip } from '../../util/text.js'
-import { decodeHidden, encodeHidden, ErrorCode, fitsWireDType, Info, InfoRequest, openFrames, ProtocolError, Request, Response, type WireDType } from '../protocol/wire.js'
+import { decodeHidden, encodeHidden, ErrorCode, fitsWireDType, fromWireDType, Info, InfoRequest, openFrames, ProtocolError, Request, Response, toWireDType } from '../protocol/wire.js'
 import type { PeerLimits } from './peer-limits.js'
 import type { Priority, TaskQueue } from './task-queue.js'
 
@@ -34,7 +35,7 @@ export interface HandlerOptions {
   state: () => string
   version: string
   /** activations on the wire when the client does not ask for a dtype */
-  dtype: WireDType
+  dtype: DType
   queue: TaskQueue
   /** the longest session a client may open (tokens per sequence) */
   inferenceMaxLength: number
@@ -111,7 +112,7 @@ export async function serveSession (stream: Stream, peer: string, priority: Prio
     const batch = open.batch
     const maxLength = open.maxLength
     checkOpen(open, span, options)
-    const dtype = open.dtype ?? options.dtype
+    const dtype = open.dtype !== undefined ? fromWireDType(open.dtype) : options.dtype
     const blocks = { start: open.start, end: open.end }
     try {
       for (let b = 0; b < batch; b++) sessions.push(span!.openSession(maxLength, blocks))
@@ -236,7 +237,7 @@ export async function serveInfo (stream: Stream, options: HandlerOptions, tracke
       model: options.modelName,
       start: span?.start ?? 0,
       end: span?.end ?? 0,
-      dtype: options.dtype,
+      dtype: toWireDType(options.dtype),
       backend: span?.backend ?? '',
       inferenceMaxLength: options.inferenceMaxLength,
       cacheTokensLeft: usage !== undefined && usage.limit > 0 ? Math.max(0, Math.floor(usage.limit - usage.reserved)) : undefined,

@@ -7,6 +7,7 @@ import type { Connection, PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { BlockSpan } from '../../inference/backend.js'
+import type { WeightFormat } from '../../inference/dtype.js'
 import { checkSpan, loadConfig, type ModelConfig } from '../../inference/config.js'
 import { loadBlockSpan, resolveBackend, type LoadOptions } from '../../inference/load-span.js'
 import { nativeFormat, nativeUnavailableReason, resolveNativeDevice } from '../../inference/native-backend.js'
@@ -20,6 +21,7 @@ import { serveInfo, serveSession, SessionTracker, type HandlerOptions } from './
 import { PeerLimits, type PeerLimitOptions } from './peer-limits.js'
 import { TaskQueue } from './task-queue.js'
 import { swarmModelName } from '../protocol/model-name.js'
+import { DEFAULT_INFERENCE_MAX_LENGTH, formatInfo, parseServerInfo, serverInfoRecord, type ServerInfo } from '../protocol/server-info.js'
 import { measureThroughput } from './throughput.js'
 import { VERSION } from '../protocol/version.js'
 
@@ -83,7 +85,7 @@ export class BlockServer {
   /** time spent computing those tokens */
   computeSeconds = 0
   private tokensAtLastStatus = 0
-  private info: Record<string, unknown> = {}
+  private info: ServerInfo = {}
   private timers: NodeJS.Timeout[] = []
   private readonly pings = new Map<string, number>()
   private stopped = false
@@ -164,7 +166,7 @@ export class BlockServer {
       version: VERSION,
       dtype: modelWireDType(this.config.dtype),
       queue: this.queue,
-      inferenceMaxLength: this.options.inferenceMaxLength ?? 8192,
+      inferenceMaxLength: this.options.inferenceMaxLength ?? DEFAULT_INFERENCE_MAX_LENGTH,
       stepTimeoutMs: this.options.stepTimeoutMs,
       sessionTimeoutMs: this.options.sessionTimeoutMs,
       onStep: (tokens, seconds) => { this.tokensServed += tokens; this.computeSeconds += seconds },
@@ -191,7 +193,7 @@ export class BlockServer {
       peerId: r.peerId,
       start: r.start,
       end: r.end,
-      throughput: typeof r.info.throughput === 'number' ? r.info.throughput : 0,
+      throughput: parseServerInfo(r.info).throughput ?? 0,
       state: r.state === 'online' ? ServerState.ONLINE : ServerState.JOINING
     }))
   }
@@ -232,23 +234,20 @@ export class BlockServer {
   private async announce (state: SpanState, span: { start: number, end: number }): Promise<void> {
     this.state = state
     const ttlMs = this.options.expirationMs ?? 180_000
-    await this.registry.announce(this.modelName, { ...span, state, info: this.info }, { ttlMs })
+    await this.registry.announce(this.modelName, { ...span, state, info: serverInfoRecord(this.info) }, { ttlMs })
     await this.registry.announceModels(state === 'offline' ? [] : [{ name: this.modelName, blocks: this.config.numLayers }], { ttlMs })
   }
 
   /** JOINING, load, measure, ONLINE. */
   private async serve (span: { start: number, end: number }): Promise<void> {
     checkSpan(this.config, span.start, span.end) // before announcing anything about it
-    const format = this.options.load?.format ?? this.config.dtype?.toLowerCase() ?? 'f32'
-    const quant = format === 'int8' || format === 'int4' ? format : 'none'
     this.info = {
       version: VERSION,
-      publicName: this.options.publicName ?? null,
-      dtype: quant === 'none' ? format : (this.config.dtype?.toLowerCase() ?? 'f32'),
-      quant,
+      publicName: this.options.publicName,
+      ...formatInfo(this.options.load?.format, this.config.dtype),
       throughput: 0,
       usingRelay: this.options.useRelay === true,
-      inferenceMaxLength: this.options.inferenceMaxLength ?? 8192
+      inferenceMaxLength: this.options.inferenceMaxLength ?? DEFAULT_INFERENCE_MAX_LENGTH
     }
     await this.announce('joining', span)
     this.log(`loading blocks ${span.start}:${span.end} of ${this.modelName} (${this.config.numLayers} blocks)${this.options.load?.loadFormat === 'dummy' ? ' with dummy weights' : ''}`)
@@ -259,8 +258,8 @@ export class BlockServer {
       onBlock: b => this.log(`  block ${b} loaded`)
     })
     const loadSeconds = (performance.now() - loadStarted) / 1000
-    const stored = this.span as { format?: string, device?: string }
-    if (quant === 'none' && stored.format !== undefined) this.info = { ...this.info, dtype: stored.format } // bf16 on a GPU by default
+    const stored = this.span as { format?: WeightFormat, device?: string }
+    if (stored.format !== undefined) this.info = { ...this.info, ...formatInfo(stored.format, this.config.dtype) } // bf16 on a GPU by default
     this.log(`loaded blocks ${span.start}:${span.end} in ${loadSeconds.toFixed(1)} s: ${(this.span.weightBytes / 2 ** 30).toFixed(2)} GiB of weights ` +
       `(${(this.span.weightBytes / 1e9 / loadSeconds).toFixed(2)} GB/s) on the ${this.span.backend} backend${stored.device !== undefined ? `, ${stored.device}` : ''}${stored.format !== undefined ? `, ${stored.format}` : ''}`)
     if (this.options.throughput === undefined || this.options.throughput === 'auto') {
@@ -273,7 +272,7 @@ export class BlockServer {
       this.info = { ...this.info, throughput: this.throughput }
     }
     const usage = this.span.cacheUsage()
-    this.info = { ...this.info, cacheTokensLeft: usage.limit > 0 ? Math.floor(usage.limit - usage.reserved) : null }
+    this.info = { ...this.info, cacheTokensLeft: usage.limit > 0 ? Math.floor(usage.limit - usage.reserved) : undefined }
     await this.announce('online', span)
     this.log(`online: serving blocks ${span.start}:${span.end} of ${this.modelName} (${this.span.backend} backend)`)
   }
@@ -288,7 +287,7 @@ export class BlockServer {
       const span = this.span
       this.pingNextServers(span.end)
         .then(nextPings => {
-          this.info = { ...this.info, cacheTokensLeft: cacheLeft, nextPings }
+          this.info = { ...this.info, cacheTokensLeft: cacheLeft ?? undefined, nextPings }
           return this.stopped ? undefined : this.announce(this.state, span)
         })
         .catch(err => this.log(`announce failed: ${(err as Error).message}`))
@@ -356,7 +355,7 @@ export class BlockServer {
     this.timers.forEach(t => clearTimeout(t))
     this.sessions.endAll(new ProtocolError(ErrorCode.SHUTTING_DOWN, 'the server is shutting down'))
     try {
-      if (this.span !== null) await this.registry.withdraw(this.modelName, { start: this.span.start, end: this.span.end, info: this.info })
+      if (this.span !== null) await this.registry.withdraw(this.modelName, { start: this.span.start, end: this.span.end, info: serverInfoRecord(this.info) })
     } finally {
       this.span?.close()
       await this.node.stop()
