@@ -19,7 +19,8 @@ import { FORWARD_PROTOCOL, modelWireDType, parseWireDType } from '../protocol/wi
 import { InferenceSession, withRetries, type InferenceSessionOptions, type SessionContext } from './inference-session.js'
 import { swarmModelName } from '../protocol/model-name.js'
 import { HopError, RemoteSpan } from './remote-span.js'
-import { formatRoute, MissingBlocksError, retryDelayMs, type RouteHop } from './routing.js'
+import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
+import { retryDelayMs } from './ban-list.js'
 import { SequenceManager, type SequenceManagerOptions } from './sequence-manager.js'
 
 export interface DistributedModelOptions extends SequenceManagerOptions {

@@ -13,7 +13,8 @@ import { setTimeout as wait } from 'node:timers/promises'
 import type { BmrtNode } from '../../p2p/node.js'
 import { ErrorCode, INFERENCE_PROTOCOL, type WireDType } from '../protocol/wire.js'
 import { HopError, RemoteSpan, sliceTokens, type RemoteSpanOptions } from './remote-span.js'
-import { formatRoute, MissingBlocksError, retryDelayMs, type RouteHop } from './routing.js'
+import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
+import { retryDelayMs } from './ban-list.js'
 import type { SequenceManager } from './sequence-manager.js'
 
 export interface InferenceSessionOptions {
