@@ -8,6 +8,7 @@ export { SafetensorsFile, writeSafetensors, type TensorInfo } from './inference/
 export { parseDType, type DType } from './inference/dtype.js'
 export { Tokenizer, type ChatMessage } from './inference/tokenizer.js'
 export type { BackendName, BlockSpan, ModelHead } from './inference/backend.js'
+export { BackendError, CacheFullError, InvalidInputError } from './inference/errors.js'
 export { LocalModel, type LanguageModel, type LanguageModelSession, type SessionOptions, type ServedBlocks } from './inference/model.js'
 export { loadBlockSpan, loadSpan, resolveBackend, type LoadOptions } from './inference/load-span.js'
 export { loadAddon, NativeBlockSpan, WEIGHT_FORMATS, type WeightFormat } from './inference/native-backend.js'

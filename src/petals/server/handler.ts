@@ -9,6 +9,7 @@
 
 import type { Stream } from '@libp2p/interface'
 import type { BlockSpan } from '../../inference/backend.js'
+import { CacheFullError, InvalidInputError } from '../../inference/errors.js'
 import { BadFrameError, type FrameStream } from '../../p2p/frames.js'
 import { clip } from '../../util/text.js'
 import { decodeHidden, encodeHidden, ErrorCode, fitsWireDType, Info, InfoRequest, openFrames, ProtocolError, Request, Response, type WireDType } from '../protocol/wire.js'
@@ -116,7 +117,7 @@ export async function serveSession (stream: Stream, peer: string, priority: Prio
     try {
       for (let b = 0; b < batch; b++) sessions.push(span!.openSession(maxLength, blocks))
     } catch (err) {
-      if ((err as { code?: string }).code === 'CACHE_FULL') throw new ProtocolError(ErrorCode.CACHE_FULL, (err as Error).message)
+      if (err instanceof CacheFullError) throw new ProtocolError(ErrorCode.CACHE_FULL, err.message)
       throw err
     }
     usage.answered()
@@ -162,8 +163,8 @@ export async function serveSession (stream: Stream, peer: string, priority: Prio
       ? err
       : err instanceof BadFrameError
         ? new ProtocolError(ErrorCode.BAD_REQUEST, err.message)
-        : (err as { code?: string }).code === 'INVALID_ARGUMENT'
-          ? new ProtocolError(ErrorCode.BAD_REQUEST, (err as Error).message)
+        : err instanceof InvalidInputError
+          ? new ProtocolError(ErrorCode.BAD_REQUEST, err.message)
           : new ProtocolError(ErrorCode.INTERNAL, (err as Error).message)
     await sendError(frames, error)
   } finally {
