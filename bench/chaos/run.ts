@@ -19,7 +19,7 @@ import { loadAddon } from '../../src/inference/native-backend.js'
 import { seededRandom } from '../../src/inference/sampling.js'
 import { makeTestModel } from '../../src/inference/test-model.js'
 import { createNode, joinSwarm, type BmrtNode } from '../../src/p2p/node.js'
-import { Registry, registryDhtOptions } from '../../src/p2p/registry.js'
+import { Registry } from '../../src/p2p/registry.js'
 import { shortPeerId } from '../../src/petals/client/routing.js'
 import { probeServer } from '../../src/petals/client/probe.js'
 import { swarmState } from '../../src/petals/client/swarm-state.js'
@@ -121,7 +121,7 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
       log(`${node.name} online: blocks ${node.span?.start}:${node.span?.end} (${((performance.now() - started) / 1000).toFixed(1)} s)`)
     }
 
-    observer = await createNode({ listen: [], bootstrap: [bootstrapAddr], dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
+    observer = await createNode({ role: 'client', bootstrap: [bootstrapAddr] })
     await joinSwarm(observer)
     const registry = new Registry(observer)
     for (let i = 0; i < o.clients; i++) {

@@ -10,6 +10,7 @@ import { DummyWeights, type LoadFormat } from './dummy-weights.js'
 import { loadJsHead, loadJsSpan } from './js-backend.js'
 import { loadTorchSpan } from './torch-backend.js'
 import { loadAddon, loadNativeHead, loadNativeSpan, nativeUnavailableReason, type WeightFormat } from './native-backend.js'
+import { OptionError } from '../util/errors.js'
 
 export interface LoadOptions {
   /** block executor; 'auto' (default) is native when the addon loaded, else js with one warning */
@@ -73,7 +74,9 @@ export async function loadSpan (weights: Checkpoint | DummyWeights, config: Mode
   if (options.format !== undefined && options.format !== 'f32') {
     throw new Error(`the js backend computes in f32; weight format ${options.format} needs the native backend`)
   }
-  if (!['cpu', 'auto', undefined].includes(options.device)) throw new Error(`--device ${options.device ?? ''} needs the native or torch backend; the js backend runs on the CPU`)
+  if (!['cpu', 'auto', undefined].includes(options.device)) {
+    throw new OptionError(['load.device'], name => `${name('load.device')} ${options.device ?? ''} needs the native or torch backend; the js backend runs on the CPU`)
+  }
   return await loadJsSpan(weights, config, start, end, { onBlock: options.onBlock, maxCacheTokens: options.maxCacheTokens })
 }
 

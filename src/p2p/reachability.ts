@@ -84,7 +84,7 @@ async function dialBack (node: BmrtNode, connection: Connection, addrBytes: Uint
  * returning, so the caller can then listen on the same port.
  */
 export async function checkReachability (network: Pick<NodeOptions, 'listen' | 'announce' | 'bootstrap' | 'dhtProtocol' | 'swarmKey'>): Promise<ReachabilityReport> {
-  const probe = await createNode({ ...network, dhtServer: false })
+  const probe = await createNode({ role: 'client', ...network })
   try {
     await joinSwarm(probe)
     const asked = []

@@ -14,7 +14,7 @@ import { loadHead, openWeights, type LoadOptions } from '../../inference/load-sp
 import { describeHead, loadEosTokenIds, type LanguageModel, type LanguageModelSession, type SessionOptions } from '../../inference/model.js'
 import { Tokenizer } from '../../inference/tokenizer.js'
 import { createNode, joinSwarm, type BmrtNode } from '../../p2p/node.js'
-import { Registry, registryDhtOptions } from '../../p2p/registry.js'
+import { Registry } from '../../p2p/registry.js'
 import { FORWARD_PROTOCOL, modelWireDType, parseWireDType } from '../protocol/wire.js'
 import { InferenceSession, withRetries, type InferenceSessionOptions, type SessionContext } from './inference-session.js'
 import { swarmModelName } from '../protocol/model-name.js'
@@ -79,16 +79,7 @@ export class DistributedModel implements LanguageModel {
     const modelName = options.modelName ?? swarmModelName(dir, options.head?.loadFormat)
     let node: BmrtNode | undefined
     try {
-      node = await createNode({
-        listen: [], // clients never need to be dialable
-        bootstrap: options.initialPeers,
-        swarmKey: options.swarmKey,
-        dhtServer: false,
-        dht: registryDhtOptions({ rejected: {} }),
-        // Ping connected servers every 2 s: a hung server (alive socket, no answers) loses its
-        // connection within seconds, which ends its sessions and starts failover.
-        connectionMonitor: { pingInterval: 2000, pingTimeout: { minTimeout: 1000, maxTimeout: 5000 } }
-      })
+      node = await createNode({ role: 'client', bootstrap: options.initialPeers, swarmKey: options.swarmKey })
       progress('joining the swarm...')
       await joinSwarm(node)
       const manager = new SequenceManager(node, new Registry(node), modelName, config.numLayers, options)
