@@ -6,6 +6,8 @@ import { join } from 'node:path'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
 import { Registry } from '../src/p2p/registry.js'
 import { BlockServer } from '../src/petals/server/server.js'
+import { DEFAULT_BALANCE_QUALITY } from '../src/petals/server/block-selection.js'
+import { OptionError } from '../src/util/errors.js'
 import { makeTestModel } from '../src/inference/test-model.js'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -19,7 +21,7 @@ describe('block servers on a loopback swarm', function () {
   let initialPeers: string[]
   const servers: BlockServer[] = []
   const MODEL = 'tiny20'
-  const QUALITY = 0.75 // Petals' default balance quality
+  const QUALITY = DEFAULT_BALANCE_QUALITY // Petals' default balance quality
 
   // No rebalancing checks of their own (balanceQuality 0): a check comes after a random 0..2 periods,
   // and one that moved a --num-blocks server mid-test (as d and e below would justify) made the
@@ -101,5 +103,21 @@ describe('block servers on a loopback swarm', function () {
     assert.deepEqual([m.span?.start, m.span?.end], [0, 10])
     assert.deepEqual(await holders(5), [a.node.peerId.toString(), m.node.peerId.toString()].sort())
     assert.equal((await holders(15)).includes(m.node.peerId.toString()), false)
+  })
+
+  it('checks options.blocks against config.json before it starts a node, and names the option', async () => {
+    const log: string[] = []
+    await assert.rejects(BlockServer.start({ modelDir, initialPeers, blocks: { start: 18, end: 22 }, load: { backend: 'js' }, log: line => log.push(line) }),
+      (err: unknown) => err instanceof OptionError && err.options.includes('blocks') &&
+        /^options\.blocks: block span 18:22 is not within the model's 20 blocks/.test(err.message) &&
+        err.render(option => `--${option}`).startsWith('--blocks: block span 18:22'))
+    assert.deepEqual(log, [], 'nothing started, so nothing was logged')
+  })
+
+  it('pins the span it was given, and chooses one otherwise', async () => {
+    const pinned = await start({ blocks: { start: 0, end: 4 }, throughput: 1 })
+    const chosen = await start({ numBlocks: 4, throughput: 1 })
+    assert.equal(pinned.pinned, true)
+    assert.equal(chosen.pinned, false)
   })
 })

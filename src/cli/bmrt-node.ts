@@ -4,9 +4,9 @@ import '../polyfill.js'
 import { Command, Option } from 'commander'
 import { loadConfig } from '../inference/config.js'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
-import { confirmListeningAddresses, createNode, joinSwarm, type NodeOptions } from '../p2p/node.js'
+import { createNode, joinSwarm, type NodeOptions } from '../p2p/node.js'
 import { DEFAULT_UPDATE_PERIOD_MS, TTL_UPDATE_PERIODS } from '../p2p/registry.js'
-import { serveReachabilityChecks } from '../p2p/reachability.js'
+import { serveDirectly } from '../p2p/reachability.js'
 import { DEFAULT_GQA_CACHE_TOKENS, DEFAULT_MHA_CACHE_TOKENS } from '../petals/planning/memory-plan.js'
 import { DEFAULT_BALANCE_QUALITY } from '../petals/server/block-selection.js'
 import { DEFAULT_MAX_SESSIONS_PER_PEER } from '../petals/server/peer-limits.js'
@@ -141,8 +141,7 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(exitOnBadFla
 /** --relay-only: a DHT server that relays for peers behind NAT, until a stop signal. */
 async function runRelay (network: Omit<NodeOptions, 'role'>, log: (line: string) => void): Promise<void> {
   const node = await createNode({ role: 'relay', ...network })
-  confirmListeningAddresses(node) // a relay is meant for a public address: announce it
-  await serveReachabilityChecks(node)
+  await serveDirectly(node)
   log(`peer id ${node.peerId.toString()}`)
   for (const addr of node.getMultiaddrs()) log(`  share as --initial-peers: ${addr.toString()}`)
   if ((network.bootstrap ?? []).length > 0) await joinSwarm(node)

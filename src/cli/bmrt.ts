@@ -15,6 +15,7 @@ import { createNode, joinSwarm } from '../p2p/node.js'
 import { Registry } from '../p2p/registry.js'
 import { formatSwarmState, swarmState } from '../petals/client/swarm-state.js'
 import { runDemo, type DemoCliOptions } from './demo.js'
+import { DEFAULT_GATEWAY_PORT } from '../api/gateway.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions } from './gateway.js'
 import { addPlanCommand } from './plan.js'
 
@@ -48,7 +49,7 @@ addModelOptions(addSamplingOptions(program.command('chat')))
     }
   })
 
-addSwarmOptions(addGatewayOptions(program.command('gateway'), 'port to serve on (0: any free port)', 8080), 'a peer of the swarm (repeatable)')
+addSwarmOptions(addGatewayOptions(program.command('gateway'), 'port to serve on (0: any free port)', DEFAULT_GATEWAY_PORT), 'a peer of the swarm (repeatable)')
   .description('serve an OpenAI-compatible API, a web chat, a swarm monitor and a job board for a model running on a swarm')
   .option('--model <dir>', 'the model directory (config.json, tokenizer.json, and the embeddings and lm_head weights)', BUNDLED_MODEL)
   .option('--model-name <name>', "the name servers announce the model under (default: the --model folder's name)")
@@ -63,7 +64,7 @@ addSwarmOptions(addGatewayOptions(program.command('gateway'), 'port to serve on 
     }
   })
 
-addGatewayOptions(program.command('demo'), 'port of the gateway', 8080)
+addGatewayOptions(program.command('demo'), 'port of the gateway', DEFAULT_GATEWAY_PORT)
   .description('start a local swarm of the bundled model (3 servers with different spans) and a gateway, then print the URL to open; Ctrl-C stops everything')
   .option('--model <dir>', 'the model the servers serve', BUNDLED_MODEL)
   .action(async (o: DemoCliOptions) => {

@@ -7,6 +7,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { DEFAULT_MAX_NEW_TOKENS, type GenerateOptions } from '../inference/generate.js'
 import type { LoadOptions } from '../inference/load-span.js'
 import { LocalModel, type LanguageModel } from '../inference/model.js'
+import { DEFAULT_SAMPLING } from '../inference/sampling.js'
 import { DistributedModel } from '../petals/client/distributed-model.js'
 import { formatRoute } from '../petals/client/routing.js'
 import { loadSwarm, loadSwarmKey, SWARM_PRESETS } from '../p2p/swarms.js'
@@ -206,10 +207,10 @@ export interface SamplingCliOptions {
 export function addSamplingOptions (command: Command): Command {
   return command
     .option('--max-new-tokens <n>', 'tokens to generate at most', integer(1), DEFAULT_MAX_NEW_TOKENS)
-    .option('--temperature <t>', 'sampling temperature; 0 = greedy (argmax)', number(n => n >= 0, 'a number >= 0'), 0)
-    .option('--top-k <k>', 'sample among the k most likely tokens; 0 = off', integer(0), 0)
-    .option('--top-p <p>', 'sample among the most likely tokens reaching probability p; 1 = off', number(n => n > 0 && n <= 1, 'a number in (0, 1]'), 1)
-    .option('--repetition-penalty <r>', 'penalise tokens already in the context; 1 = off', number(n => n > 0, 'a number > 0'), 1)
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy (argmax)', number(n => n >= 0, 'a number >= 0'), DEFAULT_SAMPLING.temperature)
+    .option('--top-k <k>', 'sample among the k most likely tokens; 0 = off', integer(0), DEFAULT_SAMPLING.topK)
+    .option('--top-p <p>', 'sample among the most likely tokens reaching probability p; 1 = off', number(n => n > 0 && n <= 1, 'a number in (0, 1]'), DEFAULT_SAMPLING.topP)
+    .option('--repetition-penalty <r>', 'penalise tokens already in the context; 1 = off', number(n => n > 0, 'a number > 0'), DEFAULT_SAMPLING.repetitionPenalty)
     .option('--seed <n>', 'seed for sampling (same seed, same output)', integer(Number.MIN_SAFE_INTEGER))
     .option('--stop <text>', 'stop before this text (repeatable)', repeatable, [])
     .option('--ignore-eos', 'keep generating after the end-of-sequence token')

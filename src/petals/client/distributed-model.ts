@@ -16,7 +16,7 @@ import { Tokenizer } from '../../inference/tokenizer.js'
 import { createNode, joinSwarm, type BmrtNode } from '../../p2p/node.js'
 import { Registry } from '../../p2p/registry.js'
 import { FORWARD_PROTOCOL, modelWireDType, parseWireDType } from '../protocol/wire.js'
-import { InferenceSession, withRetries, type InferenceSessionOptions, type SessionContext } from './inference-session.js'
+import { DEFAULT_MAX_RETRIES, InferenceSession, withRetries, type InferenceSessionOptions, type SessionContext } from './inference-session.js'
 import { swarmModelName } from '../protocol/model-name.js'
 import { HopError, RemoteSpan } from './remote-span.js'
 import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
@@ -37,11 +37,20 @@ export interface DistributedModelOptions extends SequenceManagerOptions {
   head?: LoadOptions
   /** activations on the wire: f32, bf16 or f16 (default: the model's dtype, f32 when unknown) */
   dtype?: string
-  /** failed attempts in a row, with no hop answering between them, before a step gives up (default 8) */
+  /**
+   * failed attempts in a row, with no hop answering between them, before a step gives up
+   * @default DEFAULT_MAX_RETRIES (8)
+   */
   maxRetries?: number
-  /** opening a server session (default 5 s) */
+  /**
+   * opening a server session
+   * @default DEFAULT_CONNECT_TIMEOUT_MS (5 s)
+   */
   connectTimeoutMs?: number
-  /** one server's answer to one step (default 60 s) */
+  /**
+   * one server's answer to one step
+   * @default DEFAULT_CLIENT_STEP_TIMEOUT_MS (60 s)
+   */
   stepTimeoutMs?: number
   /** hears of every chain chosen (at open and after failovers) */
   onRoute?: (route: readonly RouteHop[], reason: string) => void
@@ -144,7 +153,7 @@ export class DistributedModel implements LanguageModel {
     if (!(start >= 0 && start < end && end <= this.config.numLayers)) throw new RangeError(`blocks ${start}:${end} are not a range of the model's ${this.config.numLayers}`)
     if (hidden.length === 0 || hidden.length % (batch * size) !== 0) throw new RangeError(`hidden states must be [${batch}, tokens, ${size}], got ${hidden.length} values`)
     const tokens = hidden.length / (batch * size)
-    const maxRetries = this.options.maxRetries ?? 8
+    const maxRetries = this.options.maxRetries ?? DEFAULT_MAX_RETRIES
     let x = hidden
     let block = start
     let route = await withRetries(maxRetries, async () => await this.manager.forwardRoute(block, end), this.options.onProgress)

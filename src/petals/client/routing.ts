@@ -164,15 +164,30 @@ function candidates (spans: readonly ServerSpan[], start: number, end: number, m
 export interface MinLatencyOptions {
   /** client→server round trips, seconds; missing: defaultRttSeconds, Infinity: unreachable */
   rtts?: ReadonlyMap<string, number>
-  /** tokens per block the session will reserve (batch × maxLength); default 0 */
+  /**
+   * tokens per block the session will reserve (batch × maxLength)
+   * @default 0
+   */
   cacheTokensNeeded?: number
-  /** per hop; default 0.018 s (Petals) */
+  /**
+   * per hop
+   * @default OVERHEAD_SECONDS (0.018 s, Petals)
+   */
   overheadSeconds?: number
-  /** RTT assumed when none is known; default 0.3 s, i.e. Petals' 0.15 s one-way default delay */
+  /**
+   * RTT assumed when none is known
+   * @default DEFAULT_RTT_SECONDS (0.3 s, i.e. Petals' 0.15 s one-way default delay)
+   */
   defaultRttSeconds?: number
-  /** added to entering a server short of cache; default 10 s (Petals) */
+  /**
+   * added to entering a server short of cache
+   * @default CACHE_PENALTY_SECONDS (10 s, Petals)
+   */
   cachePenaltySeconds?: number
-  /** cap on the one-way delay of an edge; default 5 s (Petals) */
+  /**
+   * cap on the one-way delay of an edge
+   * @default MAX_HALF_RTT_SECONDS (5 s, Petals)
+   */
   maxHalfRttSeconds?: number
   /** named in MissingBlocksError messages */
   model?: string

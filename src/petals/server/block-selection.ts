@@ -74,7 +74,7 @@ export const DEFAULT_BALANCE_QUALITY = 0.75
 export interface RebalanceOptions {
   /**
    * move when the swarm's weakest block would improve by more than this ratio; 0 disables
-   * @default DEFAULT_BALANCE_QUALITY (0.75)
+   * @default DEFAULT_BALANCE_QUALITY
    */
   balanceQuality?: number
   /**

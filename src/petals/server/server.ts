@@ -10,8 +10,8 @@ import type { BlockRange, BlockSpan } from '../../inference/backend.js'
 import { checkSpan, loadConfig, type ModelConfig } from '../../inference/config.js'
 import { loadBlockSpan, resolveBackend, type LoadOptions } from '../../inference/load-span.js'
 import { nativeFormat, nativeUnavailableReason, resolveNativeDevice } from '../../inference/native-backend.js'
-import { confirmListeningAddresses, createNode, joinSwarm, type BmrtNode } from '../../p2p/node.js'
-import { checkReachability, describeReachability, serveReachabilityChecks } from '../../p2p/reachability.js'
+import { createNode, joinSwarm, type BmrtNode } from '../../p2p/node.js'
+import { checkReachability, describeReachability, serveDirectly } from '../../p2p/reachability.js'
 import { DEFAULT_RECORD_TTL_MS, DEFAULT_UPDATE_PERIOD_MS, Registry, type RecordStats, type SpanRecord, type SpanState } from '../../p2p/registry.js'
 import { OptionError } from '../../util/errors.js'
 import { chooseBestBlocks, DEFAULT_BALANCE_QUALITY, ServerState, shouldChooseOtherBlocks, type ServedSpan } from './block-selection.js'
@@ -85,7 +85,7 @@ export interface ServerOptions {
   throughput?: 'auto' | number
   /**
    * move when that improves the swarm's weakest block below this ratio; 0 disables rebalancing
-   * @default DEFAULT_BALANCE_QUALITY (0.75, as Petals)
+   * @default DEFAULT_BALANCE_QUALITY (Petals')
    */
   balanceQuality?: number
   /**
@@ -198,8 +198,7 @@ export class BlockServer {
     if (useRelay) {
       reportDirectUpgrades(node, log)
     } else {
-      confirmListeningAddresses(node) // peers dialed back (or nobody could tell): announce them all
-      await serveReachabilityChecks(node)
+      await serveDirectly(node) // peers dialed back (or nobody could tell): announce the addresses
     }
     log(`peer id ${node.peerId.toString()}`)
     for (const addr of node.getMultiaddrs()) log(`  share as --initial-peers: ${addr.toString()}`)
