@@ -83,6 +83,7 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(exitOnBadFla
       if (o.publicIp !== undefined && o.port === 0) throw new BadFlagsError('--public-ip needs a fixed --port (the one forwarded to this machine)')
       // --blocks against the model's config.json, before any node starts (BlockServer.start checks again).
       if (o.relayOnly !== true && o.blocks !== undefined) checkBlocks(await loadConfig(o.model), o.blocks)
+      const updatePeriodMs = o.updatePeriod * 1000
       const expirationMs = (o.expiration ?? TTL_UPDATE_PERIODS * o.updatePeriod) * 1000
       const identity = o.identity === undefined ? undefined : await loadOrCreateIdentity(o.identity)
       if (identity?.created === true) log(`created identity ${o.identity}`)
@@ -93,10 +94,9 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(exitOnBadFla
         swarmKey: swarm.swarmKey
       }
       if (o.relayOnly === true) {
-        await runRelay({ ...network, bootstrap: swarm.initialPeers, records: { ttlMs: expirationMs, refreshMs: o.updatePeriod * 1000 } }, log)
+        await runRelay({ ...network, bootstrap: swarm.initialPeers, records: { ttlMs: expirationMs, refreshMs: updatePeriodMs } }, log)
         return
       }
-      const updatePeriodMs = o.updatePeriod * 1000
       const server = await BlockServer.start({
         modelDir: o.model,
         modelName: o.modelName,
