@@ -28,11 +28,15 @@ export interface DistributedModelOptions extends SequenceManagerOptions {
   initialPeers: string[]
   /** a private swarm's pre-shared key (see NodeOptions.swarmKey) */
   swarmKey?: Uint8Array
-  /** the name servers announce the model under (default: see swarmModelName) */
+  /**
+   * the name servers announce the model under
+   * @default see swarmModelName (the folder's name)
+   */
   modelName?: string
   /**
    * how the head (embeddings, final norm, lm_head) is loaded: backend, device, format, threads,
-   * and loadFormat 'dummy' for a swarm serving dummy weights (default: native on the CPU's cores)
+   * and loadFormat 'dummy' for a swarm serving dummy weights
+   * @default {} (native on the CPU's cores)
    */
   head?: LoadOptions
   /** activations on the wire: f32, bf16 or f16 (default: the model's dtype, f32 when unknown) */
