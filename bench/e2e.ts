@@ -19,7 +19,6 @@ import { LocalModel, type LanguageModel } from '../src/inference/model.js'
 import { loadAddon } from '../src/inference/native-backend.js'
 import { makeTestModel } from '../src/inference/test-model.js'
 import { createNode } from '../src/p2p/node.js'
-import { registryDhtOptions } from '../src/p2p/registry.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { median } from '../src/util/stats.js'
@@ -62,12 +61,12 @@ async function local (dir: string): Promise<Subject> {
 
 /** The model served by `hops` servers (in this process, over loopback TCP) and a client. */
 async function swarm (dir: string, hops: number): Promise<Subject> {
-  const entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
+  const entry = await createNode({ role: 'server' })
   const initialPeers = entry.getMultiaddrs().map(String)
   const blocks = (await loadConfig(dir)).numLayers
   const servers: BlockServer[] = []
   for (let h = 0; h < hops; h++) {
-    const span: [number, number] = [Math.floor(h * blocks / hops), Math.floor((h + 1) * blocks / hops)]
+    const span = { start: Math.floor(h * blocks / hops), end: Math.floor((h + 1) * blocks / hops) }
     servers.push(await BlockServer.start({ modelDir: dir, modelName: `bench-${hops}`, blocks: span, initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend } }))
   }
   const model = await DistributedModel.load(dir, { initialPeers, modelName: `bench-${hops}` })

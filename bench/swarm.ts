@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { makeTestModel } from '../src/inference/test-model.js'
 import { createNode, joinSwarm } from '../src/p2p/node.js'
-import { Registry, registryDhtOptions } from '../src/p2p/registry.js'
+import { Registry } from '../src/p2p/registry.js'
 
 const { values: args } = parseArgs({ options: { nodes: { type: 'string', default: '10' } } })
 const NODES = Number(args.nodes)
@@ -24,8 +24,8 @@ const root = fileURLToPath(new URL('../../', import.meta.url))
 
 const scratch = await mkdtemp(join(tmpdir(), 'bmrt-bench-swarm-'))
 const children: ChildProcess[] = []
-const entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
-const client = await createNode({ bootstrap: entry.getMultiaddrs().map(String), dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
+const entry = await createNode({ role: 'server' })
+const client = await createNode({ role: 'client', bootstrap: entry.getMultiaddrs().map(String) })
 try {
   const modelDir = join(scratch, MODEL)
   await makeTestModel(modelDir, { layers: BLOCKS, hidden: 128, intermediate: 352, heads: 64, kvHeads: 8, headDim: 2, vocab: 512 })

@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict'
 import { collect } from '../src/inference/generate.js'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
-import { registryDhtOptions } from '../src/p2p/registry.js'
 import { ErrorCode, INFERENCE_PROTOCOL, INFO_PROTOCOL, Info, InfoRequest, Request, WireDType } from '../src/petals/protocol/wire.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
 import type { BlockServer } from '../src/petals/server/server.js'
@@ -24,7 +23,7 @@ describe('a server facing bad peers', function () {
   let model: DistributedModel
 
   before(async () => {
-    entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
+    entry = await createNode({ role: 'server' })
     const initialPeers = entry.getMultiaddrs().map(String)
     server = await startTargetServer(MODEL, { initialPeers, load: { maxCacheTokens: 256 } })
     // A second server that cuts idle sessions off after a second.

@@ -24,17 +24,19 @@ describe('bmrt command line', () => {
   })
 
   it('bmrt-node explains what it needs to start', async () => {
+    // Flags that cannot work exit with 2 (EXIT_BAD_FLAGS) and point at the help; failures at run time with 1.
     const noSpan = await bmrt('bmrt-node', ['--new-swarm'])
-    assert.equal(noSpan.code, 1)
-    assert.match(noSpan.stderr, /bmrt-node: give --blocks START:END or --num-blocks N/)
+    assert.equal(noSpan.code, 2)
+    assert.match(noSpan.stderr, /bmrt-node: give --blocks START:END or --num-blocks N.*\n\(bmrt-node --help lists the options\)/)
     const noSwarm = await bmrt('bmrt-node', ['--blocks', '0:2'])
     assert.match(noSwarm.stderr, /give --initial-peers MULTIADDR or --swarm NAME\|FILE to join a swarm, or --new-swarm to start one/)
     const outside = await bmrt('bmrt-node', ['--new-swarm', '--blocks', '3:9', '--host-addrs', '/ip4/127.0.0.1/tcp/0'])
-    assert.equal(outside.code, 1)
-    assert.match(outside.stderr, /bmrt-node: block span 3:9 is not within the model's 5 blocks/)
+    assert.equal(outside.code, 2)
+    assert.match(outside.stderr, /bmrt-node: --blocks: block span 3:9 is not within the model's 5 blocks/)
+    assert.doesNotMatch(outside.stdout, /peer id/, '--blocks is checked against config.json before the node starts')
     // A GPU needs an addon built with CUDA (this test's machine has none) and a device.
     const gpu = await bmrt('bmrt-node', ['--new-swarm', '--device', 'cuda', '--host-addrs', '/ip4/127.0.0.1/tcp/0'])
-    assert.equal(gpu.code, 1)
+    assert.equal(gpu.code, /--device cuda needs/.test(gpu.stderr) ? 2 : 1)
     assert.match(gpu.stderr, /bmrt-node: (this build of the native addon has no CUDA path|no CUDA device found|--device cuda needs the native backend)/)
     const badDevice = await bmrt('bmrt-node', ['--new-swarm', '--device', 'tpu', '--num-blocks', '1', '--host-addrs', '/ip4/127.0.0.1/tcp/0'])
     assert.match(badDevice.stderr, /unknown device 'tpu' for the native backend: use cpu, cuda, cuda:N or auto|--device tpu needs the native backend/)
@@ -60,13 +62,13 @@ describe('bmrt command line', () => {
 
   it('bad options and bad models give one clear line and a failing exit code', async () => {
     const badNumber = await bmrt('bmrt', ['generate', '--temperature', 'hot'])
-    assert.notEqual(badNumber.code, 0)
+    assert.equal(badNumber.code, 2)
     assert.match(badNumber.stderr, /option '--temperature <t>' argument 'hot' is invalid\. expected a number >= 0/)
     const { dir, cleanup } = await scratchDir()
     try {
       const missing = await bmrt('bmrt', ['generate', '--model', dir])
-      assert.equal(missing.code, 1)
-      assert.match(missing.stderr, /^loading .*\nbmrt generate: no config\.json in /)
+      assert.equal(missing.code, 2)
+      assert.match(missing.stderr, /^loading .*\nbmrt generate: no config\.json in .*: point --model at a Hugging Face model directory/)
     } finally {
       await cleanup()
     }

@@ -50,7 +50,7 @@ describe('HTTP gateway on a 3-server swarm', function () {
     tokenizer = await Tokenizer.load(BUNDLED_MODEL)
     for (const blocks of [[0, 2], [2, 4], [4, 5]] as Array<[number, number]>) {
       servers.push(await BlockServer.start({
-        modelDir: BUNDLED_MODEL, blocks, listen: ['/ip4/127.0.0.1/tcp/0'], initialPeers: servers.length > 0 ? initialPeers() : [],
+        modelDir: BUNDLED_MODEL, blocks: { start: blocks[0], end: blocks[1] }, listen: ['/ip4/127.0.0.1/tcp/0'], initialPeers: servers.length > 0 ? initialPeers() : [],
         throughput: 1, updatePeriodMs: 600_000, load: { backend: BACKEND }, publicName: `server-${blocks.join('-')}`
       }))
     }

@@ -176,7 +176,7 @@ describe('native addon', function () {
     await makeTestModel(dir, { layers: 1, hidden: 32, intermediate: 64, heads: 4, vocab: 32 })
     const { span } = await open(dir, 'native', 'f32', 0, 1, 10)
     const session = span.openSession(4)
-    await assert.rejects(span.forward(session, new Float32Array(33)), { code: 'INVALID_ARGUMENT', message: /hidden states must be \[tokens, 32\] floats, got 33 values/ })
+    await assert.rejects(span.forward(session, new Float32Array(33)), { name: 'InvalidInputError', code: 'INVALID_ARGUMENT', message: /hidden states must be \[tokens, 32\] floats, got 33 values/ })
     await assert.rejects(span.forward(session, randomHidden(5, 32)), { code: 'INVALID_ARGUMENT', message: /at most 4 tokens/ })
     await assert.rejects(span.forward(session, new Float32Array(32).fill(NaN)), /NaN or infinite/)
     await assert.rejects(span.forward(session, randomHidden(1, 32), 3), /position 3 is outside the session's 0 cached tokens/)
@@ -184,7 +184,7 @@ describe('native addon', function () {
     const first = span.forward(session, randomHidden(1, 32))
     await assert.rejects(span.forward(session, randomHidden(1, 32)), /session \d+ is already running a step/)
     await first
-    assert.throws(() => span.openSession(7), { code: 'CACHE_FULL', message: /attention cache full: 4 of 10 tokens reserved/ })
+    assert.throws(() => span.openSession(7), { name: 'CacheFullError', code: 'CACHE_FULL', message: /attention cache full: 4 of 10 tokens reserved/ })
     assert.throws(() => span.openSession(0), /positive integer/)
     const out = await span.forward(session, randomHidden(4, 32), 0) // rewound to the start: 4 fit again
     assert.equal(out.length, 128)

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import type { ChildProcess } from 'node:child_process'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
-import { Registry, registryDhtOptions } from '../src/p2p/registry.js'
+import { Registry } from '../src/p2p/registry.js'
 import { parseServerInfo } from '../src/petals/protocol/server-info.js'
 import { BUNDLED_MODEL, POSIX_SIGNALS, startNode } from './helpers.js'
 
@@ -15,8 +15,8 @@ describe('bmrt-node processes', function () {
   const children: ChildProcess[] = []
 
   before(async () => {
-    entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
-    client = await createNode({ bootstrap: entry.getMultiaddrs().map(String), dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
+    entry = await createNode({ role: 'server' })
+    client = await createNode({ role: 'client', bootstrap: entry.getMultiaddrs().map(String) })
     await joinSwarm(client)
     args = ['--model', BUNDLED_MODEL, '--initial-peers', entry.getMultiaddrs()[0].toString(), '--host-addrs', '/ip4/127.0.0.1/tcp/0',
       '--backend', 'js', '--throughput', '1', '--update-period', '1', '--expiration', '3']

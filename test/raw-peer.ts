@@ -21,7 +21,7 @@ export async function startTargetServer (model: string, options: Partial<ServerO
   return await BlockServer.start({
     modelDir: BUNDLED_MODEL,
     modelName: model,
-    blocks: [0, 5],
+    blocks: { start: 0, end: 5 },
     listen: ['/ip4/127.0.0.1/tcp/0'],
     throughput: 1,
     updatePeriodMs: 600_000,
@@ -38,7 +38,7 @@ export class RawPeer {
 
   /** A libp2p node of its own (its own peer id), listening nowhere. */
   static async start (): Promise<RawPeer> {
-    return new RawPeer(await createNode({ listen: [] }))
+    return new RawPeer(await createNode({ role: 'client' }))
   }
 
   async dial (server: BlockServer, protocol = INFERENCE_PROTOCOL): Promise<{ stream: Stream, frames: FrameStream }> {

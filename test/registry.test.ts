@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
-import { Registry, recordKey, registryDhtOptions, verifyRecord, type RecordStats } from '../src/p2p/registry.js'
+import { Registry, recordKey, verifyRecord, type RecordStats } from '../src/p2p/registry.js'
 import { loadOrCreateIdentity } from '../src/p2p/identity.js'
 import { scratchDir } from './helpers.js'
 
@@ -21,7 +21,7 @@ describe('DHT registry on a loopback swarm', function () {
   const make = async (dhtServer: boolean, bootstrapAddrs: string[] = []): Promise<BmrtNode> => {
     const s: RecordStats = { rejected: {} }
     stats.push(s)
-    const node = await createNode({ bootstrap: bootstrapAddrs, dhtServer, dht: registryDhtOptions(s) })
+    const node = await createNode({ role: dhtServer ? 'server' : 'client', bootstrap: bootstrapAddrs, records: { stats: s } })
     nodes.push(node)
     return node
   }

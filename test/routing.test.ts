@@ -4,9 +4,10 @@
 
 import assert from 'node:assert/strict'
 import {
-  BanList, formatRoute, maxThroughputRoute, minLatencyRoute, MissingBlocksError, retryDelayMs, routeCostSeconds,
+  formatRoute, maxThroughputRoute, minLatencyRoute, MissingBlocksError, routeCostSeconds,
   serverSpanFromRecord, type RouteHop, type ServerSpan
 } from '../src/petals/client/routing.js'
+import { BanList, retryDelayMs } from '../src/petals/client/ban-list.js'
 import { shortPeerId } from '../src/p2p/identity.js'
 import type { SpanRecord } from '../src/p2p/registry.js'
 import { seededRandom } from '../src/inference/sampling.js'

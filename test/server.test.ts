@@ -4,8 +4,10 @@
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
-import { Registry, registryDhtOptions } from '../src/p2p/registry.js'
+import { Registry } from '../src/p2p/registry.js'
 import { BlockServer } from '../src/petals/server/server.js'
+import { DEFAULT_BALANCE_QUALITY } from '../src/petals/server/block-selection.js'
+import { OptionError } from '../src/util/errors.js'
 import { makeTestModel } from '../src/inference/test-model.js'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -19,12 +21,12 @@ describe('block servers on a loopback swarm', function () {
   let initialPeers: string[]
   const servers: BlockServer[] = []
   const MODEL = 'tiny20'
-  const QUALITY = 0.75 // Petals' default balance quality
+  const QUALITY = DEFAULT_BALANCE_QUALITY // Petals' default balance quality
 
   // No rebalancing checks of their own (balanceQuality 0): a check comes after a random 0..2 periods,
   // and one that moved a --num-blocks server mid-test (as d and e below would justify) made the
   // expected layout a race. The move test calls rebalance() itself, with Petals' quality.
-  const start = async (options: { blocks?: [number, number], numBlocks?: number, throughput: number }): Promise<BlockServer> => {
+  const start = async (options: { blocks?: { start: number, end: number }, numBlocks?: number, throughput: number }): Promise<BlockServer> => {
     const server = await BlockServer.start({
       modelDir, modelName: MODEL, initialPeers, load: { backend: 'js' }, updatePeriodMs: 600_000, balanceQuality: 0, ...options
     })
@@ -39,9 +41,9 @@ describe('block servers on a loopback swarm', function () {
     ({ dir, cleanup } = await scratchDir())
     modelDir = join(dir, 'model')
     await makeTestModel(modelDir, { layers: 20, hidden: 16, intermediate: 32, heads: 2, vocab: 32 })
-    entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
+    entry = await createNode({ role: 'server' })
     initialPeers = entry.getMultiaddrs().map(a => a.toString())
-    client = await createNode({ bootstrap: initialPeers, dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
+    client = await createNode({ role: 'client', bootstrap: initialPeers })
     await joinSwarm(client)
   })
   // Each test's servers stop when it ends, passed or not, so one failure does not leave servers
@@ -56,12 +58,12 @@ describe('block servers on a loopback swarm', function () {
   })
 
   it('serves pinned spans, fills the hole with --num-blocks, and drops a stopped server at once', async () => {
-    const a = await start({ blocks: [0, 8], throughput: 1 })
-    const b = await start({ blocks: [12, 20], throughput: 1 })
+    const a = await start({ blocks: { start: 0, end: 8 }, throughput: 1 })
+    const b = await start({ blocks: { start: 12, end: 20 }, throughput: 1 })
     const c = await start({ numBlocks: 4, throughput: 1 })
     assert.deepEqual([c.span?.start, c.span?.end], [8, 12], 'the new server took the uncovered blocks')
-    const d = await start({ blocks: [0, 10], throughput: 2 })
-    const e = await start({ blocks: [5, 15], throughput: 3 })
+    const d = await start({ blocks: { start: 0, end: 10 }, throughput: 2 })
+    const e = await start({ blocks: { start: 5, end: 15 }, throughput: 3 })
     const all = [a, b, c, d, e]
     const id = (s: BlockServer): string => s.node.peerId.toString()
     for (let block = 0; block < 20; block++) {
@@ -92,14 +94,30 @@ describe('block servers on a loopback swarm', function () {
   })
 
   it('moves a server when a stronger one arrives on its blocks, and not before', async () => {
-    const a = await start({ blocks: [0, 10], throughput: 1 })
+    const a = await start({ blocks: { start: 0, end: 10 }, throughput: 1 })
     const m = await start({ numBlocks: 10, throughput: 1 })
     assert.deepEqual([m.span?.start, m.span?.end], [10, 20])
     assert.equal(await m.rebalance(QUALITY), false, 'the swarm is balanced')
-    await start({ blocks: [10, 20], throughput: 10 })
+    await start({ blocks: { start: 10, end: 20 }, throughput: 10 })
     assert.equal(await m.rebalance(QUALITY), true)
     assert.deepEqual([m.span?.start, m.span?.end], [0, 10])
     assert.deepEqual(await holders(5), [a.node.peerId.toString(), m.node.peerId.toString()].sort())
     assert.equal((await holders(15)).includes(m.node.peerId.toString()), false)
+  })
+
+  it('checks options.blocks against config.json before it starts a node, and names the option', async () => {
+    const log: string[] = []
+    await assert.rejects(BlockServer.start({ modelDir, initialPeers, blocks: { start: 18, end: 22 }, load: { backend: 'js' }, log: line => log.push(line) }),
+      (err: unknown) => err instanceof OptionError && err.options.includes('blocks') &&
+        /^options\.blocks: block span 18:22 is not within the model's 20 blocks/.test(err.message) &&
+        err.render(option => `--${option}`).startsWith('--blocks: block span 18:22'))
+    assert.deepEqual(log, [], 'nothing started, so nothing was logged')
+  })
+
+  it('pins the span it was given, and chooses one otherwise', async () => {
+    const pinned = await start({ blocks: { start: 0, end: 4 }, throughput: 1 })
+    const chosen = await start({ numBlocks: 4, throughput: 1 })
+    assert.equal(pinned.pinned, true)
+    assert.equal(chosen.pinned, false)
   })
 })

@@ -11,7 +11,6 @@ import { collect, generate, type GeneratedToken } from '../src/inference/generat
 import { LocalModel } from '../src/inference/model.js'
 import { makeTestModel } from '../src/inference/test-model.js'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
-import { registryDhtOptions } from '../src/p2p/registry.js'
 import { DistributedModel, type DistributedModelOptions } from '../src/petals/client/distributed-model.js'
 import type { RouteHop } from '../src/petals/client/routing.js'
 import { BlockServer, type ServerOptions } from '../src/petals/server/server.js'
@@ -37,7 +36,7 @@ describe('distributed inference on a loopback swarm', function () {
   let models: DistributedModel[] = []
 
   const serve = async (modelDir: string, modelName: string, blocks: [number, number], options: Partial<ServerOptions> = {}): Promise<BlockServer> => {
-    const server = await BlockServer.start({ modelDir, modelName, blocks, initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend: BACKEND }, ...options })
+    const server = await BlockServer.start({ modelDir, modelName, blocks: { start: blocks[0], end: blocks[1] }, initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend: BACKEND }, ...options })
     servers.push(server)
     return server
   }
@@ -48,7 +47,7 @@ describe('distributed inference on a loopback swarm', function () {
   }
 
   before(async () => {
-    entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
+    entry = await createNode({ role: 'server' })
     initialPeers = entry.getMultiaddrs().map(String)
   })
   afterEach(async () => {
@@ -182,7 +181,7 @@ describe('distributed inference on a loopback swarm', function () {
 
   it('after a server fails, a client that knew no other looks again and routes to one that joined since, not back to the failed one', async () => {
     const name = 'rejoin'
-    const a = await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: name, blocks: [0, 5], initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend: BACKEND } })
+    const a = await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: name, blocks: { start: 0, end: 5 }, initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend: BACKEND } })
     try {
       const routes: Array<{ route: RouteHop[], reason: string }> = []
       const model = await connect(BUNDLED_MODEL, name, { onRoute: (route, reason) => routes.push({ route: [...route], reason }) })
@@ -206,7 +205,7 @@ describe('distributed inference on a loopback swarm', function () {
 
   it('a server that fails on the prompt is replaced by two servers, and the output is the same', async () => {
     const name = 'split-prefill'
-    const whole = await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: name, blocks: [0, 5], initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend: BACKEND } })
+    const whole = await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: name, blocks: { start: 0, end: 5 }, initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend: BACKEND } })
     try {
       const [first, second] = [await serve(BUNDLED_MODEL, name, [0, 3]), await serve(BUNDLED_MODEL, name, [3, 5])]
       const routes: RouteHop[][] = []

@@ -17,7 +17,6 @@ import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
-import { registryDhtOptions } from '../src/p2p/registry.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
 import { checkReachability, REACHABILITY_PROTOCOL, serveReachabilityChecks } from '../src/p2p/reachability.js'
@@ -38,7 +37,7 @@ describe('the reachability check', () => {
   let checkerAddr: string
 
   before(async () => {
-    checker = await createNode()
+    checker = await createNode({ role: 'server' })
     await serveReachabilityChecks(checker)
     checkerAddr = checker.getMultiaddrs()[0].toString()
   })
@@ -60,7 +59,7 @@ describe('the reachability check', () => {
   })
 
   it('the checker dials only the IP the request came from, and survives garbage', async () => {
-    const asker = await createNode()
+    const asker = await createNode({ role: 'server' })
     const bystander = await listenOn('127.0.0.2')
     try {
       const ask = async (frame: Uint8Array): Promise<ReachabilityResponse | Error> => {
@@ -171,9 +170,9 @@ describe('a relay that limits circuits (libp2p defaults)', function () {
       connectionManager: { allow: ['/ip4/127.0.0.0/ipcidr/8'] },
       services: { identify: identify(), relay: circuitRelayServer() }
     })
-    const dht = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
+    const dht = await createNode({ role: 'server' })
     // The server listens only on the relay, so the relay is the one way to reach it.
-    const server = await BlockServer.start({ modelDir: BUNDLED_MODEL, blocks: [0, 5], listen: [], useRelay: true, throughput: 1, initialPeers: [dht.getMultiaddrs()[0].toString(), relay.getMultiaddrs()[0].toString()] })
+    const server = await BlockServer.start({ modelDir: BUNDLED_MODEL, blocks: { start: 0, end: 5 }, listen: [], useRelay: true, throughput: 1, initialPeers: [dht.getMultiaddrs()[0].toString(), relay.getMultiaddrs()[0].toString()] })
     const client = await DistributedModel.load(BUNDLED_MODEL, { initialPeers: [dht.getMultiaddrs()[0].toString()], maxRetries: 0 })
     try {
       await assert.rejects(async () => { for await (const _ of client.generate('Once upon a time', { maxNewTokens: 2 })) { /* refused before any token */ } },

@@ -7,7 +7,6 @@ import type { ChildProcess } from 'node:child_process'
 import { collect } from '../src/inference/generate.js'
 import { loadAddon } from '../src/inference/native-backend.js'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
-import { registryDhtOptions } from '../src/p2p/registry.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { EXPECTED } from './expected.js'
@@ -21,7 +20,7 @@ describe('a swarm with a torch-backend server', function () {
 
   before(async function () {
     if (torchPython() === null) this.skip()
-    entry = await createNode({ dht: registryDhtOptions({ rejected: {} }) })
+    entry = await createNode({ role: 'server' })
   })
   after(async () => {
     await model?.close()
@@ -34,12 +33,12 @@ describe('a swarm with a torch-backend server', function () {
     const initialPeers = entry.getMultiaddrs().map(String)
     const name = 'stories-torch'
     const backend = loadAddon() !== null ? 'native' : 'js'
-    servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: name, blocks: [0, 2], initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend } }))
+    servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: name, blocks: { start: 0, end: 2 }, initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend } }))
     const middle = await startNode(['--model', BUNDLED_MODEL, '--model-name', name, '--initial-peers', initialPeers[0], '--host-addrs', '/ip4/127.0.0.1/tcp/0',
       '--throughput', '1', '--blocks', '2:4', '--backend', 'torch', '--python', torchPython()!])
     children.push(middle.process)
     assert.match(middle.output.join('\n'), /online: serving blocks 2:4 of stories-torch \(torch backend\)/)
-    servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: name, blocks: [4, 5], initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend } }))
+    servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: name, blocks: { start: 4, end: 5 }, initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend } }))
     const routes: string[] = []
     model = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: name, onRoute: route => routes.push(route.map(h => h.peerId).join(' ')) })
     for (const { promptIds, ids } of EXPECTED) {

@@ -24,21 +24,41 @@ import { GatewayMetrics } from './metrics.js'
 import { createCompletion, listModels } from './openai.js'
 import { SwarmMonitor, type SwarmMonitorOptions } from './swarm-report.js'
 
+/** The gateway's port when none is given. */
+export const DEFAULT_GATEWAY_PORT = 8080
+/** The interface the gateway listens on when none is given: only this machine. */
+export const DEFAULT_GATEWAY_HOST = '127.0.0.1'
+
 export interface GatewayOptions {
   model: ApiModel
   /** the libp2p node the monitor reads the DHT and probes servers through */
   node: BmrtNode
-  /** interface to listen on (default 127.0.0.1: only this machine) */
+  /**
+   * interface to listen on
+   * @default DEFAULT_GATEWAY_HOST ('127.0.0.1': only this machine)
+   */
   host?: string
-  /** port (default 8080; 0 picks a free one) */
+  /**
+   * port; 0 picks a free one
+   * @default DEFAULT_GATEWAY_PORT (8080)
+   */
   port?: number
   /** if set, the API needs `Authorization: Bearer <key>` */
   apiKey?: string
-  /** the job board's file (default: jobs.jsonl in the user's data directory) */
+  /**
+   * the job board's file
+   * @default defaultJobsFile() (jobs.jsonl in the user's data directory)
+   */
   jobsFile?: string
-  /** jobs waiting at most (default 64) */
+  /**
+   * jobs waiting at most
+   * @default DEFAULT_MAX_QUEUED_JOBS (64)
+   */
   maxQueuedJobs?: number
-  /** jobs generating at once (default 2) */
+  /**
+   * jobs generating at once
+   * @default DEFAULT_JOB_CONCURRENCY (2)
+   */
   jobConcurrency?: number
   monitor?: SwarmMonitorOptions
   log?: (line: string) => void
@@ -127,12 +147,12 @@ export class Gateway {
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject)
-        server.listen(options.port ?? 8080, options.host ?? '127.0.0.1', () => { server.off('error', reject); resolve() })
+        server.listen(options.port ?? DEFAULT_GATEWAY_PORT, options.host ?? DEFAULT_GATEWAY_HOST, () => { server.off('error', reject); resolve() })
       })
     } catch (err) {
       await jobs.close()
       const e = err as NodeJS.ErrnoException
-      throw new Error(e.code === 'EADDRINUSE' ? `port ${options.port ?? 8080} is in use: choose another with --http-port` : e.message)
+      throw new Error(e.code === 'EADDRINUSE' ? `port ${options.port ?? DEFAULT_GATEWAY_PORT} is in use: choose another with --http-port` : e.message)
     }
     return gateway
   }

@@ -12,10 +12,21 @@ import { parseModel, parseSampling, type SamplingRequest } from './generation-re
 import { ApiError, badRequest } from './http-util.js'
 import { addContributions, isEnded, type Contribution, type JobRecord, type JobStore } from './job-store.js'
 
+/** Jobs that may wait; more are refused with 429. */
+export const DEFAULT_MAX_QUEUED_JOBS = 64
+/** Jobs generating at once. */
+export const DEFAULT_JOB_CONCURRENCY = 2
+
 export interface JobBoardOptions {
-  /** jobs waiting at most; more are refused with 429 (default 64) */
+  /**
+   * jobs waiting at most; more are refused with 429
+   * @default DEFAULT_MAX_QUEUED_JOBS (64)
+   */
   maxQueued?: number
-  /** jobs generating at once (default 2) */
+  /**
+   * jobs generating at once
+   * @default DEFAULT_JOB_CONCURRENCY (2)
+   */
   concurrency?: number
   log?: (line: string) => void
 }
@@ -42,8 +53,8 @@ export class JobBoard {
   readonly concurrency: number
 
   constructor (private readonly model: ApiModel, private readonly store: JobStore, private readonly options: JobBoardOptions = {}) {
-    this.maxQueued = options.maxQueued ?? 64
-    this.concurrency = options.concurrency ?? 2
+    this.maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED_JOBS
+    this.concurrency = options.concurrency ?? DEFAULT_JOB_CONCURRENCY
     for (const job of store.jobs) {
       this.jobs.set(job.id, job)
       if (job.status === 'queued') this.enqueue(job)

@@ -46,12 +46,28 @@ export interface SwarmReport {
   models: ModelReport[]
 }
 
+/** How long the monitor reuses a snapshot of the swarm. */
+export const DEFAULT_MONITOR_PERIOD_MS = 5000
+/** A probe that takes longer marks the server unreachable. */
+export const DEFAULT_PROBE_TIMEOUT_MS = 3000
+/** How long a server that left stays listed as offline. */
+export const DEFAULT_FORGET_AFTER_MS = 10 * 60_000
+
 export interface SwarmMonitorOptions {
-  /** a snapshot is reused for this long (default 5 s) */
+  /**
+   * a snapshot is reused for this long
+   * @default DEFAULT_MONITOR_PERIOD_MS (5 s)
+   */
   periodMs?: number
-  /** a probe that takes longer marks the server unreachable (default 3 s) */
+  /**
+   * a probe that takes longer marks the server unreachable
+   * @default DEFAULT_PROBE_TIMEOUT_MS (3 s)
+   */
   probeTimeoutMs?: number
-  /** how long a server that left stays listed as offline (default 10 min) */
+  /**
+   * how long a server that left stays listed as offline
+   * @default DEFAULT_FORGET_AFTER_MS (10 min)
+   */
   forgetAfterMs?: number
 }
 
@@ -67,7 +83,7 @@ export class SwarmMonitor {
   }
 
   get periodMs (): number {
-    return this.options.periodMs ?? 5000
+    return this.options.periodMs ?? DEFAULT_MONITOR_PERIOD_MS
   }
 
   /** The last snapshot taken, however old (null before the first). */
@@ -91,7 +107,7 @@ export class SwarmMonitor {
       // Servers seen before whose record is gone: they left or expired.
       for (const [key, { row, at }] of this.seen) {
         if (!key.startsWith(`${model.name}/`) || rows.some(r => r.peer_id === row.peer_id)) continue
-        if (now - at > (this.options.forgetAfterMs ?? 600_000)) this.seen.delete(key)
+        if (now - at > (this.options.forgetAfterMs ?? DEFAULT_FORGET_AFTER_MS)) this.seen.delete(key)
         else rows.push({ ...row, state: 'offline', sessions: null, rtt_ms: null, error: null })
       }
       rows.sort((a, b) => a.start - b.start || a.peer_id.localeCompare(b.peer_id))
@@ -123,7 +139,7 @@ export class SwarmMonitor {
     }
     if (server.state === 'offline') return row
     try {
-      const { info, rttMs } = await probeServer(this.node, server.peerId, model, this.options.probeTimeoutMs ?? 3000)
+      const { info, rttMs } = await probeServer(this.node, server.peerId, model, this.options.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS)
       return { ...row, backend: info.backend, sessions: info.sessions, rtt_ms: rttMs, cache_tokens_left: info.cacheTokensLeft ?? row.cache_tokens_left }
     } catch (err) {
       return { ...row, state: 'unreachable', error: (err as Error).message }

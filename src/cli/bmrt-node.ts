@@ -2,19 +2,26 @@
 
 import '../util/polyfill.js'
 import { Command, Option } from 'commander'
+import { loadConfig } from '../inference/config.js'
 import { loadOrCreateIdentity } from '../p2p/identity.js'
-import { confirmListeningAddresses, createNode, joinSwarm, type NodeOptions } from '../p2p/node.js'
-import { registryDhtOptions } from '../p2p/registry.js'
-import { serveReachabilityChecks } from '../p2p/reachability.js'
+import { createNode, joinSwarm, type NodeOptions } from '../p2p/node.js'
+import { DEFAULT_UPDATE_PERIOD_MS, TTL_UPDATE_PERIODS } from '../p2p/registry.js'
+import { serveDirectly } from '../p2p/reachability.js'
+import { DEFAULT_INFERENCE_MAX_LENGTH } from '../petals/protocol/server-info.js'
+import { DEFAULT_GQA_CACHE_TOKENS, DEFAULT_MHA_CACHE_TOKENS } from '../petals/planning/memory-plan.js'
+import { DEFAULT_BALANCE_QUALITY } from '../petals/server/block-selection.js'
 import { DEFAULT_MAX_SESSIONS_PER_PEER } from '../petals/server/peer-limits.js'
-import { BlockServer } from '../petals/server/server.js'
+import { BlockServer, checkBlocks, DEFAULT_BALANCE_CHECK_PERIOD_MS } from '../petals/server/server.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions, type StartedGateway } from './gateway.js'
-import { addBackendOptions, addSwarmOptions, BUNDLED_MODEL, blockSpan, fail, integer, loadOptions, multiaddrArgument, number, onStopSignals, resolveSwarm, type BackendCliOptions, type SwarmCliOptions } from './options.js'
+import {
+  addBackendOptions, addSwarmOptions, BadFlagsError, BUNDLED_MODEL, blockSpan, EXIT_FAILURE, exitOnBadFlags, fail, integer, loadOptions,
+  multiaddrArgument, number, onStopSignals, resolveSwarm, type BackendCliOptions, type SwarmCliOptions
+} from './options.js'
 
 interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions, SwarmCliOptions {
   model: string
   modelName?: string
-  blocks?: [number, number]
+  blocks?: { start: number, end: number }
   numBlocks?: number
   newSwarm?: boolean
   publicName?: string
@@ -35,7 +42,7 @@ interface NodeCliOptions extends BackendCliOptions, GatewayCliOptions, SwarmCliO
   useRelay?: boolean
 }
 
-const program = addSwarmOptions(addGatewayOptions(addBackendOptions(new Command('bmrt-node')), 'also serve the HTTP gateway (OpenAI API, chat, swarm monitor, job board) on this port'),
+const program = addSwarmOptions(addGatewayOptions(addBackendOptions(exitOnBadFlags(new Command('bmrt-node'))), 'also serve the HTTP gateway (OpenAI API, chat, swarm monitor, job board) on this port'),
   'a peer of the swarm to join through (repeatable)')
   .description('serve a span of transformer blocks to a bmrt swarm')
   .option('--model <dir>', 'Hugging Face model directory', BUNDLED_MODEL)
@@ -51,12 +58,12 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(new Command(
   .option('--public-ip <ip>', 'announce this IP with the listening port (behind port forwarding)')
   .addOption(new Option('--throughput <rps>', "'auto' to measure (cached on disk), or a number to announce").default('auto')
     .argParser(v => (v === 'auto' ? 'auto' : number(n => n >= 0, "'auto' or a number >= 0")(v))))
-  .option('--balance-quality <q>', 'move to other blocks when that improves the swarm below this ratio; 0 disables', number(n => n >= 0, 'a number >= 0'), 0.75)
-  .option('--mean-balance-check-period <seconds>', 'mean time between checks whether moving would balance the swarm better (each waits a random 0 to 2 times this)', number(n => n > 0, 'a number > 0'), 60)
-  .option('--update-period <seconds>', 'how often the announcement is refreshed', number(n => n > 0, 'a number > 0'), 60)
-  .option('--expiration <seconds>', 'how long an announcement stays valid (default: 3 x update period)', number(n => n > 0, 'a number > 0'))
-  .option('--attn-cache-tokens <n>', 'KV cache tokens per block that all client sessions may reserve together (Petals\' attn_cache_tokens; default 16384 for GQA models, else 4096)', integer(1))
-  .option('--inference-max-length <n>', 'the longest session a client may open, announced to clients', integer(1), 8192)
+  .option('--balance-quality <q>', 'move to other blocks when that improves the swarm below this ratio; 0 disables', number(n => n >= 0, 'a number >= 0'), DEFAULT_BALANCE_QUALITY)
+  .option('--mean-balance-check-period <seconds>', 'mean time between checks whether moving would balance the swarm better (each waits a random 0 to 2 times this)', number(n => n > 0, 'a number > 0'), DEFAULT_BALANCE_CHECK_PERIOD_MS / 1000)
+  .option('--update-period <seconds>', 'how often the announcement is refreshed', number(n => n > 0, 'a number > 0'), DEFAULT_UPDATE_PERIOD_MS / 1000)
+  .option('--expiration <seconds>', `how long an announcement stays valid (default: ${TTL_UPDATE_PERIODS} x update period)`, number(n => n > 0, 'a number > 0'))
+  .option('--attn-cache-tokens <n>', `KV cache tokens per block that all client sessions may reserve together (Petals' attn_cache_tokens; default ${DEFAULT_GQA_CACHE_TOKENS} for GQA models, else ${DEFAULT_MHA_CACHE_TOKENS})`, integer(1))
+  .option('--inference-max-length <n>', 'the longest session a client may open, announced to clients', integer(1), DEFAULT_INFERENCE_MAX_LENGTH)
   .option('--max-sessions-per-peer <n>', 'sessions one client peer may hold open here at once; more are refused (a gateway is one peer for all its users)', integer(1), DEFAULT_MAX_SESSIONS_PER_PEER)
   .option('--relay-only', 'serve no blocks: be a bootstrap, relay and DHT node for the swarm (for a machine with a public IP; Petals\' run_dht)')
   .option('--use-relay', 'be reached through a relay without checking (default: ask peers to dial this machine back, and use a relay only if they cannot)')
@@ -67,14 +74,18 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(new Command(
     try {
       const swarm = await resolveSwarm(o)
       if (o.relayOnly === true && (o.blocks !== undefined || o.numBlocks !== undefined || o.useRelay === true)) {
-        throw new Error('--relay-only serves no blocks and must be reachable: drop --blocks, --num-blocks and --use-relay')
+        throw new BadFlagsError('--relay-only serves no blocks and must be reachable: drop --blocks, --num-blocks and --use-relay')
       }
       if (o.relayOnly !== true) {
-        if (o.useRelay === true && swarm.initialPeers.length === 0) throw new Error('--use-relay needs --initial-peers naming a relay (a node started with --relay-only)')
-        if (o.blocks === undefined && o.numBlocks === undefined && (o.device ?? 'cpu') === 'cpu') throw new Error('give --blocks START:END or --num-blocks N (on a GPU, --device cuda chooses how many fit)')
+        if (o.useRelay === true && swarm.initialPeers.length === 0) throw new BadFlagsError('--use-relay needs --initial-peers naming a relay (a node started with --relay-only)')
+        if (o.blocks === undefined && o.numBlocks === undefined && (o.device ?? 'cpu') === 'cpu') throw new BadFlagsError('give --blocks START:END or --num-blocks N (on a GPU, --device cuda chooses how many fit)')
       }
-      if (swarm.initialPeers.length === 0 && o.newSwarm !== true) throw new Error('give --initial-peers MULTIADDR or --swarm NAME|FILE to join a swarm, or --new-swarm to start one')
-      if (o.publicIp !== undefined && o.port === 0) throw new Error('--public-ip needs a fixed --port (the one forwarded to this machine)')
+      if (swarm.initialPeers.length === 0 && o.newSwarm !== true) throw new BadFlagsError('give --initial-peers MULTIADDR or --swarm NAME|FILE to join a swarm, or --new-swarm to start one')
+      if (o.publicIp !== undefined && o.port === 0) throw new BadFlagsError('--public-ip needs a fixed --port (the one forwarded to this machine)')
+      // --blocks against the model's config.json, before any node starts (BlockServer.start checks again).
+      if (o.relayOnly !== true && o.blocks !== undefined) checkBlocks(await loadConfig(o.model), o.blocks)
+      const updatePeriodMs = o.updatePeriod * 1000
+      const expirationMs = (o.expiration ?? TTL_UPDATE_PERIODS * o.updatePeriod) * 1000
       const identity = o.identity === undefined ? undefined : await loadOrCreateIdentity(o.identity)
       if (identity?.created === true) log(`created identity ${o.identity}`)
       const network = {
@@ -84,10 +95,9 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(new Command(
         swarmKey: swarm.swarmKey
       }
       if (o.relayOnly === true) {
-        await runRelay(o, { ...network, bootstrap: swarm.initialPeers }, log)
+        await runRelay({ ...network, bootstrap: swarm.initialPeers, records: { ttlMs: expirationMs, refreshMs: updatePeriodMs } }, log)
         return
       }
-      const updatePeriodMs = o.updatePeriod * 1000
       const server = await BlockServer.start({
         modelDir: o.model,
         modelName: o.modelName,
@@ -104,7 +114,7 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(new Command(
         balanceQuality: o.balanceQuality,
         balanceCheckPeriodMs: o.meanBalanceCheckPeriod * 1000,
         updatePeriodMs,
-        expirationMs: (o.expiration ?? 3 * o.updatePeriod) * 1000,
+        expirationMs,
         useRelay: o.useRelay,
         log
       })
@@ -120,31 +130,26 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(new Command(
       }
       const shutdown = (signal: string): void => {
         log(`${signal}: announcing offline and stopping`)
-        Promise.resolve(gateway?.close()).then(async () => await server.stop()).then(() => { log('offline'); process.exit(0) }, err => { fail('bmrt-node', err); process.exit(1) })
+        Promise.resolve(gateway?.close()).then(async () => await server.stop()).then(() => { log('offline'); process.exit(0) }, err => { fail('bmrt-node', err); process.exit(EXIT_FAILURE) })
       }
       onStopSignals(shutdown)
     } catch (err) {
       fail('bmrt-node', err)
-      process.exit(1)
+      process.exit(process.exitCode ?? EXIT_FAILURE)
     }
   })
 
 /** --relay-only: a DHT server that relays for peers behind NAT, until a stop signal. */
-async function runRelay (o: NodeCliOptions, network: Pick<NodeOptions, 'privateKey' | 'listen' | 'announce' | 'bootstrap' | 'swarmKey'>, log: (line: string) => void): Promise<void> {
-  const node = await createNode({
-    ...network,
-    dht: registryDhtOptions({ rejected: {} }, (o.expiration ?? 3 * o.updatePeriod) * 1000, o.updatePeriod * 1000),
-    relayServer: true
-  })
-  confirmListeningAddresses(node) // a relay is meant for a public address: announce it
-  await serveReachabilityChecks(node)
+async function runRelay (network: Omit<NodeOptions, 'role'>, log: (line: string) => void): Promise<void> {
+  const node = await createNode({ role: 'relay', ...network })
+  await serveDirectly(node)
   log(`peer id ${node.peerId.toString()}`)
   for (const addr of node.getMultiaddrs()) log(`  share as --initial-peers: ${addr.toString()}`)
   if ((network.bootstrap ?? []).length > 0) await joinSwarm(node)
   log('online: relaying and serving the DHT (no blocks)')
   onStopSignals(signal => {
     log(`${signal}: stopping`)
-    Promise.resolve(node.stop()).then(() => { log('offline'); process.exit(0) }, (err: unknown) => { fail('bmrt-node', err); process.exit(1) })
+    Promise.resolve(node.stop()).then(() => { log('offline'); process.exit(0) }, (err: unknown) => { fail('bmrt-node', err); process.exit(EXIT_FAILURE) })
   })
 }
 

@@ -9,16 +9,17 @@ import { collect, Conversation, generate, type GeneratedToken, type GenerationRe
 import { makeTestModel } from '../inference/test-model.js'
 import { parseDType } from '../inference/dtype.js'
 import type { ChatMessage } from '../inference/tokenizer.js'
-import { addModelOptions, addSamplingOptions, addSwarmOptions, BUNDLED_MODEL, fail, integer, number, onStopSignals, openModel, resolveSwarm, samplingOptions, type ModelCliOptions, type SamplingCliOptions, type SwarmCliOptions } from './options.js'
+import { addModelOptions, addSamplingOptions, addSwarmOptions, BadFlagsError, BUNDLED_MODEL, EXIT_FAILURE, exitOnBadFlags, fail, integer, number, onStopSignals, openModel, resolveSwarm, samplingOptions, type ModelCliOptions, type SamplingCliOptions, type SwarmCliOptions } from './options.js'
 import { createSwarmKey } from '../p2p/swarms.js'
 import { createNode, joinSwarm } from '../p2p/node.js'
-import { Registry, registryDhtOptions } from '../p2p/registry.js'
+import { Registry } from '../p2p/registry.js'
 import { formatSwarmState, swarmState } from '../petals/client/swarm-state.js'
 import { runDemo, type DemoCliOptions } from './demo.js'
+import { DEFAULT_GATEWAY_PORT } from '../api/gateway.js'
 import { addGatewayOptions, startGateway, type GatewayCliOptions } from './gateway.js'
 import { addPlanCommand } from './plan.js'
 
-const program = new Command('bmrt')
+const program = exitOnBadFlags(new Command('bmrt'))
   .description('bmrt: run large language models across ordinary machines, BitTorrent style')
   .showHelpAfterError()
 
@@ -48,7 +49,7 @@ addModelOptions(addSamplingOptions(program.command('chat')))
     }
   })
 
-addSwarmOptions(addGatewayOptions(program.command('gateway'), 'port to serve on (0: any free port)', 8080), 'a peer of the swarm (repeatable)')
+addSwarmOptions(addGatewayOptions(program.command('gateway'), 'port to serve on (0: any free port)', DEFAULT_GATEWAY_PORT), 'a peer of the swarm (repeatable)')
   .description('serve an OpenAI-compatible API, a web chat, a swarm monitor and a job board for a model running on a swarm')
   .option('--model <dir>', 'the model directory (config.json, tokenizer.json, and the embeddings and lm_head weights)', BUNDLED_MODEL)
   .option('--model-name <name>', "the name servers announce the model under (default: the --model folder's name)")
@@ -59,11 +60,11 @@ addSwarmOptions(addGatewayOptions(program.command('gateway'), 'port to serve on 
       stopOnSignals(log, started.close)
     } catch (err) {
       fail('bmrt gateway', err)
-      process.exit(1)
+      process.exit(process.exitCode ?? EXIT_FAILURE)
     }
   })
 
-addGatewayOptions(program.command('demo'), 'port of the gateway', 8080)
+addGatewayOptions(program.command('demo'), 'port of the gateway', DEFAULT_GATEWAY_PORT)
   .description('start a local swarm of the bundled model (3 servers with different spans) and a gateway, then print the URL to open; Ctrl-C stops everything')
   .option('--model <dir>', 'the model the servers serve', BUNDLED_MODEL)
   .action(async (o: DemoCliOptions) => {
@@ -72,7 +73,7 @@ addGatewayOptions(program.command('demo'), 'port of the gateway', 8080)
       stopOnSignals(log, (await runDemo(o, log)).close)
     } catch (err) {
       fail('bmrt demo', err)
-      process.exit(1)
+      process.exit(process.exitCode ?? EXIT_FAILURE)
     }
   })
 
@@ -81,7 +82,7 @@ function stopOnSignals (log: (line: string) => void, close: () => Promise<void>)
   onStopSignals(signal => {
     log(`${signal}: stopping (again to exit at once)`)
     process.once(signal, () => process.exit(130))
-    close().then(() => { log('stopped'); process.exit(0) }, err => { fail('bmrt', err); process.exit(1) })
+    close().then(() => { log('stopped'); process.exit(0) }, err => { fail('bmrt', err); process.exit(EXIT_FAILURE) })
   })
 }
 
@@ -153,7 +154,7 @@ addSwarmOptions(swarmCommand.command('status'), 'a peer of the swarm (repeatable
       return
     }
     // A DHT client: it reads the swarm without storing records for others.
-    const node = await createNode({ bootstrap: swarm.initialPeers, swarmKey: swarm.swarmKey, dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
+    const node = await createNode({ role: 'client', bootstrap: swarm.initialPeers, swarmKey: swarm.swarmKey })
     try {
       await joinSwarm(node, 1, 15_000)
       const state = await swarmState(new Registry(node), o.model)
@@ -180,7 +181,7 @@ swarmCommand.command('new-key')
 /** The swarm a command that needs one joins: --initial-peers or --swarm must name it. */
 async function joinedSwarm (o: SwarmCliOptions): Promise<{ initialPeers: string[], swarmKey?: Uint8Array }> {
   const swarm = await resolveSwarm(o)
-  if (swarm.initialPeers.length === 0) throw new Error('give --initial-peers MULTIADDR (a peer of the swarm) or --swarm NAME|FILE')
+  if (swarm.initialPeers.length === 0) throw new BadFlagsError('give --initial-peers MULTIADDR (a peer of the swarm) or --swarm NAME|FILE')
   return swarm
 }
 

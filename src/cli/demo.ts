@@ -28,7 +28,7 @@ export async function runDemo (o: DemoCliOptions, log: (line: string) => void): 
       log(`${name}: serving blocks ${start}:${end} of ${config.numLayers}`)
       servers.push(await BlockServer.start({
         modelDir: o.model,
-        blocks: [start, end],
+        blocks: { start, end },
         listen: ['/ip4/127.0.0.1/tcp/0'],
         initialPeers: servers.length === 0 ? [] : servers[0].node.getMultiaddrs().map(a => a.toString()),
         publicName: name,

@@ -3,7 +3,8 @@
 
 import { Command, Option } from 'commander'
 import { ApiModel } from '../api/api-model.js'
-import { Gateway } from '../api/gateway.js'
+import { DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, Gateway } from '../api/gateway.js'
+import { DEFAULT_JOB_CONCURRENCY, DEFAULT_MAX_QUEUED_JOBS } from '../api/jobs.js'
 import { DistributedModel } from '../petals/client/distributed-model.js'
 import { formatRoute } from '../petals/client/routing.js'
 import { integer } from './options.js'
@@ -22,12 +23,12 @@ export interface GatewayCliOptions {
 export function addGatewayOptions (command: Command, portHelp: string, defaultPort?: number): Command {
   return command
     .option('--http-port <n>', portHelp, integer(0), defaultPort)
-    .option('--http-host <host>', 'interface the HTTP gateway listens on; 0.0.0.0 exposes it to the network', '127.0.0.1')
+    .option('--http-host <host>', 'interface the HTTP gateway listens on; 0.0.0.0 exposes it to the network', DEFAULT_GATEWAY_HOST)
     .addOption(new Option('--api-key <key>', 'require Authorization: Bearer <key> on the API (default: none, open to whoever reaches the port)').env('BMRT_API_KEY'))
     .option('--jobs-file <path>', 'where the job board keeps its jobs (default: bmrt/jobs.jsonl in the user data directory)')
     .option('--model-alias <id>', 'another id the API answers to, for clients that only accept OpenAI model names (repeatable)', (v: string, all: string[]) => [...all, v], [])
-    .option('--max-queued-jobs <n>', 'jobs that may wait; more are refused with 429', integer(1), 64)
-    .option('--job-concurrency <n>', 'jobs generating at once', integer(1), 2)
+    .option('--max-queued-jobs <n>', 'jobs that may wait; more are refused with 429', integer(1), DEFAULT_MAX_QUEUED_JOBS)
+    .option('--job-concurrency <n>', 'jobs generating at once', integer(1), DEFAULT_JOB_CONCURRENCY)
 }
 
 export interface StartedGateway {
@@ -54,7 +55,7 @@ export async function startGateway (modelDir: string, swarm: { initialPeers: str
       model: new ApiModel(model, id, o.modelAlias),
       node: model.node,
       host: o.httpHost,
-      port: o.httpPort ?? 8080,
+      port: o.httpPort ?? DEFAULT_GATEWAY_PORT,
       apiKey: o.apiKey,
       jobsFile: o.jobsFile,
       maxQueuedJobs: o.maxQueuedJobs,

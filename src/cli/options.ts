@@ -7,11 +7,13 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { DEFAULT_MAX_NEW_TOKENS, type GenerateOptions } from '../inference/generate.js'
 import type { LoadOptions } from '../inference/load-span.js'
 import { LocalModel, type LanguageModel } from '../inference/model.js'
+import { DEFAULT_SAMPLING } from '../inference/sampling.js'
 import { DistributedModel } from '../petals/client/distributed-model.js'
 import { formatRoute } from '../petals/client/routing.js'
 import { loadSwarm, loadSwarmKey, SWARM_PRESETS } from '../p2p/swarms.js'
 import { DTYPES, type DType, type WeightFormat } from '../inference/dtype.js'
 import { LOAD_FORMATS, type LoadFormat } from '../inference/dummy-weights.js'
+import { OptionError, type OptionNamer } from '../util/errors.js'
 
 /** The bundled stories260K model, used when --model is not given. */
 export const BUNDLED_MODEL = fileURLToPath(new URL('../../../models/stories260K', import.meta.url))
@@ -91,11 +93,48 @@ export async function resolveSwarm (o: SwarmCliOptions): Promise<{ initialPeers:
   return { initialPeers, swarmKey: o.swarmKey === undefined ? undefined : await loadSwarmKey(o.swarmKey) }
 }
 
-/** Parses `a:b` into a block span [a, b). */
-export function blockSpan (value: string): [number, number] {
+/** Parses `a:b` into the block span [a, b). */
+export function blockSpan (value: string): { start: number, end: number } {
   const match = /^(\d+):(\d+)$/.exec(value.trim())
   if (match === null || Number(match[1]) >= Number(match[2])) throw new InvalidArgumentError('expected START:END with START < END, e.g. 0:20')
-  return [Number(match[1]), Number(match[2])]
+  return { start: Number(match[1]), end: Number(match[2]) }
+}
+
+/** The exit status of a command given flags that cannot work (commander's own parse errors too). */
+export const EXIT_BAD_FLAGS = 2
+/** The exit status of a command that failed while it ran. */
+export const EXIT_FAILURE = 1
+
+/**
+ * The flag of each library option that an OptionError may name: the one place where the library's
+ * option names (ServerOptions, LoadOptions, DistributedModelOptions) meet the CLI's flags.
+ */
+export const OPTION_FLAGS: Readonly<Record<string, string>> = {
+  modelDir: '--model',
+  modelName: '--model-name',
+  blocks: '--blocks',
+  numBlocks: '--num-blocks',
+  'load.backend': '--backend',
+  'load.device': '--device',
+  'load.format': '--dtype',
+  'load.maxCacheTokens': '--attn-cache-tokens',
+  initialPeers: '--initial-peers',
+  swarmKey: '--swarm-key',
+  useRelay: '--use-relay',
+  inferenceMaxLength: '--inference-max-length'
+}
+
+/** An option's flag (see OPTION_FLAGS); an option without one keeps its library name. */
+export const flagOf: OptionNamer = option => OPTION_FLAGS[option] ?? `options.${option}`
+
+/** Flags that cannot work together, found by a command before it starts anything. */
+export class BadFlagsError extends Error {
+  override readonly name = 'BadFlagsError'
+}
+
+/** Makes commander's own errors (an unknown flag, a bad value) exit with EXIT_BAD_FLAGS; call before adding subcommands. */
+export function exitOnBadFlags (command: Command): Command {
+  return command.exitOverride(err => process.exit(err.exitCode === 0 ? 0 : EXIT_BAD_FLAGS))
 }
 
 /**
@@ -111,10 +150,17 @@ export function onStopSignals (stop: (signal: string) => void): void {
   signals.forEach(s => process.on(s, handle))
 }
 
-/** Prints an error the way every bmrt command does, and sets a failing exit code. */
+/**
+ * Prints an error the way every bmrt command does, and sets the exit code: EXIT_BAD_FLAGS, with a
+ * pointer to the help, for flags that cannot work (an OptionError is rendered with the flags), else
+ * EXIT_FAILURE.
+ */
 export function fail (command: string, err: unknown): void {
-  process.stderr.write(`${command}: ${err instanceof Error ? err.message : String(err)}\n`)
-  process.exitCode = 1
+  const badFlags = err instanceof OptionError || err instanceof BadFlagsError
+  const message = err instanceof OptionError ? err.render(flagOf) : err instanceof Error ? err.message : String(err)
+  process.stderr.write(`${command}: ${message}\n`)
+  if (badFlags) process.stderr.write(`(${command} --help lists the options)\n`)
+  process.exitCode = badFlags ? EXIT_BAD_FLAGS : EXIT_FAILURE
 }
 
 export interface BackendCliOptions {
@@ -161,10 +207,10 @@ export interface SamplingCliOptions {
 export function addSamplingOptions (command: Command): Command {
   return command
     .option('--max-new-tokens <n>', 'tokens to generate at most', integer(1), DEFAULT_MAX_NEW_TOKENS)
-    .option('--temperature <t>', 'sampling temperature; 0 = greedy (argmax)', number(n => n >= 0, 'a number >= 0'), 0)
-    .option('--top-k <k>', 'sample among the k most likely tokens; 0 = off', integer(0), 0)
-    .option('--top-p <p>', 'sample among the most likely tokens reaching probability p; 1 = off', number(n => n > 0 && n <= 1, 'a number in (0, 1]'), 1)
-    .option('--repetition-penalty <r>', 'penalise tokens already in the context; 1 = off', number(n => n > 0, 'a number > 0'), 1)
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy (argmax)', number(n => n >= 0, 'a number >= 0'), DEFAULT_SAMPLING.temperature)
+    .option('--top-k <k>', 'sample among the k most likely tokens; 0 = off', integer(0), DEFAULT_SAMPLING.topK)
+    .option('--top-p <p>', 'sample among the most likely tokens reaching probability p; 1 = off', number(n => n > 0 && n <= 1, 'a number in (0, 1]'), DEFAULT_SAMPLING.topP)
+    .option('--repetition-penalty <r>', 'penalise tokens already in the context; 1 = off', number(n => n > 0, 'a number > 0'), DEFAULT_SAMPLING.repetitionPenalty)
     .option('--seed <n>', 'seed for sampling (same seed, same output)', integer(Number.MIN_SAFE_INTEGER))
     .option('--stop <text>', 'stop before this text (repeatable)', repeatable, [])
     .option('--ignore-eos', 'keep generating after the end-of-sequence token')

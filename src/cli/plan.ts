@@ -11,6 +11,8 @@ import { loadConfig, readConfigFile, type ModelConfig } from '../inference/confi
 import { decodeGBps, readBlockFigures } from '../inference/block-figures.js'
 import { WEIGHT_FORMATS, type WeightFormat } from '../inference/dtype.js'
 import { headBytesPerValue, planCapacity, type CapacityPlan, type LayerSpeed, type PlanDevice } from '../petals/planning/capacity-plan.js'
+import { DEFAULT_INFERENCE_MAX_LENGTH } from '../petals/protocol/server-info.js'
+import { DEFAULT_GQA_CACHE_TOKENS, DEFAULT_MHA_CACHE_TOKENS } from '../petals/planning/memory-plan.js'
 import { byteSize, fail, integer, milliseconds, number } from './options.js'
 
 /** The architectures shipped for planning (config.json files without weights). */
@@ -86,8 +88,8 @@ export function addPlanCommand (program: Command): void {
     .addOption(new Option('--device <kind>', 'what the nodes run blocks on: which formats bmrt serves, and the default speed').choices(['cpu', 'gpu']).default('cpu'))
     .addOption(new Option('--dtype <format>', 'weight storage').choices([...WEIGHT_FORMATS]).default('bf16'))
     .addOption(new Option('--rtt <time>', 'round-trip time between the client and each server').argParser(milliseconds).default(30, '30ms'))
-    .option('--max-length <n>', "tokens of one session (default: the model's context, at most 8192, bmrt-node's --inference-max-length)", integer(1))
-    .option('--attn-cache-tokens <n>', "KV cache tokens per block each node reserves (bmrt-node's option; default 16384 for GQA models, else 4096)", integer(1))
+    .option('--max-length <n>', `tokens of one session (default: the model's context, at most ${DEFAULT_INFERENCE_MAX_LENGTH}, bmrt-node's --inference-max-length)`, integer(1))
+    .option('--attn-cache-tokens <n>', `KV cache tokens per block each node reserves (bmrt-node's option; default ${DEFAULT_GQA_CACHE_TOKENS} for GQA models, else ${DEFAULT_MHA_CACHE_TOKENS})`, integer(1))
     .addOption(new Option('--figures <file>', 'speed figures saved by `npm run bench:blocks -- --save FILE`').conflicts(['bandwidth', 'layerMs']))
     .addOption(new Option('--bandwidth <GB/s>', "a node's decode bandwidth, GB/s").argParser(number(n => n > 0, 'a number of GB/s > 0')).conflicts(['layerMs']))
     .addOption(new Option('--layer-ms <ms>', "one layer's decode time on a node, ms").argParser(number(n => n > 0, 'a number of ms > 0')))

@@ -3,6 +3,7 @@
 // are row-major fp32 arrays of [tokens, hiddenSize].
 
 import type { ModelConfig } from './config.js'
+import { InvalidInputError } from './errors.js'
 
 export type BackendName = 'js' | 'native' | 'torch'
 
@@ -27,7 +28,7 @@ export interface SpanStep {
  * Cache budget, in Petals' units: `maxCacheTokens` (a load option, Petals' attn_cache_tokens) is
  * tokens PER BLOCK, so the span may reserve maxCacheTokens × (end - start) block-tokens, and a
  * session of maxLength m over k blocks reserves m × k of them. A session that does not fit is
- * refused with an Error whose `code` is 'CACHE_FULL'. maxCacheTokens 0: no limit.
+ * refused with a CacheFullError. maxCacheTokens 0: no limit.
  */
 export interface BlockSpan {
   readonly backend: BackendName
@@ -43,7 +44,7 @@ export interface BlockSpan {
    * Opens a session whose KV cache holds up to `maxLength` tokens of `blocks` (absolute indices, a
    * non-empty part of [start, end); default the whole span), which is all its steps will run: a
    * route may enter this span mid-way and leave it mid-way. Returns the session's id. Throws when
-   * `blocks` is outside the span, and with code 'CACHE_FULL' when the budget cannot hold it.
+   * `blocks` is outside the span (InvalidInputError), and CacheFullError when the budget cannot hold it.
    */
   openSession (maxLength: number, blocks?: BlockRange): number
   /**
@@ -75,14 +76,13 @@ export interface BlockSpan {
 
 /**
  * The session's blocks, checked against the span: `blocks` must be a non-empty part of
- * [span.start, span.end). Errors carry code INVALID_ARGUMENT, like the addon's.
+ * [span.start, span.end); else an InvalidInputError, like the addon's.
  */
 export function sessionBlocks (span: { start: number, end: number }, blocks?: BlockRange): BlockRange {
   if (blocks === undefined) return { start: span.start, end: span.end }
   const { start, end } = blocks
   if (!Number.isInteger(start) || !Number.isInteger(end) || start < span.start || end > span.end || start >= end) {
-    throw Object.assign(new Error(`blocks ${start}:${end} are not a non-empty part of this span's blocks ${span.start}:${span.end}`),
-      { code: 'INVALID_ARGUMENT' })
+    throw new InvalidInputError(`blocks ${start}:${end} are not a non-empty part of this span's blocks ${span.start}:${span.end}`)
   }
   return { start, end }
 }

@@ -3,6 +3,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseDType, type DType } from './dtype.js'
+import { OptionError } from '../util/errors.js'
 
 /** model_type values whose decoder block is the Llama block (Mistral adds an optional sliding window). */
 export const SUPPORTED_MODEL_TYPES = ['llama', 'mistral'] as const
@@ -41,7 +42,7 @@ export async function loadConfig (modelDir: string): Promise<ModelConfig> {
   try {
     text = await readFile(path, 'utf8')
   } catch {
-    throw new Error(`no config.json in ${modelDir}: point --model at a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)`)
+    throw new OptionError(['modelDir'], name => `no config.json in ${modelDir}: point ${name('modelDir')} at a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)`)
   }
   return parseConfigText(text, path)
 }

@@ -5,11 +5,17 @@ import type { LanguageModel, LanguageModelSession, SessionOptions } from './mode
 import { Sampler, validateSamplingOptions, type SamplingOptions } from './sampling.js'
 
 export interface GenerateOptions extends SamplingOptions, SessionOptions {
-  /** tokens to generate at most (default 128) */
+  /**
+   * tokens to generate at most
+   * @default DEFAULT_MAX_NEW_TOKENS (128)
+   */
   maxNewTokens?: number
   /** strings that end generation; the text returned stops before the first one found */
   stop?: readonly string[]
-  /** keep going after an end-of-sequence token (default false) */
+  /**
+   * keep going after an end-of-sequence token
+   * @default false
+   */
   ignoreEos?: boolean
   /** aborting ends generation with finishReason 'aborted' */
   signal?: AbortSignal

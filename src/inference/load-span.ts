@@ -11,9 +11,13 @@ import { loadJsHead, loadJsSpan } from './js-backend.js'
 import { loadTorchSpan } from './torch-backend.js'
 import type { WeightFormat } from './dtype.js'
 import { loadAddon, loadNativeHead, loadNativeSpan, nativeUnavailableReason } from './native-backend.js'
+import { OptionError } from '../util/errors.js'
 
 export interface LoadOptions {
-  /** block executor; 'auto' (default) is native when the addon loaded, else js with one warning */
+  /**
+   * block executor; 'auto' is native when the addon loaded, else js with one warning
+   * @default 'auto'
+   */
   backend?: BackendName | 'auto'
   /**
    * native weight storage: f32, bf16, f16, int8, int4 (default: the checkpoint's dtype; bf16 on a
@@ -21,17 +25,31 @@ export interface LoadOptions {
    * elsewhere). A head keeps int8 and int4 requests to the blocks and stores its default.
    */
   format?: WeightFormat
-  /** native kernel threads (default: all cores) */
+  /**
+   * native kernel threads
+   * @default availableParallelism() (all cores)
+   */
   threads?: number
-  /** KV cache tokens per block, Petals' attn_cache_tokens (default 0: no limit); see BlockSpan */
+  /**
+   * KV cache tokens per block, Petals' attn_cache_tokens (0: no limit); see BlockSpan. A
+   * BlockServer passes defaultCacheTokens (planning/memory-plan.ts) when none is given.
+   * @default 0
+   */
   maxCacheTokens?: number
-  /** torch backend: the Python interpreter (default: $BMRT_PYTHON, else python3) */
+  /**
+   * torch backend: the Python interpreter
+   * @default $BMRT_PYTHON, else 'python3'
+   */
   python?: string
-  /** native: cpu (default), cuda, cuda:N or auto; torch: cpu (default), cuda, cuda:N or mps */
+  /**
+   * native: cpu, cuda, cuda:N or auto; torch: cpu, cuda, cuda:N or mps
+   * @default 'cpu'
+   */
   device?: string
   /**
-   * safetensors (default): the model directory's files; dummy: random values of the model's shape
-   * made in memory (native and js), for benchmarks: only config.json is read
+   * safetensors: the model directory's files; dummy: random values of the model's shape made in
+   * memory (native and js), for benchmarks: only config.json is read
+   * @default 'safetensors'
    */
   loadFormat?: LoadFormat
   /** progress callback, called once per loaded part */
@@ -74,7 +92,9 @@ export async function loadSpan (weights: Checkpoint | DummyWeights, config: Mode
   if (options.format !== undefined && options.format !== 'f32') {
     throw new Error(`the js backend computes in f32; weight format ${options.format} needs the native backend`)
   }
-  if (!['cpu', 'auto', undefined].includes(options.device)) throw new Error(`--device ${options.device ?? ''} needs the native or torch backend; the js backend runs on the CPU`)
+  if (!['cpu', 'auto', undefined].includes(options.device)) {
+    throw new OptionError(['load.device'], name => `${name('load.device')} ${options.device ?? ''} needs the native or torch backend; the js backend runs on the CPU`)
+  }
   return await loadJsSpan(weights, config, start, end, { onBlock: options.onBlock, maxCacheTokens: options.maxCacheTokens })
 }
 

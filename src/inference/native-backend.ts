@@ -11,6 +11,7 @@ import { tensorNames, type Checkpoint } from './checkpoint.js'
 import { checkSpan, type ModelConfig } from './config.js'
 import { DummyWeights } from './dummy-weights.js'
 import { WEIGHT_FORMATS, type DType, type WeightFormat } from './dtype.js'
+import { addonCall, addonCallAsync } from './errors.js'
 import { layerTensors } from './llama-layout.js'
 import { ropeInverseFrequencies } from './rope.js'
 
@@ -268,11 +269,11 @@ export class NativeModelHead implements ModelHead {
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new Error(`token id ${id} is outside the vocabulary (0..${vocabSize - 1})`)
     }
-    return this.head.embed(Int32Array.from(ids))
+    return addonCall(() => this.head.embed(Int32Array.from(ids)))
   }
 
   async logits (hidden: Float32Array): Promise<Float32Array> {
-    return await this.head.logits(hidden)
+    return await addonCallAsync(async () => await this.head.logits(hidden))
   }
 
   close (): void {
@@ -300,7 +301,7 @@ export class NativeBlockSpan implements BlockSpan {
   openSession (maxLength: number, blocks?: BlockRange): number {
     // Checked here too so the error names absolute blocks; the addon counts from the span's start.
     const { start, end } = sessionBlocks(this, blocks)
-    return this.span.openSession(maxLength, start - this.start, end - start)
+    return addonCall(() => this.span.openSession(maxLength, start - this.start, end - start))
   }
 
   async forward (session: number, hidden: Float32Array, position?: number): Promise<Float32Array> {
@@ -321,18 +322,18 @@ export class NativeBlockSpan implements BlockSpan {
     const ids = new Set(steps.map(s => s.session))
     ids.forEach(id => this.running.add(id))
     try {
-      return await this.span.forward(steps)
+      return await addonCallAsync(async () => await this.span.forward(steps))
     } finally {
       ids.forEach(id => this.running.delete(id))
     }
   }
 
   sessionLength (session: number): number {
-    return this.span.sessionLength(session)
+    return addonCall(() => this.span.sessionLength(session))
   }
 
   closeSession (session: number): void {
-    this.span.closeSession(session)
+    addonCall(() => this.span.closeSession(session))
   }
 
   /** See BlockSpan.cacheUsage: reserved block-tokens over the span's blocks, limit per block. */

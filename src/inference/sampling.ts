@@ -3,18 +3,46 @@
 
 import { randomInt } from 'node:crypto'
 
+/** Every sampling setting off: greedy decoding (argmax), no penalties. */
+export const DEFAULT_SAMPLING = {
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  repetitionPenalty: 1,
+  presencePenalty: 0,
+  frequencyPenalty: 0
+} as const satisfies Required<Omit<SamplingOptions, 'seed'>>
+
 export interface SamplingOptions {
-  /** 0 = greedy (default); otherwise logits are divided by it before the draw */
+  /**
+   * 0 = greedy; otherwise logits are divided by it before the draw
+   * @default DEFAULT_SAMPLING.temperature (0)
+   */
   temperature?: number
-  /** keep only the k most likely tokens (0 = off, default) */
+  /**
+   * keep only the k most likely tokens (0 = off)
+   * @default DEFAULT_SAMPLING.topK (0)
+   */
   topK?: number
-  /** keep the smallest set of tokens whose probability reaches p (1 = off, default) */
+  /**
+   * keep the smallest set of tokens whose probability reaches p (1 = off)
+   * @default DEFAULT_SAMPLING.topP (1)
+   */
   topP?: number
-  /** > 1 discourages tokens already in the context, as in the CTRL paper / HF (1 = off, default) */
+  /**
+   * > 1 discourages tokens already in the context, as in the CTRL paper / HF (1 = off)
+   * @default DEFAULT_SAMPLING.repetitionPenalty (1)
+   */
   repetitionPenalty?: number
-  /** OpenAI's: subtracted once from the logit of every token generated so far (0 = off, default; -2..2) */
+  /**
+   * OpenAI's: subtracted once from the logit of every token generated so far (0 = off; -2..2)
+   * @default DEFAULT_SAMPLING.presencePenalty (0)
+   */
   presencePenalty?: number
-  /** OpenAI's: subtracted from a token's logit per time it was generated so far (0 = off, default; -2..2) */
+  /**
+   * OpenAI's: subtracted from a token's logit per time it was generated so far (0 = off; -2..2)
+   * @default DEFAULT_SAMPLING.frequencyPenalty (0)
+   */
   frequencyPenalty?: number
   /** seed for the draws; the same seed and inputs give the same tokens */
   seed?: number
@@ -39,12 +67,12 @@ export class Sampler {
   constructor (options: SamplingOptions = {}) {
     validateSamplingOptions(options)
     this.options = {
-      temperature: options.temperature ?? 0,
-      topK: options.topK ?? 0,
-      topP: options.topP ?? 1,
-      repetitionPenalty: options.repetitionPenalty ?? 1,
-      presencePenalty: options.presencePenalty ?? 0,
-      frequencyPenalty: options.frequencyPenalty ?? 0
+      temperature: options.temperature ?? DEFAULT_SAMPLING.temperature,
+      topK: options.topK ?? DEFAULT_SAMPLING.topK,
+      topP: options.topP ?? DEFAULT_SAMPLING.topP,
+      repetitionPenalty: options.repetitionPenalty ?? DEFAULT_SAMPLING.repetitionPenalty,
+      presencePenalty: options.presencePenalty ?? DEFAULT_SAMPLING.presencePenalty,
+      frequencyPenalty: options.frequencyPenalty ?? DEFAULT_SAMPLING.frequencyPenalty
     }
     this.random = seededRandom(options.seed ?? randomInt(2 ** 32))
   }

@@ -4,6 +4,7 @@
 // rules in C++ (addon/src/core/span.cc), in the same words.
 
 import { sessionBlocks, type BlockRange, type SpanStep } from './backend.js'
+import { CacheFullError } from './errors.js'
 
 /** What the table knows of every session; backends extend it with their caches. */
 export interface TableSession {
@@ -52,7 +53,7 @@ export class SessionTable<S extends TableSession> {
 
   /**
    * Charges a session of `maxLength` tokens over `blocks` (default: the span) to the budget and
-   * registers what `make` builds for it; throws (code CACHE_FULL) when it does not fit.
+   * registers what `make` builds for it; throws a CacheFullError when it does not fit.
    */
   open (maxLength: number, blocks: BlockRange | undefined, make: (session: TableSession, id: number) => S): number {
     if (!Number.isSafeInteger(maxLength) || maxLength <= 0) throw new Error(`session max length must be a positive integer, got ${maxLength}`)
@@ -63,8 +64,8 @@ export class SessionTable<S extends TableSession> {
     const blocksHeld = this.span.end - this.span.start
     const budget = this.maxCacheTokens * blocksHeld
     if (this.maxCacheTokens > 0 && this.reserved + maxLength * count > budget) {
-      throw Object.assign(new Error(`attention cache full: ${this.reserved} of ${budget} tokens reserved (${this.maxCacheTokens} per block x ` +
-        `${blocksHeld} blocks); a session of ${maxLength} tokens over ${count} blocks needs ${maxLength * count}`), { code: 'CACHE_FULL' })
+      throw new CacheFullError(`attention cache full: ${this.reserved} of ${budget} tokens reserved (${this.maxCacheTokens} per block x ` +
+        `${blocksHeld} blocks); a session of ${maxLength} tokens over ${count} blocks needs ${maxLength * count}`)
     }
     const id = this.nextId++
     this.sessions.set(id, make({ maxLength, length: 0, start, end, busy: false }, id))

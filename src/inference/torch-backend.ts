@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import type { BlockRange, BlockSpan, SpanStep } from './backend.js'
 import { checkSpan, type ModelConfig } from './config.js'
 import { DTYPE_BYTES, type DType } from './dtype.js'
+import { BackendError } from './errors.js'
 import { checkCacheTokens, SessionTable, type TableSession } from './session-table.js'
 
 /** The worker script, shipped in the npm package next to dist/. */
@@ -159,7 +160,7 @@ class TorchWorker {
     } else if (header.type === 'reply' && this.pending.length > 0) {
       const call = this.settle()
       if (header.ok === true) call.resolve(payload)
-      else call.reject(new Error(`torch worker: ${header.error ?? 'unknown error'}`))
+      else call.reject(new BackendError(`torch worker: ${header.error ?? 'unknown error'}`))
     }
   }
 

@@ -1,11 +1,27 @@
 // A node's persistent identity: an Ed25519 private key in a file of its own (permissions 0600),
 // created on first run, so the peer id (and the addresses others saved) survive restarts; and the
-// short form of a peer id that logs and reports show.
+// key of each running node, which signs its records; and the short form of a peer id that logs and
+// reports show.
 
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
+import type { BmrtNode } from './node.js'
+
+const keys = new WeakMap<BmrtNode, PrivateKey>()
+
+/** Keeps a node's private key for privateKeyOf (createNode calls this; libp2p does not expose the key). */
+export function rememberPrivateKey (node: BmrtNode, key: PrivateKey): void {
+  keys.set(node, key)
+}
+
+/** The node's private key, for signing records. */
+export function privateKeyOf (node: BmrtNode): PrivateKey {
+  const key = keys.get(node)
+  if (key === undefined) throw new Error('node was not made by createNode')
+  return key
+}
 
 /** Reads the key at `path`, or creates it there; `created` says which. */
 export async function loadOrCreateIdentity (path: string): Promise<{ privateKey: PrivateKey, created: boolean }> {

@@ -14,7 +14,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { bootstrap } from '@libp2p/bootstrap'
-import { kadDHT, passthroughMapper, type KadDHT, type KadDHTInit } from '@libp2p/kad-dht'
+import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { autoNAT } from '@libp2p/autonat'
 import { dcutr } from '@libp2p/dcutr'
@@ -22,6 +22,8 @@ import { preSharedKey } from '@libp2p/pnet'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { rememberPrivateKey } from './identity.js'
+import { registryDhtOptions, type RecordStats } from './registry.js'
 
 /**
  * The part of libp2p's address manager bmrt uses. libp2p announces a public listening address only
@@ -35,34 +37,99 @@ export interface AddressBook {
 
 export type BmrtNode = Libp2p<{ identify: Identify, ping: Ping, dht: KadDHT, addresses: AddressBook }>
 
+/**
+ * What a node is for; each role fixes how the node takes part in the swarm.
+ * - `server` (a block server): listens, serves DHT records for others, unless `useRelay` (behind
+ *   NAT nobody can dial in to ask it, as in Petals): then a DHT client reached through a relay.
+ * - `relay` (bmrt-node --relay-only, Petals' run_dht): listens, serves DHT records, relays
+ *   connections for peers behind NAT and answers their AutoNAT checks.
+ * - `client`: a DHT client that listens nowhere unless `listen` says so (clients never need to be
+ *   dialable), and pings its connections every 2 s (CLIENT_CONNECTION_MONITOR).
+ */
+export type NodeRole = 'client' | 'server' | 'relay'
+
+/** The span records' lifetime and refresh, and where the record validator counts what it refuses. */
+export interface RecordOptions {
+  /**
+   * counts of records the validator refused, by reason (a server reports them in its status)
+   * @default a count nobody reads
+   */
+  stats?: RecordStats
+  /**
+   * how long a record stays valid; provider records expire with it
+   * @default DEFAULT_RECORD_TTL_MS (180 s)
+   */
+  ttlMs?: number
+  /**
+   * how often the node's records are refreshed (its provider records are re-provided before
+   * ttlMs - refreshMs has passed)
+   * @default DEFAULT_UPDATE_PERIOD_MS (60 s)
+   */
+  refreshMs?: number
+}
+
 export interface NodeOptions {
-  /** the node's identity (default: a fresh Ed25519 key) */
+  /** what the node is for (see NodeRole) */
+  role: NodeRole
+  /**
+   * the node's identity
+   * @default a fresh Ed25519 key
+   */
   privateKey?: PrivateKey
-  /** address to listen on (default 127.0.0.1), unless `listen` is given */
+  /**
+   * address to listen on, unless `listen` is given (not for a client)
+   * @default '127.0.0.1'
+   */
   host?: string
-  /** TCP port (default 0: any free port), unless `listen` is given */
+  /**
+   * TCP port, unless `listen` is given (not for a client)
+   * @default 0 (any free port)
+   */
   port?: number
-  /** multiaddrs to listen on (overrides host and port) */
+  /**
+   * multiaddrs to listen on (overrides host and port)
+   * @default a server or relay: host and port; a client: none
+   */
   listen?: string[]
-  /** addresses to tell other peers instead of the listening ones (e.g. behind port forwarding) */
+  /**
+   * addresses to tell other peers instead of the listening ones (e.g. behind port forwarding)
+   * @default []
+   */
   announce?: string[]
-  /** multiaddrs of peers to join through (empty: a new swarm) */
+  /**
+   * multiaddrs of peers to join through
+   * @default [] (a new swarm)
+   */
   bootstrap?: string[]
-  /** the DHT protocol id; every node of a swarm must use the same (default /bmrt/kad/1.0.0) */
+  /**
+   * the DHT protocol id; every node of a swarm must use the same
+   * @default DEFAULT_DHT_PROTOCOL ('/bmrt/kad/1.0.0')
+   */
   dhtProtocol?: string
-  /** serve DHT records for others (default true); clients behind NAT set false */
-  dhtServer?: boolean
-  /** extra kad-dht settings (validators, selectors, record expiry) */
-  dht?: Partial<KadDHTInit>
-  /** how connections are pinged to find dead peers (libp2p's default: every 10 s) */
-  connectionMonitor?: Libp2pInit['connectionMonitor']
-  /** relay connections for peers behind NAT, and answer their AutoNAT checks (a public node) */
-  relayServer?: boolean
-  /** reachable only through a relay: reserve a slot on one and announce its /p2p-circuit address */
+  /**
+   * a server only: reachable only through a relay, so reserve a slot on one and announce its
+   * /p2p-circuit address (and be a DHT client)
+   * @default false
+   */
   useRelay?: boolean
   /** a private swarm's pre-shared key (the 95-byte /key/swarm/psk/1.0.0/ file); peers without it cannot connect */
   swarmKey?: Uint8Array
+  /**
+   * the span records' settings, which every node of a swarm shares (see registryDhtOptions)
+   * @default { stats: a count nobody reads, ttlMs: DEFAULT_RECORD_TTL_MS, refreshMs: DEFAULT_UPDATE_PERIOD_MS }
+   */
+  records?: RecordOptions
 }
+
+/** The swarm's DHT protocol id (not the public IPFS one). */
+export const DEFAULT_DHT_PROTOCOL = '/bmrt/kad/1.0.0'
+
+/**
+ * A client pings its connected servers every 2 s (libp2p's default: every 10 s): a hung server
+ * (alive socket, no answers) loses its connection within seconds, which ends its sessions and
+ * starts failover.
+ */
+export const CLIENT_CONNECTION_MONITOR: Libp2pInit['connectionMonitor'] = { pingInterval: 2000, pingTimeout: { minTimeout: 1000, maxTimeout: 5000 } }
 
 /**
  * Relayed circuits carry whole inference sessions here, not just a hole-punching handshake, so the
@@ -70,21 +137,17 @@ export interface NodeOptions {
  */
 const RELAY_RESERVATIONS = { applyDefaultLimit: false, maxReservations: 256 }
 
-const keys = new WeakMap<BmrtNode, PrivateKey>()
 const initialPeers = new WeakMap<BmrtNode, { addrs: string[], privateSwarm: boolean }>()
 
-/** The node's private key, for signing records (libp2p does not expose it). */
-export function privateKeyOf (node: BmrtNode): PrivateKey {
-  const key = keys.get(node)
-  if (key === undefined) throw new Error('node was not made by createNode')
-  return key
-}
-
-export async function createNode (options: NodeOptions = {}): Promise<BmrtNode> {
+/** A libp2p node for `options.role` (see NodeRole), with the swarm's DHT record settings. */
+export async function createNode (options: NodeOptions): Promise<BmrtNode> {
+  const { role } = options
+  if (options.useRelay === true && role !== 'server') throw new Error(`a ${role} node does not use a relay: only a server behind NAT does`)
   const privateKey = options.privateKey ?? await generateKeyPair('Ed25519')
-  const host = options.host ?? '127.0.0.1'
-  const server = options.dhtServer ?? true
-  const listen = [...(options.listen ?? [`/ip4/${host}/tcp/${options.port ?? 0}`]), ...(options.useRelay === true ? ['/p2p-circuit'] : [])]
+  const useRelay = options.useRelay === true
+  const dhtServer = role === 'relay' || (role === 'server' && !useRelay)
+  const defaultListen = role === 'client' ? [] : [`/ip4/${options.host ?? '127.0.0.1'}/tcp/${options.port ?? 0}`]
+  const listen = [...(options.listen ?? defaultListen), ...(useRelay ? ['/p2p-circuit'] : [])]
   const node = await createLibp2p({
     privateKey,
     addresses: {
@@ -98,29 +161,29 @@ export async function createNode (options: NodeOptions = {}): Promise<BmrtNode> 
     // Every local peer dials from 127.0.0.1; the default limit of 5 inbound connections per second
     // per host would refuse them.
     connectionManager: { allow: ['/ip4/127.0.0.0/ipcidr/8'] },
-    connectionMonitor: options.connectionMonitor,
+    connectionMonitor: role === 'client' ? CLIENT_CONNECTION_MONITOR : undefined,
     peerDiscovery: (options.bootstrap?.length ?? 0) > 0 ? [bootstrap({ list: options.bootstrap!, timeout: 0 })] : [],
     services: {
       identify: identify(),
       ping: ping(),
       addresses: (components: { addressManager: AddressBook }) => components.addressManager,
-      ...(options.relayServer === true ? { relay: circuitRelayServer({ reservations: RELAY_RESERVATIONS }), autoNAT: autoNAT() } : {}),
+      ...(role === 'relay' ? { relay: circuitRelayServer({ reservations: RELAY_RESERVATIONS }), autoNAT: autoNAT() } : {}),
       // DCUtR replaces a relayed connection with a direct one when one side can dial the other. A
       // node that does not listen (a client) cannot be dialed, so it has nothing to gain.
       ...(listen.length > 0 ? { dcutr: dcutr() } : {}),
       dht: kadDHT({
-        protocol: options.dhtProtocol ?? '/bmrt/kad/1.0.0',
-        clientMode: !server,
+        protocol: options.dhtProtocol ?? DEFAULT_DHT_PROTOCOL,
+        clientMode: !dhtServer,
         peerInfoMapper: passthroughMapper,
         // A lone first server must answer queries with an empty routing table; clients must not
         // (they would get empty answers before they know any server).
-        allowQueryWithZeroPeers: server,
+        allowQueryWithZeroPeers: dhtServer,
         initialQuerySelfInterval: 200,
-        ...options.dht
+        ...registryDhtOptions(options.records?.stats ?? { rejected: {} }, options.records?.ttlMs, options.records?.refreshMs)
       })
     }
   })
-  keys.set(node, privateKey)
+  rememberPrivateKey(node, privateKey)
   initialPeers.set(node, { addrs: options.bootstrap ?? [], privateSwarm: options.swarmKey !== undefined })
   return node
 }

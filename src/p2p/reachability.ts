@@ -10,7 +10,7 @@
 import type { Connection, Stream } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { ReachabilityRequest, ReachabilityResponse } from './reachability-messages.js'
-import { createNode, joinSwarm, ownAddresses, type BmrtNode, type NodeOptions } from './node.js'
+import { confirmListeningAddresses, createNode, joinSwarm, ownAddresses, type BmrtNode, type NodeOptions } from './node.js'
 import { FrameStream } from './frames.js'
 
 export const REACHABILITY_PROTOCOL = '/bmrt/reachability/1.0.0'
@@ -44,6 +44,16 @@ function isRelayed (addr: Multiaddr): boolean {
  * Answers others' checks: dials the asker back on a new connection, at the addresses it sent that
  * are on the IP its request came from (so nobody can use this node to dial a third party).
  */
+/**
+ * What a directly reachable node does (a server that peers dialed back or that nobody could check,
+ * and a relay, which is meant for a public address): announces its listening addresses, and dials
+ * others back when they ask.
+ */
+export async function serveDirectly (node: BmrtNode): Promise<void> {
+  confirmListeningAddresses(node)
+  await serveReachabilityChecks(node)
+}
+
 export async function serveReachabilityChecks (node: BmrtNode): Promise<void> {
   await node.handle(REACHABILITY_PROTOCOL, async (stream: Stream, connection: Connection) => {
     const frames = new FrameStream(stream, MAX_FRAME_BYTES)
@@ -84,7 +94,7 @@ async function dialBack (node: BmrtNode, connection: Connection, addrBytes: Uint
  * returning, so the caller can then listen on the same port.
  */
 export async function checkReachability (network: Pick<NodeOptions, 'listen' | 'announce' | 'bootstrap' | 'dhtProtocol' | 'swarmKey'>): Promise<ReachabilityReport> {
-  const probe = await createNode({ ...network, dhtServer: false })
+  const probe = await createNode({ role: 'client', ...network })
   try {
     await joinSwarm(probe)
     const asked = []

@@ -10,8 +10,8 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { KadDHTInit, SelectFn, ValidateFn } from '@libp2p/kad-dht'
 import { Queue } from '@libp2p/utils'
+import { privateKeyOf } from './identity.js'
 import type { BmrtNode } from './node.js'
-import { privateKeyOf } from './node.js'
 
 export type SpanState = 'joining' | 'online' | 'offline'
 
@@ -35,6 +35,16 @@ export interface SpanRecord {
 export interface RecordStats {
   rejected: Record<string, number>
 }
+
+/** How often a server refreshes its records, and a client its view of the swarm (Petals' update_period). */
+export const DEFAULT_UPDATE_PERIOD_MS = 60_000
+/**
+ * A record outlives this many refreshes (Petals' expiration = 3 × update_period), so one refresh
+ * lost or late does not make a live server vanish.
+ */
+export const TTL_UPDATE_PERIODS = 3
+/** How long a record stays valid: TTL_UPDATE_PERIODS × DEFAULT_UPDATE_PERIOD_MS = 180 s. */
+export const DEFAULT_RECORD_TTL_MS = TTL_UPDATE_PERIODS * DEFAULT_UPDATE_PERIOD_MS
 
 const NAMESPACE = 'bmrt'
 const SIGNATURE_BYTES = 64
@@ -153,9 +163,10 @@ function concat (a: Uint8Array, b: Uint8Array): Uint8Array {
 
 /**
  * kad-dht settings every node of a swarm must share: the span-record validator (counting what it
- * refuses in `stats`) and newest-wins selector, and provider-record expiry.
+ * refuses in `stats`) and newest-wins selector, and provider-record expiry. createNode applies them
+ * (NodeOptions.records).
  */
-export function registryDhtOptions (stats: RecordStats, ttlMs = 180_000, refreshMs = 60_000): Partial<KadDHTInit> {
+export function registryDhtOptions (stats: RecordStats, ttlMs = DEFAULT_RECORD_TTL_MS, refreshMs = DEFAULT_UPDATE_PERIOD_MS): Partial<KadDHTInit> {
   const validate: ValidateFn = async (key, value) => {
     try {
       if (decoder.decode(key).startsWith(`/${NAMESPACE}/${INDEX_SEGMENT}/`)) await verifyIndexRecord(key, value)
@@ -190,7 +201,10 @@ export function registryDhtOptions (stats: RecordStats, ttlMs = 180_000, refresh
 }
 
 export interface AnnounceOptions {
-  /** how long the record stays valid (default 180 s) */
+  /**
+   * how long the record stays valid
+   * @default DEFAULT_RECORD_TTL_MS (180 s)
+   */
   ttlMs?: number
 }
 
@@ -240,7 +254,7 @@ export class Registry {
     if (model === INDEX_SEGMENT) throw new Error(`'${INDEX_SEGMENT}' is reserved and cannot name a model`)
     const peerId = this.node.peerId.toString()
     const ts = Date.now()
-    const record: SpanRecord = { model, peerId, start: span.start, end: span.end, state: span.state, ts, expiresAt: ts + (options.ttlMs ?? 180_000), info: span.info ?? {} }
+    const record: SpanRecord = { model, peerId, start: span.start, end: span.end, state: span.state, ts, expiresAt: ts + (options.ttlMs ?? DEFAULT_RECORD_TTL_MS), info: span.info ?? {} }
     await this.putSigned(recordKey(model, peerId), record)
 
     const groups = new Set(span.state === 'offline' ? [] : groupsOf(span.start, span.end))
@@ -255,7 +269,7 @@ export class Registry {
   async announceModels (models: Array<{ name: string, blocks: number }>, options: AnnounceOptions = {}): Promise<void> {
     const peerId = this.node.peerId.toString()
     const ts = Date.now()
-    const record: ModelIndexRecord = { peerId, models, ts, expiresAt: ts + (options.ttlMs ?? 180_000) }
+    const record: ModelIndexRecord = { peerId, models, ts, expiresAt: ts + (options.ttlMs ?? DEFAULT_RECORD_TTL_MS) }
     await this.putSigned(indexKey(peerId), record)
     if (!this.indexProvided) {
       await this.node.contentRouting.provide(await indexCid())

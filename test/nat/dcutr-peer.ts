@@ -8,7 +8,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { confirmListeningAddresses, createNode } from '../../src/p2p/node.js'
 
 const [listen, target] = process.argv.slice(2)
-const node = await createNode({ listen: [listen], dhtServer: false })
+const node = await createNode({ role: 'client', listen: [listen] })
 confirmListeningAddresses(node) // it is public: let the server see an address to dial
 const relayed = await node.dial(multiaddr(target))
 const isDirect = (addr: string): boolean => !addr.includes('/p2p-circuit')

@@ -10,7 +10,7 @@ import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { collect } from '../../src/inference/generate.js'
 import { createNode, joinSwarm, type BmrtNode } from '../../src/p2p/node.js'
-import { Registry, registryDhtOptions } from '../../src/p2p/registry.js'
+import { Registry } from '../../src/p2p/registry.js'
 import { DistributedModel } from '../../src/petals/client/distributed-model.js'
 import type { RouteHop } from '../../src/petals/client/routing.js'
 import { BlockServer } from '../../src/petals/server/server.js'
@@ -45,11 +45,11 @@ describe('a mixed Windows + Linux swarm', function () {
     await rm(identityLinux, { recursive: true, force: true })
     for (const blocks of [[0, 2], [4, 5]] as Array<[number, number]>) {
       servers.push(await BlockServer.start({
-        modelDir: BUNDLED_MODEL, blocks, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000,
+        modelDir: BUNDLED_MODEL, blocks: { start: blocks[0], end: blocks[1] }, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000,
         initialPeers: servers.length > 0 ? servers[0].node.getMultiaddrs().map(String) : []
       }))
     }
-    observer = await createNode({ bootstrap: servers[0].node.getMultiaddrs().map(String), dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
+    observer = await createNode({ role: 'client', bootstrap: servers[0].node.getMultiaddrs().map(String) })
     await joinSwarm(observer)
   })
   after(async () => {

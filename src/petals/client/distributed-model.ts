@@ -15,12 +15,13 @@ import { loadHead, openWeights, type LoadOptions } from '../../inference/load-sp
 import { describeHead, loadEosTokenIds, type LanguageModel, type LanguageModelSession, type SessionOptions } from '../../inference/model.js'
 import { Tokenizer } from '../../inference/tokenizer.js'
 import { createNode, joinSwarm, type BmrtNode } from '../../p2p/node.js'
-import { Registry, registryDhtOptions } from '../../p2p/registry.js'
+import { Registry } from '../../p2p/registry.js'
 import { FORWARD_PROTOCOL, modelWireDType } from '../protocol/wire.js'
-import { InferenceSession, withRetries, type InferenceSessionOptions, type SessionContext } from './inference-session.js'
+import { DEFAULT_MAX_RETRIES, InferenceSession, withRetries, type InferenceSessionOptions, type SessionContext } from './inference-session.js'
 import { swarmModelName } from '../protocol/model-name.js'
 import { HopError, RemoteSpan } from './remote-span.js'
-import { formatRoute, MissingBlocksError, retryDelayMs, type RouteHop } from './routing.js'
+import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
+import { retryDelayMs } from './ban-list.js'
 import { SequenceManager, type SequenceManagerOptions } from './sequence-manager.js'
 
 export interface DistributedModelOptions extends SequenceManagerOptions {
@@ -28,20 +29,33 @@ export interface DistributedModelOptions extends SequenceManagerOptions {
   initialPeers: string[]
   /** a private swarm's pre-shared key (see NodeOptions.swarmKey) */
   swarmKey?: Uint8Array
-  /** the name servers announce the model under (default: see swarmModelName) */
+  /**
+   * the name servers announce the model under
+   * @default see swarmModelName (the folder's name)
+   */
   modelName?: string
   /**
    * how the head (embeddings, final norm, lm_head) is loaded: backend, device, format, threads,
-   * and loadFormat 'dummy' for a swarm serving dummy weights (default: native on the CPU's cores)
+   * and loadFormat 'dummy' for a swarm serving dummy weights
+   * @default {} (native on the CPU's cores)
    */
   head?: LoadOptions
   /** activations on the wire: f32, bf16 or f16 (default: the model's dtype, f32 when unknown) */
   dtype?: DType
-  /** failed attempts in a row, with no hop answering between them, before a step gives up (default 8) */
+  /**
+   * failed attempts in a row, with no hop answering between them, before a step gives up
+   * @default DEFAULT_MAX_RETRIES (8)
+   */
   maxRetries?: number
-  /** opening a server session (default 5 s) */
+  /**
+   * opening a server session
+   * @default DEFAULT_CONNECT_TIMEOUT_MS (5 s)
+   */
   connectTimeoutMs?: number
-  /** one server's answer to one step (default 60 s) */
+  /**
+   * one server's answer to one step
+   * @default DEFAULT_CLIENT_STEP_TIMEOUT_MS (60 s)
+   */
   stepTimeoutMs?: number
   /** hears of every chain chosen (at open and after failovers) */
   onRoute?: (route: readonly RouteHop[], reason: string) => void
@@ -79,16 +93,7 @@ export class DistributedModel implements LanguageModel {
     const modelName = options.modelName ?? swarmModelName(dir, options.head?.loadFormat)
     let node: BmrtNode | undefined
     try {
-      node = await createNode({
-        listen: [], // clients never need to be dialable
-        bootstrap: options.initialPeers,
-        swarmKey: options.swarmKey,
-        dhtServer: false,
-        dht: registryDhtOptions({ rejected: {} }),
-        // Ping connected servers every 2 s: a hung server (alive socket, no answers) loses its
-        // connection within seconds, which ends its sessions and starts failover.
-        connectionMonitor: { pingInterval: 2000, pingTimeout: { minTimeout: 1000, maxTimeout: 5000 } }
-      })
+      node = await createNode({ role: 'client', bootstrap: options.initialPeers, swarmKey: options.swarmKey })
       progress('joining the swarm...')
       await joinSwarm(node)
       const manager = new SequenceManager(node, new Registry(node), modelName, config.numLayers, options)
@@ -153,7 +158,7 @@ export class DistributedModel implements LanguageModel {
     if (!(start >= 0 && start < end && end <= this.config.numLayers)) throw new RangeError(`blocks ${start}:${end} are not a range of the model's ${this.config.numLayers}`)
     if (hidden.length === 0 || hidden.length % (batch * size) !== 0) throw new RangeError(`hidden states must be [${batch}, tokens, ${size}], got ${hidden.length} values`)
     const tokens = hidden.length / (batch * size)
-    const maxRetries = this.options.maxRetries ?? 8
+    const maxRetries = this.options.maxRetries ?? DEFAULT_MAX_RETRIES
     let x = hidden
     let block = start
     let route = await withRetries(maxRetries, async () => await this.manager.forwardRoute(block, end), this.options.onProgress)

@@ -17,17 +17,38 @@ import type { BmrtNode } from '../../p2p/node.js'
 import type { DType } from '../../inference/dtype.js'
 import { ErrorCode, INFERENCE_PROTOCOL } from '../protocol/wire.js'
 import { HopError, RemoteSpan, sliceTokens, type RemoteSpanOptions } from './remote-span.js'
-import { formatRoute, MissingBlocksError, retryDelayMs, type RouteHop } from './routing.js'
+import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
+import { retryDelayMs } from './ban-list.js'
 import type { SequenceManager } from './sequence-manager.js'
+
+/**
+ * Failed attempts in a row, with no hop answering between them, before a step gives up: with
+ * retryDelayMs's backoff (1, 2, 4 … 60 s) about 2 minutes of waiting.
+ */
+export const DEFAULT_MAX_RETRIES = 8
 
 export interface InferenceSessionOptions {
   /** tokens each sequence may hold, prompt included */
   maxLength: number
-  /** sequences stepped together (default 1) */
+  /**
+   * sequences stepped together
+   * @default 1
+   */
   batch?: number
-  /** failed attempts in a row, with no hop answering between them, before a step gives up (default 8: about 2 minutes of backoff) */
+  /**
+   * failed attempts in a row, with no hop answering between them, before a step gives up
+   * @default DEFAULT_MAX_RETRIES (8: about 2 minutes of backoff)
+   */
   maxRetries?: number
+  /**
+   * opening a server session
+   * @default DEFAULT_CONNECT_TIMEOUT_MS (5 s)
+   */
   connectTimeoutMs?: number
+  /**
+   * one server's answer to one step
+   * @default DEFAULT_CLIENT_STEP_TIMEOUT_MS (60 s)
+   */
   stepTimeoutMs?: number
   /** hears of the chain chosen at open and after every failover */
   onRoute?: (route: readonly RouteHop[], reason: string) => void
@@ -189,7 +210,7 @@ export class InferenceSession {
         i++
       } catch (err) {
         if (!(err instanceof HopError)) throw err
-        if (attempt >= (this.options.maxRetries ?? 8)) {
+        if (attempt >= (this.options.maxRetries ?? DEFAULT_MAX_RETRIES)) {
           throw new Error(`blocks ${hop.route.start}:${hop.route.end} failed ${attempt + 1} times; giving up. Last error: ${err.message}`)
         }
         // A server that ended an idle session did nothing wrong: reconnect without a ban.
@@ -200,7 +221,7 @@ export class InferenceSession {
         history.truncate(position)
         Object.assign(hop, { remote: null, cached: 0, history })
         const delay = retryDelayMs(attempt++)
-        if (delay > 0) this.context.log?.(`${err.message}; retrying blocks ${hop.route.start}:${hop.route.end} in ${delay / 1000} s (attempt ${attempt + 1} of ${(this.options.maxRetries ?? 8) + 1})`)
+        if (delay > 0) this.context.log?.(`${err.message}; retrying blocks ${hop.route.start}:${hop.route.end} in ${delay / 1000} s (attempt ${attempt + 1} of ${(this.options.maxRetries ?? DEFAULT_MAX_RETRIES) + 1})`)
         await sleep(delay, this.options.signal)
         const replacements = await this.reroute(hop.route)
         if (replacements === null) continue // nobody else serves them now: try the same server again
@@ -245,7 +266,7 @@ export class InferenceSession {
 }
 
 /** Runs `attempt` until it stops failing with MissingBlocksError, waiting as Petals does between tries. */
-export async function withRetries<T> (maxRetries = 8, attempt: () => Promise<T>, log?: (message: string) => void, signal?: AbortSignal): Promise<T> {
+export async function withRetries<T> (maxRetries = DEFAULT_MAX_RETRIES, attempt: () => Promise<T>, log?: (message: string) => void, signal?: AbortSignal): Promise<T> {
   for (let i = 0; ; i++) {
     try {
       return await attempt()

@@ -10,6 +10,11 @@ import { decodeHidden, encodeHidden, ErrorCode, MAX_TENSOR_BYTES, openFrames, Pr
 import type { FrameStream } from '../../p2p/frames.js'
 import type { RouteHop } from './routing.js'
 
+/** How long opening a server session may take (Petals' connect_timeout: 5 s). */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5000
+/** How long one server's answer to one step may take. */
+export const DEFAULT_CLIENT_STEP_TIMEOUT_MS = 60_000
+
 export interface RemoteSpanOptions {
   protocol: string
   model: string
@@ -18,9 +23,15 @@ export interface RemoteSpanOptions {
   batch: number
   hiddenSize: number
   dtype: DType
-  /** how long opening the stream may take (default 5 s, as Petals' connect_timeout) */
+  /**
+   * how long opening the stream may take
+   * @default DEFAULT_CONNECT_TIMEOUT_MS (5 s, as Petals' connect_timeout)
+   */
   connectTimeoutMs?: number
-  /** how long one frame's answer may take (default 60 s) */
+  /**
+   * how long one frame's answer may take
+   * @default DEFAULT_CLIENT_STEP_TIMEOUT_MS (60 s)
+   */
   stepTimeoutMs?: number
 }
 
@@ -46,7 +57,7 @@ export class RemoteSpan {
   /** Opens the stream and sends Open; a refusal (e.g. cache full) arrives with the first answer. */
   static async open (node: BmrtNode, hop: RouteHop, options: RemoteSpanOptions): Promise<RemoteSpan> {
     try {
-      const signal = AbortSignal.timeout(options.connectTimeoutMs ?? 5000)
+      const signal = AbortSignal.timeout(options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS)
       const peer = peerIdFromString(hop.peerId)
       let connection: Connection
       try {
@@ -105,10 +116,10 @@ export class RemoteSpan {
     let response: Response | null
     try {
       await this.frames.write(Request, { step: { position, hidden: encodeHidden(input, [batch, tokens, hiddenSize], dtype) } })
-      response = await this.frames.read(Response, { signal: AbortSignal.timeout(this.options.stepTimeoutMs ?? 60_000) })
+      response = await this.frames.read(Response, { signal: AbortSignal.timeout(this.options.stepTimeoutMs ?? DEFAULT_CLIENT_STEP_TIMEOUT_MS) })
     } catch (err) {
       const e = err as Error
-      const reason = e.name === 'TimeoutError' || e.name === 'AbortError' ? `no answer within ${(this.options.stepTimeoutMs ?? 60_000) / 1000} s` : e.message
+      const reason = e.name === 'TimeoutError' || e.name === 'AbortError' ? `no answer within ${(this.options.stepTimeoutMs ?? DEFAULT_CLIENT_STEP_TIMEOUT_MS) / 1000} s` : e.message
       throw new HopError(peer, `${peer} failed: ${reason}`, err instanceof ProtocolError ? err.code : undefined)
     }
     if (response === null) throw new HopError(peer, `${peer} closed the session`)

@@ -4,7 +4,6 @@
 //
 // - minLatencyRoute: inference sessions, Petals' "min_latency" Dijkstra.
 // - maxThroughputRoute: forward/batch work, Petals' "max_throughput" random greedy choice.
-// - BanList: servers that failed, banned for a doubling time; Petals' hivemind Blacklist.
 
 import type { SpanRecord } from '../../p2p/registry.js'
 import { shortPeerId } from '../../p2p/identity.js'
@@ -133,15 +132,30 @@ function candidates (spans: readonly ServerSpan[], start: number, end: number, m
 export interface MinLatencyOptions {
   /** client→server round trips, seconds; missing: defaultRttSeconds, Infinity: unreachable */
   rtts?: ReadonlyMap<string, number>
-  /** tokens per block the session will reserve (batch × maxLength); default 0 */
+  /**
+   * tokens per block the session will reserve (batch × maxLength)
+   * @default 0
+   */
   cacheTokensNeeded?: number
-  /** per hop; default 0.018 s (Petals) */
+  /**
+   * per hop
+   * @default OVERHEAD_SECONDS (0.018 s, Petals)
+   */
   overheadSeconds?: number
-  /** RTT assumed when none is known; default 0.3 s, i.e. Petals' 0.15 s one-way default delay */
+  /**
+   * RTT assumed when none is known
+   * @default DEFAULT_RTT_SECONDS (0.3 s, i.e. Petals' 0.15 s one-way default delay)
+   */
   defaultRttSeconds?: number
-  /** added to entering a server short of cache; default 10 s (Petals) */
+  /**
+   * added to entering a server short of cache
+   * @default CACHE_PENALTY_SECONDS (10 s, Petals)
+   */
   cachePenaltySeconds?: number
-  /** cap on the one-way delay of an edge; default 5 s (Petals) */
+  /**
+   * cap on the one-way delay of an edge
+   * @default MAX_HALF_RTT_SECONDS (5 s, Petals)
+   */
   maxHalfRttSeconds?: number
   /** named in MissingBlocksError messages */
   model?: string
@@ -413,77 +427,6 @@ function pickWeighted (weights: readonly number[], random: () => number): number
     if (r < 0) return i
   }
   return weights.length - 1 // rounding left r at 0 or just above
-}
-
-// ---------------------------------------------------------------------------------------------
-// Failures
-
-/**
- * Servers that failed requests, banned from routes for banTimeout × 2^(consecutive failures − 1)
- * (Petals: 15 s, doubling, via hivemind's Blacklist), capped at maxBanMs.
- */
-export class BanList {
-  private readonly banTimeoutMs: number
-  private readonly maxBanMs: number
-  private readonly now: () => number
-  private readonly peers = new Map<string, { failures: number, until: number }>()
-
-  constructor (options: { banTimeoutMs?: number, maxBanMs?: number, now?: () => number } = {}) {
-    this.banTimeoutMs = options.banTimeoutMs ?? 15_000
-    this.maxBanMs = options.maxBanMs ?? 15 * 60_000
-    this.now = options.now ?? Date.now
-  }
-
-  /** Records a failure and bans the peer; returns the ban's length in ms. */
-  fail (peerId: string): number {
-    const failures = (this.peers.get(peerId)?.failures ?? 0) + 1
-    const banMs = Math.min(this.banTimeoutMs * 2 ** (failures - 1), this.maxBanMs)
-    this.peers.set(peerId, { failures, until: this.now() + banMs })
-    return banMs
-  }
-
-  /**
-   * Clears the peer's failure streak, so its next failure bans it for banTimeout again. A ban in
-   * force runs out on its own, as in Petals: one success while banned does not prove it healthy.
-   */
-  succeed (peerId: string): void {
-    const entry = this.peers.get(peerId)
-    if (entry === undefined) return
-    if (entry.until > this.now()) entry.failures = 0
-    else this.peers.delete(peerId)
-  }
-
-  isBanned (peerId: string): boolean {
-    const entry = this.peers.get(peerId)
-    return entry !== undefined && entry.until > this.now()
-  }
-
-  /**
-   * The spans minus banned peers', except where a block of [start, end) would have no server
-   * (Petals: "if we blacklisted all servers, the error may actually be client-caused", so the
-   * blacklist is ignored for that block). There the banned server whose ban ends first is taken
-   * back, the one that failed least recently or least often; Petals takes every one back, and a
-   * dead server whose record has not expired yet could then be chosen again and again.
-   */
-  filter (spans: readonly ServerSpan[], start: number, end: number): ServerSpan[] {
-    const kept = spans.filter(s => !this.isBanned(s.peerId))
-    for (const block of missingBlocks(kept, start, end)) {
-      if (kept.some(s => holds(s, block))) continue // taken back for an earlier block
-      const [first] = spans.filter(s => holds(s, block)).sort((a, b) => this.bannedUntil(a.peerId) - this.bannedUntil(b.peerId))
-      if (first !== undefined) kept.push(first)
-    }
-    return spans.filter(s => kept.includes(s))
-  }
-
-  private bannedUntil (peerId: string): number {
-    return this.peers.get(peerId)?.until ?? 0
-  }
-}
-
-/** Wait before retry `attempt` (0-based), as Petals' get_retry_delay: 0, then 1 s doubling to 60 s. */
-export function retryDelayMs (attempt: number): number {
-  if (!(attempt > 0)) return 0
-  return Math.min(1000 * 2 ** (attempt - 1), 60_000)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,13 +4,20 @@
 
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { BmrtNode } from '../../p2p/node.js'
-import type { Registry } from '../../p2p/registry.js'
-import { BanList, maxThroughputRoute, minLatencyRoute, missingBlocks, serverSpanFromRecord, type RouteHop, type ServerSpan } from './routing.js'
+import { DEFAULT_UPDATE_PERIOD_MS, type Registry } from '../../p2p/registry.js'
+import { maxThroughputRoute, minLatencyRoute, missingBlocks, serverSpanFromRecord, type RouteHop, type ServerSpan } from './routing.js'
+import { BanList } from './ban-list.js'
 
 export interface SequenceManagerOptions {
-  /** refresh the swarm's spans this often (default 60 s, as Petals) */
+  /**
+   * refresh the swarm's spans this often
+   * @default DEFAULT_UPDATE_PERIOD_MS (60 s, as Petals)
+   */
   updatePeriodMs?: number
-  /** first ban of a failing server; doubles with each further failure (default 15 s, as Petals) */
+  /**
+   * first ban of a failing server; doubles with each further failure (as Petals)
+   * @default DEFAULT_BAN_TIMEOUT_MS (15 s)
+   */
   banTimeoutMs?: number
   /** only these servers (peer ids), if given */
   allowedServers?: readonly string[]
@@ -27,7 +34,7 @@ export class SequenceManager {
 
   constructor (private readonly node: BmrtNode, private readonly registry: Registry, readonly model: string,
     readonly numBlocks: number, private readonly options: SequenceManagerOptions = {}) {
-    this.bans = new BanList({ banTimeoutMs: options.banTimeoutMs ?? 15_000 })
+    this.bans = new BanList({ banTimeoutMs: options.banTimeoutMs })
   }
 
   /** The servers known now (after the allow and block lists). */
@@ -63,7 +70,7 @@ export class SequenceManager {
   }
 
   private async fresh (): Promise<void> {
-    if (Date.now() - this.updatedAt > (this.options.updatePeriodMs ?? 60_000)) await this.update()
+    if (Date.now() - this.updatedAt > (this.options.updatePeriodMs ?? DEFAULT_UPDATE_PERIOD_MS)) await this.update()
   }
 
   /**

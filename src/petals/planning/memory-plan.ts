@@ -28,9 +28,14 @@ const GIB = 2 ** 30
 /** bytes of a cached key or value element: fp32 in the addon's CPU and CUDA paths */
 const CACHE_VALUE_BYTES = 4
 
-/** Petals' default attention cache: 16384 tokens per block for GQA models, 4096 otherwise. */
+/** Petals' default attention cache for a model with grouped-query attention: tokens per block. */
+export const DEFAULT_GQA_CACHE_TOKENS = 16384
+/** Petals' default attention cache for a model without (one KV head per head): tokens per block. */
+export const DEFAULT_MHA_CACHE_TOKENS = 4096
+
+/** Petals' default attention cache: DEFAULT_GQA_CACHE_TOKENS for GQA models, DEFAULT_MHA_CACHE_TOKENS otherwise. */
 export function defaultCacheTokens (config: ModelConfig): number {
-  return config.numKvHeads < config.numHeads ? 16384 : 4096
+  return config.numKvHeads < config.numHeads ? DEFAULT_GQA_CACHE_TOKENS : DEFAULT_MHA_CACHE_TOKENS
 }
 
 /** Bytes of one block's weights stored in `format` (norms and biases in fp32, as the addon keeps them). */

@@ -65,10 +65,22 @@ export function chooseBestBlocks (length: number, spans: readonly ServedSpan[], 
   return { start, end: start + length }
 }
 
+/**
+ * Petals' balance_quality: a server moves when the swarm's weakest block, after the simulated
+ * moves, would gain a third or more of its throughput (before / after below this).
+ */
+export const DEFAULT_BALANCE_QUALITY = 0.75
+
 export interface RebalanceOptions {
-  /** move when the swarm's weakest block would improve by more than this ratio; 0 disables (default 0.75) */
+  /**
+   * move when the swarm's weakest block would improve by more than this ratio; 0 disables
+   * @default DEFAULT_BALANCE_QUALITY
+   */
   balanceQuality?: number
-  /** random numbers in [0, 1) for the simulated servers' order (default Math.random) */
+  /**
+   * random numbers in [0, 1) for the simulated servers' order
+   * @default Math.random
+   */
   random?: () => number
 }
 
@@ -80,7 +92,7 @@ export interface RebalanceOptions {
  */
 export function shouldChooseOtherBlocks (localPeerId: string, spans: readonly ServedSpan[], totalBlocks: number,
   options: RebalanceOptions = {}): boolean {
-  const balanceQuality = options.balanceQuality ?? 0.75
+  const balanceQuality = options.balanceQuality ?? DEFAULT_BALANCE_QUALITY
   const random = options.random ?? Math.random
   if (balanceQuality > 1) return true // always move: a debugging setting, as in Petals
 

@@ -10,6 +10,7 @@
 import type { Stream } from '@libp2p/interface'
 import type { BlockSpan } from '../../inference/backend.js'
 import type { DType } from '../../inference/dtype.js'
+import { CacheFullError, InvalidInputError } from '../../inference/errors.js'
 import { BadFrameError, type FrameStream } from '../../p2p/frames.js'
 import { clip } from '../../util/text.js'
 import { decodeHidden, encodeHidden, ErrorCode, fitsWireDType, fromWireDType, Info, InfoRequest, openFrames, ProtocolError, Request, Response, toWireDType } from '../protocol/wire.js'
@@ -26,6 +27,13 @@ const LINGER_MS = 5000
 /** An InfoRequest holds a model name: anything larger is not one. */
 const MAX_INFO_REQUEST_BYTES = 4096
 
+/** How long a session may wait for its next frame (Petals' step_timeout: 5 min). */
+export const DEFAULT_STEP_TIMEOUT_MS = 5 * 60_000
+/** How long a session may last in all (Petals' session_timeout: 30 min). */
+export const DEFAULT_SESSION_TIMEOUT_MS = 30 * 60_000
+/** The most sequences one session may step together. */
+export const DEFAULT_MAX_BATCH = 64
+
 export interface HandlerOptions {
   /** the name clients ask for */
   modelName: string
@@ -39,11 +47,20 @@ export interface HandlerOptions {
   queue: TaskQueue
   /** the longest session a client may open (tokens per sequence) */
   inferenceMaxLength: number
-  /** the most sequences one session may step together (default 64) */
+  /**
+   * the most sequences one session may step together
+   * @default DEFAULT_MAX_BATCH (64)
+   */
   maxBatch?: number
-  /** how long a session may wait for its next frame (default 5 min, as Petals) */
+  /**
+   * how long a session may wait for its next frame
+   * @default DEFAULT_STEP_TIMEOUT_MS (5 min, as Petals)
+   */
   stepTimeoutMs?: number
-  /** how long a session may last in all (default 30 min, as Petals) */
+  /**
+   * how long a session may last in all
+   * @default DEFAULT_SESSION_TIMEOUT_MS (30 min, as Petals)
+   */
   sessionTimeoutMs?: number
   /** hears of every step computed for clients: batch × tokens, and the compute time */
   onStep?: (tokens: number, seconds: number) => void
@@ -72,8 +89,8 @@ export class SessionTracker {
 export async function serveSession (stream: Stream, peer: string, priority: Priority, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
   if (stream.status !== 'open') return // reset before it reached us: nothing to serve or count
   const frames = openFrames(stream)
-  const stepTimeoutMs = options.stepTimeoutMs ?? 5 * 60_000
-  const sessionTimeoutMs = options.sessionTimeoutMs ?? 30 * 60_000
+  const stepTimeoutMs = options.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS
+  const sessionTimeoutMs = options.sessionTimeoutMs ?? DEFAULT_SESSION_TIMEOUT_MS
   const deadline = Date.now() + sessionTimeoutMs
   // Aborting `ended` ends the session wherever it waits: a read, or a queued compute task.
   const ended = new AbortController()
@@ -117,7 +134,7 @@ export async function serveSession (stream: Stream, peer: string, priority: Prio
     try {
       for (let b = 0; b < batch; b++) sessions.push(span!.openSession(maxLength, blocks))
     } catch (err) {
-      if ((err as { code?: string }).code === 'CACHE_FULL') throw new ProtocolError(ErrorCode.CACHE_FULL, (err as Error).message)
+      if (err instanceof CacheFullError) throw new ProtocolError(ErrorCode.CACHE_FULL, err.message)
       throw err
     }
     usage.answered()
@@ -163,8 +180,8 @@ export async function serveSession (stream: Stream, peer: string, priority: Prio
       ? err
       : err instanceof BadFrameError
         ? new ProtocolError(ErrorCode.BAD_REQUEST, err.message)
-        : (err as { code?: string }).code === 'INVALID_ARGUMENT'
-          ? new ProtocolError(ErrorCode.BAD_REQUEST, (err as Error).message)
+        : err instanceof InvalidInputError
+          ? new ProtocolError(ErrorCode.BAD_REQUEST, err.message)
           : new ProtocolError(ErrorCode.INTERNAL, (err as Error).message)
     await sendError(frames, error)
   } finally {
@@ -185,7 +202,7 @@ function checkOpen (open: NonNullable<Request['open']>, span: BlockSpan | null, 
   if (open.maxLength < 1 || open.maxLength > options.inferenceMaxLength) {
     throw new ProtocolError(ErrorCode.TOO_LONG, `max_length must be 1..${options.inferenceMaxLength}, got ${open.maxLength}`)
   }
-  const maxBatch = options.maxBatch ?? 64
+  const maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH
   if (open.batch < 1 || open.batch > maxBatch) throw new ProtocolError(ErrorCode.TOO_LONG, `batch must be 1..${maxBatch}, got ${open.batch}`)
 }
 

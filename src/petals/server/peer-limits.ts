@@ -12,15 +12,23 @@
 import type { FrameStream } from '../../p2p/frames.js'
 import { ErrorCode, ProtocolError } from '../protocol/wire.js'
 
+/** Sessions one peer may hold open at once (a gateway is one peer for all its users). */
+export const DEFAULT_MAX_SESSIONS_PER_PEER = 64
+/** Bytes one peer may have sent that the server has not processed yet: 64 MiB. */
+export const DEFAULT_MAX_PENDING_BYTES_PER_PEER = 64 << 20
+
 export interface PeerLimitOptions {
-  /** sessions (inference and forward streams) one peer may hold open at once (default 64) */
+  /**
+   * sessions (inference and forward streams) one peer may hold open at once
+   * @default DEFAULT_MAX_SESSIONS_PER_PEER (64)
+   */
   maxSessions?: number
-  /** bytes one peer may have sent that the server has not processed yet (default 64 MiB) */
+  /**
+   * bytes one peer may have sent that the server has not processed yet
+   * @default DEFAULT_MAX_PENDING_BYTES_PER_PEER (64 MiB)
+   */
   maxPendingBytes?: number
 }
-
-export const DEFAULT_MAX_SESSIONS_PER_PEER = 64
-export const DEFAULT_MAX_PENDING_BYTES_PER_PEER = 64 << 20
 
 interface PeerUsage {
   sessions: number

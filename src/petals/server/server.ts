@@ -6,15 +6,16 @@
 import type { Connection, PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { BlockSpan } from '../../inference/backend.js'
+import type { BlockRange, BlockSpan } from '../../inference/backend.js'
 import type { WeightFormat } from '../../inference/dtype.js'
 import { checkSpan, loadConfig, type ModelConfig } from '../../inference/config.js'
 import { loadBlockSpan, resolveBackend, type LoadOptions } from '../../inference/load-span.js'
 import { nativeFormat, nativeUnavailableReason, resolveNativeDevice } from '../../inference/native-backend.js'
-import { confirmListeningAddresses, createNode, joinSwarm, type BmrtNode } from '../../p2p/node.js'
-import { checkReachability, describeReachability, serveReachabilityChecks } from '../../p2p/reachability.js'
-import { Registry, registryDhtOptions, type RecordStats, type SpanRecord, type SpanState } from '../../p2p/registry.js'
-import { chooseBestBlocks, ServerState, shouldChooseOtherBlocks, type ServedSpan } from './block-selection.js'
+import { createNode, joinSwarm, type BmrtNode } from '../../p2p/node.js'
+import { checkReachability, describeReachability, serveDirectly } from '../../p2p/reachability.js'
+import { DEFAULT_RECORD_TTL_MS, DEFAULT_UPDATE_PERIOD_MS, Registry, type RecordStats, type SpanRecord, type SpanState } from '../../p2p/registry.js'
+import { OptionError } from '../../util/errors.js'
+import { chooseBestBlocks, DEFAULT_BALANCE_QUALITY, ServerState, shouldChooseOtherBlocks, type ServedSpan } from './block-selection.js'
 import { defaultCacheTokens, describePlan, planBlocks, type MemoryPlan } from '../planning/memory-plan.js'
 import { ErrorCode, FORWARD_PROTOCOL, INFERENCE_PROTOCOL, INFO_PROTOCOL, modelWireDType, ProtocolError } from '../protocol/wire.js'
 import { serveInfo, serveSession, SessionTracker, type HandlerOptions } from './handler.js'
@@ -25,41 +26,103 @@ import { DEFAULT_INFERENCE_MAX_LENGTH, formatInfo, parseServerInfo, serverInfoRe
 import { measureThroughput } from './throughput.js'
 import { VERSION } from '../protocol/version.js'
 
+/** Mean time between a server's rebalancing checks (Petals' mean_balance_check_period: 60 s). */
+export const DEFAULT_BALANCE_CHECK_PERIOD_MS = 60_000
+
 export interface ServerOptions {
+  /** the Hugging Face model directory (config.json, the weights) */
   modelDir: string
-  /** the name the swarm knows the model by (default: see swarmModelName) */
+  /**
+   * the name the swarm knows the model by
+   * @default see swarmModelName (the folder's name)
+   */
   modelName?: string
-  /** pin blocks [start, end) (Petals --block_indices); else choose numBlocks blocks */
-  blocks?: [number, number]
+  /**
+   * pin blocks [start, end) (Petals' --block_indices): no rebalancing; checked against the
+   * model's config.json before the node starts
+   * @default choose numBlocks blocks where the swarm is weakest
+   */
+  blocks?: BlockRange
+  /**
+   * how many blocks to choose where the swarm is weakest, unless `blocks` is given
+   * @default on a GPU as many as fit in its free memory; else one of blocks, numBlocks is needed
+   */
   numBlocks?: number
+  /** how the blocks load and run (backend, device, format, cache tokens) */
   load?: LoadOptions
+  /**
+   * the node's identity
+   * @default a fresh Ed25519 key
+   */
   privateKey?: PrivateKey
+  /**
+   * address to listen on, unless `listen` is given
+   * @default '127.0.0.1'
+   */
   host?: string
+  /**
+   * TCP port, unless `listen` is given
+   * @default 0 (any free port)
+   */
   port?: number
   /** multiaddrs to listen on (overrides host and port) */
   listen?: string[]
-  /** addresses to announce instead of the listening ones */
+  /**
+   * addresses to announce instead of the listening ones
+   * @default []
+   */
   announce?: string[]
-  /** peers to join through; empty starts a new swarm */
+  /**
+   * peers to join through
+   * @default [] (a new swarm)
+   */
   initialPeers?: string[]
+  /** a name shown to others on the swarm monitor */
   publicName?: string
-  /** 'auto' measures (cached on disk), a number is announced as it is */
+  /**
+   * 'auto' measures (cached on disk), a number is announced as it is
+   * @default 'auto'
+   */
   throughput?: 'auto' | number
-  /** 0 disables rebalancing (default 0.75) */
+  /**
+   * move when that improves the swarm's weakest block below this ratio; 0 disables rebalancing
+   * @default DEFAULT_BALANCE_QUALITY (Petals')
+   */
   balanceQuality?: number
-  /** mean time between rebalancing checks, each after a random 0..2x this (default 60 s, as Petals) */
+  /**
+   * mean time between rebalancing checks, each after a random 0..2x this
+   * @default DEFAULT_BALANCE_CHECK_PERIOD_MS (60 s, as Petals)
+   */
   balanceCheckPeriodMs?: number
-  /** how often the announcement is refreshed (default 60 s) */
+  /**
+   * how often the announcement is refreshed
+   * @default DEFAULT_UPDATE_PERIOD_MS (60 s)
+   */
   updatePeriodMs?: number
-  /** how long an announcement stays valid (default 180 s) */
+  /**
+   * how long an announcement stays valid
+   * @default DEFAULT_RECORD_TTL_MS (180 s)
+   */
   expirationMs?: number
-  /** the longest session a client may open, announced to clients (default 8192, Petals' for GQA models) */
+  /**
+   * the longest session a client may open, announced to clients (Petals' default for GQA models)
+   * @default DEFAULT_INFERENCE_MAX_LENGTH (8192)
+   */
   inferenceMaxLength?: number
-  /** how long a client session may wait for its next step (default 5 min) */
+  /**
+   * how long a client session may wait for its next step
+   * @default DEFAULT_STEP_TIMEOUT_MS (5 min)
+   */
   stepTimeoutMs?: number
-  /** how long a client session may last (default 30 min) */
+  /**
+   * how long a client session may last
+   * @default DEFAULT_SESSION_TIMEOUT_MS (30 min)
+   */
   sessionTimeoutMs?: number
-  /** sessions and unprocessed bytes one peer may hold (defaults in peer-limits.ts: 64, 64 MiB) */
+  /**
+   * sessions and unprocessed bytes one peer may hold
+   * @default see PeerLimitOptions (DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_MAX_PENDING_BYTES_PER_PEER)
+   */
   peerLimits?: PeerLimitOptions
   /**
    * true: reachable only through a relay (behind NAT): reserve a slot on a relay among the peers,
@@ -69,7 +132,10 @@ export interface ServerOptions {
   useRelay?: boolean
   /** a private swarm's pre-shared key (see NodeOptions.swarmKey) */
   swarmKey?: Uint8Array
-  /** where progress and status lines go */
+  /**
+   * where progress and status lines go
+   * @default nowhere
+   */
   log?: (line: string) => void
 }
 
@@ -77,6 +143,8 @@ export class BlockServer {
   readonly registry: Registry
   readonly stats: RecordStats
   readonly modelName: string
+  /** the span was given (options.blocks): it never moves */
+  readonly pinned: boolean
   span: BlockSpan | null = null
   state: SpanState = 'joining'
   throughput = 0
@@ -99,12 +167,14 @@ export class BlockServer {
     this.registry = new Registry(node)
     this.stats = stats
     this.modelName = options.modelName ?? swarmModelName(options.modelDir, options.load?.loadFormat)
+    this.pinned = options.blocks !== undefined
     this.peerLimits = new PeerLimits(options.peerLimits)
   }
 
   static async start (startOptions: ServerOptions): Promise<BlockServer> {
     const log = startOptions.log ?? (() => {})
     const config = await loadConfig(startOptions.modelDir)
+    if (startOptions.blocks !== undefined) checkBlocks(config, startOptions.blocks) // before anything starts
     const stats: RecordStats = { rejected: {} }
     const network = {
       listen: startOptions.listen ?? [`/ip4/${startOptions.host ?? '127.0.0.1'}/tcp/${startOptions.port ?? 0}`],
@@ -121,20 +191,18 @@ export class BlockServer {
     }
     const options = { ...startOptions, useRelay }
     const node = await createNode({
+      role: 'server',
       ...network,
       privateKey: options.privateKey,
-      dht: registryDhtOptions(stats, options.expirationMs ?? 180_000, options.updatePeriodMs ?? 60_000),
-      // Behind NAT nobody can dial in to serve DHT records, as in Petals.
-      useRelay,
-      dhtServer: !useRelay
+      records: { stats, ttlMs: options.expirationMs, refreshMs: options.updatePeriodMs },
+      useRelay
     })
     const server = new BlockServer(node, config, options, stats)
     await server.handleProtocols()
     if (useRelay) {
       reportDirectUpgrades(node, log)
     } else {
-      confirmListeningAddresses(node) // peers dialed back (or nobody could tell): announce them all
-      await serveReachabilityChecks(node)
+      await serveDirectly(node) // peers dialed back (or nobody could tell): announce the addresses
     }
     log(`peer id ${node.peerId.toString()}`)
     for (const addr of node.getMultiaddrs()) log(`  share as --initial-peers: ${addr.toString()}`)
@@ -202,7 +270,9 @@ export class BlockServer {
   private gpuPlan (): MemoryPlan | null {
     const load = this.options.load ?? {}
     const backend = resolveBackend(load.backend)
-    if (backend === 'js' && !['cpu', 'auto'].includes(load.device ?? 'cpu')) throw new Error(`--device ${load.device ?? ''} needs the native backend, and it is not available here (${nativeUnavailableReason()})`)
+    if (backend === 'js' && !['cpu', 'auto'].includes(load.device ?? 'cpu')) {
+      throw new OptionError(['load.device'], name => `${name('load.device')} ${load.device ?? ''} needs the native backend, and it is not available here (${nativeUnavailableReason()})`)
+    }
     if (backend !== 'native') return null
     const device = resolveNativeDevice(load.device)
     if (device.kind !== 'cuda') return null
@@ -211,18 +281,21 @@ export class BlockServer {
     return plan
   }
 
-  /** --blocks as given, or --num-blocks (on a GPU: as many as fit) where the swarm is weakest. */
+  /** options.blocks as given, or options.numBlocks (on a GPU: as many as fit) where the swarm is weakest. */
   private async chooseSpan (): Promise<{ start: number, end: number }> {
     const plan = this.gpuPlan()
     const fits = (count: number): void => {
       if (plan === null || count <= plan.blocks) return
-      throw new Error(`${count} blocks do not fit on this GPU: ${describePlan(plan)}; ask for fewer (--num-blocks ${plan.blocks}), or a smaller --attn-cache-tokens`)
+      throw new OptionError(['numBlocks', 'load.maxCacheTokens'], name =>
+        `${count} blocks do not fit on this GPU: ${describePlan(plan)}; ask for fewer (${name('numBlocks')} ${plan.blocks}), or a smaller ${name('load.maxCacheTokens')}`)
     }
     if (this.options.blocks !== undefined) {
-      fits(this.options.blocks[1] - this.options.blocks[0])
-      return { start: this.options.blocks[0], end: this.options.blocks[1] }
+      fits(this.options.blocks.end - this.options.blocks.start)
+      return { start: this.options.blocks.start, end: this.options.blocks.end }
     }
-    if (this.options.numBlocks === undefined && plan === null) throw new Error('give --blocks START:END or --num-blocks N (only a GPU server chooses how many by itself)')
+    if (this.options.numBlocks === undefined && plan === null) {
+      throw new OptionError(['blocks', 'numBlocks'], name => `give ${name('blocks')} or ${name('numBlocks')} (only a GPU server chooses how many by itself)`)
+    }
     if (plan !== null && plan.blocks === 0) throw new Error(`not one block fits on this GPU: ${describePlan(plan)}`)
     const wanted = this.options.numBlocks ?? plan!.blocks
     fits(Math.min(wanted, this.config.numLayers))
@@ -233,7 +306,7 @@ export class BlockServer {
 
   private async announce (state: SpanState, span: { start: number, end: number }): Promise<void> {
     this.state = state
-    const ttlMs = this.options.expirationMs ?? 180_000
+    const ttlMs = this.options.expirationMs ?? DEFAULT_RECORD_TTL_MS
     await this.registry.announce(this.modelName, { ...span, state, info: serverInfoRecord(this.info) }, { ttlMs })
     await this.registry.announceModels(state === 'offline' ? [] : [{ name: this.modelName, blocks: this.config.numLayers }], { ttlMs })
   }
@@ -279,7 +352,7 @@ export class BlockServer {
 
   /** The refresh timer and, unless the span is pinned, the randomly spaced rebalancing checks. */
   private schedule (): void {
-    const period = this.options.updatePeriodMs ?? 60_000
+    const period = this.options.updatePeriodMs ?? DEFAULT_UPDATE_PERIOD_MS
     this.timers.push(setInterval(() => {
       if (this.span === null || this.stopped) return
       const usage = this.span.cacheUsage()
@@ -298,11 +371,11 @@ export class BlockServer {
       this.log(`status: ${this.state}, blocks ${this.span.start}:${this.span.end}, ${usage.sessions} sessions, ${rate.toFixed(1)} tokens/s, cache left ${cacheLeft ?? 'unlimited'} tokens, records refused ${refused}, ` +
         `requests over per-peer limits ${overLimit.sessions + overLimit.pendingBytes} (sessions ${overLimit.sessions}, bytes ${overLimit.pendingBytes})`)
     }, period))
-    const quality = this.options.balanceQuality ?? 0.75
-    if (this.options.blocks !== undefined || quality <= 0) return
+    const quality = this.options.balanceQuality ?? DEFAULT_BALANCE_QUALITY
+    if (this.pinned || quality <= 0) return
     // Its own period, not the refresh's: each check reads every block's servers from the DHT, so
     // a short --update-period (records that vanish soon after a crash) must not multiply them.
-    const checkPeriod = this.options.balanceCheckPeriodMs ?? 60_000
+    const checkPeriod = this.options.balanceCheckPeriodMs ?? DEFAULT_BALANCE_CHECK_PERIOD_MS
     const check = (): void => {
       // De-synchronised: a random delay of 0..2 periods, as Petals does.
       const timer = setTimeout(() => {
@@ -333,7 +406,7 @@ export class BlockServer {
   }
 
   /** Moves the span when the balance-quality test says so; returns whether it moved. */
-  async rebalance (quality = this.options.balanceQuality ?? 0.75): Promise<boolean> {
+  async rebalance (quality = this.options.balanceQuality ?? DEFAULT_BALANCE_QUALITY): Promise<boolean> {
     if (this.span === null || this.stopped) return false
     const spans = await this.swarmSpans()
     if (!spans.some(s => s.peerId === this.node.peerId.toString())) return false // our record is not visible yet
@@ -360,6 +433,15 @@ export class BlockServer {
       this.span?.close()
       await this.node.stop()
     }
+  }
+}
+
+/** Throws an OptionError unless `blocks` (options.blocks) lie within the model's blocks. */
+export function checkBlocks (config: ModelConfig, blocks: BlockRange): void {
+  try {
+    checkSpan(config, blocks.start, blocks.end)
+  } catch (err) {
+    throw new OptionError(['blocks'], name => `${name('blocks')}: ${(err as Error).message}`)
   }
 }
 

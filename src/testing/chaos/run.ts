@@ -19,7 +19,8 @@ import { loadAddon } from '../../inference/native-backend.js'
 import { seededRandom } from '../../inference/sampling.js'
 import { makeTestModel } from '../../inference/test-model.js'
 import { createNode, joinSwarm, type BmrtNode } from '../../p2p/node.js'
-import { Registry, registryDhtOptions } from '../../p2p/registry.js'
+import { DEFAULT_UPDATE_PERIOD_MS, Registry, TTL_UPDATE_PERIODS } from '../../p2p/registry.js'
+import { DEFAULT_BALANCE_CHECK_PERIOD_MS } from '../../petals/server/server.js'
 import { shortPeerId } from '../../p2p/identity.js'
 import { probeServer } from '../../petals/client/probe.js'
 import { swarmState } from '../../petals/client/swarm-state.js'
@@ -78,13 +79,13 @@ export interface ChaosOptions {
 export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport> {
   const o = {
     nodes: 14, clients: 4, seed: Math.floor(Math.random() * 2 ** 31), durationMs: 10 * 60_000, intervalMs: 5000, layers: 80,
-    replication: 3, newTokens: 32, prompts: 8, updatePeriodS: 60, balanceCheckPeriodS: 60, connectTimeoutMs: 5000, stepTimeoutMs: 5000, bucketMs: 10_000, sampleMs: 30_000,
+    replication: 3, newTokens: 32, prompts: 8, updatePeriodS: DEFAULT_UPDATE_PERIOD_MS / 1000, balanceCheckPeriodS: DEFAULT_BALANCE_CHECK_PERIOD_MS / 1000, connectTimeoutMs: 5000, stepTimeoutMs: 5000, bucketMs: 10_000, sampleMs: 30_000,
     settleTimeoutMs: 60_000, ...definedOnly(options)
   }
   const log = options.log ?? (() => {})
   const backend = loadAddon() !== null ? 'native' : 'js'
   const blocksPerNode = Math.min(o.layers, Math.ceil(o.replication * o.layers / o.nodes))
-  const expirationS = 3 * o.updatePeriodS
+  const expirationS = TTL_UPDATE_PERIODS * o.updatePeriodS
   const recorder = new Recorder(log)
   const scratch = await mkdtemp(join(tmpdir(), 'bmrt-chaos-'))
   const removeScratch = (): void => rmSync(scratch, { recursive: true, force: true })
@@ -121,7 +122,7 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
       log(`${node.name} online: blocks ${node.span?.start}:${node.span?.end} (${((performance.now() - started) / 1000).toFixed(1)} s)`)
     }
 
-    observer = await createNode({ listen: [], bootstrap: [bootstrapAddr], dhtServer: false, dht: registryDhtOptions({ rejected: {} }) })
+    observer = await createNode({ role: 'client', bootstrap: [bootstrapAddr] })
     await joinSwarm(observer)
     const registry = new Registry(observer)
     for (let i = 0; i < o.clients; i++) {

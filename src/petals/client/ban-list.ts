@@ -1,0 +1,98 @@
+// Servers that failed, banned from routes for a doubling time (Petals' hivemind Blacklist), and the
+// wait before each retry (Petals' get_retry_delay).
+
+import { missingBlocks, type ServerSpan } from './routing.js'
+
+/** A failed server's first ban (Petals' ban_timeout). */
+export const DEFAULT_BAN_TIMEOUT_MS = 15_000
+/** The longest ban, however often a server failed. */
+export const DEFAULT_MAX_BAN_MS = 15 * 60_000
+/** The longest wait before a retry (Petals' max_retry_delay). */
+export const MAX_RETRY_DELAY_MS = 60_000
+
+export interface BanListOptions {
+  /**
+   * the first ban of a server that failed; each further failure in a row doubles it
+   * @default DEFAULT_BAN_TIMEOUT_MS (15 s)
+   */
+  banTimeoutMs?: number
+  /**
+   * the longest ban
+   * @default DEFAULT_MAX_BAN_MS (15 min)
+   */
+  maxBanMs?: number
+  /**
+   * the clock (tests pass their own)
+   * @default Date.now
+   */
+  now?: () => number
+}
+
+/**
+ * Servers that failed requests, banned from routes for banTimeout × 2^(consecutive failures − 1)
+ * (Petals: 15 s, doubling, via hivemind's Blacklist), capped at maxBanMs.
+ */
+export class BanList {
+  private readonly banTimeoutMs: number
+  private readonly maxBanMs: number
+  private readonly now: () => number
+  private readonly peers = new Map<string, { failures: number, until: number }>()
+
+  constructor (options: BanListOptions = {}) {
+    this.banTimeoutMs = options.banTimeoutMs ?? DEFAULT_BAN_TIMEOUT_MS
+    this.maxBanMs = options.maxBanMs ?? DEFAULT_MAX_BAN_MS
+    this.now = options.now ?? Date.now
+  }
+
+  /** Records a failure and bans the peer; returns the ban's length in ms. */
+  fail (peerId: string): number {
+    const failures = (this.peers.get(peerId)?.failures ?? 0) + 1
+    const banMs = Math.min(this.banTimeoutMs * 2 ** (failures - 1), this.maxBanMs)
+    this.peers.set(peerId, { failures, until: this.now() + banMs })
+    return banMs
+  }
+
+  /**
+   * Clears the peer's failure streak, so its next failure bans it for banTimeout again. A ban in
+   * force runs out on its own, as in Petals: one success while banned does not prove it healthy.
+   */
+  succeed (peerId: string): void {
+    const entry = this.peers.get(peerId)
+    if (entry === undefined) return
+    if (entry.until > this.now()) entry.failures = 0
+    else this.peers.delete(peerId)
+  }
+
+  isBanned (peerId: string): boolean {
+    const entry = this.peers.get(peerId)
+    return entry !== undefined && entry.until > this.now()
+  }
+
+  /**
+   * The spans minus banned peers', except where a block of [start, end) would have no server
+   * (Petals: "if we blacklisted all servers, the error may actually be client-caused", so the
+   * blacklist is ignored for that block). There the banned server whose ban ends first is taken
+   * back, the one that failed least recently or least often; Petals takes every one back, and a
+   * dead server whose record has not expired yet could then be chosen again and again.
+   */
+  filter (spans: readonly ServerSpan[], start: number, end: number): ServerSpan[] {
+    const holds = (span: ServerSpan, block: number): boolean => span.start <= block && block < span.end
+    const kept = spans.filter(s => !this.isBanned(s.peerId))
+    for (const block of missingBlocks(kept, start, end)) {
+      if (kept.some(s => holds(s, block))) continue // taken back for an earlier block
+      const [first] = spans.filter(s => holds(s, block)).sort((a, b) => this.bannedUntil(a.peerId) - this.bannedUntil(b.peerId))
+      if (first !== undefined) kept.push(first)
+    }
+    return spans.filter(s => kept.includes(s))
+  }
+
+  private bannedUntil (peerId: string): number {
+    return this.peers.get(peerId)?.until ?? 0
+  }
+}
+
+/** Wait before retry `attempt` (0-based), as Petals' get_retry_delay: 0, then 1 s doubling to 60 s. */
+export function retryDelayMs (attempt: number): number {
+  if (!(attempt > 0)) return 0
+  return Math.min(1000 * 2 ** (attempt - 1), MAX_RETRY_DELAY_MS)
+}
