@@ -58,7 +58,7 @@ describe('model loading', () => {
   })
 
   it('refuses a directory without config.json, naming what it needs', async () => {
-    await assert.rejects(LocalModel.load(dir), /no config\.json in .*point --model at a Hugging Face model directory/)
+    await assert.rejects(LocalModel.load(dir), /no config\.json in .*point options\.modelDir at a Hugging Face model directory/)
   })
 
   it('refuses unknown architectures, naming the supported ones', async () => {

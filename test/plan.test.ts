@@ -212,26 +212,28 @@ describe('bmrt plan', () => {
       }
     })
 
-    it('explains bad input and exits with 1', async () => {
+    it('explains bad input, and exits with 2 for flags that cannot work and 1 for what fails later', async () => {
       const { dir, cleanup } = await scratchDir()
       try {
         await writeFile(join(dir, 'broken.json'), '{"device": "cpu", "threads": 2}')
-        const cases: Array<[string[], RegExp]> = [
-          [['--model', 'llama-9000', '--memory', '24GiB'], /bmrt plan: no model 'llama-9000': give a shipped config \(llama-2-70b, llama-3\.1-70b, llama-3\.1-8b, mistral-7b, tinyllama\), a model directory or a config\.json file/],
-          [['--model', 'llama-2-70b', '--memory', '24XB'], /option '--memory <size>' argument '24XB' is invalid\. expected a size such as 24GiB \(GiB = 2\^30 bytes\), 80GB \(GB = 10\^9 bytes\)/],
-          [['--model', 'llama-2-70b'], /required option '--memory <size>' not specified/],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--rtt', 'fast'], /argument 'fast' is invalid\. expected a time such as 30ms, 0\.03s or 30 \(milliseconds\)/],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--bandwidth', '10', '--layer-ms', '3'], /option '--bandwidth <GB\/s>' cannot be used with option '--layer-ms <ms>'/],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--dtype', 'int3'], /Allowed choices are f32, bf16, f16, int8, int4/],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--max-length', '5000'], /a session of 5000 tokens does not fit the model's context of 4096 tokens/],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--figures', join(dir, 'missing.json')], /cannot read figures from .*missing\.json \(ENOENT.*\); write it with `npm run bench:blocks -- --save FILE`/],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--figures', join(dir, 'broken.json')], /broken\.json: 'readGBps' must be a positive number, got undefined; write it with/],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--device', 'gpu', '--figures', join(dir, 'broken.json')], /holds CPU figures \(bench:blocks runs the CPU path\); for --device gpu give --bandwidth or --layer-ms/],
-          [['--model', dir, '--memory', '24G'], /no config\.json in /]
+        // [flags, message, exit code]: EXIT_BAD_FLAGS (2) when the flags themselves are wrong, 1 when
+        // they are well formed but the plan fails (a session longer than the context, an unreadable file).
+        const cases: Array<[string[], RegExp, number]> = [
+          [['--model', 'llama-9000', '--memory', '24GiB'], /bmrt plan: no model 'llama-9000': give a shipped config \(llama-2-70b, llama-3\.1-70b, llama-3\.1-8b, mistral-7b, tinyllama\), a model directory or a config\.json file/, 2],
+          [['--model', 'llama-2-70b', '--memory', '24XB'], /option '--memory <size>' argument '24XB' is invalid\. expected a size such as 24GiB \(GiB = 2\^30 bytes\), 80GB \(GB = 10\^9 bytes\)/, 2],
+          [['--model', 'llama-2-70b'], /required option '--memory <size>' not specified/, 2],
+          [['--model', 'llama-2-70b', '--memory', '24G', '--rtt', 'fast'], /argument 'fast' is invalid\. expected a time such as 30ms, 0\.03s or 30 \(milliseconds\)/, 2],
+          [['--model', 'llama-2-70b', '--memory', '24G', '--bandwidth', '10', '--layer-ms', '3'], /option '--bandwidth <GB\/s>' cannot be used with option '--layer-ms <ms>'/, 2],
+          [['--model', 'llama-2-70b', '--memory', '24G', '--dtype', 'int3'], /Allowed choices are f32, bf16, f16, int8, int4/, 2],
+          [['--model', 'llama-2-70b', '--memory', '24G', '--max-length', '5000'], /a session of 5000 tokens does not fit the model's context of 4096 tokens/, 1],
+          [['--model', 'llama-2-70b', '--memory', '24G', '--figures', join(dir, 'missing.json')], /cannot read figures from .*missing\.json \(ENOENT.*\); write it with `npm run bench:blocks -- --save FILE`/, 1],
+          [['--model', 'llama-2-70b', '--memory', '24G', '--figures', join(dir, 'broken.json')], /broken\.json: 'readGBps' must be a positive number, got undefined; write it with/, 1],
+          [['--model', 'llama-2-70b', '--memory', '24G', '--device', 'gpu', '--figures', join(dir, 'broken.json')], /holds CPU figures \(bench:blocks runs the CPU path\); for --device gpu give --bandwidth or --layer-ms/, 1],
+          [['--model', dir, '--memory', '24G'], /no config\.json in .*: point --model at a Hugging Face model directory/, 2]
         ]
-        for (const [args, message] of cases) {
+        for (const [args, message, exitCode] of cases) {
           const { code, stdout, stderr } = await runCommand('bmrt', ['plan', ...args])
-          assert.equal(code, 1, args.join(' '))
+          assert.equal(code, exitCode, args.join(' '))
           assert.equal(stdout, '', args.join(' '))
           assert.match(stderr, message)
         }

@@ -13,7 +13,7 @@ import { WEIGHT_FORMATS, type WeightFormat } from '../inference/dtype.js'
 import { headBytesPerValue, planCapacity, type CapacityPlan, type LayerSpeed, type PlanDevice } from '../petals/planning/capacity-plan.js'
 import { DEFAULT_INFERENCE_MAX_LENGTH } from '../petals/protocol/server-info.js'
 import { DEFAULT_GQA_CACHE_TOKENS, DEFAULT_MHA_CACHE_TOKENS } from '../petals/planning/memory-plan.js'
-import { byteSize, fail, integer, milliseconds, number } from './options.js'
+import { BadFlagsError, byteSize, fail, integer, milliseconds, number } from './options.js'
 
 /** The architectures shipped for planning (config.json files without weights). */
 const SHIPPED_CONFIGS = fileURLToPath(new URL('../../../models/configs', import.meta.url))
@@ -134,7 +134,7 @@ async function loadPlanModel (model: string): Promise<{ config: ModelConfig, pat
     return { config: await readConfigFile(path), path, label: `models/configs/${model}/config.json` }
   }
   const found = await stat(model).catch(() => null)
-  if (found === null) throw new Error(`no model '${model}': give a shipped config (${shipped.join(', ')}), a model directory or a config.json file`)
+  if (found === null) throw new BadFlagsError(`no model '${model}': give a shipped config (${shipped.join(', ')}), a model directory or a config.json file`)
   const path = found.isDirectory() ? join(model, 'config.json') : model
   return { config: found.isDirectory() ? await loadConfig(model) : await readConfigFile(model), path, label: path }
 }
