@@ -19,7 +19,7 @@ describe('bmrt command line', () => {
     assert.equal(stderr.match(/the native addon is not available \(disabled by BMRT_DISABLE_NATIVE=1\); running blocks on the JS backend/g)?.length, 1)
     assert.match(stderr, /on the js backend/)
     const forced = await bmrt('bmrt', ['generate', '--backend', 'native'], { BMRT_DISABLE_NATIVE: '1' })
-    assert.equal(forced.code, 1)
+    assert.equal(forced.code, 2)
     assert.match(forced.stderr, /bmrt generate: the native addon is not available \(disabled by BMRT_DISABLE_NATIVE=1\); use --backend js/)
   })
 

@@ -183,7 +183,7 @@ describe('torch backend start-up errors', function () {
   it('names a missing interpreter and the way out', async () => {
     const config = await loadConfig(BUNDLED_MODEL)
     await assert.rejects(loadTorchSpan(BUNDLED_MODEL, config, 0, 1, { python: '/nonexistent/python3' }),
-      /bmrt could not start \/nonexistent\/python3 \(.*ENOENT.*\): install Python 3\.9\+ or pass --python PATH/)
+      /bmrt could not start \/nonexistent\/python3 \(.*ENOENT.*\): install Python 3\.9\+ or set options\.load\.python to one/)
   })
 
   it('says when the interpreter has no torch, or one too old', async function () {

@@ -118,6 +118,8 @@ export const OPTION_FLAGS: Readonly<Record<string, string>> = {
   'load.device': '--device',
   'load.format': '--dtype',
   'load.maxCacheTokens': '--attn-cache-tokens',
+  'load.python': '--python',
+  swarm: '--swarm',
   initialPeers: '--initial-peers',
   swarmKey: '--swarm-key',
   useRelay: '--use-relay',

@@ -12,6 +12,7 @@ import { checkSpan, type ModelConfig } from './config.js'
 import { DummyWeights } from './dummy-weights.js'
 import { WEIGHT_FORMATS, type DType, type WeightFormat } from './dtype.js'
 import { addonCall, addonCallAsync } from './errors.js'
+import { OptionError } from '../util/errors.js'
 import { layerTensors } from './llama-layout.js'
 import { ropeInverseFrequencies } from './rope.js'
 
@@ -146,7 +147,7 @@ export function resolveNativeDevice (device = 'cpu'): NativeDevice {
 
 function requireAddon (): Addon {
   const native = loadAddon()
-  if (native === null) throw new Error(`the native addon is not available (${loadError}); use --backend js`)
+  if (native === null) throw new OptionError(['load.backend'], name => `the native addon is not available (${loadError}); use ${name('load.backend')} js`)
   return native
 }
 

@@ -11,6 +11,7 @@ import type { BlockRange, BlockSpan, SpanStep } from './backend.js'
 import { checkSpan, type ModelConfig } from './config.js'
 import { DTYPE_BYTES, type DType } from './dtype.js'
 import { BackendError } from './errors.js'
+import { OptionError } from '../util/errors.js'
 import { checkCacheTokens, SessionTable, type TableSession } from './session-table.js'
 
 /** The worker script, shipped in the npm package next to dist/. */
@@ -171,13 +172,13 @@ class TorchWorker {
   }
 
   private startError (err: Error): Error {
-    return new Error(`bmrt could not start ${this.python} (${err.message}): install Python 3.9+ or pass --python PATH`)
+    return new OptionError(['load.python'], name => `bmrt could not start ${this.python} (${err.message}): install Python 3.9+ or set ${name('load.python')} to one`)
   }
 
   private fatalError ({ code, error }: Header): Error {
     if (code === 'NO_TORCH' || code === 'TORCH_TOO_OLD') {
-      return Object.assign(new Error(`${this.python} has no torch: pip install torch (and transformers) for that interpreter, ` +
-        `or pass --python PATH to one that has them (${error})`), { code })
+      return new OptionError(['load.python'], name => `${this.python} has no torch: pip install torch (and transformers) for that interpreter, ` +
+        `or set ${name('load.python')} to one that has them (${error})`)
     }
     return Object.assign(new Error(`the torch worker could not start: ${error}`), { code })
   }

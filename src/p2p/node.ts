@@ -214,7 +214,7 @@ export async function joinSwarm (node: BmrtNode, peers = 1, timeoutMs = 30_000):
   const dials = await Promise.allSettled(initial.addrs.map(async addr => await node.dial(multiaddr(addr), { signal: AbortSignal.timeout(Math.min(timeoutMs, 10_000)) })))
   if (dials.length > 0 && dials.every(d => d.status === 'rejected')) {
     const reasons = dials.map((d, i) => `${initial.addrs[i]}: ${((d as PromiseRejectedResult).reason as Error).message}`)
-    const hint = initial.privateSwarm ? 'every peer of a private swarm needs the same --swarm-key' : 'a private swarm needs its --swarm-key'
+    const hint = initial.privateSwarm ? 'every peer of a private swarm needs the same swarm key' : 'a private swarm needs its swarm key'
     throw new Error(`could not connect to any initial peer (check the addresses; ${hint}):\n  ${reasons.join('\n  ')}`)
   }
   // Re-check whenever a peer finishes identify (that is when kad-dht adds it), and every 100 ms.

@@ -3,6 +3,7 @@
 
 import { chmod, readFile, writeFile } from 'node:fs/promises'
 import { generateKey } from '@libp2p/pnet'
+import { OptionError } from '../util/errors.js'
 import { multiaddr } from '@multiformats/multiaddr'
 
 export interface SwarmPreset {
@@ -23,7 +24,7 @@ export async function loadSwarm (nameOrFile: string): Promise<SwarmPreset> {
   const preset = SWARM_PRESETS[nameOrFile]
   if (preset !== undefined) {
     if (preset.initialPeers.length === 0) {
-      throw new Error(`the ${nameOrFile} swarm has no bootstrap nodes yet: give --initial-peers, or start a swarm with bmrt-node --relay-only --new-swarm`)
+      throw new OptionError(['swarm', 'initialPeers'], name => `the ${nameOrFile} swarm has no bootstrap nodes yet: give ${name('initialPeers')}, or start a swarm with a relay-only node`)
     }
     return preset
   }
@@ -31,7 +32,7 @@ export async function loadSwarm (nameOrFile: string): Promise<SwarmPreset> {
   try {
     text = await readFile(nameOrFile, 'utf8')
   } catch (err) {
-    throw new Error(`--swarm ${nameOrFile}: not a known swarm (${Object.keys(SWARM_PRESETS).join(', ')}) and not a readable file (${(err as Error).message})`)
+    throw new OptionError(['swarm'], name => `${name('swarm')} ${nameOrFile}: not a known swarm (${Object.keys(SWARM_PRESETS).join(', ')}) and not a readable file (${(err as Error).message})`)
   }
   return parseSwarmFile(text, nameOrFile)
 }

@@ -71,7 +71,7 @@ export class RemoteSpan {
       }
       // A relay that limits circuits (libp2p's default: 2 min, 128 KiB) would cut a session off
       // mid-generation; refusing here lets routing choose another server instead.
-      if (connection.limits !== undefined) throw new Error(`reachable only through a relay that limits each circuit${describeLimits(connection.limits)}, too little for a session; bmrt relays (bmrt-node --relay-only) set no such limit`)
+      if (connection.limits !== undefined) throw new Error(`reachable only through a relay that limits each circuit${describeLimits(connection.limits)}, too little for a session; bmrt's relay-only nodes set no such limit`)
       const stream = await connection.newStream(options.protocol, { signal })
       const frames = openFrames(stream)
       await frames.write(Request, {
