@@ -2,13 +2,13 @@
 // finds them per block; withdrawals, forged and expired records, newest-wins, persistent identity.
 
 import assert from 'node:assert/strict'
-import { stat, writeFile } from 'node:fs/promises'
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { generateKeyPair } from '@libp2p/crypto/keys'
+import { generateKeyPair, privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
 import { Registry, recordKey, verifyRecord, type RecordStats } from '../src/p2p/registry.js'
-import { loadOrCreateIdentity } from '../src/p2p/identity.js'
+import { IdentityError, loadOrCreateIdentity } from '../src/p2p/identity.js'
 import { scratchDir } from './helpers.js'
 
 describe('DHT registry on a loopback swarm', function () {
@@ -143,6 +143,33 @@ describe('node identity', () => {
       assert.equal(peerIdFromPrivateKey(second.privateKey).toString(), peerIdFromPrivateKey(first.privateKey).toString())
       await writeFile(path, 'not a key')
       await assert.rejects(loadOrCreateIdentity(path), /is not a bmrt identity file .*move it away/)
+    } finally {
+      await cleanup()
+    }
+  })
+
+  it('with one flipped bit in its private seed is refused on load, though it gives the same peer id; one others can read is reported', async () => {
+    const { dir, cleanup } = await scratchDir()
+    try {
+      const path = join(dir, 'identity.key')
+      const { privateKey } = await loadOrCreateIdentity(path)
+      const bytes = await readFile(path)
+      // The protobuf: type (2 bytes), then the 64 key bytes behind a 2-byte header: 32 of seed, 32 of public key.
+      assert.equal(bytes.length, 68)
+      bytes[4 + 5] ^= 0x10
+      const damaged = join(dir, 'damaged.key')
+      await writeFile(damaged, bytes, { mode: 0o600 })
+      assert.equal(peerIdFromPrivateKey(privateKeyFromProtobuf(bytes)).toString(), peerIdFromPrivateKey(privateKey).toString(), 'libp2p alone takes the damaged key, with the same peer id')
+      await assert.rejects(loadOrCreateIdentity(damaged), (err: Error) => {
+        assert.ok(err instanceof IdentityError, `${err.name}: ${err.message}`)
+        assert.match(err.message, /damaged\.key is damaged: its private key does not make its public key/)
+        return true
+      })
+      if (process.platform !== 'win32') {
+        assert.equal((await loadOrCreateIdentity(path)).exposedMode, null)
+        await chmod(path, 0o644)
+        assert.equal((await loadOrCreateIdentity(path)).exposedMode, 0o644)
+      }
     } finally {
       await cleanup()
     }
