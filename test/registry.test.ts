@@ -107,6 +107,39 @@ describe('DHT registry on a loopback swarm', function () {
   })
 })
 
+describe('a replayed older record', function () {
+  this.timeout(60_000)
+  it('does not replace the newer one on the peer that stores it: after the server moves and stops, a client still reads its new span', async () => {
+    const nodes: BmrtNode[] = []
+    try {
+      const entry = await createNode({ role: 'server' })
+      nodes.push(entry)
+      const addrs = entry.getMultiaddrs().map(a => a.toString())
+      const server = await createNode({ role: 'server', bootstrap: addrs })
+      const attacker = await createNode({ role: 'client', bootstrap: addrs })
+      const client = await createNode({ role: 'client', bootstrap: addrs })
+      nodes.push(server, attacker, client)
+      await Promise.all([server, attacker, client].map(async n => await joinSwarm(n)))
+      await joinSwarm(entry)
+
+      const peerId = server.peerId.toString()
+      const key = recordKey('m', peerId)
+      const registry = new Registry(server)
+      await registry.announce('m', { start: 0, end: 2, state: 'online' })
+      const old = await attacker.contentRouting.get(key) // anyone can read, and keep, the signed record
+      await registry.announce('m', { start: 2, end: 4, state: 'online' }) // the server moves
+      assert.deepEqual((await verifyRecord(key, await entry.contentRouting.get(key))).start, 2)
+
+      await attacker.contentRouting.put(key, old) // replays the old one: it is validly signed, not expired
+      await server.stop() // the server, which held the newer copy itself, is gone
+      const record = await new Registry(client).lookup('m', peerId)
+      assert.deepEqual([record?.start, record?.end], [2, 4], 'the entry node kept the newer record')
+    } finally {
+      await Promise.all(nodes.map(async n => await n.stop()))
+    }
+  })
+})
+
 describe('span records', () => {
   it('are refused when expired, mismatched with their key, or malformed', async () => {
     const privateKey = await generateKeyPair('Ed25519')
