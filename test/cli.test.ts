@@ -1,7 +1,9 @@
 // The commands as a user runs them: real processes, real output.
 
 import assert from 'node:assert/strict'
-import { runCommand as bmrt, scratchDir } from './helpers.js'
+import { chmod, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { runCommand as bmrt, scratchDir, startNode } from './helpers.js'
 
 describe('bmrt command line', () => {
   it('generate streams the bundled model\'s greedy story and reports tokens/s', async () => {
@@ -49,6 +51,35 @@ describe('bmrt command line', () => {
     const help = await bmrt('bmrt-node', ['--help'])
     for (const option of ['--blocks', '--num-blocks', '--initial-peers', '--new-swarm', '--public-name', '--identity', '--port', '--host-addrs', '--announce-addrs', '--public-ip', '--throughput', '--balance-quality', '--update-period', '--expiration', '--attn-cache-tokens', '--inference-max-length', '--max-sessions-per-peer', '--backend', '--dtype', '--quant', '--threads', '--device', '--http-port', '--relay-only', '--use-relay']) {
       assert.ok(help.stdout.includes(option), `${option} missing from bmrt-node --help`)
+    }
+  })
+
+  it('bmrt-node refuses a damaged identity file at once, and warns about one others can read', async function () {
+    if (process.platform === 'win32') this.skip() // file modes
+    const { dir, cleanup } = await scratchDir()
+    const args = ['--new-swarm', '--blocks', '0:2', '--host-addrs', '/ip4/127.0.0.1/tcp/0', '--throughput', '1', '--identity']
+    try {
+      const path = join(dir, 'identity.key')
+      const first = await startNode([...args, path])
+      first.process.kill('SIGKILL')
+      assert.ok(first.output.includes(`created identity ${path}`))
+      assert.ok(!first.output.some(l => l.includes('warning')), first.output.join('\n'))
+
+      // One flipped bit in the seed (byte 5 of 32, after 4 bytes of protobuf header): the same peer id, a key that signs nothing valid.
+      const bytes = await readFile(path)
+      bytes[4 + 5] ^= 0x10
+      const damaged = join(dir, 'damaged.key')
+      await writeFile(damaged, bytes, { mode: 0o600 })
+      const started = startNode([...args, damaged]).then(node => { node.process.kill('SIGKILL'); return node })
+      await assert.rejects(started, /bmrt-node exited with 1 before going online:[\s\S]*bmrt-node: .*damaged\.key is damaged: its private key does not make its public key/)
+
+      await chmod(path, 0o644)
+      const exposed = await startNode([...args, path])
+      exposed.process.kill('SIGKILL')
+      assert.equal(exposed.peerId, first.peerId)
+      assert.match(exposed.output.join('\n'), /bmrt-node: warning: others can read .*identity\.key \(mode 0644\): whoever reads it can sign records as this node; chmod 600 it/)
+    } finally {
+      await cleanup()
     }
   })
 

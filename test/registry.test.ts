@@ -2,13 +2,13 @@
 // finds them per block; withdrawals, forged and expired records, newest-wins, persistent identity.
 
 import assert from 'node:assert/strict'
-import { stat, writeFile } from 'node:fs/promises'
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { generateKeyPair } from '@libp2p/crypto/keys'
+import { generateKeyPair, privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
 import { Registry, recordKey, verifyRecord, type RecordStats } from '../src/p2p/registry.js'
-import { loadOrCreateIdentity } from '../src/p2p/identity.js'
+import { IdentityError, loadOrCreateIdentity } from '../src/p2p/identity.js'
 import { scratchDir } from './helpers.js'
 
 describe('DHT registry on a loopback swarm', function () {
@@ -107,6 +107,39 @@ describe('DHT registry on a loopback swarm', function () {
   })
 })
 
+describe('a replayed older record', function () {
+  this.timeout(60_000)
+  it('does not replace the newer one on the peer that stores it: after the server moves and stops, a client still reads its new span', async () => {
+    const nodes: BmrtNode[] = []
+    try {
+      const entry = await createNode({ role: 'server' })
+      nodes.push(entry)
+      const addrs = entry.getMultiaddrs().map(a => a.toString())
+      const server = await createNode({ role: 'server', bootstrap: addrs })
+      const attacker = await createNode({ role: 'client', bootstrap: addrs })
+      const client = await createNode({ role: 'client', bootstrap: addrs })
+      nodes.push(server, attacker, client)
+      await Promise.all([server, attacker, client].map(async n => await joinSwarm(n)))
+      await joinSwarm(entry)
+
+      const peerId = server.peerId.toString()
+      const key = recordKey('m', peerId)
+      const registry = new Registry(server)
+      await registry.announce('m', { start: 0, end: 2, state: 'online' })
+      const old = await attacker.contentRouting.get(key) // anyone can read, and keep, the signed record
+      await registry.announce('m', { start: 2, end: 4, state: 'online' }) // the server moves
+      assert.deepEqual((await verifyRecord(key, await entry.contentRouting.get(key))).start, 2)
+
+      await attacker.contentRouting.put(key, old) // replays the old one: it is validly signed, not expired
+      await server.stop() // the server, which held the newer copy itself, is gone
+      const record = await new Registry(client).lookup('m', peerId)
+      assert.deepEqual([record?.start, record?.end], [2, 4], 'the entry node kept the newer record')
+    } finally {
+      await Promise.all(nodes.map(async n => await n.stop()))
+    }
+  })
+})
+
 describe('span records', () => {
   it('are refused when expired, mismatched with their key, or malformed', async () => {
     const privateKey = await generateKeyPair('Ed25519')
@@ -143,6 +176,33 @@ describe('node identity', () => {
       assert.equal(peerIdFromPrivateKey(second.privateKey).toString(), peerIdFromPrivateKey(first.privateKey).toString())
       await writeFile(path, 'not a key')
       await assert.rejects(loadOrCreateIdentity(path), /is not a bmrt identity file .*move it away/)
+    } finally {
+      await cleanup()
+    }
+  })
+
+  it('with one flipped bit in its private seed is refused on load, though it gives the same peer id; one others can read is reported', async () => {
+    const { dir, cleanup } = await scratchDir()
+    try {
+      const path = join(dir, 'identity.key')
+      const { privateKey } = await loadOrCreateIdentity(path)
+      const bytes = await readFile(path)
+      // The protobuf: type (2 bytes), then the 64 key bytes behind a 2-byte header: 32 of seed, 32 of public key.
+      assert.equal(bytes.length, 68)
+      bytes[4 + 5] ^= 0x10
+      const damaged = join(dir, 'damaged.key')
+      await writeFile(damaged, bytes, { mode: 0o600 })
+      assert.equal(peerIdFromPrivateKey(privateKeyFromProtobuf(bytes)).toString(), peerIdFromPrivateKey(privateKey).toString(), 'libp2p alone takes the damaged key, with the same peer id')
+      await assert.rejects(loadOrCreateIdentity(damaged), (err: Error) => {
+        assert.ok(err instanceof IdentityError, `${err.name}: ${err.message}`)
+        assert.match(err.message, /damaged\.key is damaged: its private key does not make its public key/)
+        return true
+      })
+      if (process.platform !== 'win32') {
+        assert.equal((await loadOrCreateIdentity(path)).exposedMode, null)
+        await chmod(path, 0o644)
+        assert.equal((await loadOrCreateIdentity(path)).exposedMode, 0o644)
+      }
     } finally {
       await cleanup()
     }

@@ -16,11 +16,12 @@ import { identify } from '@libp2p/identify'
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { lpStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createNode, type BmrtNode } from '../src/p2p/node.js'
+import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
-import { checkReachability, REACHABILITY_PROTOCOL, serveReachabilityChecks } from '../src/p2p/reachability.js'
+import { checkReachability, describeReachability, REACHABILITY_PROTOCOL, serveReachabilityChecks } from '../src/p2p/reachability.js'
 import { ReachabilityRequest, ReachabilityResponse } from '../src/p2p/reachability-messages.js'
+import { FrameStream } from '../src/p2p/frames.js'
 import { EXPECTED } from './expected.js'
 import { BUNDLED_MODEL, runCommand as bmrt, scratchDir, startNode } from './helpers.js'
 
@@ -83,6 +84,66 @@ describe('the reachability check', () => {
     } finally {
       bystander.server.close()
       await asker.stop()
+    }
+  })
+})
+
+describe('the reachability check among liars', function () {
+  this.timeout(120_000)
+  const DENIERS = 7
+
+  it('one dial-back that arrived makes a node reachable: a claimed one that never came and 7 denials do not outvote it, and a real server starts', async () => {
+    // The honest checker is the swarm's entry node; the others answer every check with a script.
+    const honest = await createNode({ role: 'server' })
+    await serveReachabilityChecks(honest)
+    const entry = honest.getMultiaddrs()[0].toString()
+    const liars: BmrtNode[] = []
+    const scripted = async (answer: ReachabilityResponse): Promise<BmrtNode> => {
+      const node = await createNode({ role: 'server', bootstrap: [entry] })
+      liars.push(node)
+      await node.handle(REACHABILITY_PROTOCOL, async stream => {
+        const frames = new FrameStream(stream, 16 << 10)
+        await frames.read(ReachabilityRequest)
+        await frames.write(ReachabilityResponse, answer)
+        await stream.close()
+      })
+      await joinSwarm(node)
+      return node
+    }
+    let child: ChildProcess | undefined
+    try {
+      const claimer = await scripted({ reachable: true, detail: 'dialed back /ip4/127.0.0.1/tcp/1' }) // never dials
+      await Promise.all(Array.from({ length: DENIERS }, async () => await scripted({ reachable: false, detail: 'could not dial you' })))
+
+      // Every peer is an initial peer, so that all 9 are asked (a DHT walk may find fewer).
+      const peers = [entry, ...liars.map(l => l.getMultiaddrs()[0].toString())]
+      // The claim alone does not make reachable a node nobody can dial (an announced port nobody listens on).
+      const closed = await listenOn('127.0.0.1')
+      await new Promise(resolve => closed.server.close(resolve))
+      const unreachable = await checkReachability({ listen: ['/ip4/127.0.0.1/tcp/0'], announce: [`/ip4/127.0.0.1/tcp/${closed.port}`], bootstrap: peers })
+      assert.equal(unreachable.reachable, false, describeReachability(unreachable))
+      assert.match(describeReachability(unreachable), /^reachability: not reachable directly \(0 of 9 peers dialed back; /)
+
+      // With one honest checker among them, the node is reachable.
+      const report = await checkReachability({ listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: peers })
+      assert.equal(report.reachable, true, describeReachability(report))
+      assert.equal(describeReachability(report), 'reachability: directly reachable (1 of 9 peers dialed back)')
+      assert.equal(report.answers.length, 1 + 1 + DENIERS)
+      const byPeer = new Map(report.answers.map(a => [a.peerId, a]))
+      assert.equal(byPeer.get(honest.peerId.toString())?.reachable, true, JSON.stringify(report.answers))
+      assert.match(byPeer.get(claimer.peerId.toString())?.detail ?? '', /said it dialed back .*, but no connection from it arrived/)
+      assert.equal(byPeer.get(claimer.peerId.toString())?.reachable, false)
+
+      // A real bmrt-node among these peers checks, and starts serving directly.
+      const server = await startNode([...peers.flatMap(p => ['--initial-peers', p]), '--blocks', '0:5', '--host-addrs', '/ip4/127.0.0.1/tcp/0', '--throughput', '1'], {
+        onSpawn: c => { child = c },
+        // A verdict of "unreachable" would make it wait 30 s for a relay that does not exist: stop it at once.
+        onLine: line => { if (line.startsWith('reachability:') && !line.includes('directly reachable')) child?.kill('SIGKILL') }
+      })
+      assert.ok(server.output.includes('reachability: directly reachable (1 of 9 peers dialed back)'), server.output.join('\n'))
+    } finally {
+      child?.kill('SIGKILL')
+      await Promise.all([...liars, honest].map(async n => await n.stop()))
     }
   })
 })

@@ -88,6 +88,9 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(exitOnBadFla
       const expirationMs = (o.expiration ?? TTL_UPDATE_PERIODS * o.updatePeriod) * 1000
       const identity = o.identity === undefined ? undefined : await loadOrCreateIdentity(o.identity)
       if (identity?.created === true) log(`created identity ${o.identity}`)
+      if (identity?.exposedMode != null) {
+        process.stderr.write(`bmrt-node: warning: others can read ${o.identity} (mode 0${identity.exposedMode.toString(8)}): whoever reads it can sign records as this node; chmod 600 it\n`)
+      }
       const network = {
         privateKey: identity?.privateKey,
         listen: o.hostAddrs.length > 0 ? o.hostAddrs : [`/ip4/0.0.0.0/tcp/${o.port}`],

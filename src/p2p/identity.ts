@@ -3,9 +3,9 @@
 // key of each running node, which signs its records; and the short form of a peer id that logs and
 // reports show.
 
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import { generateKeyPair, generateKeyPairFromSeed, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import type { BmrtNode } from './node.js'
 
@@ -23,27 +23,65 @@ export function privateKeyOf (node: BmrtNode): PrivateKey {
   return key
 }
 
-/** Reads the key at `path`, or creates it there; `created` says which. */
-export async function loadOrCreateIdentity (path: string): Promise<{ privateKey: PrivateKey, created: boolean }> {
+/** An identity file that cannot be read, is not a key, or holds a damaged key. */
+export class IdentityError extends Error {
+  constructor (readonly path: string, message: string) {
+    super(message)
+    this.name = 'IdentityError'
+  }
+}
+
+/** An Ed25519 seed is the first 32 bytes of the 64 stored; the public key is the other 32. */
+const ED25519_SEED_BYTES = 32
+
+/**
+ * Checks that the private half of a key makes its public half. An Ed25519 key file stores both
+ * (seed, then public key), and libp2p takes the stored public half as it is: a file with a damaged
+ * seed loads with the right peer id, but every record it signs is then refused by the swarm, and the
+ * node fails later with a misleading error (DHT peers not found). Other key types store the private
+ * key alone and derive the public one.
+ */
+async function checkKeyPair (path: string, privateKey: PrivateKey): Promise<void> {
+  if (privateKey.type !== 'Ed25519') return
+  const rebuilt = await generateKeyPairFromSeed('Ed25519', privateKey.raw.subarray(0, ED25519_SEED_BYTES))
+  if (!rebuilt.publicKey.equals(privateKey.publicKey)) {
+    throw new IdentityError(path, `${path} is damaged: its private key does not make its public key; restore it from a backup, or move it away to create a new identity (a new peer id)`)
+  }
+}
+
+export interface LoadedIdentity {
+  privateKey: PrivateKey
+  /** true: the file did not exist and was created (mode 0600) */
+  created: boolean
+  /** the file's permission bits, where others than its owner may read or write it (mode & 0o077 != 0); null otherwise and on Windows */
+  exposedMode: number | null
+}
+
+/** Reads the key at `path` and checks it, or creates it there; `created` says which. */
+export async function loadOrCreateIdentity (path: string): Promise<LoadedIdentity> {
   let bytes: Uint8Array | null = null
   try {
     bytes = await readFile(path)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot read identity file ${path}: ${(err as Error).message}`)
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new IdentityError(path, `cannot read identity file ${path}: ${(err as Error).message}`)
   }
   if (bytes !== null) {
+    let privateKey: PrivateKey
     try {
-      return { privateKey: privateKeyFromProtobuf(bytes), created: false }
+      privateKey = privateKeyFromProtobuf(bytes)
     } catch (err) {
-      throw new Error(`${path} is not a bmrt identity file (${(err as Error).message}); move it away to create a new identity`)
+      throw new IdentityError(path, `${path} is not a bmrt identity file (${(err as Error).message}); move it away to create a new identity`)
     }
+    await checkKeyPair(path, privateKey)
+    const mode = process.platform === 'win32' ? 0 : (await stat(path)).mode & 0o777
+    return { privateKey, created: false, exposedMode: (mode & 0o077) !== 0 ? mode : null }
   }
   const privateKey = await generateKeyPair('Ed25519')
   await mkdir(dirname(path), { recursive: true })
   // 'wx': never overwrite a key another process created meanwhile.
   await writeFile(path, privateKeyToProtobuf(privateKey), { mode: 0o600, flag: 'wx' })
   await chmod(path, 0o600) // the mode above is subject to the umask
-  return { privateKey, created: true }
+  return { privateKey, created: true, exposedMode: null }
 }
 
 /**

@@ -23,7 +23,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { rememberPrivateKey } from './identity.js'
-import { registryDhtOptions, type RecordStats } from './registry.js'
+import { NewestRecordDatastore, registryDhtOptions, type RecordStats } from './registry.js'
 
 /**
  * The part of libp2p's address manager bmrt uses. libp2p announces a public listening address only
@@ -150,6 +150,7 @@ export async function createNode (options: NodeOptions): Promise<BmrtNode> {
   const listen = [...(options.listen ?? defaultListen), ...(useRelay ? ['/p2p-circuit'] : [])]
   const node = await createLibp2p({
     privateKey,
+    datastore: new NewestRecordDatastore(), // kad-dht's records: a newer one is never replaced by an older one
     addresses: {
       listen,
       announce: options.announce ?? []

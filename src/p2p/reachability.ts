@@ -1,8 +1,10 @@
 // Can peers dial this machine? A server asks before it starts, as Petals does (its
 // ReachabilityProtocol): a short-lived probe node, listening where the server will listen, joins
-// the swarm and asks up to 5 peers to dial it back on a new direct connection. If at least half of
-// those that answer get through, the server is directly reachable; otherwise it is behind NAT or a
-// firewall and must be reached through a relay. If nobody answers, it is taken as reachable.
+// the swarm and asks up to 16 peers to dial it back on a new direct connection. It is directly
+// reachable if at least one dial-back arrived: a peer's "I dialed you back" counts only if the
+// probe saw a connection from that peer come in, so liars can neither make it reachable nor,
+// however many, outvote one dial-back that arrived. Otherwise, if peers answered, it is behind NAT
+// or a firewall and must be reached through a relay; if nobody answers, it is taken as reachable.
 //
 // libp2p's own AutoNAT is not used: it needs 4 confirmations from distinct peers and skips private
 // addresses, so it never decides in a small or LAN swarm (see PATCHES.md).
@@ -15,8 +17,17 @@ import { FrameStream } from './frames.js'
 
 export const REACHABILITY_PROTOCOL = '/bmrt/reachability/1.0.0'
 
-/** How many peers a server asks (Petals asks up to 5). */
-const PEERS_TO_ASK = 5
+/**
+ * How many peers a server asks (Petals asks up to 5). More than Petals, because one real dial-back
+ * is enough: the more peers are asked, the more identities an attacker needs to hide every honest
+ * checker (issue 20, row 7).
+ */
+const PEERS_TO_ASK = 16
+/**
+ * How long after a peer claims a dial-back its connection may still be on its way in (it arrives
+ * before the claim: the checker's dial ends only once the probe has accepted its connection).
+ */
+const DIAL_BACK_ARRIVAL_MS = 2000
 /** How long one dial-back may take (the Petals health check allows 5 s). */
 const DIAL_BACK_TIMEOUT_MS = 5000
 /** A request names at most this many addresses (a machine has a handful). */
@@ -25,9 +36,12 @@ const MAX_ADDRS = 16
 const MAX_FRAME_BYTES = 16 << 10
 
 export interface ReachabilityReport {
-  /** true: peers could dial us; false: they could not (use a relay); null: no peer answered */
+  /** true: at least one peer's dial-back arrived; false: none did (use a relay); null: no peer answered */
   reachable: boolean | null
-  /** peers asked, and what each said */
+  /**
+   * peers asked, and what each said; a claimed dial-back whose connection never arrived is
+   * reported as `reachable: false`
+   */
   answers: Array<{ peerId: string, reachable: boolean | null, detail: string }>
 }
 
@@ -95,30 +109,60 @@ async function dialBack (node: BmrtNode, connection: Connection, addrBytes: Uint
  */
 export async function checkReachability (network: Pick<NodeOptions, 'listen' | 'announce' | 'bootstrap' | 'dhtProtocol' | 'swarmKey'>): Promise<ReachabilityReport> {
   const probe = await createNode({ role: 'client', ...network })
+  // Peers whose direct connection came in: the dial-backs that arrived.
+  const arrived = new Set<string>()
+  const waiting = new Map<string, Array<() => void>>()
+  const onOpen = (event: CustomEvent<Connection>): void => {
+    const connection = event.detail
+    if (connection.direction !== 'inbound' || isRelayed(connection.remoteAddr)) return
+    const peer = connection.remotePeer.toString()
+    arrived.add(peer)
+    for (const wake of waiting.get(peer) ?? []) wake()
+    waiting.delete(peer)
+  }
+  probe.addEventListener('connection:open', onOpen)
+  /** Whether a connection from `peer` came in, or comes in within DIAL_BACK_ARRIVAL_MS. */
+  const arrival = async (peer: string): Promise<boolean> => {
+    if (arrived.has(peer)) return true
+    await new Promise<void>(resolve => {
+      const timer = setTimeout(resolve, DIAL_BACK_ARRIVAL_MS)
+      waiting.set(peer, [...(waiting.get(peer) ?? []), () => { clearTimeout(timer); resolve() }])
+    })
+    return arrived.has(peer)
+  }
   try {
     await joinSwarm(probe)
-    const asked = []
+    // Peers known to answer checks first, then peers not identified yet (they may answer too).
+    const known = []
+    const unidentified = []
     for (const peer of probe.getPeers()) {
-      if (asked.length === PEERS_TO_ASK) break
-      const { protocols } = await probe.peerStore.get(peer)
-      if (protocols.includes(REACHABILITY_PROTOCOL)) asked.push(peer)
+      const protocols = (await probe.peerStore.get(peer).catch(() => null))?.protocols ?? []
+      if (protocols.includes(REACHABILITY_PROTOCOL)) known.push(peer)
+      else if (protocols.length === 0) unidentified.push(peer)
     }
+    const asked = [...known, ...unidentified].slice(0, PEERS_TO_ASK)
     const addrs = ownAddresses(probe).map(a => a.bytes)
     const answers = await Promise.all(asked.map(async peer => {
+      const peerId = peer.toString()
+      let answer: ReachabilityResponse
       try {
         const frames = new FrameStream(await probe.dialProtocol(peer, REACHABILITY_PROTOCOL, { signal: AbortSignal.timeout(DIAL_BACK_TIMEOUT_MS) }), MAX_FRAME_BYTES)
         await frames.write(ReachabilityRequest, { addrs })
-        const answer = await frames.read(ReachabilityResponse, { signal: AbortSignal.timeout(2 * DIAL_BACK_TIMEOUT_MS) })
-        if (answer === null) throw new Error('closed the stream without an answer')
-        return { peerId: peer.toString(), reachable: answer.reachable, detail: answer.detail }
+        const read = await frames.read(ReachabilityResponse, { signal: AbortSignal.timeout(2 * DIAL_BACK_TIMEOUT_MS) })
+        if (read === null) throw new Error('closed the stream without an answer')
+        answer = read
       } catch (err) {
-        return { peerId: peer.toString(), reachable: null, detail: `no answer: ${(err as Error).message}` }
+        return { peerId, reachable: null, detail: `no answer: ${(err as Error).message}` }
       }
+      if (answer.reachable && !(await arrival(peerId))) {
+        return { peerId, reachable: false, detail: `said it dialed back (${answer.detail}), but no connection from it arrived` }
+      }
+      return { peerId, reachable: answer.reachable, detail: answer.detail }
     }))
     const answered = answers.filter(a => a.reachable !== null)
-    const confirmed = answered.filter(a => a.reachable === true).length
-    return { reachable: answered.length === 0 ? null : 2 * confirmed >= answered.length, answers }
+    return { reachable: answered.some(a => a.reachable === true) ? true : answered.length === 0 ? null : false, answers }
   } finally {
+    probe.removeEventListener('connection:open', onOpen)
     await probe.stop()
   }
 }

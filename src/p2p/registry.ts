@@ -10,6 +10,8 @@ import { sha256 } from 'multiformats/hashes/sha2'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { KadDHTInit, SelectFn, ValidateFn } from '@libp2p/kad-dht'
 import { Queue } from '@libp2p/utils'
+import { Libp2pRecord } from '@libp2p/record'
+import { MemoryDatastore } from 'datastore-core/memory'
 import { privateKeyOf } from './identity.js'
 import type { BmrtNode } from './node.js'
 
@@ -161,6 +163,61 @@ function concat (a: Uint8Array, b: Uint8Array): Uint8Array {
   return out
 }
 
+/** The signed payload of a record (span or index), or null if it is not JSON. */
+function payloadOf (value: Uint8Array): { ts?: unknown, expiresAt?: unknown } | null {
+  try {
+    return JSON.parse(decoder.decode(value.subarray(0, value.length - SIGNATURE_BYTES)))
+  } catch {
+    return null
+  }
+}
+
+/** kad-dht's selector for bmrt records: the index of the newest one (largest `ts`; the first of equals). */
+const selectNewest: SelectFn = (_key, records) => {
+  let best = 0
+  let bestTs = -Infinity
+  records.forEach((value, i) => {
+    const ts = payloadOf(value)?.ts
+    if (typeof ts === 'number' && ts > bestTs) { best = i; bestTs = ts }
+  })
+  return best
+}
+
+/** Where kad-dht keeps the records it stores (its default datastorePrefix '/dht', then '/record'). */
+const DHT_RECORD_PREFIX = '/dht/record/'
+
+/**
+ * The datastore of a bmrt node: kad-dht's own, except that a stored bmrt record is never replaced
+ * by an older one of the same key (one selectNewest does not pick) while the stored one is still
+ * valid. js kad-dht's PUT_VALUE handler overwrites whatever it holds with any record that passes
+ * the validator, and runs the selector only on reads; so anyone could replay a server's older
+ * signed record after the server moved, and a storing peer served that until it expired (180 s),
+ * the server's blocks looking unserved once the server itself, which held the newer copy, was gone.
+ * go-libp2p-kad-dht compares on PUT and keeps the better record, as this does (PATCHES.md).
+ */
+export class NewestRecordDatastore extends MemoryDatastore {
+  override async put (key: Parameters<MemoryDatastore['put']>[0], value: Uint8Array, options?: Parameters<MemoryDatastore['put']>[2]): Promise<Parameters<MemoryDatastore['put']>[0]> {
+    if (key.toString().startsWith(DHT_RECORD_PREFIX) && await this.keepsStored(key, value)) return key
+    return await super.put(key, value, options)
+  }
+
+  /** Whether the record stored under `key` is a valid bmrt record newer than `value`. */
+  private async keepsStored (key: Parameters<MemoryDatastore['put']>[0], value: Uint8Array): Promise<boolean> {
+    let incoming: Libp2pRecord, stored: Libp2pRecord
+    try {
+      if (!(await this.has(key))) return false
+      incoming = Libp2pRecord.deserialize(value)
+      stored = Libp2pRecord.deserialize(await this.get(key))
+    } catch {
+      return false // not a record kad-dht wrote: not ours to judge
+    }
+    if (!decoder.decode(incoming.key).startsWith(`/${NAMESPACE}/`)) return false
+    const expiresAt = payloadOf(stored.value)?.expiresAt
+    if (typeof expiresAt !== 'number' || expiresAt <= Date.now()) return false
+    return selectNewest(incoming.key, [incoming.value, stored.value]) === 1
+  }
+}
+
 /**
  * kad-dht settings every node of a swarm must share: the span-record validator (counting what it
  * refuses in `stats`) and newest-wins selector, and provider-record expiry. createNode applies them
@@ -177,20 +234,9 @@ export function registryDhtOptions (stats: RecordStats, ttlMs = DEFAULT_RECORD_T
       throw err
     }
   }
-  const select: SelectFn = (_key, records) => {
-    let best = 0
-    let bestTs = -Infinity
-    records.forEach((value, i) => {
-      try {
-        const ts = JSON.parse(decoder.decode(value.subarray(0, value.length - SIGNATURE_BYTES))).ts
-        if (ts > bestTs) { best = i; bestTs = ts }
-      } catch {}
-    })
-    return best
-  }
   return {
     validators: { [NAMESPACE]: validate },
-    selectors: { [NAMESPACE]: select },
+    selectors: { [NAMESPACE]: selectNewest },
     reprovide: { validity: ttlMs, interval: Math.min(15_000, ttlMs / 4), threshold: ttlMs - refreshMs },
     // How long one DHT request may take. kad-dht's adaptive timeout starts at 5 s and doubles after
     // failures up to 60 s, and a query ends only when its last request does: with servers hung now
