@@ -10,7 +10,9 @@ import { shortPeerId } from '../p2p/identity.js'
 import type { ApiModel } from './api-model.js'
 import { parseModel, parseSampling, type SamplingRequest } from './generation-request.js'
 import { ApiError, badRequest } from './http-util.js'
-import { addContributions, isEnded, type Contribution, type JobRecord, type JobStore } from './job-store.js'
+import { addContributions, DEFAULT_KEPT_JOBS, isEnded, type Contribution, type JobRecord, type JobStore } from './job-store.js'
+
+export { DEFAULT_KEPT_JOBS }
 
 /** Jobs that may wait; more are refused with 429. */
 export const DEFAULT_MAX_QUEUED_JOBS = 64
@@ -28,6 +30,11 @@ export interface JobBoardOptions {
    * @default DEFAULT_JOB_CONCURRENCY (2)
    */
   concurrency?: number
+  /**
+   * ended jobs kept (in memory and in the file); older ones leave only their contributions
+   * @default DEFAULT_KEPT_JOBS (1000)
+   */
+  kept?: number
   log?: (line: string) => void
 }
 
@@ -51,10 +58,12 @@ export class JobBoard {
   private closing = false
   readonly maxQueued: number
   readonly concurrency: number
+  readonly kept: number
 
   constructor (private readonly model: ApiModel, private readonly store: JobStore, private readonly options: JobBoardOptions = {}) {
     this.maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED_JOBS
     this.concurrency = options.concurrency ?? DEFAULT_JOB_CONCURRENCY
+    this.kept = options.kept ?? store.keep
     for (const job of store.jobs) {
       this.jobs.set(job.id, job)
       if (job.status === 'queued') this.enqueue(job)
@@ -63,7 +72,10 @@ export class JobBoard {
     this.pump()
   }
 
-  /** Validates a submission and queues it; 429 when the queue is full. */
+  /**
+   * Validates a submission and queues it. When the queue is full, a job of higher priority than the
+   * lowest queued one takes its place (that one ends as cancelled, saying why); others get 429.
+   */
   async submit (body: Record<string, unknown>): Promise<JobView> {
     if (typeof body.prompt !== 'string' || body.prompt.length === 0) throw badRequest('prompt must be a non-empty string', 'prompt')
     if (body.prompt.length > MAX_PROMPT_CHARS) throw badRequest(`prompt exceeds ${MAX_PROMPT_CHARS} characters`, 'prompt')
@@ -73,7 +85,11 @@ export class JobBoard {
     const sampling = parseSampling(body, DEFAULT_JOB_MAX_TOKENS)
     const promptTokens = this.model.promptIds(body.prompt).length
     const maxTokens = this.model.completionTokens(promptTokens, sampling.maxTokens)
-    if (this.queue.length >= this.maxQueued) {
+    const lowest = this.queue[this.queue.length - 1] // lowest priority, newest of its priority
+    if (this.queue.length >= this.maxQueued && lowest.priority < (priority as number)) {
+      this.queue.pop()
+      await this.finish(lowest, { status: 'cancelled', error: `displaced from the full queue by a job of priority ${priority as number}` })
+    } else if (this.queue.length >= this.maxQueued) {
       throw new ApiError(429, `the job queue is full (${this.queue.length} of ${this.maxQueued} waiting); try again when some have finished`, { code: 'queue_full', headers: { 'retry-after': '10' } })
     }
     const job: JobRecord = {
@@ -217,7 +233,22 @@ export class JobBoard {
   private async finish (job: JobRecord, end: Pick<JobRecord, 'status'> & Partial<JobRecord>): Promise<void> {
     Object.assign(job, end, { finished_at: Date.now() / 1000 })
     this.options.log?.(`job ${job.id} ${job.status}${job.error !== null ? `: ${job.error}` : ''} (${job.completion_tokens} tokens)`)
+    this.forgetOldEnded()
     await this.store.save(job)
+    await this.store.compactIfLong([...this.jobs.values()])
+  }
+
+  /** Keeps the newest `kept` ended jobs; older ones leave only their contributions, carried by the store. */
+  private forgetOldEnded (): void {
+    let ended = 0
+    for (const job of this.jobs.values()) if (isEnded(job.status)) ended++
+    for (const job of this.jobs.values()) { // in creation order: the oldest first
+      if (ended <= this.kept) break
+      if (!isEnded(job.status)) continue
+      this.jobs.delete(job.id)
+      this.store.carry(job.contributions)
+      ended--
+    }
   }
 
   private view (job: JobRecord): JobView {
