@@ -339,20 +339,21 @@ function normalOrigin (origin: string): string {
   }
 }
 
-function checkGatewayOptions (options: GatewayOptions): void {
+/** Throws an OptionError for options that cannot work; Gateway.start calls it, a caller may call it before loading a model. */
+export function checkGatewayOptions (options: Pick<GatewayOptions, 'allowOrigins' | 'maxConnectionsPerIp' | 'keptJobs' | 'requestTimeoutMs'>): void {
   for (const origin of options.allowOrigins ?? []) {
     let parsed: URL | undefined
     try { parsed = new URL(origin) } catch {}
     if (parsed === undefined || parsed.origin === 'null' || parsed.origin !== origin.replace(/\/$/, '').toLowerCase()) {
-      throw new OptionError(['allowOrigins'], name => `${name} takes origins such as https://app.example:8443 (scheme, host and port, no path, never *), got ${clip(origin)}`)
+      throw new OptionError(['allowOrigins'], name => `${name('allowOrigins')} takes origins such as https://app.example:8443 (scheme, host and port, no path, never *), got ${clip(origin)}`)
     }
   }
   const perIp = options.maxConnectionsPerIp ?? DEFAULT_MAX_CONNECTIONS_PER_IP
-  if (!Number.isSafeInteger(perIp) || perIp < 1) throw new OptionError(['maxConnectionsPerIp'], name => `${name} must be an integer >= 1, got ${perIp}`)
+  if (!Number.isSafeInteger(perIp) || perIp < 1) throw new OptionError(['maxConnectionsPerIp'], name => `${name('maxConnectionsPerIp')} must be an integer >= 1, got ${perIp}`)
   const kept = options.keptJobs ?? DEFAULT_KEPT_JOBS
-  if (!Number.isSafeInteger(kept) || kept < 1) throw new OptionError(['keptJobs'], name => `${name} must be an integer >= 1, got ${kept}`)
+  if (!Number.isSafeInteger(kept) || kept < 1) throw new OptionError(['keptJobs'], name => `${name('keptJobs')} must be an integer >= 1, got ${kept}`)
   const timeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS
-  if (!Number.isFinite(timeout) || timeout <= 0) throw new OptionError(['requestTimeoutMs'], name => `${name} must be a positive number of ms, got ${timeout}`)
+  if (!Number.isFinite(timeout) || timeout <= 0) throw new OptionError(['requestTimeoutMs'], name => `${name('requestTimeoutMs')} must be a positive number of ms, got ${timeout}`)
 }
 
 /**

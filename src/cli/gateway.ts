@@ -3,7 +3,7 @@
 
 import { Command, Option } from 'commander'
 import { ApiModel } from '../api/api-model.js'
-import { DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, DEFAULT_MAX_CONNECTIONS_PER_IP, Gateway } from '../api/gateway.js'
+import { checkGatewayOptions, DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, DEFAULT_MAX_CONNECTIONS_PER_IP, Gateway } from '../api/gateway.js'
 import { DEFAULT_JOB_CONCURRENCY, DEFAULT_KEPT_JOBS, DEFAULT_MAX_QUEUED_JOBS } from '../api/jobs.js'
 import { DistributedModel } from '../petals/client/distributed-model.js'
 import { formatRoute } from '../petals/client/routing.js'
@@ -51,6 +51,8 @@ export interface StartedGateway {
  */
 export async function startGateway (modelDir: string, swarm: { initialPeers: string[], swarmKey?: Uint8Array }, o: GatewayCliOptions & { modelName?: string },
   log: (line: string) => void): Promise<StartedGateway> {
+  const guards = { keptJobs: o.keptJobs, allowOrigins: o.allowOrigin, allowHosts: o.allowHost, maxConnectionsPerIp: o.maxConnectionsPerIp }
+  checkGatewayOptions(guards) // before joining the swarm
   const model = await DistributedModel.load(modelDir, {
     ...swarm,
     modelName: o.modelName,
@@ -68,10 +70,7 @@ export async function startGateway (modelDir: string, swarm: { initialPeers: str
       jobsFile: o.jobsFile,
       maxQueuedJobs: o.maxQueuedJobs,
       jobConcurrency: o.jobConcurrency,
-      keptJobs: o.keptJobs,
-      allowOrigins: o.allowOrigin,
-      allowHosts: o.allowHost,
-      maxConnectionsPerIp: o.maxConnectionsPerIp,
+      ...guards,
       log: line => log(`gateway: ${line}`)
     })
     const url = gateway.url
