@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict'
 import { appendFile, readFile } from 'node:fs/promises'
 import { request } from 'node:http'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import OpenAI from 'openai'
 import { collect, generate } from '../src/inference/generate.js'
@@ -13,6 +14,8 @@ import { LocalModel } from '../src/inference/model.js'
 import { Tokenizer } from '../src/inference/tokenizer.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { JobStore } from '../src/api/job-store.js'
+import { ApiModel } from '../src/api/api-model.js'
+import { Gateway } from '../src/api/gateway.js'
 import { startGateway, type StartedGateway } from '../src/cli/gateway.js'
 import { loadAddon } from '../src/inference/native-backend.js'
 import { EXPECTED } from './expected.js'
@@ -340,6 +343,22 @@ describe('HTTP gateway on a 3-server swarm', function () {
 
     await started.close()
     await openGateway()
+  })
+
+  it('closes a request whose body does not arrive within requestTimeoutMs with 408 (issue 20, row 10)', async () => {
+    // Before: Node's default, 300 s per request, so a dripping client held its connection that long.
+    const gateway = await Gateway.start({ model: new ApiModel(started.model, 'stories260K'), node: started.model.node, port: 0, jobsFile: join(scratch.dir, 'timeout-jobs.jsonl'), requestTimeoutMs: 500 })
+    try {
+      const socket = connect({ host: '127.0.0.1', port: Number(new URL(gateway.url).port) })
+      let answer = ''
+      socket.on('data', (chunk: Buffer) => { answer += chunk.toString() })
+      socket.write('POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"prompt":')
+      await waitFor('the gateway to close the slow request', () => socket.destroyed || socket.readableEnded, 15_000)
+      socket.destroy()
+      assert.match(answer, /^HTTP\/1\.1 408 /)
+    } finally {
+      await gateway.close()
+    }
   })
 
   it('refuses jobs past a full queue with 429, cancels, and keeps jobs across a restart', async () => {

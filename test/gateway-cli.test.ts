@@ -9,7 +9,7 @@ import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { EXPECTED } from './expected.js'
-import { POSIX_SIGNALS, ROOT, scratchDir, startNode, waitFor } from './helpers.js'
+import { POSIX_SIGNALS, ROOT, runCommand, scratchDir, startNode, waitFor } from './helpers.js'
 
 /** Resolves with the first captured group once a line of `lines` matches `pattern`. */
 async function lineMatching (lines: string[], pattern: RegExp, what: string, timeoutMs = 60_000): Promise<string> {
@@ -116,5 +116,12 @@ describe('starting the gateway from the command line', function () {
       child.kill('SIGKILL')
       await scratch.cleanup()
     }
+  })
+
+  it('refuses --allow-origin * before starting anything: the gateway never lets every origin in', async () => {
+    const result = await runCommand('bmrt', ['demo', '--http-port', '0', '--allow-origin', '*'])
+    assert.equal(result.code, 2, result.stderr)
+    assert.match(result.stderr, /--allow-origin takes origins such as https:\/\/app\.example:8443 \(scheme, host and port, no path, never \*\), got \*/)
+    assert.doesNotMatch(result.stdout, /serving blocks/)
   })
 })
