@@ -85,10 +85,9 @@ export class JobBoard {
     const sampling = parseSampling(body, DEFAULT_JOB_MAX_TOKENS)
     const promptTokens = this.model.promptIds(body.prompt).length
     const maxTokens = this.model.completionTokens(promptTokens, sampling.maxTokens)
-    const lowest = this.queue[this.queue.length - 1] // lowest priority, newest of its priority
-    if (this.queue.length >= this.maxQueued && lowest.priority < (priority as number)) {
-      this.queue.pop()
-      await this.finish(lowest, { status: 'cancelled', error: `displaced from the full queue by a job of priority ${priority as number}` })
+    let displaced: JobRecord | undefined
+    if (this.queue.length >= this.maxQueued && this.queue[this.queue.length - 1].priority < (priority as number)) {
+      displaced = this.queue.pop() // the lowest priority, the newest of its priority
     } else if (this.queue.length >= this.maxQueued) {
       throw new ApiError(429, `the job queue is full (${this.queue.length} of ${this.maxQueued} waiting); try again when some have finished`, { code: 'queue_full', headers: { 'retry-after': '10' } })
     }
@@ -111,7 +110,8 @@ export class JobBoard {
       finished_at: null
     }
     this.jobs.set(job.id, job)
-    this.enqueue(job)
+    this.enqueue(job) // before any await, so that the queue never holds more than maxQueued
+    if (displaced !== undefined) await this.finish(displaced, { status: 'cancelled', error: `displaced from the full queue by a job of priority ${job.priority}` })
     await this.store.save(job)
     this.pump()
     return this.view(job)
