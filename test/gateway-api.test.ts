@@ -24,6 +24,8 @@ import { BUNDLED_MODEL, scratchDir, waitFor } from './helpers.js'
 const BACKEND = loadAddon() !== null ? 'native' : 'js'
 const KEY = 'test-key'
 const ALLOWED_ORIGIN = 'https://app.example:8443'
+/** The owner token this test's own requests send (x-job-owner), as the pages do. */
+const OWNER = 'owner-token-of-this-test'
 
 /** One HTTP request with exactly these headers (fetch will not send a Host of our choosing). */
 async function raw (url: string, method: string, path: string, headers: Record<string, string>, body?: string): Promise<{ status: number, headers: Record<string, string | string[] | undefined>, body: any }> {
@@ -65,7 +67,7 @@ describe('HTTP gateway on a 3-server swarm', function () {
     client = new OpenAI({ baseURL: `${url}v1`, apiKey: KEY, maxRetries: 0 })
   }
   const api = async (path: string, init: RequestInit = {}, key: string | null = KEY): Promise<{ status: number, body: any }> => {
-    const headers: Record<string, string> = { 'content-type': 'application/json', ...(key !== null ? { authorization: `Bearer ${key}` } : {}) }
+    const headers: Record<string, string> = { 'content-type': 'application/json', 'x-job-owner': OWNER, ...(key !== null ? { authorization: `Bearer ${key}` } : {}) }
     const response = await fetch(`${url}${path.slice(1)}`, { ...init, headers })
     return { status: response.status, body: await response.json() }
   }
@@ -256,13 +258,13 @@ describe('HTTP gateway on a 3-server swarm', function () {
     assert.match(metrics, /bmrt_jobs\{status="done"\} [1-9]/)
   })
 
-  it('refuses pages of other origins and other host names, and keeps every endpoint behind the key (issue 20, row 8)', async () => {
+  it('refuses pages of other origins and other host names, keeps every endpoint behind the key, and jobs to their owners (issue 20, row 8)', async () => {
     // Before: every answer carried `access-control-allow-origin: *`, any Host was served, and state
     // and metrics were open; a script on any page the operator opened could read and cancel jobs.
     await started.close()
     await openGateway({ modelName: 'not-served', jobConcurrency: 1, jobsFile: join(scratch.dir, 'origin-jobs.jsonl') })
     const port = new URL(url).port
-    const auth = { authorization: `Bearer ${KEY}` }
+    const auth = { authorization: `Bearer ${KEY}`, 'x-job-owner': OWNER }
     const json = { ...auth, 'content-type': 'application/json' }
     const submitted = await raw(url, 'POST', '/api/v1/jobs', json, JSON.stringify({ prompt: 'Secret plans', max_tokens: 8 }))
     assert.equal(submitted.status, 202)
@@ -308,6 +310,26 @@ describe('HTTP gateway on a 3-server swarm', function () {
     const cancel = await raw(url, 'DELETE', `/api/v1/jobs/${id}`, { ...auth, origin: ALLOWED_ORIGIN })
     assert.deepEqual([cancel.status, cancel.headers['access-control-allow-origin']], [200, ALLOWED_ORIGIN])
     await waitFor('the allowed cancel to end the job', async () => (await api(`/api/v1/jobs/${id}`)).body.status === 'cancelled')
+
+    // Jobs belong to their submitter: another client (same key, same origin) sees neither prompt nor
+    // output and can neither read nor cancel the job; a submission without a token gets one.
+    const other = { authorization: `Bearer ${KEY}`, 'x-job-owner': 'some-other-client-token' }
+    const mine = await api('/api/v1/jobs', { method: 'POST', body: JSON.stringify({ prompt: 'Mine alone', max_tokens: 8 }) })
+    assert.deepEqual([mine.status, mine.body.owner_token, mine.body.owned, mine.body.prompt], [202, OWNER, true, 'Mine alone'])
+    for (const method of ['GET', 'DELETE']) {
+      const refused = await raw(url, method, `/api/v1/jobs/${mine.body.id as string}`, other)
+      assert.deepEqual([method, refused.status, refused.body.error?.code], [method, 403, 'not_job_owner'])
+    }
+    const listed = (await raw(url, 'GET', '/api/v1/jobs', other)).body.jobs.find((j: any) => j.id === mine.body.id)
+    assert.deepEqual([listed.owned, listed.prompt, listed.output], [false, null, null])
+    assert.equal(JSON.stringify((await raw(url, 'GET', '/api/v1/jobs', other)).body).includes('Mine alone'), false)
+    const anonymous = await raw(url, 'POST', '/api/v1/jobs', { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, JSON.stringify({ prompt: 'No token sent', max_tokens: 8 }))
+    assert.equal(anonymous.status, 202)
+    assert.ok(anonymous.body.owner_token.length >= 32, 'a fresh token is returned')
+    assert.equal((await raw(url, 'GET', `/api/v1/jobs/${anonymous.body.id as string}`, { authorization: `Bearer ${KEY}` })).status, 403)
+    const byToken = await raw(url, 'DELETE', `/api/v1/jobs/${anonymous.body.id as string}`, { authorization: `Bearer ${KEY}`, 'x-job-owner': anonymous.body.owner_token })
+    assert.deepEqual([byToken.status, byToken.body.status, byToken.body.prompt], [200, 'cancelled', 'No token sent'])
+    assert.equal((await api(`/api/v1/jobs/${mine.body.id as string}`, { method: 'DELETE' })).status, 200)
 
     await started.close()
     await openGateway()

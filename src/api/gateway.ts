@@ -20,7 +20,7 @@ import { VERSION } from '../petals/protocol/version.js'
 import type { ApiModel } from './api-model.js'
 import { ApiError, badRequest, readJsonBody, sendError, sendJson } from './http-util.js'
 import { DEFAULT_KEPT_JOBS, defaultJobsFile, JobStore } from './job-store.js'
-import { JobBoard } from './jobs.js'
+import { JobBoard, OWNER_HEADER, ownerToken } from './jobs.js'
 import { GatewayMetrics } from './metrics.js'
 import { createCompletion, listModels } from './openai.js'
 import { SwarmMonitor, type SwarmMonitorOptions } from './swarm-report.js'
@@ -142,6 +142,7 @@ export class Gateway {
     const { model } = options
     const page = (name: string): Handler => (_req, res) => { this.sendFile(res, name, PAGE_HEADERS) }
     // The pages load their assets by relative URLs, which a trailing slash would break.
+    const owner = (req: IncomingMessage): string | undefined => ownerToken(req.headers[OWNER_HEADER])
     const redirect = (to: string): Handler => (_req, res) => { res.writeHead(308, { location: to }).end() }
     this.routes = [
       { method: 'GET', path: '/', auth: false, logged: false, handler: page('index.html') },
@@ -154,17 +155,17 @@ export class Gateway {
       { method: 'POST', path: '/v1/chat/completions', auth: true, logged: true, handler: async (req, res) => await createCompletion(req, res, model, 'chat') },
       { method: 'GET', path: '/api/v1/state', auth: true, logged: false, handler: async (_req, res) => { sendJson(res, 200, await this.state()) } },
       { method: 'GET', path: '/metrics', auth: true, logged: false, handler: async (_req, res) => { this.sendText(res, await metrics.text(), metrics.contentType) } },
-      { method: 'GET', path: '/api/v1/jobs', auth: true, logged: false, handler: (_req, res) => { sendJson(res, 200, { jobs: jobs.list(), queue: jobs.stats(), contributors: this.contributors() }) } },
+      { method: 'GET', path: '/api/v1/jobs', auth: true, logged: false, handler: (req, res) => { sendJson(res, 200, { jobs: jobs.list(100, owner(req)), queue: jobs.stats(), contributors: this.contributors() }) } },
       {
         method: 'POST', path: '/api/v1/jobs', auth: true, logged: true,
         handler: async (req, res) => {
-          const job = await jobs.submit(await readJsonBody(req))
+          const job = await jobs.submit(await readJsonBody(req), owner(req))
           sendJson(res, 202, job)
           return `${job.id} queued at ${job.queue_position ?? '-'}`
         }
       },
-      { method: 'GET', path: '/api/v1/jobs/:id', auth: true, logged: false, handler: (_req, res, id) => { sendJson(res, 200, jobs.get(id)) } },
-      { method: 'DELETE', path: '/api/v1/jobs/:id', auth: true, logged: true, handler: async (_req, res, id) => { sendJson(res, 200, await jobs.cancel(id)) } }
+      { method: 'GET', path: '/api/v1/jobs/:id', auth: true, logged: false, handler: (req, res, id) => { sendJson(res, 200, jobs.get(id, owner(req))) } },
+      { method: 'DELETE', path: '/api/v1/jobs/:id', auth: true, logged: true, handler: async (req, res, id) => { sendJson(res, 200, await jobs.cancel(id, owner(req))) } }
     ]
     server.on('request', (req, res) => { this.handle(req, res).catch(err => sendError(res, err)) })
   }
@@ -276,7 +277,8 @@ export class Gateway {
     }
     res.setHeader('access-control-allow-origin', origin)
     res.setHeader('vary', 'origin')
-    res.setHeader('access-control-allow-headers', 'authorization, content-type')
+    res.setHeader('access-control-allow-headers', `authorization, content-type, ${OWNER_HEADER}`)
+    res.setHeader('access-control-expose-headers', 'retry-after')
     res.setHeader('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS')
   }
 

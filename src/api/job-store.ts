@@ -41,6 +41,8 @@ export interface JobRecord {
   created_at: number
   started_at: number | null
   finished_at: number | null
+  /** SHA-256 (hex) of the submitter's owner token; null for jobs from before owners (anyone may act on them) */
+  owner: string | null
 }
 
 export function isEnded (status: JobStatus): boolean {
@@ -74,7 +76,8 @@ const jobSchema = z.object({
   completion_tokens: count,
   created_at: seconds,
   started_at: seconds.nullable(),
-  finished_at: seconds.nullable()
+  finished_at: seconds.nullable(),
+  owner: z.string().nullable().default(null)
 }) satisfies z.ZodType<JobRecord>
 /** One line of the file, as it must be to be loaded. */
 const lineSchema = z.discriminatedUnion('type', [

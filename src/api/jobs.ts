@@ -2,7 +2,7 @@
 // order (then first come, first served), each one's chain of servers and output visible while it
 // runs, and every server's contribution (tokens × blocks it processed) totalled for a leaderboard.
 
-import { randomUUID } from 'node:crypto'
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
 import { collect } from '../inference/generate.js'
 import type { ServedBlocks } from '../inference/model.js'
 import { clip } from '../util/text.js'
@@ -38,12 +38,35 @@ export interface JobBoardOptions {
   log?: (line: string) => void
 }
 
-/** A job as the API shows it: the record plus its place in the queue and its speed. */
-export type JobView = Omit<JobRecord, 'served_by'> & {
+/**
+ * A job as the API shows it: the record plus its place in the queue and its speed, without its
+ * owner. To anyone but its owner, `prompt` and `output` are null and `owned` is false.
+ */
+export type JobView = Omit<JobRecord, 'served_by' | 'owner' | 'prompt' | 'output'> & {
+  prompt: string | null
+  output: string | null
+  owned: boolean
   served_by: Array<JobRecord['served_by'][number] & { short_peer_id: string }>
   queue_position: number | null
   duration_s: number | null
   tokens_per_second: number | null
+}
+
+/** The header that names a job's owner: the token a submission returned, or the client's own. */
+export const OWNER_HEADER = 'x-job-owner'
+/** Owner tokens shorter than this are refused: they would be guessable. */
+const MIN_OWNER_TOKEN_CHARS = 16
+
+/** The owner token a request sent, checked; undefined when it sent none. */
+export function ownerToken (header: string | string[] | undefined): string | undefined {
+  if (header === undefined) return undefined
+  const token = Array.isArray(header) ? header[0] : header
+  if (token.length < MIN_OWNER_TOKEN_CHARS || token.length > 256) throw badRequest(`the ${OWNER_HEADER} header must be ${MIN_OWNER_TOKEN_CHARS} to 256 characters`, OWNER_HEADER, 'invalid_owner_token')
+  return token
+}
+
+function ownerHash (token: string): string {
+  return createHash('sha256').update(token).digest('hex')
 }
 
 const DEFAULT_JOB_MAX_TOKENS = 64
@@ -76,7 +99,7 @@ export class JobBoard {
    * Validates a submission and queues it. When the queue is full, a job of higher priority than the
    * lowest queued one takes its place (that one ends as cancelled, saying why); others get 429.
    */
-  async submit (body: Record<string, unknown>): Promise<JobView> {
+  async submit (body: Record<string, unknown>, owner?: string): Promise<JobView & { owner_token: string }> {
     if (typeof body.prompt !== 'string' || body.prompt.length === 0) throw badRequest('prompt must be a non-empty string', 'prompt')
     if (body.prompt.length > MAX_PROMPT_CHARS) throw badRequest(`prompt exceeds ${MAX_PROMPT_CHARS} characters`, 'prompt')
     this.model.check(parseModel(body, this.model.id))
@@ -107,28 +130,32 @@ export class JobBoard {
       completion_tokens: 0,
       created_at: Date.now() / 1000,
       started_at: null,
-      finished_at: null
+      finished_at: null,
+      owner: null
     }
+    const token = owner ?? randomBytes(24).toString('base64url')
+    job.owner = ownerHash(token)
     this.jobs.set(job.id, job)
     this.enqueue(job) // before any await, so that the queue never holds more than maxQueued
     if (displaced !== undefined) await this.finish(displaced, { status: 'cancelled', error: `displaced from the full queue by a job of priority ${job.priority}` })
     await this.store.save(job)
     this.pump()
-    return this.view(job)
+    return { ...this.view(job, token), owner_token: token }
   }
 
-  get (id: string): JobView {
-    return this.view(this.find(id))
+  /** The job; 403 unless `owner` is its owner's token. */
+  get (id: string, owner?: string): JobView {
+    return this.view(this.owned(id, owner), owner)
   }
 
-  /** The newest jobs first. */
-  list (limit = 100): JobView[] {
-    return [...this.jobs.values()].sort((a, b) => b.created_at - a.created_at).slice(0, limit).map(job => this.view(job))
+  /** The newest jobs first; the prompt and output only of those `owner` owns. */
+  list (limit = 100, owner?: string): JobView[] {
+    return [...this.jobs.values()].sort((a, b) => b.created_at - a.created_at).slice(0, limit).map(job => this.view(job, owner))
   }
 
-  /** Cancels a queued or running job; 409 if it has ended. */
-  async cancel (id: string): Promise<JobView> {
-    const job = this.find(id)
+  /** Cancels a queued or running job; 403 unless `owner` is its owner's token, 409 if it has ended. */
+  async cancel (id: string, owner?: string): Promise<JobView> {
+    const job = this.owned(id, owner)
     if (isEnded(job.status)) throw new ApiError(409, `job ${clip(id)} has already ended (${job.status})`, { code: 'job_ended' })
     const index = this.queue.indexOf(job)
     if (index !== -1) {
@@ -137,7 +164,7 @@ export class JobBoard {
     } else {
       this.running.get(id)?.abort() // the run sees it after the current token and ends as cancelled
     }
-    return this.view(job)
+    return this.view(job, owner)
   }
 
   stats (): { queued: number, running: number, max_queued: number, concurrency: number } {
@@ -167,6 +194,14 @@ export class JobBoard {
   private find (id: string): JobRecord {
     const job = this.jobs.get(id)
     if (job === undefined) throw new ApiError(404, `no job ${clip(id)}`, { code: 'job_not_found' })
+    return job
+  }
+
+  private owned (id: string, owner: string | undefined): JobRecord {
+    const job = this.find(id)
+    if (!isOwner(job, owner)) {
+      throw new ApiError(403, `job ${clip(id)} belongs to another client: send the ${OWNER_HEADER} token its submission returned`, { code: 'not_job_owner' })
+    }
     return job
   }
 
@@ -251,12 +286,17 @@ export class JobBoard {
     }
   }
 
-  private view (job: JobRecord): JobView {
+  private view (job: JobRecord, owner: string | undefined): JobView {
     const position = this.queue.indexOf(job)
     const end = job.finished_at ?? (job.status === 'running' ? Date.now() / 1000 : null)
     const duration = job.started_at !== null && end !== null ? end - job.started_at : null
+    const { owner: _hash, ...record } = job
+    const owned = isOwner(job, owner)
     return {
-      ...job,
+      ...record,
+      prompt: owned ? job.prompt : null,
+      output: owned ? job.output : null,
+      owned,
       queue_position: position === -1 ? null : position + 1,
       duration_s: duration,
       tokens_per_second: duration !== null && duration > 0 && job.completion_tokens > 0 ? job.completion_tokens / duration : null,
@@ -308,4 +348,11 @@ class ContributionMeter {
 
 function key (hop: ServedBlocks): string {
   return `${hop.peerId}/${hop.start}/${hop.end}`
+}
+
+/** Whether `token` owns the job (a job from before owners is anyone's). */
+function isOwner (job: JobRecord, token: string | undefined): boolean {
+  if (job.owner === null) return true
+  if (token === undefined) return false
+  return timingSafeEqual(Buffer.from(ownerHash(token), 'hex'), Buffer.from(job.owner, 'hex'))
 }
