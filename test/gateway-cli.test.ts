@@ -35,7 +35,8 @@ describe('starting the gateway from the command line', function () {
     child.stderr!.on('data', (chunk: Buffer) => lines.push(chunk.toString()))
     try {
       const url = await lineMatching(lines, /gateway: serving stories260K at (http:\/\/127\.0\.0\.1:\d+\/)/, 'gateway URL')
-      assert.ok(lines.some(l => l.includes(`swarm monitor   ${url}swarm`)))
+      // Printed with the URL, a line after it (the pipe may deliver them apart).
+      assert.equal(await lineMatching(lines, /swarm monitor {3}(\S+)/, 'swarm monitor line'), `${url}swarm`)
       assert.equal(lines.filter(l => /^\w+: online: serving blocks/.test(l)).length, 3)
       const completion = await complete(url, EXPECTED[0].prompt)
       assert.ok((EXPECTED[0].prompt + completion.choices[0].text as string).startsWith(EXPECTED[0].text))
