@@ -5,6 +5,8 @@
 
 import assert from 'node:assert/strict'
 import { appendFile, readFile } from 'node:fs/promises'
+import { request } from 'node:http'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import OpenAI from 'openai'
 import { collect, generate } from '../src/inference/generate.js'
@@ -12,6 +14,8 @@ import { LocalModel } from '../src/inference/model.js'
 import { Tokenizer } from '../src/inference/tokenizer.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { JobStore } from '../src/api/job-store.js'
+import { ApiModel } from '../src/api/api-model.js'
+import { Gateway } from '../src/api/gateway.js'
 import { startGateway, type StartedGateway } from '../src/cli/gateway.js'
 import { loadAddon } from '../src/inference/native-backend.js'
 import { EXPECTED } from './expected.js'
@@ -19,6 +23,28 @@ import { BUNDLED_MODEL, scratchDir, waitFor } from './helpers.js'
 
 const BACKEND = loadAddon() !== null ? 'native' : 'js'
 const KEY = 'test-key'
+const ALLOWED_ORIGIN = 'https://app.example:8443'
+/** The owner token this test's own requests send (x-job-owner), as the pages do. */
+const OWNER = 'owner-token-of-this-test'
+
+/** One HTTP request with exactly these headers (fetch will not send a Host of our choosing). */
+async function raw (url: string, method: string, path: string, headers: Record<string, string>, body?: string): Promise<{ status: number, headers: Record<string, string | string[] | undefined>, body: any }> {
+  return await new Promise((resolve, reject) => {
+    const req = request(new URL(path, url), { method, headers }, res => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString()
+        let parsed: any = text
+        try { parsed = JSON.parse(text) } catch {}
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed })
+      })
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
 
 describe('HTTP gateway on a 3-server swarm', function () {
   this.timeout(120_000)
@@ -31,16 +57,17 @@ describe('HTTP gateway on a 3-server swarm', function () {
   const logs: string[] = []
 
   const initialPeers = (): string[] => servers[0].node.getMultiaddrs().map(String)
-  const openGateway = async (extra: { maxQueuedJobs?: number, jobConcurrency?: number } = {}): Promise<void> => {
+  const openGateway = async (extra: { maxQueuedJobs?: number, jobConcurrency?: number, keptJobs?: number, modelName?: string, jobsFile?: string } = {}): Promise<void> => {
     started = await startGateway(BUNDLED_MODEL, { initialPeers: initialPeers() }, {
-      httpPort: 0, httpHost: '127.0.0.1', apiKey: KEY, jobsFile: join(scratch.dir, 'jobs.jsonl'), modelAlias: ['gpt-3.5-turbo'],
-      maxQueuedJobs: extra.maxQueuedJobs ?? 64, jobConcurrency: extra.jobConcurrency ?? 2
+      httpPort: 0, httpHost: '127.0.0.1', apiKey: KEY, jobsFile: extra.jobsFile ?? join(scratch.dir, 'jobs.jsonl'), modelAlias: ['gpt-3.5-turbo'],
+      maxQueuedJobs: extra.maxQueuedJobs ?? 64, jobConcurrency: extra.jobConcurrency ?? 2, keptJobs: extra.keptJobs, modelName: extra.modelName,
+      allowOrigin: [ALLOWED_ORIGIN]
     }, line => logs.push(line))
     url = started.gateway.url
     client = new OpenAI({ baseURL: `${url}v1`, apiKey: KEY, maxRetries: 0 })
   }
   const api = async (path: string, init: RequestInit = {}, key: string | null = KEY): Promise<{ status: number, body: any }> => {
-    const headers: Record<string, string> = { 'content-type': 'application/json', ...(key !== null ? { authorization: `Bearer ${key}` } : {}) }
+    const headers: Record<string, string> = { 'content-type': 'application/json', 'x-job-owner': OWNER, ...(key !== null ? { authorization: `Bearer ${key}` } : {}) }
     const response = await fetch(`${url}${path.slice(1)}`, { ...init, headers })
     return { status: response.status, body: await response.json() }
   }
@@ -226,9 +253,134 @@ describe('HTTP gateway on a 3-server swarm', function () {
     assert.equal(state.models[0].state, 'healthy')
     assert.deepEqual(state.models[0].servers.map((s: any) => [s.start, s.end, s.state]), [[0, 2, 'online'], [2, 4, 'online'], [4, 5, 'online']])
     assert.ok(state.contributors.some((c: any) => c.public_name === 'server-0-2'))
-    const metrics = await (await fetch(`${url}metrics`)).text()
+    const metrics = await (await fetch(`${url}metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text()
     assert.match(metrics, /bmrt_model_min_replication\{model="stories260K"\} 1/)
     assert.match(metrics, /bmrt_jobs\{status="done"\} [1-9]/)
+  })
+
+  it('refuses pages of other origins and other host names, keeps every endpoint behind the key, and jobs to their owners (issue 20, row 8)', async () => {
+    // Before: every answer carried `access-control-allow-origin: *`, any Host was served, and state
+    // and metrics were open; a script on any page the operator opened could read and cancel jobs.
+    await started.close()
+    await openGateway({ modelName: 'not-served', jobConcurrency: 1, jobsFile: join(scratch.dir, 'origin-jobs.jsonl') })
+    const port = new URL(url).port
+    const auth = { authorization: `Bearer ${KEY}`, 'x-job-owner': OWNER }
+    const json = { ...auth, 'content-type': 'application/json' }
+    const submitted = await raw(url, 'POST', '/api/v1/jobs', json, JSON.stringify({ prompt: 'Secret plans', max_tokens: 8 }))
+    assert.equal(submitted.status, 202)
+    const id = submitted.body.id as string
+
+    // A script on a foreign page, even one that holds the key, is refused on every route, preflights too.
+    const evil = 'http://evil.example'
+    const attempts: Array<[string, string]> = [['GET', '/api/v1/jobs'], ['GET', `/api/v1/jobs/${id}`], ['DELETE', `/api/v1/jobs/${id}`], ['POST', '/api/v1/jobs'],
+      ['GET', '/api/v1/state'], ['GET', '/metrics'], ['GET', '/v1/models'], ['POST', '/v1/completions'], ['OPTIONS', `/api/v1/jobs/${id}`], ['OPTIONS', '/v1/chat/completions']]
+    for (const [method, path] of attempts) {
+      const headers: Record<string, string> = method === 'OPTIONS' ? { origin: evil, 'access-control-request-method': 'DELETE', 'access-control-request-headers': 'authorization' } : { ...json, origin: evil }
+      const answer = await raw(url, method, path, headers, method === 'POST' ? JSON.stringify({ prompt: 'Once' }) : undefined)
+      assert.deepEqual([method, path, answer.status, answer.body.error?.code], [method, path, 403, 'origin_not_allowed'])
+      assert.equal(answer.headers['access-control-allow-origin'], undefined)
+    }
+    assert.equal((await api(`/api/v1/jobs/${id}`)).body.status, 'running', 'the foreign DELETE did not cancel the job')
+
+    // DNS rebinding: a page of evil.example whose name now points here sends Host: evil.example.
+    const rebound = await raw(url, 'GET', '/api/v1/jobs', { ...auth, host: `evil.example:${port}` })
+    assert.deepEqual([rebound.status, rebound.body.error?.code], [403, 'host_not_allowed'])
+    assert.match(rebound.body.error.message, /--allow-host evil\.example/)
+    assert.equal((await raw(url, 'GET', '/', { host: `evil.example:${port}` })).status, 403)
+
+    // With --api-key, the swarm's state and the metrics need it as well.
+    for (const path of ['/api/v1/state', '/metrics']) {
+      const open = await raw(url, 'GET', path, {})
+      assert.deepEqual([path, open.status, open.body.error?.code], [path, 401, 'invalid_api_key'])
+    }
+    assert.equal((await raw(url, 'GET', '/metrics', auth)).status, 200)
+
+    // The gateway's own pages (same origin, by address or by localhost) are served, without CORS headers.
+    const own = new URL(url).origin
+    const ownRead = await raw(url, 'GET', `/api/v1/jobs/${id}`, { ...auth, origin: own })
+    assert.deepEqual([ownRead.status, ownRead.headers['access-control-allow-origin']], [200, undefined])
+    const byName = await raw(url, 'GET', `/api/v1/jobs/${id}`, { ...auth, host: `localhost:${port}`, origin: `http://localhost:${port}` })
+    assert.equal(byName.status, 200)
+    assert.equal((await raw(url, 'GET', '/jobs', { host: `localhost:${port}` })).status, 200)
+
+    // An --allow-origin origin gets its own origin back (never *), preflight included, and may cancel.
+    const preflight = await raw(url, 'OPTIONS', `/api/v1/jobs/${id}`, { origin: ALLOWED_ORIGIN, 'access-control-request-method': 'DELETE' })
+    assert.deepEqual([preflight.status, preflight.headers['access-control-allow-origin']], [204, ALLOWED_ORIGIN])
+    assert.match(String(preflight.headers['access-control-allow-methods']), /DELETE/)
+    const cancel = await raw(url, 'DELETE', `/api/v1/jobs/${id}`, { ...auth, origin: ALLOWED_ORIGIN })
+    assert.deepEqual([cancel.status, cancel.headers['access-control-allow-origin']], [200, ALLOWED_ORIGIN])
+    await waitFor('the allowed cancel to end the job', async () => (await api(`/api/v1/jobs/${id}`)).body.status === 'cancelled')
+
+    // Jobs belong to their submitter: another client (same key, same origin) sees neither prompt nor
+    // output and can neither read nor cancel the job; a submission without a token gets one.
+    const other = { authorization: `Bearer ${KEY}`, 'x-job-owner': 'some-other-client-token' }
+    const mine = await api('/api/v1/jobs', { method: 'POST', body: JSON.stringify({ prompt: 'Mine alone', max_tokens: 8 }) })
+    assert.deepEqual([mine.status, mine.body.owner_token, mine.body.owned, mine.body.prompt], [202, OWNER, true, 'Mine alone'])
+    for (const method of ['GET', 'DELETE']) {
+      const refused = await raw(url, method, `/api/v1/jobs/${mine.body.id as string}`, other)
+      assert.deepEqual([method, refused.status, refused.body.error?.code], [method, 403, 'not_job_owner'])
+    }
+    const listed = (await raw(url, 'GET', '/api/v1/jobs', other)).body.jobs.find((j: any) => j.id === mine.body.id)
+    assert.deepEqual([listed.owned, listed.prompt, listed.output], [false, null, null])
+    assert.equal(JSON.stringify((await raw(url, 'GET', '/api/v1/jobs', other)).body).includes('Mine alone'), false)
+    const anonymous = await raw(url, 'POST', '/api/v1/jobs', { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, JSON.stringify({ prompt: 'No token sent', max_tokens: 8 }))
+    assert.equal(anonymous.status, 202)
+    assert.ok(anonymous.body.owner_token.length >= 32, 'a fresh token is returned')
+    assert.equal((await raw(url, 'GET', `/api/v1/jobs/${anonymous.body.id as string}`, { authorization: `Bearer ${KEY}` })).status, 403)
+    const byToken = await raw(url, 'DELETE', `/api/v1/jobs/${anonymous.body.id as string}`, { authorization: `Bearer ${KEY}`, 'x-job-owner': anonymous.body.owner_token })
+    assert.deepEqual([byToken.status, byToken.body.status, byToken.body.prompt], [200, 'cancelled', 'No token sent'])
+    assert.equal((await api(`/api/v1/jobs/${mine.body.id as string}`, { method: 'DELETE' })).status, 200)
+
+    await started.close()
+    await openGateway()
+  })
+
+  it('keeps only keptJobs ended jobs, in memory and in its file, compacting the file while running (issue 20, row 11)', async () => {
+    // Before: every ended job stayed in memory, and the file grew by 2 lines a job until a restart.
+    await started.close()
+    const file = join(scratch.dir, 'kept-jobs.jsonl')
+    await openGateway({ modelName: 'not-served', jobConcurrency: 1, keptJobs: 5, jobsFile: file })
+    const submit = async (prompt: string): Promise<string> => {
+      const job = await api('/api/v1/jobs', { method: 'POST', body: JSON.stringify({ prompt, max_tokens: 4 }) })
+      assert.equal(job.status, 202)
+      return job.body.id
+    }
+    const blocker = await submit('Blocker') // runs (waiting for servers of its model) for the whole test
+    await waitFor('the blocker to start', async () => (await api(`/api/v1/jobs/${blocker}`)).body.status === 'running')
+    for (let i = 0; i < 150; i++) {
+      const id = await submit(`Job ${i}`)
+      assert.equal((await api(`/api/v1/jobs/${id}`, { method: 'DELETE' })).body.status, 'cancelled')
+    }
+    const counts = started.gateway.jobs.counts()
+    assert.deepEqual(counts, { queued: 0, running: 1, done: 0, failed: 0, cancelled: 5 })
+    const board = (await api('/api/v1/jobs')).body
+    assert.deepEqual(board.jobs.map((j: any) => j.prompt), ['Job 149', 'Job 148', 'Job 147', 'Job 146', 'Job 145', 'Blocker'])
+    const lines = (await readFile(file, 'utf8')).trim().split('\n')
+    // 301 lines were written; the file is written whole past 2 × 5 + 256 = 266.
+    assert.ok(lines.length <= 267, `the file has ${lines.length} lines`)
+    const ids = new Set(board.jobs.map((j: any) => j.id))
+    const early = lines.map(l => JSON.parse(l)).filter(l => l.type === 'job' && !ids.has(l.job.id))
+    assert.ok(early.length < 150, `the file still names ${early.length} forgotten jobs`)
+    assert.equal((await api('/api/v1/state')).status, 200)
+
+    await started.close()
+    await openGateway()
+  })
+
+  it('closes a request whose body does not arrive within requestTimeoutMs with 408 (issue 20, row 10)', async () => {
+    // Before: Node's default, 300 s per request, so a dripping client held its connection that long.
+    const gateway = await Gateway.start({ model: new ApiModel(started.model, 'stories260K'), node: started.model.node, port: 0, jobsFile: join(scratch.dir, 'timeout-jobs.jsonl'), requestTimeoutMs: 500 })
+    try {
+      const socket = connect({ host: '127.0.0.1', port: Number(new URL(gateway.url).port) })
+      let answer = ''
+      socket.on('data', (chunk: Buffer) => { answer += chunk.toString() })
+      socket.write('POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"prompt":')
+      await waitFor('the gateway to close the slow request', () => socket.destroyed || socket.readableEnded, 15_000)
+      socket.destroy()
+      assert.match(answer, /^HTTP\/1\.1 408 /)
+    } finally {
+      await gateway.close()
+    }
   })
 
   it('refuses jobs past a full queue with 429, cancels, and keeps jobs across a restart', async () => {
@@ -240,8 +392,8 @@ describe('HTTP gateway on a 3-server swarm', function () {
       maxQueuedJobs: 1, jobConcurrency: 1, modelName: 'not-served'
     }, line => logs.push(line))
     url = started.gateway.url
-    const submit = async (prompt: string): Promise<{ status: number, body: any }> =>
-      await api('/api/v1/jobs', { method: 'POST', body: JSON.stringify({ prompt, max_tokens: 8, temperature: 0 }) })
+    const submit = async (prompt: string, priority = 0): Promise<{ status: number, body: any }> =>
+      await api('/api/v1/jobs', { method: 'POST', body: JSON.stringify({ prompt, max_tokens: 8, temperature: 0, priority }) })
     const running = await submit('One day')
     await waitFor('the first job to start', async () => (await api(`/api/v1/jobs/${running.body.id as string}`)).body.status === 'running')
     const dropped = await submit('The sun')
@@ -257,20 +409,34 @@ describe('HTTP gateway on a 3-server swarm', function () {
     assert.equal(cancelled.body.status, 'cancelled')
     const waiting = await submit('The sun was hot.')
     assert.equal(waiting.status, 202)
+    // A full queue gives way to a job of higher priority: the lowest queued one ends, saying why
+    // (issue 20, row 11: before, priority 5 got the same 429).
+    assert.equal((await submit('Same priority')).status, 429)
+    const urgent = await submit('Once upon a time', 5)
+    assert.deepEqual([urgent.status, urgent.body.queue_position], [202, 1])
+    const displaced = (await api(`/api/v1/jobs/${waiting.body.id as string}`)).body
+    assert.equal(displaced.status, 'cancelled')
+    assert.match(displaced.error, /displaced from the full queue by a job of priority 5/)
 
     // A restart (after a crash that tore the file's last line): the finished job from before is
-    // still there, the cancelled one stays cancelled, the two unfinished ones queue again.
+    // still there, the cancelled one stays cancelled, the two unfinished ones queue again. A line
+    // that is JSON but not a whole job is skipped as well (issue 20, row 9: before, it loaded, and
+    // the job list and the state answered 500 from then on).
     await started.close()
-    await appendFile(join(scratch.dir, 'jobs.jsonl'), '{"type":"job","job":{"id":"torn')
+    await appendFile(join(scratch.dir, 'jobs.jsonl'), '{"type":"job","job":{"id":"fieldless","status":"done","created_at":1}}\n{"type":"job","job":{"id":"torn')
     await openGateway()
-    assert.ok(logs.some(l => /skipped 1 unreadable line/.test(l)))
+    const afterRestart = [await api('/api/v1/state'), await api('/api/v1/jobs')]
+    assert.deepEqual(afterRestart.map(r => [r.status, r.body.error?.message]), [[200, undefined], [200, undefined]])
+    assert.ok(logs.some(l => /skipped 2 unreadable line\(s\) in .*jobs\.jsonl \(torn, or not a whole job\)/.test(l)), logs.join('\n'))
+    assert.equal((await api('/api/v1/jobs/fieldless')).status, 404)
+    assert.ok(!(await readFile(join(scratch.dir, 'jobs.jsonl'), 'utf8')).includes('fieldless'), 'compacted away')
     // A second gateway on the same file is refused: the two would overwrite each other's jobs.
     await assert.rejects(JobStore.open(join(scratch.dir, 'jobs.jsonl')), /jobs\.jsonl is in use by another gateway \(process \d+\); give this one its own --jobs-file/)
     const board = (await api('/api/v1/jobs')).body
     assert.ok(board.jobs.some((j: any) => j.status === 'done' && j.prompt === EXPECTED[1].prompt), 'the finished job survives the restart')
     assert.equal((await api(`/api/v1/jobs/${dropped.body.id as string}`)).body.status, 'cancelled')
     // With servers for its model now, the unfinished jobs run to the end.
-    for (const id of [running.body.id as string, waiting.body.id as string]) {
+    for (const id of [running.body.id as string, urgent.body.id as string]) {
       await waitFor(`job ${id} to finish after the restart`, async () => (await api(`/api/v1/jobs/${id}`)).body.status === 'done')
     }
     const ended = await api(`/api/v1/jobs/${running.body.id as string}`, { method: 'DELETE' })

@@ -32,6 +32,21 @@ export function getApiKey() {
   }
 }
 
+// This browser's owner token for jobs: sent with every API call, so the jobs it submits are its
+// own (the gateway shows and cancels a job only for its owner). Made once, kept with the key.
+const OWNER_STORAGE = 'bmrt.jobOwner';
+let sessionOwner = '';
+
+function jobOwner() {
+  let token = load(OWNER_STORAGE, '');
+  if (typeof token === 'string' && token.length >= 16) return token;
+  if (sessionOwner) return sessionOwner;
+  const bytes = crypto.getRandomValues(new Uint8Array(24)); // randomUUID needs a secure context
+  token = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  if (!save(OWNER_STORAGE, token)) sessionOwner = token;
+  return token;
+}
+
 function setApiKey(key) {
   try {
     if (key) localStorage.setItem(KEY_STORAGE, key);
@@ -138,7 +153,7 @@ async function errorFrom(res) {
 // fetch with the stored bearer key and JSON body; resolves to the Response when 2xx, throws
 // ApiError otherwise. A 401 opens the API key box so the user can fix it and retry.
 export async function apiFetch(path, { method = 'GET', body, signal, headers = {} } = {}) {
-  const h = { Accept: 'application/json', ...headers };
+  const h = { Accept: 'application/json', 'X-Job-Owner': jobOwner(), ...headers };
   const key = getApiKey();
   if (key) h.Authorization = `Bearer ${key}`;
   if (body !== undefined) h['Content-Type'] = 'application/json';

@@ -60,8 +60,10 @@ function updateRow(row, job) {
   setText(pos, job.status === 'queued' && job.queue_position ? ` #${job.queue_position}` : '');
   cells.status.title = job.error || (job.finish_reason ? `finish: ${job.finish_reason}` : '');
 
-  setText(cells.prompt.firstChild, job.prompt ?? '');
-  cells.prompt.title = job.prompt ?? '';
+  // Another client's job shows its progress, not its prompt or output (the gateway sends neither).
+  const prompt = job.owned === false ? "(another client's job)" : (job.prompt ?? '');
+  setText(cells.prompt.firstChild, prompt);
+  cells.prompt.title = prompt;
 
   const chain = job.served_by || [];
   const key = JSON.stringify(chain);
@@ -81,9 +83,9 @@ function updateRow(row, job) {
   else delete cells.output.dataset.error;
 
   const cancel = cells.actions.querySelector('button.cancel');
-  if (ACTIVE.has(job.status) && !cancel) {
+  if (ACTIVE.has(job.status) && job.owned !== false && !cancel) {
     cells.actions.append(el('button', { type: 'button', class: 'cancel small', onclick: () => cancelJob(job.id) }, 'Cancel'));
-  } else if (!ACTIVE.has(job.status) && cancel) {
+  } else if ((!ACTIVE.has(job.status) || job.owned === false) && cancel) {
     cancel.remove();
   }
 }

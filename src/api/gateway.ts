@@ -8,18 +8,19 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { readdir, readFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { isIP, type AddressInfo, type Socket } from 'node:net'
 import { createRequire } from 'node:module'
 import { dirname, extname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { BmrtNode } from '../p2p/node.js'
 import { clip } from '../util/text.js'
+import { OptionError } from '../util/errors.js'
 import { shortPeerId } from '../p2p/identity.js'
 import { VERSION } from '../petals/protocol/version.js'
 import type { ApiModel } from './api-model.js'
 import { ApiError, badRequest, readJsonBody, sendError, sendJson } from './http-util.js'
-import { defaultJobsFile, JobStore } from './job-store.js'
-import { JobBoard } from './jobs.js'
+import { DEFAULT_KEPT_JOBS, defaultJobsFile, JobStore } from './job-store.js'
+import { JobBoard, OWNER_HEADER, ownerToken } from './jobs.js'
 import { GatewayMetrics } from './metrics.js'
 import { createCompletion, listModels } from './openai.js'
 import { SwarmMonitor, type SwarmMonitorOptions } from './swarm-report.js'
@@ -28,6 +29,10 @@ import { SwarmMonitor, type SwarmMonitorOptions } from './swarm-report.js'
 export const DEFAULT_GATEWAY_PORT = 8080
 /** The interface the gateway listens on when none is given: only this machine. */
 export const DEFAULT_GATEWAY_HOST = '127.0.0.1'
+/** Connections one IP address may hold open at once; more are closed as they arrive. */
+export const DEFAULT_MAX_CONNECTIONS_PER_IP = 64
+/** How long a client may take to send a whole request (headers and body), in ms. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
 
 export interface GatewayOptions {
   model: ApiModel
@@ -43,8 +48,31 @@ export interface GatewayOptions {
    * @default DEFAULT_GATEWAY_PORT (8080)
    */
   port?: number
-  /** if set, the API needs `Authorization: Bearer <key>` */
+  /** if set, every endpoint but the pages needs `Authorization: Bearer <key>` */
   apiKey?: string
+  /**
+   * other origins (`https://app.example:8443`) whose web pages may call the API; the gateway's own
+   * pages always may. A request with any other `Origin` is refused (403), preflights included.
+   * @default [] (only the gateway's own pages)
+   */
+  allowOrigins?: string[]
+  /**
+   * host names the gateway answers to besides IP addresses and `localhost` (it is reached by a
+   * name: `gateway.example`); a request whose `Host` is another name is refused (403), which
+   * stops DNS rebinding
+   * @default [] (IP addresses and localhost only)
+   */
+  allowHosts?: string[]
+  /**
+   * connections one IP address may hold open at once; more are closed as they arrive
+   * @default DEFAULT_MAX_CONNECTIONS_PER_IP (64)
+   */
+  maxConnectionsPerIp?: number
+  /**
+   * how long a client may take to send a whole request, headers and body, in ms
+   * @default DEFAULT_REQUEST_TIMEOUT_MS (30 000)
+   */
+  requestTimeoutMs?: number
   /**
    * the job board's file
    * @default defaultJobsFile() (jobs.jsonl in the user's data directory)
@@ -60,6 +88,11 @@ export interface GatewayOptions {
    * @default DEFAULT_JOB_CONCURRENCY (2)
    */
   jobConcurrency?: number
+  /**
+   * ended jobs the board keeps, in memory and in its file
+   * @default DEFAULT_KEPT_JOBS (1000)
+   */
+  keptJobs?: number
   monitor?: SwarmMonitorOptions
   log?: (line: string) => void
 }
@@ -109,6 +142,7 @@ export class Gateway {
     const { model } = options
     const page = (name: string): Handler => (_req, res) => { this.sendFile(res, name, PAGE_HEADERS) }
     // The pages load their assets by relative URLs, which a trailing slash would break.
+    const owner = (req: IncomingMessage): string | undefined => ownerToken(req.headers[OWNER_HEADER])
     const redirect = (to: string): Handler => (_req, res) => { res.writeHead(308, { location: to }).end() }
     this.routes = [
       { method: 'GET', path: '/', auth: false, logged: false, handler: page('index.html') },
@@ -119,30 +153,33 @@ export class Gateway {
       { method: 'GET', path: '/v1/models', auth: true, logged: false, handler: (_req, res) => { listModels(res, model) } },
       { method: 'POST', path: '/v1/completions', auth: true, logged: true, handler: async (req, res) => await createCompletion(req, res, model, 'text') },
       { method: 'POST', path: '/v1/chat/completions', auth: true, logged: true, handler: async (req, res) => await createCompletion(req, res, model, 'chat') },
-      { method: 'GET', path: '/api/v1/state', auth: false, logged: false, handler: async (_req, res) => { sendJson(res, 200, await this.state()) } },
-      { method: 'GET', path: '/metrics', auth: false, logged: false, handler: async (_req, res) => { this.sendText(res, await metrics.text(), metrics.contentType) } },
-      { method: 'GET', path: '/api/v1/jobs', auth: true, logged: false, handler: (_req, res) => { sendJson(res, 200, { jobs: jobs.list(), queue: jobs.stats(), contributors: this.contributors() }) } },
+      { method: 'GET', path: '/api/v1/state', auth: true, logged: false, handler: async (_req, res) => { sendJson(res, 200, await this.state()) } },
+      { method: 'GET', path: '/metrics', auth: true, logged: false, handler: async (_req, res) => { this.sendText(res, await metrics.text(), metrics.contentType) } },
+      { method: 'GET', path: '/api/v1/jobs', auth: true, logged: false, handler: (req, res) => { sendJson(res, 200, { jobs: jobs.list(100, owner(req)), queue: jobs.stats(), contributors: this.contributors() }) } },
       {
         method: 'POST', path: '/api/v1/jobs', auth: true, logged: true,
         handler: async (req, res) => {
-          const job = await jobs.submit(await readJsonBody(req))
+          const job = await jobs.submit(await readJsonBody(req), owner(req))
           sendJson(res, 202, job)
           return `${job.id} queued at ${job.queue_position ?? '-'}`
         }
       },
-      { method: 'GET', path: '/api/v1/jobs/:id', auth: true, logged: false, handler: (_req, res, id) => { sendJson(res, 200, jobs.get(id)) } },
-      { method: 'DELETE', path: '/api/v1/jobs/:id', auth: true, logged: true, handler: async (_req, res, id) => { sendJson(res, 200, await jobs.cancel(id)) } }
+      { method: 'GET', path: '/api/v1/jobs/:id', auth: true, logged: false, handler: (req, res, id) => { sendJson(res, 200, jobs.get(id, owner(req))) } },
+      { method: 'DELETE', path: '/api/v1/jobs/:id', auth: true, logged: true, handler: async (req, res, id) => { sendJson(res, 200, await jobs.cancel(id, owner(req))) } }
     ]
     server.on('request', (req, res) => { this.handle(req, res).catch(err => sendError(res, err)) })
   }
 
   static async start (options: GatewayOptions): Promise<Gateway> {
-    const store = await JobStore.open(options.jobsFile ?? defaultJobsFile())
-    if (store.skippedLines > 0) options.log?.(`jobs: skipped ${store.skippedLines} unreadable line(s) in ${store.path}`)
+    checkGatewayOptions(options)
+    const store = await JobStore.open(options.jobsFile ?? defaultJobsFile(), options.keptJobs)
+    if (store.skippedLines > 0) options.log?.(`jobs: skipped ${store.skippedLines} unreadable line(s) in ${store.path} (torn, or not a whole job)`)
     const jobs = new JobBoard(options.model, store, { maxQueued: options.maxQueuedJobs, concurrency: options.jobConcurrency, log: options.log })
     const monitor = new SwarmMonitor(options.node, options.monitor)
     const metrics = new GatewayMetrics(monitor, jobs, options.model)
-    const server = createServer()
+    const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS
+    const server = createServer({ requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(requestTimeout, 1000) })
+    limitConnectionsPerIp(server, options.maxConnectionsPerIp ?? DEFAULT_MAX_CONNECTIONS_PER_IP)
     const gateway = new Gateway(server, options, jobs, monitor, metrics, await loadWebFiles())
     try {
       await new Promise<void>((resolve, reject) => {
@@ -174,17 +211,15 @@ export class Gateway {
 
   private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now()
-    // Any origin may call the API (browser clients of an OpenAI-style server expect it); the key,
-    // not the origin, is what guards it.
-    res.setHeader('access-control-allow-origin', '*')
-    res.setHeader('access-control-allow-headers', 'authorization, content-type')
-    res.setHeader('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS')
-    if (req.method === 'OPTIONS') { res.writeHead(204).end(); return }
-
     let pathname = req.url ?? '/'
     let match: ReturnType<Gateway['match']> = null
     let note: string | undefined
     try {
+      // A page of another site, or one that reaches this gateway through a DNS name it rebound to
+      // our address, may not drive it: only the gateway's own pages and --allow-origin's may.
+      this.checkHost(req)
+      this.checkOrigin(req, res)
+      if (req.method === 'OPTIONS') { res.writeHead(204).end(); return }
       pathname = requestPath(req.url)
       match = this.match(req.method ?? 'GET', pathname)
       if (match === null) throw new ApiError(404, `no such endpoint: ${req.method ?? ''} ${clip(pathname)}`, { code: 'not_found' })
@@ -217,6 +252,34 @@ export class Gateway {
       return { route: { method, path: '/static', auth: false, logged: false, handler: (_req, res) => { this.sendFile(res, pathname.slice(1)) } }, id: '', allowed }
     }
     return null
+  }
+
+  /** 403 unless `Host` is an IP address, localhost or an --allow-host name. */
+  private checkHost (req: IncomingMessage): void {
+    const host = req.headers.host
+    if (host === undefined) return // HTTP/1.0 without a name: nothing to rebind
+    const name = hostName(host)
+    if (isIP(name) !== 0 || name === 'localhost' || name.endsWith('.localhost') || (this.options.allowHosts ?? []).some(h => h.toLowerCase() === name)) return
+    throw new ApiError(403, `this gateway does not answer to the host name ${clip(name)}; start it with --allow-host ${clip(name)} if it should`, { code: 'host_not_allowed' })
+  }
+
+  /**
+   * 403 for a request from a page of an origin other than the gateway's own and --allow-origin's;
+   * an allowed other origin gets its CORS headers (its own origin, never `*`).
+   */
+  private checkOrigin (req: IncomingMessage, res: ServerResponse): void {
+    const origin = req.headers.origin
+    if (origin === undefined) return // not sent by a browser's cross-origin request
+    const own = req.headers.host !== undefined && [`http://${req.headers.host}`, `https://${req.headers.host}`].includes(origin.toLowerCase())
+    if (own) return
+    if (!(this.options.allowOrigins ?? []).some(o => normalOrigin(o) === origin.toLowerCase())) {
+      throw new ApiError(403, `pages of ${clip(origin)} may not use this gateway; start it with --allow-origin ${clip(origin)} if they should`, { code: 'origin_not_allowed' })
+    }
+    res.setHeader('access-control-allow-origin', origin)
+    res.setHeader('vary', 'origin')
+    res.setHeader('access-control-allow-headers', `authorization, content-type, ${OWNER_HEADER}`)
+    res.setHeader('access-control-expose-headers', 'retry-after')
+    res.setHeader('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS')
   }
 
   private authorize (req: IncomingMessage): void {
@@ -259,6 +322,59 @@ export class Gateway {
     res.writeHead(200, { 'content-type': type })
     res.end(text)
   }
+}
+
+/** The host name of a `Host` header: lower case, without the port, an IPv6 address without brackets. */
+function hostName (host: string): string {
+  const name = host.toLowerCase()
+  const v6 = /^\[([^\]]*)\](?::\d*)?$/.exec(name)
+  if (v6 !== null) return v6[1]
+  return name.replace(/:\d*$/, '').replace(/\.$/, '')
+}
+
+/** `https://App.example:443/` as a browser sends it in `Origin`: `https://app.example`. */
+function normalOrigin (origin: string): string {
+  try {
+    return new URL(origin).origin.toLowerCase()
+  } catch {
+    return origin.toLowerCase()
+  }
+}
+
+/** Throws an OptionError for options that cannot work; Gateway.start calls it, a caller may call it before loading a model. */
+export function checkGatewayOptions (options: Pick<GatewayOptions, 'allowOrigins' | 'maxConnectionsPerIp' | 'keptJobs' | 'requestTimeoutMs'>): void {
+  for (const origin of options.allowOrigins ?? []) {
+    let parsed: URL | undefined
+    try { parsed = new URL(origin) } catch {}
+    if (parsed === undefined || parsed.origin === 'null' || parsed.origin !== origin.replace(/\/$/, '').toLowerCase()) {
+      throw new OptionError(['allowOrigins'], name => `${name('allowOrigins')} takes origins such as https://app.example:8443 (scheme, host and port, no path, never *), got ${clip(origin)}`)
+    }
+  }
+  const perIp = options.maxConnectionsPerIp ?? DEFAULT_MAX_CONNECTIONS_PER_IP
+  if (!Number.isSafeInteger(perIp) || perIp < 1) throw new OptionError(['maxConnectionsPerIp'], name => `${name('maxConnectionsPerIp')} must be an integer >= 1, got ${perIp}`)
+  const kept = options.keptJobs ?? DEFAULT_KEPT_JOBS
+  if (!Number.isSafeInteger(kept) || kept < 1) throw new OptionError(['keptJobs'], name => `${name('keptJobs')} must be an integer >= 1, got ${kept}`)
+  const timeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS
+  if (!Number.isFinite(timeout) || timeout <= 0) throw new OptionError(['requestTimeoutMs'], name => `${name('requestTimeoutMs')} must be a positive number of ms, got ${timeout}`)
+}
+
+/**
+ * Closes a new connection from an address that already holds `max` open, so that one address
+ * cannot use up the process's file descriptors (Node's `maxConnections` counts all addresses).
+ */
+function limitConnectionsPerIp (server: Server, max: number): void {
+  const open = new Map<string, number>()
+  server.on('connection', (socket: Socket) => {
+    const ip = socket.remoteAddress ?? ''
+    const count = open.get(ip) ?? 0
+    if (count >= max) { socket.destroy(); return }
+    open.set(ip, count + 1)
+    socket.once('close', () => {
+      const left = (open.get(ip) ?? 1) - 1
+      if (left === 0) open.delete(ip)
+      else open.set(ip, left)
+    })
+  })
 }
 
 /** The path of a request's target (a path, or a whole URL); 400 when it has none. */

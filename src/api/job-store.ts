@@ -1,12 +1,16 @@
 // The job board's memory across restarts: an append-only file of JSON lines, one per change of a
 // job (the last line of an id wins). Opening it compacts it: the newest `keep` ended jobs stay,
 // older ones fold into a contributions line, and jobs that had not ended come back to be run
-// again. A torn last line (a crash mid-write) is skipped, never fatal. A lock file beside it
-// (`<file>.lock`, holding the owner's pid) keeps a second gateway from sharing the file.
+// again. While the gateway runs the file is compacted again (from the board's jobs) once it has
+// more than 2 × keep + 256 lines. Every line is checked against a schema: a torn last line (a
+// crash mid-write) or one that is not a whole job is skipped and compacted away, never fatal. A
+// lock file beside it (`<file>.lock`, holding the owner's pid) keeps a second gateway from
+// sharing the file.
 
 import { appendFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { dirname, join } from 'node:path'
+import { z } from 'zod'
 
 export type JobStatus = 'queued' | 'running' | 'done' | 'failed' | 'cancelled'
 
@@ -37,6 +41,8 @@ export interface JobRecord {
   created_at: number
   started_at: number | null
   finished_at: number | null
+  /** SHA-256 (hex) of the submitter's owner token; null for jobs from before owners (anyone may act on them) */
+  owner: string | null
 }
 
 export function isEnded (status: JobStatus): boolean {
@@ -51,17 +57,71 @@ export function defaultJobsFile (): string {
 
 type Line = { type: 'job', job: JobRecord } | { type: 'contributions', contributions: Contribution[] }
 
+const count = z.number().int().nonnegative()
+const seconds = z.number().nonnegative()
+const contributionSchema = z.object({ peer_id: z.string(), jobs: count, tokens: count, block_tokens: count })
+const jobSchema = z.object({
+  id: z.string().min(1),
+  model: z.string(),
+  status: z.enum(['queued', 'running', 'done', 'failed', 'cancelled']),
+  priority: z.number().int(),
+  prompt: z.string(),
+  params: z.object({ max_tokens: count, temperature: z.number(), top_p: z.number(), seed: z.number().nullable(), stop: z.array(z.string()) }),
+  output: z.string(),
+  finish_reason: z.enum(['stop', 'length']).nullable(),
+  error: z.string().nullable(),
+  served_by: z.array(z.object({ peer_id: z.string(), start: count, end: count })),
+  contributions: z.array(contributionSchema),
+  prompt_tokens: count,
+  completion_tokens: count,
+  created_at: seconds,
+  started_at: seconds.nullable(),
+  finished_at: seconds.nullable(),
+  owner: z.string().nullable().default(null)
+}) satisfies z.ZodType<JobRecord>
+/** One line of the file, as it must be to be loaded. */
+const lineSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('job'), job: jobSchema }),
+  z.object({ type: z.literal('contributions'), contributions: z.array(contributionSchema) })
+])
+
+/** Ended jobs the board keeps (in memory and in the file) when not told otherwise. */
+export const DEFAULT_KEPT_JOBS = 1000
+/** Lines appended past 2 × keep before the file is compacted while running. */
+const COMPACTION_SLACK_LINES = 256
+
 export class JobStore {
   /** contributions of jobs compacted away */
-  readonly carried: Contribution[]
+  private carriedContributions: Contribution[]
   private writing: Promise<void> = Promise.resolve()
+  /** lines in the file since it was last written whole */
+  private lines: number
 
-  private constructor (readonly path: string, readonly jobs: JobRecord[], carried: Contribution[], readonly skippedLines: number) {
-    this.carried = carried
+  private constructor (readonly path: string, readonly jobs: JobRecord[], carried: Contribution[], readonly skippedLines: number, readonly keep: number) {
+    this.carriedContributions = carried
+    this.lines = jobs.length + (carried.length > 0 ? 1 : 0)
   }
 
-  /** Reads and compacts the file at `path` (created if missing), keeping the newest `keep` ended jobs. */
-  static async open (path: string, keep = 1000): Promise<JobStore> {
+  /** contributions of jobs compacted away */
+  get carried (): readonly Contribution[] {
+    return this.carriedContributions
+  }
+
+  /** Lines in the file now (those written whole plus those appended since), once writes settle. */
+  get lineCount (): number {
+    return this.lines
+  }
+
+  /** Lines past which the file is compacted while running: 2 × keep + 256. */
+  get compactionThreshold (): number {
+    return 2 * this.keep + COMPACTION_SLACK_LINES
+  }
+
+  /**
+   * Reads and compacts the file at `path` (created if missing), keeping the newest `keep` ended jobs.
+   * @param keep ended jobs kept; @default DEFAULT_KEPT_JOBS (1000)
+   */
+  static async open (path: string, keep = DEFAULT_KEPT_JOBS): Promise<JobStore> {
     await mkdir(dirname(path), { recursive: true })
     await lock(path)
     try {
@@ -98,19 +158,37 @@ export class JobStore {
     for (const job of kept) {
       if (!isEnded(job.status)) Object.assign(job, { status: 'queued', output: '', started_at: null, served_by: [], contributions: [], completion_tokens: 0 })
     }
-    const lines: Line[] = [...(carried.length > 0 ? [{ type: 'contributions' as const, contributions: carried }] : []), ...kept.map(job => ({ type: 'job' as const, job }))]
-    const temporary = `${path}.${process.pid}.tmp`
-    await writeFile(temporary, lines.map(l => `${JSON.stringify(l)}\n`).join(''))
-    await rename(temporary, path) // atomic: a crash leaves the old file or the new one, never half of one
-    return new JobStore(path, kept, carried, skipped)
+    await writeWhole(path, wholeFile(kept, carried))
+    return new JobStore(path, kept, carried, skipped, keep)
   }
 
   /** Appends the job's current state. Writes happen one after another, in call order. */
   async save (job: JobRecord): Promise<void> {
     const line = `${JSON.stringify({ type: 'job', job } satisfies Line)}\n`
-    const write = this.writing.catch(() => {}).then(async () => await appendFile(this.path, line))
-    this.writing = write
-    await write
+    this.lines++
+    await this.queue(async () => await appendFile(this.path, line))
+  }
+
+  /** Folds the contributions of jobs the board forgets into the carried totals (written at the next compaction). */
+  carry (contributions: readonly Contribution[]): void {
+    this.carriedContributions = addContributions(this.carriedContributions, contributions)
+  }
+
+  /**
+   * Writes the file whole from `jobs` (every job the board still holds) and the carried totals, if
+   * it has grown past the compaction threshold; in order with the saves.
+   */
+  async compactIfLong (jobs: readonly JobRecord[]): Promise<void> {
+    if (this.lines <= this.compactionThreshold) return
+    const text = wholeFile(jobs, this.carriedContributions) // the state as of now, not as of the write
+    this.lines = jobs.length + (this.carriedContributions.length > 0 ? 1 : 0)
+    await this.queue(async () => await writeWhole(this.path, text))
+  }
+
+  private async queue (write: () => Promise<void>): Promise<void> {
+    const next = this.writing.catch(() => {}).then(write)
+    this.writing = next
+    await next
   }
 
   /** Resolves when every save so far is on disk. */
@@ -156,13 +234,28 @@ function isAlive (pid: number): boolean {
   }
 }
 
+/** The file's text for these jobs and carried contributions. */
+function wholeFile (jobs: readonly JobRecord[], carried: readonly Contribution[]): string {
+  const lines: Line[] = [...(carried.length > 0 ? [{ type: 'contributions' as const, contributions: [...carried] }] : []), ...jobs.map(job => ({ type: 'job' as const, job }))]
+  return lines.map(l => `${JSON.stringify(l)}\n`).join('')
+}
+
+async function writeWhole (path: string, text: string): Promise<void> {
+  const temporary = `${path}.${process.pid}.tmp`
+  await writeFile(temporary, text)
+  await rename(temporary, path) // atomic: a crash leaves the old file or the new one, never half of one
+}
+
+/** A line that is whole and fits the schema, else null (the job view relies on every field). */
 function parseLine (raw: string): Line | null {
+  let json: unknown
   try {
-    const line = JSON.parse(raw)
-    if (line?.type === 'contributions' && Array.isArray(line.contributions)) return line
-    if (line?.type === 'job' && typeof line.job?.id === 'string' && typeof line.job.created_at === 'number') return line
-  } catch {}
-  return null
+    json = JSON.parse(raw)
+  } catch {
+    return null
+  }
+  const parsed = lineSchema.safeParse(json)
+  return parsed.success ? parsed.data : null
 }
 
 /** Sums contributions per server. */

@@ -2,7 +2,7 @@
 // order (then first come, first served), each one's chain of servers and output visible while it
 // runs, and every server's contribution (tokens × blocks it processed) totalled for a leaderboard.
 
-import { randomUUID } from 'node:crypto'
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
 import { collect } from '../inference/generate.js'
 import type { ServedBlocks } from '../inference/model.js'
 import { clip } from '../util/text.js'
@@ -10,7 +10,9 @@ import { shortPeerId } from '../p2p/identity.js'
 import type { ApiModel } from './api-model.js'
 import { parseModel, parseSampling, type SamplingRequest } from './generation-request.js'
 import { ApiError, badRequest } from './http-util.js'
-import { addContributions, isEnded, type Contribution, type JobRecord, type JobStore } from './job-store.js'
+import { addContributions, DEFAULT_KEPT_JOBS, isEnded, type Contribution, type JobRecord, type JobStore } from './job-store.js'
+
+export { DEFAULT_KEPT_JOBS }
 
 /** Jobs that may wait; more are refused with 429. */
 export const DEFAULT_MAX_QUEUED_JOBS = 64
@@ -28,15 +30,43 @@ export interface JobBoardOptions {
    * @default DEFAULT_JOB_CONCURRENCY (2)
    */
   concurrency?: number
+  /**
+   * ended jobs kept (in memory and in the file); older ones leave only their contributions
+   * @default DEFAULT_KEPT_JOBS (1000)
+   */
+  kept?: number
   log?: (line: string) => void
 }
 
-/** A job as the API shows it: the record plus its place in the queue and its speed. */
-export type JobView = Omit<JobRecord, 'served_by'> & {
+/**
+ * A job as the API shows it: the record plus its place in the queue and its speed, without its
+ * owner. To anyone but its owner, `prompt` and `output` are null and `owned` is false.
+ */
+export type JobView = Omit<JobRecord, 'served_by' | 'owner' | 'prompt' | 'output'> & {
+  prompt: string | null
+  output: string | null
+  owned: boolean
   served_by: Array<JobRecord['served_by'][number] & { short_peer_id: string }>
   queue_position: number | null
   duration_s: number | null
   tokens_per_second: number | null
+}
+
+/** The header that names a job's owner: the token a submission returned, or the client's own. */
+export const OWNER_HEADER = 'x-job-owner'
+/** Owner tokens shorter than this are refused: they would be guessable. */
+const MIN_OWNER_TOKEN_CHARS = 16
+
+/** The owner token a request sent, checked; undefined when it sent none. */
+export function ownerToken (header: string | string[] | undefined): string | undefined {
+  if (header === undefined) return undefined
+  const token = Array.isArray(header) ? header[0] : header
+  if (token.length < MIN_OWNER_TOKEN_CHARS || token.length > 256) throw badRequest(`the ${OWNER_HEADER} header must be ${MIN_OWNER_TOKEN_CHARS} to 256 characters`, OWNER_HEADER, 'invalid_owner_token')
+  return token
+}
+
+function ownerHash (token: string): string {
+  return createHash('sha256').update(token).digest('hex')
 }
 
 const DEFAULT_JOB_MAX_TOKENS = 64
@@ -51,10 +81,12 @@ export class JobBoard {
   private closing = false
   readonly maxQueued: number
   readonly concurrency: number
+  readonly kept: number
 
   constructor (private readonly model: ApiModel, private readonly store: JobStore, private readonly options: JobBoardOptions = {}) {
     this.maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED_JOBS
     this.concurrency = options.concurrency ?? DEFAULT_JOB_CONCURRENCY
+    this.kept = options.kept ?? store.keep
     for (const job of store.jobs) {
       this.jobs.set(job.id, job)
       if (job.status === 'queued') this.enqueue(job)
@@ -63,8 +95,11 @@ export class JobBoard {
     this.pump()
   }
 
-  /** Validates a submission and queues it; 429 when the queue is full. */
-  async submit (body: Record<string, unknown>): Promise<JobView> {
+  /**
+   * Validates a submission and queues it. When the queue is full, a job of higher priority than the
+   * lowest queued one takes its place (that one ends as cancelled, saying why); others get 429.
+   */
+  async submit (body: Record<string, unknown>, owner?: string): Promise<JobView & { owner_token: string }> {
     if (typeof body.prompt !== 'string' || body.prompt.length === 0) throw badRequest('prompt must be a non-empty string', 'prompt')
     if (body.prompt.length > MAX_PROMPT_CHARS) throw badRequest(`prompt exceeds ${MAX_PROMPT_CHARS} characters`, 'prompt')
     this.model.check(parseModel(body, this.model.id))
@@ -73,7 +108,10 @@ export class JobBoard {
     const sampling = parseSampling(body, DEFAULT_JOB_MAX_TOKENS)
     const promptTokens = this.model.promptIds(body.prompt).length
     const maxTokens = this.model.completionTokens(promptTokens, sampling.maxTokens)
-    if (this.queue.length >= this.maxQueued) {
+    let displaced: JobRecord | undefined
+    if (this.queue.length >= this.maxQueued && this.queue[this.queue.length - 1].priority < (priority as number)) {
+      displaced = this.queue.pop() // the lowest priority, the newest of its priority
+    } else if (this.queue.length >= this.maxQueued) {
       throw new ApiError(429, `the job queue is full (${this.queue.length} of ${this.maxQueued} waiting); try again when some have finished`, { code: 'queue_full', headers: { 'retry-after': '10' } })
     }
     const job: JobRecord = {
@@ -92,27 +130,32 @@ export class JobBoard {
       completion_tokens: 0,
       created_at: Date.now() / 1000,
       started_at: null,
-      finished_at: null
+      finished_at: null,
+      owner: null
     }
+    const token = owner ?? randomBytes(24).toString('base64url')
+    job.owner = ownerHash(token)
     this.jobs.set(job.id, job)
-    this.enqueue(job)
+    this.enqueue(job) // before any await, so that the queue never holds more than maxQueued
+    if (displaced !== undefined) await this.finish(displaced, { status: 'cancelled', error: `displaced from the full queue by a job of priority ${job.priority}` })
     await this.store.save(job)
     this.pump()
-    return this.view(job)
+    return { ...this.view(job, token), owner_token: token }
   }
 
-  get (id: string): JobView {
-    return this.view(this.find(id))
+  /** The job; 403 unless `owner` is its owner's token. */
+  get (id: string, owner?: string): JobView {
+    return this.view(this.owned(id, owner), owner)
   }
 
-  /** The newest jobs first. */
-  list (limit = 100): JobView[] {
-    return [...this.jobs.values()].sort((a, b) => b.created_at - a.created_at).slice(0, limit).map(job => this.view(job))
+  /** The newest jobs first; the prompt and output only of those `owner` owns. */
+  list (limit = 100, owner?: string): JobView[] {
+    return [...this.jobs.values()].sort((a, b) => b.created_at - a.created_at).slice(0, limit).map(job => this.view(job, owner))
   }
 
-  /** Cancels a queued or running job; 409 if it has ended. */
-  async cancel (id: string): Promise<JobView> {
-    const job = this.find(id)
+  /** Cancels a queued or running job; 403 unless `owner` is its owner's token, 409 if it has ended. */
+  async cancel (id: string, owner?: string): Promise<JobView> {
+    const job = this.owned(id, owner)
     if (isEnded(job.status)) throw new ApiError(409, `job ${clip(id)} has already ended (${job.status})`, { code: 'job_ended' })
     const index = this.queue.indexOf(job)
     if (index !== -1) {
@@ -121,7 +164,7 @@ export class JobBoard {
     } else {
       this.running.get(id)?.abort() // the run sees it after the current token and ends as cancelled
     }
-    return this.view(job)
+    return this.view(job, owner)
   }
 
   stats (): { queued: number, running: number, max_queued: number, concurrency: number } {
@@ -151,6 +194,14 @@ export class JobBoard {
   private find (id: string): JobRecord {
     const job = this.jobs.get(id)
     if (job === undefined) throw new ApiError(404, `no job ${clip(id)}`, { code: 'job_not_found' })
+    return job
+  }
+
+  private owned (id: string, owner: string | undefined): JobRecord {
+    const job = this.find(id)
+    if (!isOwner(job, owner)) {
+      throw new ApiError(403, `job ${clip(id)} belongs to another client: send the ${OWNER_HEADER} token its submission returned`, { code: 'not_job_owner' })
+    }
     return job
   }
 
@@ -217,15 +268,35 @@ export class JobBoard {
   private async finish (job: JobRecord, end: Pick<JobRecord, 'status'> & Partial<JobRecord>): Promise<void> {
     Object.assign(job, end, { finished_at: Date.now() / 1000 })
     this.options.log?.(`job ${job.id} ${job.status}${job.error !== null ? `: ${job.error}` : ''} (${job.completion_tokens} tokens)`)
+    this.forgetOldEnded()
     await this.store.save(job)
+    await this.store.compactIfLong([...this.jobs.values()])
   }
 
-  private view (job: JobRecord): JobView {
+  /** Keeps the newest `kept` ended jobs; older ones leave only their contributions, carried by the store. */
+  private forgetOldEnded (): void {
+    let ended = 0
+    for (const job of this.jobs.values()) if (isEnded(job.status)) ended++
+    for (const job of this.jobs.values()) { // in creation order: the oldest first
+      if (ended <= this.kept) break
+      if (!isEnded(job.status)) continue
+      this.jobs.delete(job.id)
+      this.store.carry(job.contributions)
+      ended--
+    }
+  }
+
+  private view (job: JobRecord, owner: string | undefined): JobView {
     const position = this.queue.indexOf(job)
     const end = job.finished_at ?? (job.status === 'running' ? Date.now() / 1000 : null)
     const duration = job.started_at !== null && end !== null ? end - job.started_at : null
+    const { owner: _hash, ...record } = job
+    const owned = isOwner(job, owner)
     return {
-      ...job,
+      ...record,
+      prompt: owned ? job.prompt : null,
+      output: owned ? job.output : null,
+      owned,
       queue_position: position === -1 ? null : position + 1,
       duration_s: duration,
       tokens_per_second: duration !== null && duration > 0 && job.completion_tokens > 0 ? job.completion_tokens / duration : null,
@@ -277,4 +348,11 @@ class ContributionMeter {
 
 function key (hop: ServedBlocks): string {
   return `${hop.peerId}/${hop.start}/${hop.end}`
+}
+
+/** Whether `token` owns the job (a job from before owners is anyone's). */
+function isOwner (job: JobRecord, token: string | undefined): boolean {
+  if (job.owner === null) return true
+  if (token === undefined) return false
+  return timingSafeEqual(Buffer.from(ownerHash(token), 'hex'), Buffer.from(job.owner, 'hex'))
 }

@@ -4,6 +4,7 @@
 
 import { loadConfig } from '../inference/config.js'
 import { BlockServer } from '../petals/server/server.js'
+import { checkGatewayOptions } from '../api/gateway.js'
 import { startGateway, type GatewayCliOptions, type StartedGateway } from './gateway.js'
 
 export interface DemoCliOptions extends GatewayCliOptions {
@@ -13,6 +14,7 @@ export interface DemoCliOptions extends GatewayCliOptions {
 const NAMES = ['alpha', 'bravo', 'charlie']
 
 export async function runDemo (o: DemoCliOptions, log: (line: string) => void): Promise<{ close: () => Promise<void> }> {
+  checkGatewayOptions({ keptJobs: o.keptJobs, allowOrigins: o.allowOrigin, maxConnectionsPerIp: o.maxConnectionsPerIp }) // before starting servers
   const config = await loadConfig(o.model)
   const spans = NAMES.map((_, i): [number, number] => [Math.round(i * config.numLayers / NAMES.length), Math.round((i + 1) * config.numLayers / NAMES.length)])
     .filter(([start, end]) => start < end)

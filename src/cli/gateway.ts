@@ -3,11 +3,11 @@
 
 import { Command, Option } from 'commander'
 import { ApiModel } from '../api/api-model.js'
-import { DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, Gateway } from '../api/gateway.js'
-import { DEFAULT_JOB_CONCURRENCY, DEFAULT_MAX_QUEUED_JOBS } from '../api/jobs.js'
+import { checkGatewayOptions, DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, DEFAULT_MAX_CONNECTIONS_PER_IP, Gateway } from '../api/gateway.js'
+import { DEFAULT_JOB_CONCURRENCY, DEFAULT_KEPT_JOBS, DEFAULT_MAX_QUEUED_JOBS } from '../api/jobs.js'
 import { DistributedModel } from '../petals/client/distributed-model.js'
 import { formatRoute } from '../petals/client/routing.js'
-import { integer } from './options.js'
+import { integer, repeatable } from './options.js'
 
 export interface GatewayCliOptions {
   httpPort?: number
@@ -17,6 +17,10 @@ export interface GatewayCliOptions {
   modelAlias: string[]
   maxQueuedJobs: number
   jobConcurrency: number
+  allowOrigin?: string[]
+  allowHost?: string[]
+  maxConnectionsPerIp?: number
+  keptJobs?: number
 }
 
 /** The gateway's options, with --http-port's help worded for the command. */
@@ -29,6 +33,10 @@ export function addGatewayOptions (command: Command, portHelp: string, defaultPo
     .option('--model-alias <id>', 'another id the API answers to, for clients that only accept OpenAI model names (repeatable)', (v: string, all: string[]) => [...all, v], [])
     .option('--max-queued-jobs <n>', 'jobs that may wait; more are refused with 429', integer(1), DEFAULT_MAX_QUEUED_JOBS)
     .option('--job-concurrency <n>', 'jobs generating at once', integer(1), DEFAULT_JOB_CONCURRENCY)
+    .option('--kept-jobs <n>', 'ended jobs the board keeps, in memory and in its file; older ones leave only their contributions', integer(1), DEFAULT_KEPT_JOBS)
+    .option('--allow-origin <origin>', 'let web pages of this origin (https://app.example:8443) call the API; by default only the gateway\'s own pages may (repeatable)', repeatable, [])
+    .option('--allow-host <name>', 'answer to this host name too; by default only IP addresses and localhost, against DNS rebinding (repeatable)', repeatable, [])
+    .option('--max-connections-per-ip <n>', 'connections one IP address may hold open; more are closed', integer(1), DEFAULT_MAX_CONNECTIONS_PER_IP)
 }
 
 export interface StartedGateway {
@@ -43,6 +51,8 @@ export interface StartedGateway {
  */
 export async function startGateway (modelDir: string, swarm: { initialPeers: string[], swarmKey?: Uint8Array }, o: GatewayCliOptions & { modelName?: string },
   log: (line: string) => void): Promise<StartedGateway> {
+  const guards = { keptJobs: o.keptJobs, allowOrigins: o.allowOrigin, allowHosts: o.allowHost, maxConnectionsPerIp: o.maxConnectionsPerIp }
+  checkGatewayOptions(guards) // before joining the swarm
   const model = await DistributedModel.load(modelDir, {
     ...swarm,
     modelName: o.modelName,
@@ -60,6 +70,7 @@ export async function startGateway (modelDir: string, swarm: { initialPeers: str
       jobsFile: o.jobsFile,
       maxQueuedJobs: o.maxQueuedJobs,
       jobConcurrency: o.jobConcurrency,
+      ...guards,
       log: line => log(`gateway: ${line}`)
     })
     const url = gateway.url

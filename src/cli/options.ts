@@ -123,7 +123,12 @@ export const OPTION_FLAGS: Readonly<Record<string, string>> = {
   initialPeers: '--initial-peers',
   swarmKey: '--swarm-key',
   useRelay: '--use-relay',
-  inferenceMaxLength: '--inference-max-length'
+  inferenceMaxLength: '--inference-max-length',
+  allowOrigins: '--allow-origin',
+  allowHosts: '--allow-host',
+  maxConnectionsPerIp: '--max-connections-per-ip',
+  keptJobs: '--kept-jobs',
+  maxQueuedJobs: '--max-queued-jobs'
 }
 
 /** An option's flag (see OPTION_FLAGS); an option without one keeps its library name. */
