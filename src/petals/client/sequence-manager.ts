@@ -7,6 +7,7 @@ import type { BmrtNode } from '../../p2p/node.js'
 import { DEFAULT_UPDATE_PERIOD_MS, type Registry } from '../../p2p/registry.js'
 import { maxThroughputRoute, minLatencyRoute, missingBlocks, serverSpanFromRecord, type RouteHop, type ServerSpan } from './routing.js'
 import { BanList } from './ban-list.js'
+import { StepTimes } from './remote-span.js'
 
 export interface SequenceManagerOptions {
   /**
@@ -31,6 +32,8 @@ export class SequenceManager {
   private updating: Promise<void> | null = null
   private readonly rtts = new Map<string, number>()
   readonly bans: BanList
+  /** how long inference steps took, for every session of this client (they shorten step timeouts) */
+  readonly stepTimes = new StepTimes()
 
   constructor (private readonly node: BmrtNode, private readonly registry: Registry, readonly model: string,
     readonly numBlocks: number, private readonly options: SequenceManagerOptions = {}) {
@@ -61,7 +64,13 @@ export class SequenceManager {
   /** Round trip to a server in seconds, smoothed as Petals does (EMA 0.2); unreachable: infinite. */
   private async ping (peerId: string): Promise<void> {
     try {
-      const rtt = await this.node.services.ping.ping(peerIdFromString(peerId), { signal: AbortSignal.timeout(2000) }) / 1000
+      // libp2p's connection monitor pings every connection every 2 s and keeps the round trip
+      // (Connection.rtt); a ping of ours at the same moment would be a second outbound ping stream,
+      // over @libp2p/ping's limit of one, and when the monitor's is the one refused, the monitor
+      // aborts the connection. So a measured round trip is taken as it is.
+      const peer = peerIdFromString(peerId)
+      const measured = this.node.getConnections(peer).find(c => c.rtt !== undefined)?.rtt
+      const rtt = (measured ?? await this.node.services.ping.ping(peer, { signal: AbortSignal.timeout(2000) })) / 1000
       const previous = this.rtts.get(peerId)
       this.rtts.set(peerId, previous === undefined ? rtt : 0.8 * previous + 0.2 * rtt)
     } catch {
