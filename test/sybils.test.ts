@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict'
 import { collect } from '../src/inference/generate.js'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
-import { Registry } from '../src/p2p/registry.js'
+import { blockGroupCid, Registry } from '../src/p2p/registry.js'
 import { ErrorCode, INFERENCE_PROTOCOL, openFrames, Request, Response } from '../src/petals/protocol/wire.js'
 import { serverInfoRecord } from '../src/petals/protocol/server-info.js'
 import { DistributedModel, type DistributedModelOptions } from '../src/petals/client/distributed-model.js'
@@ -63,6 +63,7 @@ describe('sybils against an honest client', function () {
   let servers: BlockServer[] = []
   let sybils: Sybil[] = []
   let clients: DistributedModel[] = []
+  let nodes: BmrtNode[] = []
 
   before(async () => {
     entry = await createNode({ role: 'server' })
@@ -71,6 +72,8 @@ describe('sybils against an honest client', function () {
   afterEach(async () => {
     await Promise.all(clients.map(async c => await c.close()))
     await Promise.all(sybils.map(async s => await s.node.stop()))
+    await Promise.all(nodes.map(async n => await n.stop()))
+    nodes = []
     await Promise.all(servers.map(async s => await s.stop()))
     clients = []
     sybils = []
@@ -156,5 +159,55 @@ describe('sybils against an honest client', function () {
     const waits = failovers.map(f => Number(/no answer within ([\d.]+) s/.exec(f)?.[1]))
     assert.ok(waits.every(w => w >= MIN_STEP_TIMEOUT_MS / 1000 && w < DEFAULT_CLIENT_STEP_TIMEOUT_MS / 1000), `each stall cost a timeout from measured steps:\n${failovers.join('\n')}`)
     assert.deepEqual(sybils.map(s => s.sessions), new Array(count).fill(1), 'each sybil was tried once')
+  })
+
+  it('finds the honest servers among advertisers that publish no record, and looks each of those up once', async function () {
+    this.timeout(300_000)
+    const model = 'stories-sybils-advertise'
+    const honest = await honestChain(model)
+    const loadAndAnswer = async (): Promise<number> => {
+      const started = performance.now()
+      await answer(await connect(model))
+      return (performance.now() - started) / 1000
+    }
+    const quiet = await loadAndAnswer()
+
+    // Identities that provide the block group and sign nothing (the attack run had 40; 16 here, on a
+    // 2-core machine, and fewer than kad-dht's 20 providers a lookup returns).
+    const count = 16
+    const group = await blockGroupCid(model, 0)
+    const advertisers: BmrtNode[] = []
+    for (let i = 0; i < count; i++) { // one at a time: libp2p takes 5 new connections a second per host
+      const node = await createNode({ role: 'server', bootstrap: [...initialPeers, ...servers.map(s => s.node.getMultiaddrs()[0].toString())] })
+      nodes.push(node)
+      advertisers.push(node)
+      await joinSwarm(node)
+    }
+    await Promise.all(advertisers.map(async node => { await node.contentRouting.provide(group) }))
+    const client = await createNode({ role: 'client', bootstrap: initialPeers })
+    nodes.push(client)
+    await joinSwarm(client)
+    await waitFor(`${count + honest.length} advertisers`, async () => {
+      const seen = new Set<string>()
+      for await (const provider of client.contentRouting.findProviders(group)) seen.add(provider.id.toString())
+      return seen.size >= count + honest.length
+    }, 60_000)
+
+    let gets = 0
+    const get = client.contentRouting.get.bind(client.contentRouting)
+    client.contentRouting.get = async (key, options) => { gets++; return await get(key, options) }
+    const registry = new Registry(client)
+    const lookups: string[] = []
+    for (let i = 0; i < 2; i++) {
+      gets = 0
+      const started = performance.now()
+      const spans = await registry.findSpans(model, 5)
+      lookups.push(`${((performance.now() - started) / 1000).toFixed(2)} s, ${gets} record lookups`)
+      assert.deepEqual(spans.map(s => s.peerId).sort(), [...honest].sort(), 'the honest servers, every time')
+      if (i === 1) assert.equal(gets, honest.length, 'the advertisers without a record are not looked up again')
+    }
+    const attacked = await loadAndAnswer()
+    console.log(`      findSpans with ${count} advertisers without records: ${lookups.join('; then ')}`)
+    console.log(`      load and answer: ${quiet.toFixed(2)} s quiet, ${attacked.toFixed(2)} s with ${count} such advertisers`)
   })
 })

@@ -9,6 +9,12 @@ import { maxThroughputRoute, minLatencyRoute, missingBlocks, serverSpanFromRecor
 import { BanList } from './ban-list.js'
 import { StepTimes } from './remote-span.js'
 
+/**
+ * Once the span records found cover every block, a refresh waits this much longer for the rest, not
+ * for the slowest lookup: advertisers without a record cost a DHT query each (issue 20, row 4).
+ */
+export const SPAN_LOOKUP_GRACE_MS = 1000
+
 export interface SequenceManagerOptions {
   /**
    * refresh the swarm's spans this often
@@ -52,7 +58,7 @@ export class SequenceManager {
   }
 
   private async fetch (): Promise<void> {
-    const records = await this.registry.findSpans(this.model, this.numBlocks, ['online'])
+    const records = await this.registry.findSpans(this.model, this.numBlocks, ['online'], { graceMs: SPAN_LOOKUP_GRACE_MS })
     const allowed = this.options.allowedServers
     const blocked = new Set(this.options.blockedServers ?? [])
     this.spans = records.map(serverSpanFromRecord)
