@@ -189,6 +189,7 @@ describe('routing', () => {
     it('doubles the ban with each consecutive failure, up to the cap, and resets on success', () => {
       let now = 1_000_000
       const bans = new BanList({ banTimeoutMs: 15_000, maxBanMs: 100_000, now: () => now })
+      bans.succeed('a') // it answered once: Petals' bans
       assert.equal(bans.isBanned('a'), false)
       assert.deepEqual([1, 2, 3, 4, 5].map(() => bans.fail('a')), [15_000, 30_000, 60_000, 100_000, 100_000])
       assert.equal(bans.isBanned('a'), true)
@@ -204,10 +205,22 @@ describe('routing', () => {
       bans.succeed('never-failed')
     })
 
-    it('defaults to Petals\' 15 s first ban', () => {
+    it('defaults to Petals\' 15 s first ban for a server that answered before', () => {
       const bans = new BanList({ now: () => 0 })
+      bans.succeed('x')
       assert.equal(bans.fail('x'), 15_000)
       assert.equal(bans.fail('x'), 30_000)
+    })
+
+    it('bans a server that never answered for 10 min at its first failure', () => {
+      let now = 0
+      const bans = new BanList({ now: () => now })
+      assert.equal(bans.fail('sybil'), 600_000)
+      now = 599_999
+      assert.equal(bans.isBanned('sybil'), true)
+      assert.equal(bans.fail('sybil'), 900_000, 'then doubling, up to the longest ban')
+      bans.succeed('honest')
+      assert.equal(bans.fail('honest'), 15_000)
     })
 
     it('filters banned servers, keeping them only where a block would have no server', () => {
@@ -225,7 +238,7 @@ describe('routing', () => {
 
     it('takes back, where every server of a block is banned, only the one whose ban ends first', () => {
       let now = 0
-      const bans = new BanList({ now: () => now })
+      const bans = new BanList({ unprovenBanMs: 15_000, now: () => now })
       const spans = [span('dead', 0, 4), span('restarted', 0, 4), span('later', 2, 4)]
       bans.fail('restarted') // failed first, before it was restarted: its ban ends first
       now = 5000

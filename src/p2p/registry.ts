@@ -271,11 +271,36 @@ async function limited<T> (node: BmrtNode, lookup: () => Promise<T>): Promise<T>
   return await queue.add(lookup) as T
 }
 
+/** An advertiser of a block group whose span record was not found is not looked up again for this long; doubling with each further miss. */
+export const NO_RECORD_SKIP_MS = 60_000
+const MAX_NO_RECORD_SKIP_MS = 10 * 60_000
+/**
+ * Record lookups one call runs at once. With all of them at once (up to MAX_CONCURRENT_LOOKUPS),
+ * 16 advertisers without a record and 2 honest servers on a loopback swarm: all 18 DHT gets ended
+ * in NotFoundError, the honest ones too, while the same gets one by one found them; with 4 at once
+ * the honest records are found (test/sybils.test.ts).
+ */
+const RECORD_LOOKUPS_AT_ONCE = 4
+/** Advertisers without a record remembered at most (the oldest is forgotten first). */
+const MAX_REMEMBERED_MISSES = 10_000
+
+export interface FindSpansOptions {
+  /**
+   * once the records found cover every block, return this long after, without waiting for the
+   * rest; unset: wait for every lookup
+   */
+  graceMs?: number
+}
+
 /** Announces this node's spans and finds other servers'. */
 export class Registry {
   /** model -> the first block of each group this node provides */
   private readonly provided = new Map<string, Set<number>>()
   private indexProvided = false
+  /** `${model}/${peer id}` of advertisers whose record was not found: misses in a row, skipped until */
+  private readonly misses = new Map<string, { count: number, until: number }>()
+  /** lookups of advertisers' records now running, by `${model}/${peer id}` */
+  private readonly pending = new Map<string, Promise<SpanRecord | null>>()
 
   constructor (private readonly node: BmrtNode) {}
 
@@ -351,27 +376,86 @@ export class Registry {
   }
 
   /**
+   * lookup, for an advertiser of a block group: skipped while an earlier lookup of it found no
+   * record (NO_RECORD_SKIP_MS, doubling with each further miss), and shared with a lookup of it
+   * still running. A server stores its record before it provides (announce), so an advertiser
+   * without one is gone, or never served: 40 such identities made each lookup of the swarm cost 40
+   * DHT queries (issue 20, row 4; PATCHES.md, "Advertisers without a record").
+   */
+  private async advertiserRecord (model: string, peerId: string): Promise<SpanRecord | null> {
+    const id = `${model}/${peerId}`
+    const miss = this.misses.get(id)
+    if (miss !== undefined && miss.until > Date.now()) return null
+    let pending = this.pending.get(id)
+    if (pending === undefined) {
+      pending = this.lookup(model, peerId).then(record => {
+        if (record !== null) {
+          this.misses.delete(id)
+        } else {
+          const count = (this.misses.get(id)?.count ?? 0) + 1
+          this.misses.set(id, { count, until: Date.now() + Math.min(NO_RECORD_SKIP_MS * 2 ** (count - 1), MAX_NO_RECORD_SKIP_MS) })
+          if (this.misses.size > MAX_REMEMBERED_MISSES) this.misses.delete(this.misses.keys().next().value!)
+        }
+        return record
+      }).finally(() => this.pending.delete(id))
+      this.pending.set(id, pending)
+    }
+    return await pending
+  }
+
+  /**
+   * The records of `peers`, looked up at once (MAX_CONCURRENT_LOOKUPS at a time): when every lookup
+   * ended, or, with `graceMs`, that long after the records found satisfy `enough`. Lookups still
+   * running then go on, and what they find (or do not) is remembered for the next call.
+   */
+  private async records (model: string, peers: readonly string[], enough: (found: readonly SpanRecord[]) => boolean, graceMs?: number): Promise<SpanRecord[]> {
+    const found: SpanRecord[] = []
+    if (peers.length === 0) return found
+    return await new Promise(resolve => {
+      let left = peers.length
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const done = (): void => { clearTimeout(timer); resolve([...found]) }
+      let next = 0
+      const work = (): void => {
+        if (next >= peers.length) return
+        this.advertiserRecord(model, peers[next++]).then(record => { if (record !== null) found.push(record) }, () => {}).finally(() => {
+          if (--left === 0) done()
+          else if (graceMs !== undefined && timer === undefined && enough(found)) timer = setTimeout(done, graceMs)
+          work()
+        })
+      }
+      for (let i = 0; i < RECORD_LOOKUPS_AT_ONCE; i++) work()
+    })
+  }
+
+  /**
    * Servers whose current, unexpired record says they serve `block` in one of `states` (default:
    * online only, the servers a client may route to; block selection also counts joining ones).
    */
   async findServers (model: string, block: number, states: readonly SpanState[] = ['online']): Promise<SpanRecord[]> {
     const peers = await this.providers(await blockGroupCid(model, block))
-    const records = await Promise.all(peers.map(async peer => await this.lookup(model, peer)))
-    return records.filter((r): r is SpanRecord => r !== null && states.includes(r.state) && r.start <= block && block < r.end)
+    const serves = (r: SpanRecord): boolean => states.includes(r.state) && r.start <= block && block < r.end
+    return (await this.records(model, peers, () => false)).filter(serves)
   }
 
   /**
    * Every server's record for the model's blocks [0, blocks), one per server: the providers of
-   * every group of blocks, then each provider's record once.
+   * every group of blocks, then each provider's record once. With `options.graceMs`, returns that
+   * long after the records found cover every block, without waiting for the slowest lookups.
    */
-  async findSpans (model: string, blocks: number, states: readonly SpanState[] = ['online']): Promise<SpanRecord[]> {
+  async findSpans (model: string, blocks: number, states: readonly SpanState[] = ['online'], options: FindSpansOptions = {}): Promise<SpanRecord[]> {
     const provided = new Map<string, number[]>() // peer -> the first block of each group it provides
     await Promise.all(groupsOf(0, blocks).map(async first => {
       for (const peer of await this.providers(await blockGroupCid(model, first))) provided.set(peer, [...(provided.get(peer) ?? []), first])
     }))
-    const records = await Promise.all([...provided.keys()].map(async peer => await this.lookup(model, peer)))
     // As in findServers: a record counts where its span still touches a group its server provides.
-    return records.filter((r): r is SpanRecord => r !== null && states.includes(r.state) &&
-      provided.get(r.peerId)!.some(first => r.start < first + BLOCKS_PER_KEY && first < r.end))
+    const counts = (r: SpanRecord): boolean => states.includes(r.state) &&
+      provided.get(r.peerId)!.some(first => r.start < first + BLOCKS_PER_KEY && first < r.end)
+    const covered = (found: readonly SpanRecord[]): boolean => {
+      const held = new Uint8Array(blocks)
+      for (const r of found) if (counts(r)) held.fill(1, Math.max(0, r.start), Math.min(blocks, r.end))
+      return held.every(b => b === 1)
+    }
+    return (await this.records(model, [...provided.keys()], covered, options.graceMs)).filter(counts)
   }
 }

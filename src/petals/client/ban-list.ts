@@ -5,6 +5,13 @@ import { missingBlocks, type ServerSpan } from './routing.js'
 
 /** A failed server's first ban (Petals' ban_timeout). */
 export const DEFAULT_BAN_TIMEOUT_MS = 15_000
+/**
+ * The first ban of a server that failed before it ever answered this client: long, because
+ * identities cost nothing, and a swarm of them that refuse or stall every session (issue 20) would
+ * otherwise be back in every route 15 s later. Longer than a record lives (180 s), so a refuser is
+ * tried once per record it signs, at most once per 10 min.
+ */
+export const DEFAULT_UNPROVEN_BAN_MS = 10 * 60_000
 /** The longest ban, however often a server failed. */
 export const DEFAULT_MAX_BAN_MS = 15 * 60_000
 /** The longest wait before a retry (Petals' max_retry_delay). */
@@ -16,6 +23,11 @@ export interface BanListOptions {
    * @default DEFAULT_BAN_TIMEOUT_MS (15 s)
    */
   banTimeoutMs?: number
+  /**
+   * the first ban of a server that never answered this client
+   * @default DEFAULT_UNPROVEN_BAN_MS (10 min)
+   */
+  unprovenBanMs?: number
   /**
    * the longest ban
    * @default DEFAULT_MAX_BAN_MS (15 min)
@@ -30,16 +42,22 @@ export interface BanListOptions {
 
 /**
  * Servers that failed requests, banned from routes for banTimeout × 2^(consecutive failures − 1)
- * (Petals: 15 s, doubling, via hivemind's Blacklist), capped at maxBanMs.
+ * (Petals: 15 s, doubling, via hivemind's Blacklist), capped at maxBanMs. A server that never
+ * answered this client is banned for unprovenBanMs at its first failure (not in Petals; see
+ * PATCHES.md, "Bans of servers that never answered").
  */
 export class BanList {
   private readonly banTimeoutMs: number
+  private readonly unprovenBanMs: number
   private readonly maxBanMs: number
   private readonly now: () => number
   private readonly peers = new Map<string, { failures: number, until: number }>()
+  /** servers that answered at least once */
+  private readonly proven = new Set<string>()
 
   constructor (options: BanListOptions = {}) {
     this.banTimeoutMs = options.banTimeoutMs ?? DEFAULT_BAN_TIMEOUT_MS
+    this.unprovenBanMs = options.unprovenBanMs ?? DEFAULT_UNPROVEN_BAN_MS
     this.maxBanMs = options.maxBanMs ?? DEFAULT_MAX_BAN_MS
     this.now = options.now ?? Date.now
   }
@@ -47,7 +65,8 @@ export class BanList {
   /** Records a failure and bans the peer; returns the ban's length in ms. */
   fail (peerId: string): number {
     const failures = (this.peers.get(peerId)?.failures ?? 0) + 1
-    const banMs = Math.min(this.banTimeoutMs * 2 ** (failures - 1), this.maxBanMs)
+    const first = this.proven.has(peerId) ? this.banTimeoutMs : Math.max(this.banTimeoutMs, this.unprovenBanMs)
+    const banMs = Math.min(first * 2 ** (failures - 1), Math.max(this.maxBanMs, first))
     this.peers.set(peerId, { failures, until: this.now() + banMs })
     return banMs
   }
@@ -57,6 +76,7 @@ export class BanList {
    * force runs out on its own, as in Petals: one success while banned does not prove it healthy.
    */
   succeed (peerId: string): void {
+    this.proven.add(peerId)
     const entry = this.peers.get(peerId)
     if (entry === undefined) return
     if (entry.until > this.now()) entry.failures = 0

@@ -22,8 +22,9 @@ import { retryDelayMs } from './ban-list.js'
 import type { SequenceManager } from './sequence-manager.js'
 
 /**
- * Failed attempts in a row, with no hop answering between them, before a step gives up: with
- * retryDelayMs's backoff (1, 2, 4 … 60 s) about 2 minutes of waiting.
+ * Failed attempts in a row, with no hop answering between them and no server left that is not
+ * banned, before a step gives up: with retryDelayMs's backoff (1, 2, 4 … 60 s) about 2 minutes of
+ * waiting. Failovers to servers not banned do not count.
  */
 export const DEFAULT_MAX_RETRIES = 8
 
@@ -36,7 +37,8 @@ export interface InferenceSessionOptions {
    */
   batch?: number
   /**
-   * failed attempts in a row, with no hop answering between them, before a step gives up
+   * failed attempts in a row, with no hop answering between them and no server left that is not
+   * banned, before a step gives up
    * @default DEFAULT_MAX_RETRIES (8: about 2 minutes of backoff)
    */
   maxRetries?: number
@@ -46,7 +48,8 @@ export interface InferenceSessionOptions {
    */
   connectTimeoutMs?: number
   /**
-   * one server's answer to one step
+   * one server's answer to one step, at most: once steps were measured, a step may take
+   * max(MIN_STEP_TIMEOUT_MS, STEP_TIMEOUT_MULTIPLE × their p90), see StepTimes
    * @default DEFAULT_CLIENT_STEP_TIMEOUT_MS (60 s)
    */
   stepTimeoutMs?: number
@@ -210,20 +213,32 @@ export class InferenceSession {
         i++
       } catch (err) {
         if (!(err instanceof HopError)) throw err
-        if (attempt >= (this.options.maxRetries ?? DEFAULT_MAX_RETRIES)) {
-          throw new Error(`blocks ${hop.route.start}:${hop.route.end} failed ${attempt + 1} times; giving up. Last error: ${err.message}`)
-        }
+        const maxRetries = this.options.maxRetries ?? DEFAULT_MAX_RETRIES
         // A server that ended an idle session did nothing wrong: reconnect without a ban.
-        if (err.code !== ErrorCode.TIMEOUT) this.context.manager.onFailure(hop.route.peerId)
+        const banned = err.code !== ErrorCode.TIMEOUT
+        if (banned) this.context.manager.onFailure(hop.route.peerId)
         hop.remote?.close()
         // Whoever serves these blocks next starts fresh from the hop's input history.
         const history = hop.history ?? TokenHistory.of(full!, batch, position + tokens, size, position)
         history.truncate(position)
         Object.assign(hop, { remote: null, cached: 0, history })
-        const delay = retryDelayMs(attempt++)
-        if (delay > 0) this.context.log?.(`${err.message}; retrying blocks ${hop.route.start}:${hop.route.end} in ${delay / 1000} s (attempt ${attempt + 1} of ${(this.options.maxRetries ?? DEFAULT_MAX_RETRIES) + 1})`)
-        await sleep(delay, this.options.signal)
-        const replacements = await this.reroute(hop.route)
+        // Servers not banned, and not the one that failed, take over at once: a failure counts
+        // against maxRetries, and waits, only when no such server was left. Each such failover bans
+        // a server, so there are no more of them than servers known (PATCHES.md, "Failover
+        // before retries").
+        let replacements = await this.reroute(hop.route)
+        const untried = banned && replacements !== null && replacements.every(r => r.peerId !== hop.route.peerId && !this.context.manager.bans.isBanned(r.peerId))
+        if (!untried) {
+          if (attempt >= maxRetries) {
+            throw new Error(`blocks ${hop.route.start}:${hop.route.end} failed ${attempt + 1} times with no other server left; giving up. Last error: ${err.message}`)
+          }
+          const delay = retryDelayMs(attempt++)
+          if (delay > 0) {
+            this.context.log?.(`${err.message}; retrying blocks ${hop.route.start}:${hop.route.end} in ${delay / 1000} s (attempt ${attempt + 1} of ${maxRetries + 1})`)
+            await sleep(delay, this.options.signal)
+            replacements = await this.reroute(hop.route) // the swarm may have changed meanwhile
+          }
+        }
         if (replacements === null) continue // nobody else serves them now: try the same server again
         this.hops.splice(i, 1, ...replacements.map((r, k) => new Hop(r, k === 0 ? history : null)))
         this.failovers++
@@ -253,7 +268,8 @@ export class InferenceSession {
       hiddenSize: this.context.hiddenSize,
       dtype: this.context.dtype,
       connectTimeoutMs: this.options.connectTimeoutMs,
-      stepTimeoutMs: this.options.stepTimeoutMs
+      stepTimeoutMs: this.options.stepTimeoutMs,
+      stepTimes: this.context.manager.stepTimes
     }
   }
 

@@ -12,8 +12,47 @@ import type { RouteHop } from './routing.js'
 
 /** How long opening a server session may take (Petals' connect_timeout: 5 s). */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5000
-/** How long one server's answer to one step may take. */
+/** How long one server's answer to one step may take, before this client has measured any. */
 export const DEFAULT_CLIENT_STEP_TIMEOUT_MS = 60_000
+/** The shortest step timeout, however fast steps were (StepTimes). */
+export const MIN_STEP_TIMEOUT_MS = 5000
+/** A step may take this many times the p90 of measured steps (StepTimes) before it is given up. */
+export const STEP_TIMEOUT_MULTIPLE = 10
+/** Answered one-token steps StepTimes keeps; it needs MIN_STEP_SAMPLES of them before it shortens timeouts. */
+const STEP_SAMPLES = 64
+const MIN_STEP_SAMPLES = 3
+
+/**
+ * How long this client's one-token steps took, per block, so that a server that accepts a session
+ * and never answers costs seconds, not DEFAULT_CLIENT_STEP_TIMEOUT_MS (issue 20, row 2; PATCHES.md,
+ * "Step timeouts from measured steps"). Petals waits a fixed request_timeout (3 min) instead.
+ */
+export class StepTimes {
+  /** ms per block of the last STEP_SAMPLES answered one-token frames */
+  private readonly samples: number[] = []
+  private next = 0
+
+  /** Notes an answered frame of `tokens` tokens per sequence over `blocks` blocks. */
+  record (ms: number, blocks: number, tokens: number): void {
+    if (tokens !== 1 || !(blocks > 0) || !Number.isFinite(ms)) return
+    if (this.samples.length < STEP_SAMPLES) this.samples.push(ms / blocks)
+    else this.samples[this.next] = ms / blocks
+    this.next = (this.next + 1) % STEP_SAMPLES
+  }
+
+  /**
+   * The wait for a frame of `tokens` tokens over `blocks` blocks: max(MIN_STEP_TIMEOUT_MS,
+   * STEP_TIMEOUT_MULTIPLE × p90 per block × blocks × tokens), at most `longest`, and `longest`
+   * until MIN_STEP_SAMPLES steps were measured. A prefill is charged as that many one-token steps,
+   * more than it takes on any backend, so only a server that stalls runs into it.
+   */
+  timeoutMs (blocks: number, tokens: number, longest: number): number {
+    if (this.samples.length < MIN_STEP_SAMPLES) return longest
+    const sorted = [...this.samples].sort((a, b) => a - b)
+    const p90 = sorted[Math.min(sorted.length - 1, Math.floor(0.9 * sorted.length))]
+    return Math.min(longest, Math.max(MIN_STEP_TIMEOUT_MS, Math.ceil(STEP_TIMEOUT_MULTIPLE * p90 * blocks * tokens)))
+  }
+}
 
 export interface RemoteSpanOptions {
   protocol: string
@@ -29,10 +68,12 @@ export interface RemoteSpanOptions {
    */
   connectTimeoutMs?: number
   /**
-   * how long one frame's answer may take
+   * how long one frame's answer may take at most (stepTimes may shorten it)
    * @default DEFAULT_CLIENT_STEP_TIMEOUT_MS (60 s)
    */
   stepTimeoutMs?: number
+  /** measured step times: each answered frame adds to them, and they shorten the wait for the next */
+  stepTimes?: StepTimes
 }
 
 function describeLimits (limits: ConnectionLimits): string {
@@ -113,13 +154,19 @@ export class RemoteSpan {
   private async exchange (input: Float32Array, tokens: number, position: number): Promise<Float32Array> {
     const { batch, hiddenSize, dtype } = this.options
     const peer = this.hop.peerId
+    const blocks = this.hop.end - this.hop.start
+    const longest = this.options.stepTimeoutMs ?? DEFAULT_CLIENT_STEP_TIMEOUT_MS
+    const timeoutMs = this.options.stepTimes?.timeoutMs(blocks, tokens, longest) ?? longest
     let response: Response | null
+    let elapsed = 0
     try {
+      const started = performance.now()
       await this.frames.write(Request, { step: { position, hidden: encodeHidden(input, [batch, tokens, hiddenSize], dtype) } })
-      response = await this.frames.read(Response, { signal: AbortSignal.timeout(this.options.stepTimeoutMs ?? DEFAULT_CLIENT_STEP_TIMEOUT_MS) })
+      response = await this.frames.read(Response, { signal: AbortSignal.timeout(timeoutMs) })
+      elapsed = performance.now() - started
     } catch (err) {
       const e = err as Error
-      const reason = e.name === 'TimeoutError' || e.name === 'AbortError' ? `no answer within ${(this.options.stepTimeoutMs ?? DEFAULT_CLIENT_STEP_TIMEOUT_MS) / 1000} s` : e.message
+      const reason = e.name === 'TimeoutError' || e.name === 'AbortError' ? `no answer within ${timeoutMs / 1000} s` : e.message
       throw new HopError(peer, `${peer} failed: ${reason}`, err instanceof ProtocolError ? err.code : undefined)
     }
     if (response === null) throw new HopError(peer, `${peer} closed the session`)
@@ -129,6 +176,7 @@ export class RemoteSpan {
     try {
       const { values, tokens: got } = decodeHidden(response.hidden, { batch, hidden: hiddenSize })
       if (got !== tokens) throw new Error(`answered ${got} tokens for ${tokens}`)
+      this.options.stepTimes?.record(elapsed, blocks, tokens)
       return values
     } catch (err) {
       throw new HopError(peer, `${peer} sent bad hidden states: ${(err as Error).message}`)

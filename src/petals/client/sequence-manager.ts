@@ -7,6 +7,13 @@ import type { BmrtNode } from '../../p2p/node.js'
 import { DEFAULT_UPDATE_PERIOD_MS, type Registry } from '../../p2p/registry.js'
 import { maxThroughputRoute, minLatencyRoute, missingBlocks, serverSpanFromRecord, type RouteHop, type ServerSpan } from './routing.js'
 import { BanList } from './ban-list.js'
+import { StepTimes } from './remote-span.js'
+
+/**
+ * Once the span records found cover every block, a refresh waits this much longer for the rest, not
+ * for the slowest lookup: advertisers without a record cost a DHT query each (issue 20, row 4).
+ */
+export const SPAN_LOOKUP_GRACE_MS = 1000
 
 export interface SequenceManagerOptions {
   /**
@@ -31,6 +38,8 @@ export class SequenceManager {
   private updating: Promise<void> | null = null
   private readonly rtts = new Map<string, number>()
   readonly bans: BanList
+  /** how long inference steps took, for every session of this client (they shorten step timeouts) */
+  readonly stepTimes = new StepTimes()
 
   constructor (private readonly node: BmrtNode, private readonly registry: Registry, readonly model: string,
     readonly numBlocks: number, private readonly options: SequenceManagerOptions = {}) {
@@ -49,7 +58,7 @@ export class SequenceManager {
   }
 
   private async fetch (): Promise<void> {
-    const records = await this.registry.findSpans(this.model, this.numBlocks, ['online'])
+    const records = await this.registry.findSpans(this.model, this.numBlocks, ['online'], { graceMs: SPAN_LOOKUP_GRACE_MS })
     const allowed = this.options.allowedServers
     const blocked = new Set(this.options.blockedServers ?? [])
     this.spans = records.map(serverSpanFromRecord)
@@ -61,7 +70,13 @@ export class SequenceManager {
   /** Round trip to a server in seconds, smoothed as Petals does (EMA 0.2); unreachable: infinite. */
   private async ping (peerId: string): Promise<void> {
     try {
-      const rtt = await this.node.services.ping.ping(peerIdFromString(peerId), { signal: AbortSignal.timeout(2000) }) / 1000
+      // libp2p's connection monitor pings every connection every 2 s and keeps the round trip
+      // (Connection.rtt); a ping of ours at the same moment would be a second outbound ping stream,
+      // over @libp2p/ping's limit of one, and when the monitor's is the one refused, the monitor
+      // aborts the connection. So a measured round trip is taken as it is.
+      const peer = peerIdFromString(peerId)
+      const measured = this.node.getConnections(peer).find(c => c.rtt !== undefined)?.rtt
+      const rtt = (measured ?? await this.node.services.ping.ping(peer, { signal: AbortSignal.timeout(2000) })) / 1000
       const previous = this.rtts.get(peerId)
       this.rtts.set(peerId, previous === undefined ? rtt : 0.8 * previous + 0.2 * rtt)
     } catch {
