@@ -206,7 +206,20 @@ describe('a server facing bad peers', function () {
     let hostileTurns = 0
     shared.queue.onStart = turn => { if (turn.peer === honest) honestWaits.push(turn.waited); else hostileTurns++ }
     let stop = false
+    const { promptIds, ids } = EXPECTED[2]
+    /** 20 tokens of the reference story, and the client's tokens/s (reported, not asserted). */
+    const story = async (): Promise<number> => {
+      const conversation = await client.session(64)
+      const started = performance.now()
+      const out = await collect(conversation.generate(promptIds, { maxNewTokens: 20 }))
+      const seconds = (performance.now() - started) / 1000
+      await conversation.close()
+      assert.deepEqual(out.ids, ids.slice(0, 20))
+      return 20 / seconds
+    }
     try {
+      const quiet = await story()
+      honestWaits.length = 0
       const loops = hostile.flatMap(peer => Array.from({ length: 4 }, async () => {
         const { stream, frames } = await peer.dial(shared)
         await frames.write(Request, openRequest(SHARED_MODEL, { maxLength: 256 }))
@@ -218,14 +231,11 @@ describe('a server facing bad peers', function () {
         await stream.close()
       }))
       await waitFor('the hostile peers keeping the queue busy', () => hostileTurns >= 16)
-      const conversation = await client.session(64)
-      const { promptIds, ids } = EXPECTED[2]
-      const out = await collect(conversation.generate(promptIds, { maxNewTokens: 20 }))
-      await conversation.close()
+      const attacked = await story()
       const during = hostileTurns
       stop = true
       await Promise.all(loops)
-      assert.deepEqual(out.ids, ids.slice(0, 20))
+      console.log(`      honest client: ${quiet.toFixed(1)} tokens/s alone, ${attacked.toFixed(1)} tokens/s under attack; its steps waited [${honestWaits.join(',')}] turns`)
       assert.ok(honestWaits.length >= 20 && during > 16 + 20, `${honestWaits.length} honest steps, ${during} hostile prefills`)
       // Round robin between the three peers: one turn of each other peer at most, against about 7
       // (the 8 hostile sessions' prefills queued ahead) first come, first served.
