@@ -237,8 +237,9 @@ describe('a server facing bad peers', function () {
       await Promise.all(loops)
       console.log(`      honest client: ${quiet.toFixed(1)} tokens/s alone, ${attacked.toFixed(1)} tokens/s under attack; its steps waited [${honestWaits.join(',')}] turns`)
       assert.ok(honestWaits.length >= 20 && during > 16 + 20, `${honestWaits.length} honest steps, ${during} hostile prefills`)
-      // Round robin between the three peers: one turn of each other peer at most, against about 7
-      // (the 8 hostile sessions' prefills queued ahead) first come, first served.
+      // Fair turns between the three peers (weighted by cost, so the honest 5 block-tokens a step go
+      // ahead of 1280-block-token prefills): one turn of each other peer at most, against 7 (the 8
+      // hostile sessions' prefills queued ahead) first come, first served.
       assert.ok(Math.max(...honestWaits) <= 2, `honest steps waited [${honestWaits.join(',')}] turns`)
     } finally {
       stop = true

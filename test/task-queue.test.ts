@@ -69,6 +69,34 @@ describe('task queue', () => {
     assert.deepEqual(turns.filter(t => t.peer === 'b').map(t => t.waited), [1, 3, 5])
   })
 
+  it('weighs turns by their cost: a peer asking for little goes ahead of one asking for much, and saves no credit while it has nothing queued', async () => {
+    const queue = new TaskQueue()
+    const order: string[] = []
+    queue.onStart = turn => order.push(turn.peer)
+    let release!: () => void
+    const blocker = queue.run('inference', async () => await new Promise<void>(resolve => { release = resolve }))
+    const group = '10.0.0.0/24'
+    const done: Array<Promise<unknown>> = []
+    for (let i = 0; i < 4; i++) done.push(queue.run('inference', async () => {}, { owner: { peer: 'prefills', group }, cost: 256 }))
+    for (let i = 0; i < 4; i++) done.push(queue.run('inference', async () => {}, { owner: { peer: 'decodes', group }, cost: 1 }))
+    release()
+    await Promise.all([blocker, ...done])
+    // Both start at 0: the prefill first (it came first), then the decodes, all within its 256.
+    assert.deepEqual(order.slice(1).join(' '), 'prefills decodes decodes decodes decodes prefills prefills prefills')
+
+    // The decoding peer turns to prefills after a pause: it saved no credit while it had nothing
+    // queued (it would have had 700 tokens' worth), so the two now take turns.
+    order.length = 0
+    const again = queue.run('inference', async () => await new Promise<void>(resolve => { release = resolve }), { owner: { peer: 'prefills', group }, cost: 256 })
+    const next = [
+      ...Array.from({ length: 2 }, async () => await queue.run('inference', async () => {}, { owner: { peer: 'prefills', group }, cost: 256 })),
+      ...Array.from({ length: 4 }, async () => await queue.run('inference', async () => {}, { owner: { peer: 'decodes', group }, cost: 256 }))
+    ]
+    release()
+    await Promise.all([again, ...next])
+    assert.deepEqual(order.join(' '), 'prefills decodes prefills decodes prefills decodes decodes')
+  })
+
   it('groups peers by IPv4 /24 and IPv6 /48; a relayed peer is a group of its own', () => {
     assert.equal(peerGroup(multiaddr('/ip4/192.168.7.42/tcp/4001'), 'p'), '192.168.7.0/24')
     assert.equal(peerGroup(multiaddr('/ip4/192.168.7.9/udp/4001/quic-v1'), 'q'), '192.168.7.0/24')

@@ -232,7 +232,7 @@ export async function serveSession (stream: Stream, owner: TaskOwner, priority: 
         } finally {
           seconds = (performance.now() - started) / 1000
         }
-      }, { signal: ended.signal, owner })
+      }, { signal: ended.signal, owner, cost: batch * tokens * (blocks.end - blocks.start) })
       length = position + tokens
       options.onStep?.(batch * tokens, seconds)
       const output = concat(outputs)

@@ -2,13 +2,14 @@
 // and forward/backward at 2 in one runtime). Forward requests arrive as bounded chunks, so a long
 // batch job never holds an interactive session back for more than one chunk.
 //
-// Within a priority, turns are shared fairly (a FairQueue): round robin between IP subnet groups
-// (IPv4 /24, IPv6 /48), then between the peers of a group, then first come, first served within a
-// peer. Petals' runtime is first come, first served: there, a peer that keeps many sessions busy
-// with long prefills makes every other client wait behind all of its work. Here a client waits at
-// most one turn per other active group (or peer of its group), however many sessions or
-// identities the others run (BitTorrent's choking and Ethereum's per-subnet limits in the same
-// spirit; PATCHES.md, "Fair compute turns").
+// Within a priority, compute is shared fairly (a FairQueue): between IP subnet groups (IPv4 /24,
+// IPv6 /48), then between the peers of a group, then first come, first served within a peer, each
+// level a round robin weighted by the work of each turn (start-time fair queueing). Petals'
+// runtime is first come, first served: there, a peer that keeps many sessions busy with long
+// prefills makes every other client wait behind all of its work. Here a client waits at most about
+// one turn per other active group (or peer of its group), and one that asks for little goes ahead
+// of those that ask for much, however many sessions or identities they run (BitTorrent's choking
+// and Ethereum's per-subnet limits in the same spirit; PATCHES.md, "Compute is shared fairly").
 
 import type { Multiaddr } from '@multiformats/multiaddr'
 
@@ -35,6 +36,12 @@ export interface RunOptions {
    * @default ANONYMOUS (every unnamed task shares one peer's turns)
    */
   owner?: TaskOwner
+  /**
+   * the work the task will take, in any unit the caller uses for all its tasks (the handler: tokens ×
+   * sequences × blocks): turns are shared by it
+   * @default 1
+   */
+  cost?: number
 }
 
 /** The owner of tasks that name none: they share one turn among themselves. */
@@ -51,36 +58,91 @@ interface Task {
 }
 
 /**
- * Round robin over groups, then over the peers of a group, then first in, first out per peer.
- * A group or peer that comes back after its queue ran empty goes to the back of the line.
+ * One level of start-time fair queueing (Goyal, Vin and Cheng, SIGCOMM 1996): each key with work
+ * queued has the virtual time its next turn starts; the earliest goes next (the first queued among
+ * equals), and its next turn starts when this one ends, `cost` later. A key that arrives starts at
+ * the virtual time of the turn taken last, or where its own last turn ended if that is later: it
+ * saves no credit while it has nothing queued. With equal costs this is plain round robin.
+ */
+class FairLevel<C> {
+  private readonly queued = new Map<string, { start: number, child: C }>()
+  /** where the last turn of keys with nothing queued now ended, while that is ahead of `virtual` */
+  private readonly ended = new Map<string, number>()
+  /** the start of the turn taken last */
+  private virtual = 0
+
+  get size (): number { return this.queued.size }
+
+  /** The child of `key`, made by `make` if the key has nothing queued. */
+  enter (key: string, make: () => C): C {
+    let entry = this.queued.get(key)
+    if (entry === undefined) {
+      entry = { start: Math.max(this.virtual, this.ended.get(key) ?? 0), child: make() }
+      this.ended.delete(key)
+      this.queued.set(key, entry)
+    }
+    return entry.child
+  }
+
+  /** The key whose turn starts first, and its child. */
+  next (): [string, C] | undefined {
+    let best: [string, { start: number, child: C }] | undefined
+    for (const entry of this.queued) if (best === undefined || entry[1].start < best[1].start) best = entry
+    return best === undefined ? undefined : [best[0], best[1].child]
+  }
+
+  /** `key` (from next()) took a turn of `cost`; `more`: it still has work queued. */
+  served (key: string, cost: number, more: boolean): void {
+    const entry = this.queued.get(key)!
+    this.virtual = entry.start
+    const end = entry.start + cost
+    if (more) {
+      entry.start = end
+      return
+    }
+    this.queued.delete(key)
+    this.ended.set(key, end)
+    if (this.ended.size > 1024) { // forget keys whose credit has run out: they would start at `virtual` anyway
+      for (const [k, t] of this.ended) if (t <= this.virtual) this.ended.delete(k)
+    }
+  }
+}
+
+/**
+ * Fair turns between groups, then between the peers of a group (FairLevel: round robin weighted by
+ * each turn's cost), then first in, first out per peer.
  */
 export class FairQueue<T> {
-  // Map keeps insertion order: the first entry is next, and a served one is moved to the back.
-  private readonly groups = new Map<string, Map<string, T[]>>()
+  private readonly groups = new FairLevel<FairLevel<Array<{ item: T, cost: number }>>>()
+  /** each group's peer level, kept while the group has nothing queued, so that its peers keep their places */
+  private readonly peerLevels = new Map<string, FairLevel<Array<{ item: T, cost: number }>>>()
   private count = 0
 
   get length (): number { return this.count }
 
-  push (owner: TaskOwner, item: T): void {
-    let peers = this.groups.get(owner.group)
-    if (peers === undefined) this.groups.set(owner.group, peers = new Map())
-    let items = peers.get(owner.peer)
-    if (items === undefined) peers.set(owner.peer, items = [])
-    items.push(item)
+  /** Queues `item` for `owner`; `cost` is the work it will take (tokens × blocks), at least 1. */
+  push (owner: TaskOwner, item: T, cost = 1): void {
+    const peers = this.groups.enter(owner.group, () => {
+      let level = this.peerLevels.get(owner.group)
+      if (level === undefined) this.peerLevels.set(owner.group, level = new FairLevel())
+      return level
+    })
+    peers.enter(owner.peer, () => []).push({ item, cost: Math.max(1, cost) })
     this.count++
   }
 
   shift (): T | undefined {
-    const first = this.groups.entries().next()
-    if (first.done === true) return undefined
-    const [group, peers] = first.value
-    const [peer, items] = peers.entries().next().value as [string, T[]]
-    const item = items.shift() as T
+    const group = this.groups.next()
+    if (group === undefined) return undefined
+    const [groupKey, peers] = group
+    const [peerKey, items] = peers.next()!
+    const { item, cost } = items.shift()!
     this.count--
-    peers.delete(peer)
-    if (items.length > 0) peers.set(peer, items)
-    this.groups.delete(group)
-    if (peers.size > 0) this.groups.set(group, peers)
+    peers.served(peerKey, cost, items.length > 0)
+    this.groups.served(groupKey, cost, peers.size > 0)
+    if (this.peerLevels.size > 1024) { // forget idle groups' peer levels, a thousand at a time
+      for (const [key, level] of this.peerLevels) if (level.size === 0) this.peerLevels.delete(key)
+    }
     return item
   }
 }
@@ -101,7 +163,7 @@ export class TaskQueue {
     options.signal?.throwIfAborted()
     return await new Promise<T>((resolve, reject) => {
       const owner = options.owner ?? ANONYMOUS
-      this.queues[priority].push(owner, { run: work, resolve: resolve as (value: unknown) => void, reject, signal: options.signal, owner, arrived: this.started })
+      this.queues[priority].push(owner, { run: work, resolve: resolve as (value: unknown) => void, reject, signal: options.signal, owner, arrived: this.started }, options.cost)
       this.next()
     })
   }
