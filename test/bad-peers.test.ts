@@ -67,7 +67,7 @@ describe('a server facing bad peers', function () {
       { what: 'a session longer than the model\'s context', frames: [open({ maxLength: 8192 })], code: ErrorCode.TOO_LONG, message: /max_length must be 1\.\.512, got 8192/ },
       { what: 'an absurd batch', frames: [open({ batch: 100_000 })], code: ErrorCode.TOO_LONG, message: /batch must be 1\.\.64/ },
       // 256 tokens per block, 64 of them taken by the good session: 512 is a fine max_length, but does not fit.
-      { what: 'more cache than is left', frames: [open({ maxLength: 512 })], code: ErrorCode.CACHE_FULL, message: /needs 2560; no session has been idle for 600 s/ },
+      { what: 'more cache than is left', frames: [open({ maxLength: 512 })], code: ErrorCode.CACHE_FULL, message: /needs 2560; the sessions idle for 600 s or more would not make room/ },
       { what: 'a wrong hidden size', frames: [open(), { step: { hidden: hidden(2, 0.5, [1, 2, 32]) } }], code: ErrorCode.BAD_REQUEST, message: /hidden size 32, but the model's is 64/ },
       { what: 'a wrong batch', frames: [open(), { step: { hidden: hidden(2, 0.5, [3, 2, HIDDEN]) } }], code: ErrorCode.BAD_REQUEST, message: /batch of 3 sequences, but the session was opened with 1/ },
       { what: 'a byte count that does not match the shape', frames: [open(), { step: { hidden: { ...hidden(2), data: new Uint8Array(100) } } }], code: ErrorCode.BAD_REQUEST, message: /needs 512 bytes, the frame has 100/ },
@@ -175,6 +175,13 @@ describe('a server facing bad peers', function () {
       }
       assert.equal(greedy.span!.cacheUsage().reserved, 1024)
       await waitFor('a greedy session idle for 200 ms', () => greedy.sessions.longestIdleMs() >= 200)
+      // An Open that would not fit even in the whole cache ends nobody's session.
+      const { frames: huge } = await attacker.dial(greedy)
+      await huge.write(Request, openRequest(GREEDY_MODEL, { maxLength: 512, batch: 3 }))
+      const hugeRefused = await refusal(huge)
+      assert.equal(hugeRefused.code, ErrorCode.CACHE_FULL)
+      assert.match(hugeRefused.message, /the sessions idle for 0\.2 s or more would not make room$/)
+      await sessionsOpen(greedy, 2)
 
       // The honest client's Open takes the cache of the session idle the longest, at its first try.
       const conversation = await client.session(64)

@@ -90,6 +90,8 @@ export interface TrackedSession {
   reclaim: (error: ProtocolError) => void
   /** since when it has held cache with no step running or asked for; null: busy, or holds no cache */
   idleSince: number | null
+  /** the cache it holds, in tokens of a whole-span session (BlockSpan.cacheUsage's unit) */
+  holds: number
 }
 
 /**
@@ -114,6 +116,13 @@ export class SessionTracker {
   /** How long the longest-idle session has been idle (0: none is). */
   longestIdleMs (now = Date.now()): number {
     return Math.max(0, ...[...this.live].map(s => s.idleSince === null ? 0 : now - s.idleSince))
+  }
+
+  /** The cache that sessions idle for at least `minIdleMs` hold together (whole-span tokens). */
+  reclaimable (minIdleMs: number, now = Date.now()): number {
+    let total = 0
+    for (const s of this.live) if (s.idleSince !== null && now - s.idleSince >= minIdleMs) total += s.holds
+    return total
   }
 
   /**
@@ -153,7 +162,8 @@ export async function serveSession (stream: Stream, owner: TaskOwner, priority: 
   const tracked: TrackedSession = {
     end: error => ended.abort(error),
     reclaim: error => { tracked.idleSince = null; free(); ended.abort(error) },
-    idleSince: null
+    idleSince: null,
+    holds: 0
   }
   const untrack = tracker.add(tracked)
   const usage = options.peerLimits.track(owner.peer, frames, error => ended.abort(error))
@@ -191,6 +201,7 @@ export async function serveSession (stream: Stream, owner: TaskOwner, priority: 
     const dtype = open.dtype !== undefined ? fromWireDType(open.dtype) : options.dtype
     const blocks = { start: open.start, end: open.end }
     const idleReclaimMs = options.idleReclaimMs ?? DEFAULT_IDLE_RECLAIM_MS
+    const needs = batch * maxLength * (blocks.end - blocks.start) / (span.end - span.start)
     for (;;) {
       try {
         for (let b = 0; b < batch; b++) sessions.push(span.openSession(maxLength, blocks))
@@ -198,12 +209,15 @@ export async function serveSession (stream: Stream, owner: TaskOwner, priority: 
       } catch (err) {
         if (!(err instanceof CacheFullError)) throw err
         free()
-        // Make room by ending the longest-idle session, then try again; refuse when none has idled long enough.
-        if (!tracker.reclaimIdle(idleReclaimMs)) {
-          throw new ProtocolError(ErrorCode.CACHE_FULL, `${err.message}; no session has been idle for ${idleReclaimMs / 1000} s to make room`)
+        // Make room by ending the longest-idle session, then try again; refuse, ending nobody, when
+        // even all the sessions idle long enough would not make room.
+        const usage = span.cacheUsage()
+        if (usage.reserved - tracker.reclaimable(idleReclaimMs) + needs > usage.limit || !tracker.reclaimIdle(idleReclaimMs)) {
+          throw new ProtocolError(ErrorCode.CACHE_FULL, `${err.message}; the sessions idle for ${idleReclaimMs / 1000} s or more would not make room`)
         }
       }
     }
+    tracked.holds = needs
     tracked.idleSince = Date.now()
     usage.answered()
     const hidden = span!.config.hiddenSize
