@@ -44,7 +44,7 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
   let started: StartedGateway
   let scratch: Awaited<ReturnType<typeof scratchDir>>
   const generated: number[] = []
-  const served: Served = { model: MODEL, blocks: 5, inferenceMaxLength: 8192, maxBatch: 64 } // the server's defaults
+  const served: Served = { model: MODEL, blocks: 5, inferenceMaxLength: 512, maxBatch: 64 } // the server's defaults (512: the model's context)
 
   before(async () => {
     console.log(`      fuzz seed ${SEED} (replay with BMRT_FUZZ_SEED=${SEED}), ${CASES} cases per handler`)

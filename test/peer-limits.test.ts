@@ -81,19 +81,21 @@ describe('per-peer limits of a server', function () {
   })
 
   it('refuses a peer that has sent more than 1 MiB the server has not processed, across its sessions, and only that peer', async () => {
-    // 3072 tokens of fp32 hidden states: a 768 KiB frame, under the limit by itself.
-    const bigStep = (): Uint8Array => frameBytes({ step: { hidden: hiddenTensor(3072) } })
-    const maxLength = 4096
+    // 6 sequences of 512 tokens (the model's context) of fp32 hidden states: a 768 KiB frame,
+    // under the limit by itself.
+    const batch = 6
+    const bigStep = (): Uint8Array => frameBytes({ step: { hidden: hiddenTensor(512, 0.5, [batch, 512, BUNDLED_HIDDEN]) } })
+    const maxLength = 512
     // Session A sends half its frame and stops: those bytes wait, unprocessable, on the server.
     const a = await greedy.dial(server)
-    await a.frames.write(Request, openRequest(MODEL, { maxLength }))
+    await a.frames.write(Request, openRequest(MODEL, { maxLength, batch }))
     const aStep = bigStep()
     await sendBytes(a.stream, aStep.subarray(0, 512 * KIB))
     await waitFor('the half frame to arrive', () => greedyUsage().pendingBytes >= 512 * KIB)
 
     // Session B's partial frame takes the peer past 1 MiB: B is refused, A is not.
     const b = await greedy.dial(server)
-    await b.frames.write(Request, openRequest(MODEL, { maxLength }))
+    await b.frames.write(Request, openRequest(MODEL, { maxLength, batch }))
     await sendBytes(b.stream, bigStep().subarray(0, 600 * KIB))
     const error = await refusal(b.frames)
     assert.equal(error.code, ErrorCode.PEER_LIMIT)
@@ -102,9 +104,9 @@ describe('per-peer limits of a server', function () {
 
     // Another peer sends the same frame whole while the greedy one is over its limit: served.
     const c = await other.dial(server)
-    await c.frames.write(Request, openRequest(MODEL, { maxLength }))
+    await c.frames.write(Request, openRequest(MODEL, { maxLength, batch }))
     await sendBytes(c.stream, bigStep())
-    assert.equal(decodeHidden((await c.frames.read(Response))?.hidden, { batch: 1, hidden: BUNDLED_HIDDEN }).tokens, 3072)
+    assert.equal(decodeHidden((await c.frames.read(Response))?.hidden, { batch, hidden: BUNDLED_HIDDEN }).tokens, 512)
     await c.stream.close()
     await storyStillRight()
 
@@ -112,7 +114,7 @@ describe('per-peer limits of a server', function () {
     await b.stream.close()
     await waitFor('session B\'s bytes to be released', () => greedyUsage().pendingBytes < 600 * KIB)
     await sendBytes(a.stream, aStep.subarray(512 * KIB))
-    assert.equal(decodeHidden((await a.frames.read(Response))?.hidden, { batch: 1, hidden: BUNDLED_HIDDEN }).tokens, 3072)
+    assert.equal(decodeHidden((await a.frames.read(Response))?.hidden, { batch, hidden: BUNDLED_HIDDEN }).tokens, 512)
     await waitFor('session A\'s frame to count as processed', () => greedyUsage().pendingBytes === 0)
     await a.stream.close()
     const again = await session(greedy)

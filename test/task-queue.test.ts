@@ -2,7 +2,8 @@
 // and work of a client that went away dropped before it runs.
 
 import assert from 'node:assert/strict'
-import { TaskQueue } from '../src/petals/server/task-queue.js'
+import { multiaddr } from '@multiformats/multiaddr'
+import { peerGroup, TaskQueue, type TaskTurn } from '../src/petals/server/task-queue.js'
 
 describe('task queue', () => {
   it('runs one task at a time, inference before forward work that waits', async () => {
@@ -38,7 +39,7 @@ describe('task queue', () => {
     const first = queue.run('inference', async () => await new Promise<void>(resolve => { release = resolve }))
     const gone = new AbortController()
     let ran = false
-    const dropped = queue.run('inference', async () => { ran = true }, gone.signal)
+    const dropped = queue.run('inference', async () => { ran = true }, { signal: gone.signal })
     const after = queue.run('forward', async () => 'after')
     gone.abort(new Error('client closed the stream'))
     release()
@@ -46,5 +47,62 @@ describe('task queue', () => {
     await assert.rejects(dropped, /client closed the stream/)
     assert.equal(await after, 'after')
     assert.equal(ran, false)
+  })
+
+  it('takes turns between subnet groups, then between the peers of a group, and reports the turns each task waited', async () => {
+    const queue = new TaskQueue()
+    const turns: TaskTurn[] = []
+    queue.onStart = turn => turns.push(turn)
+    let release!: () => void
+    const blocker = queue.run('inference', async () => await new Promise<void>(resolve => { release = resolve }))
+    // One subnet with three peers, four tasks each, queued first; then one peer of another subnet.
+    const done: Array<Promise<unknown>> = []
+    for (const peer of ['a1', 'a2', 'a3']) {
+      for (let i = 0; i < 4; i++) done.push(queue.run('inference', async () => {}, { owner: { peer, group: '10.0.0.0/24' } }))
+    }
+    for (let i = 0; i < 3; i++) done.push(queue.run('inference', async () => {}, { owner: { peer: 'b', group: '10.9.9.0/24' } }))
+    release()
+    await Promise.all([blocker, ...done])
+    assert.deepEqual(turns.slice(1).map(t => t.peer).join(' '), 'a1 b a2 b a3 b a1 a2 a3 a1 a2 a3 a1 a2 a3')
+    // b's three tasks arrived at once behind 12 others: each waited for its own earlier ones and one
+    // task of subnet a per turn of b (first come, first served: 13, 14 and 15 turns).
+    assert.deepEqual(turns.filter(t => t.peer === 'b').map(t => t.waited), [1, 3, 5])
+  })
+
+  it('weighs turns by their cost: a peer asking for little goes ahead of one asking for much, and saves no credit while it has nothing queued', async () => {
+    const queue = new TaskQueue()
+    const order: string[] = []
+    queue.onStart = turn => order.push(turn.peer)
+    let release!: () => void
+    const blocker = queue.run('inference', async () => await new Promise<void>(resolve => { release = resolve }))
+    const group = '10.0.0.0/24'
+    const done: Array<Promise<unknown>> = []
+    for (let i = 0; i < 4; i++) done.push(queue.run('inference', async () => {}, { owner: { peer: 'prefills', group }, cost: 256 }))
+    for (let i = 0; i < 4; i++) done.push(queue.run('inference', async () => {}, { owner: { peer: 'decodes', group }, cost: 1 }))
+    release()
+    await Promise.all([blocker, ...done])
+    // Both start at 0: the prefill first (it came first), then the decodes, all within its 256.
+    assert.deepEqual(order.slice(1).join(' '), 'prefills decodes decodes decodes decodes prefills prefills prefills')
+
+    // The decoding peer turns to prefills after a pause: it saved no credit while it had nothing
+    // queued (it would have had 700 tokens' worth), so the two now take turns.
+    order.length = 0
+    const again = queue.run('inference', async () => await new Promise<void>(resolve => { release = resolve }), { owner: { peer: 'prefills', group }, cost: 256 })
+    const next = [
+      ...Array.from({ length: 2 }, async () => await queue.run('inference', async () => {}, { owner: { peer: 'prefills', group }, cost: 256 })),
+      ...Array.from({ length: 4 }, async () => await queue.run('inference', async () => {}, { owner: { peer: 'decodes', group }, cost: 256 }))
+    ]
+    release()
+    await Promise.all([again, ...next])
+    assert.deepEqual(order.join(' '), 'prefills decodes prefills decodes prefills decodes decodes')
+  })
+
+  it('groups peers by IPv4 /24 and IPv6 /48; a relayed peer is a group of its own', () => {
+    assert.equal(peerGroup(multiaddr('/ip4/192.168.7.42/tcp/4001'), 'p'), '192.168.7.0/24')
+    assert.equal(peerGroup(multiaddr('/ip4/192.168.7.9/udp/4001/quic-v1'), 'q'), '192.168.7.0/24')
+    assert.equal(peerGroup(multiaddr('/ip6/2001:db8:abcd:12::1/tcp/4001'), 'p'), '2001:db8:abcd::/48')
+    assert.equal(peerGroup(multiaddr('/ip6/2001:db8::1/tcp/4001'), 'p'), '2001:db8:0::/48')
+    assert.equal(peerGroup(multiaddr('/ip6/::ffff:10.1.2.3/tcp/1'), 'p'), '10.1.2.0/24')
+    assert.equal(peerGroup(multiaddr('/ip4/10.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit'), 'p'), 'peer p')
   })
 })

@@ -6,6 +6,8 @@
 // stream ends for any reason: the client closed it, went away, idled past the step timeout, or
 // sent something malformed. A bad frame gets an error frame and ends its session, never the node.
 // Each stream also counts against its peer's limits (peer-limits.ts) until it is gone.
+// When an Open does not fit in the cache, sessions idle for longer than idleReclaimMs are ended,
+// the longest idle first, until it fits: sessions that only hold cache cannot lock others out.
 
 import type { Stream } from '@libp2p/interface'
 import type { BlockSpan } from '../../inference/backend.js'
@@ -15,7 +17,7 @@ import { BadFrameError, type FrameStream } from '../../p2p/frames.js'
 import { clip } from '../../util/text.js'
 import { decodeHidden, encodeHidden, ErrorCode, fitsWireDType, fromWireDType, Info, InfoRequest, openFrames, ProtocolError, Request, Response, toWireDType } from '../protocol/wire.js'
 import type { PeerLimits } from './peer-limits.js'
-import type { Priority, TaskQueue } from './task-queue.js'
+import type { Priority, TaskOwner, TaskQueue } from './task-queue.js'
 
 /**
  * How long a peer has to close its side after the server closed its own (after an answer, an
@@ -33,6 +35,12 @@ export const DEFAULT_STEP_TIMEOUT_MS = 5 * 60_000
 export const DEFAULT_SESSION_TIMEOUT_MS = 30 * 60_000
 /** The most sequences one session may step together. */
 export const DEFAULT_MAX_BATCH = 64
+/**
+ * How long a session must have been idle (no step running or asked for) before its cache may be
+ * taken back for a new session that does not fit otherwise. Petals has no such rule: its sessions
+ * keep their cache until step_timeout (5 min).
+ */
+export const DEFAULT_IDLE_RECLAIM_MS = 30_000
 
 export interface HandlerOptions {
   /** the name clients ask for */
@@ -62,31 +70,83 @@ export interface HandlerOptions {
    * @default DEFAULT_SESSION_TIMEOUT_MS (30 min, as Petals)
    */
   sessionTimeoutMs?: number
+  /**
+   * how long a session must have been idle before a new session that does not fit in the cache
+   * may end it and take its cache
+   * @default DEFAULT_IDLE_RECLAIM_MS (30 s)
+   */
+  idleReclaimMs?: number
   /** hears of every step computed for clients: batch × tokens, and the compute time */
   onStep?: (tokens: number, seconds: number) => void
   /** sessions and unprocessed bytes per peer */
   peerLimits: PeerLimits
 }
 
-/** The sessions a server has open, so that moving or stopping can end them with a clear error. */
+/** One session as the tracker sees it. */
+export interface TrackedSession {
+  /** ends the session with `error` (sent to its client as an error frame) */
+  end: (error: ProtocolError) => void
+  /** frees the session's caches at once (only called while it is idle), then ends it */
+  reclaim: (error: ProtocolError) => void
+  /** since when it has held cache with no step running or asked for; null: busy, or holds no cache */
+  idleSince: number | null
+  /** the cache it holds, in tokens of a whole-span session (BlockSpan.cacheUsage's unit) */
+  holds: number
+}
+
+/**
+ * The sessions a server has open, so that moving or stopping can end them with a clear error, and
+ * a new session short of cache can take an idle one's.
+ */
 export class SessionTracker {
-  private readonly live = new Set<(error: ProtocolError) => void>()
+  private readonly live = new Set<TrackedSession>()
 
   get size (): number { return this.live.size }
 
-  add (end: (error: ProtocolError) => void): () => void {
-    this.live.add(end)
-    return () => this.live.delete(end)
+  add (session: TrackedSession): () => void {
+    this.live.add(session)
+    return () => this.live.delete(session)
   }
 
   /** Ends every open session with `error` (sent to its client as an error frame). */
   endAll (error: ProtocolError): void {
-    for (const end of [...this.live]) end(error)
+    for (const session of [...this.live]) session.end(error)
+  }
+
+  /** How long the longest-idle session has been idle (0: none is). */
+  longestIdleMs (now = Date.now()): number {
+    return Math.max(0, ...[...this.live].map(s => s.idleSince === null ? 0 : now - s.idleSince))
+  }
+
+  /** The cache that sessions idle for at least `minIdleMs` hold together (whole-span tokens). */
+  reclaimable (minIdleMs: number, now = Date.now()): number {
+    let total = 0
+    for (const s of this.live) if (s.idleSince !== null && now - s.idleSince >= minIdleMs) total += s.holds
+    return total
+  }
+
+  /**
+   * Frees the cache of the session idle the longest, if it has been idle for at least `minIdleMs`,
+   * and ends it with a TIMEOUT error that says why; false when no session qualifies.
+   */
+  reclaimIdle (minIdleMs: number, now = Date.now()): boolean {
+    let oldest: TrackedSession | null = null
+    for (const s of this.live) {
+      if (s.idleSince !== null && now - s.idleSince >= minIdleMs && (oldest === null || s.idleSince < oldest.idleSince!)) oldest = s
+    }
+    if (oldest === null) return false
+    const seconds = ((now - oldest.idleSince!) / 1000).toFixed(1)
+    this.live.delete(oldest)
+    oldest.reclaim(new ProtocolError(ErrorCode.TIMEOUT, `session ended: idle for ${seconds} s while a new session needed its cache`))
+    return true
   }
 }
 
-/** Serves one /bmrt/inference (priority 'inference') or /bmrt/forward ('forward') stream from `peer`. */
-export async function serveSession (stream: Stream, peer: string, priority: Priority, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
+/**
+ * Serves one /bmrt/inference (priority 'inference') or /bmrt/forward ('forward') stream from
+ * `owner` (its peer, and the subnet group it shares compute turns with).
+ */
+export async function serveSession (stream: Stream, owner: TaskOwner, priority: Priority, options: HandlerOptions, tracker: SessionTracker): Promise<void> {
   if (stream.status !== 'open') return // reset before it reached us: nothing to serve or count
   const frames = openFrames(stream)
   const stepTimeoutMs = options.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS
@@ -94,12 +154,21 @@ export async function serveSession (stream: Stream, peer: string, priority: Prio
   const deadline = Date.now() + sessionTimeoutMs
   // Aborting `ended` ends the session wherever it waits: a read, or a queued compute task.
   const ended = new AbortController()
-  const untrack = tracker.add(error => ended.abort(error))
-  const usage = options.peerLimits.track(peer, frames, error => ended.abort(error))
-  // A client that goes away cancels its queued work at once (the stream closes or resets).
-  stream.addEventListener('close', () => ended.abort(new Error('the client closed the stream')), { once: true })
   const sessions: number[] = []
   let span: BlockSpan | null = null
+  const free = (): void => {
+    for (const session of sessions.splice(0)) span?.closeSession(session)
+  }
+  const tracked: TrackedSession = {
+    end: error => ended.abort(error),
+    reclaim: error => { tracked.idleSince = null; free(); ended.abort(error) },
+    idleSince: null,
+    holds: 0
+  }
+  const untrack = tracker.add(tracked)
+  const usage = options.peerLimits.track(owner.peer, frames, error => ended.abort(error))
+  // A client that goes away cancels its queued work at once (the stream closes or resets).
+  stream.addEventListener('close', () => ended.abort(new Error('the client closed the stream')), { once: true })
 
   // The next frame; null when the client closed its side (the normal end of a session). One
   // controller per session, aborted by a timeout, the tracker or nothing: no signal per step.
@@ -131,18 +200,32 @@ export async function serveSession (stream: Stream, peer: string, priority: Prio
     checkOpen(open, span, options)
     const dtype = open.dtype !== undefined ? fromWireDType(open.dtype) : options.dtype
     const blocks = { start: open.start, end: open.end }
-    try {
-      for (let b = 0; b < batch; b++) sessions.push(span!.openSession(maxLength, blocks))
-    } catch (err) {
-      if (err instanceof CacheFullError) throw new ProtocolError(ErrorCode.CACHE_FULL, err.message)
-      throw err
+    const idleReclaimMs = options.idleReclaimMs ?? DEFAULT_IDLE_RECLAIM_MS
+    const needs = batch * maxLength * (blocks.end - blocks.start) / (span.end - span.start)
+    for (;;) {
+      try {
+        for (let b = 0; b < batch; b++) sessions.push(span.openSession(maxLength, blocks))
+        break
+      } catch (err) {
+        if (!(err instanceof CacheFullError)) throw err
+        free()
+        // Make room by ending the longest-idle session, then try again; refuse, ending nobody, when
+        // even all the sessions idle long enough would not make room.
+        const usage = span.cacheUsage()
+        if (usage.reserved - tracker.reclaimable(idleReclaimMs) + needs > usage.limit || !tracker.reclaimIdle(idleReclaimMs)) {
+          throw new ProtocolError(ErrorCode.CACHE_FULL, `${err.message}; the sessions idle for ${idleReclaimMs / 1000} s or more would not make room`)
+        }
+      }
     }
+    tracked.holds = needs
+    tracked.idleSince = Date.now()
     usage.answered()
     const hidden = span!.config.hiddenSize
     let length = 0 // tokens in every sequence's cache
 
     for (;;) {
       const request = await next()
+      tracked.idleSince = null
       if (request === null) { await closeStream(stream); return } // the client's normal goodbye
       if (request.open !== undefined) throw new ProtocolError(ErrorCode.BAD_REQUEST, 'this session is open already: one Open per stream, then Step frames')
       const step = request.step
@@ -163,7 +246,7 @@ export async function serveSession (stream: Stream, peer: string, priority: Prio
         } finally {
           seconds = (performance.now() - started) / 1000
         }
-      }, ended.signal)
+      }, { signal: ended.signal, owner, cost: batch * tokens * (blocks.end - blocks.start) })
       length = position + tokens
       options.onStep?.(batch * tokens, seconds)
       const output = concat(outputs)
@@ -174,6 +257,7 @@ export async function serveSession (stream: Stream, peer: string, priority: Prio
       }
       await frames.write(Response, { hidden: encodeHidden(output, [batch, tokens, hidden], dtype) })
       usage.answered()
+      tracked.idleSince = Date.now()
     }
   } catch (err) {
     const error = err instanceof ProtocolError
@@ -185,8 +269,9 @@ export async function serveSession (stream: Stream, peer: string, priority: Prio
           : new ProtocolError(ErrorCode.INTERNAL, (err as Error).message)
     await sendError(frames, error)
   } finally {
+    tracked.idleSince = null
     untrack()
-    for (const session of sessions) span?.closeSession(session)
+    free()
     usage.stopCounting()
     frames.discardInput()
   }

@@ -20,7 +20,7 @@ import { defaultCacheTokens, describePlan, planBlocks, type MemoryPlan } from '.
 import { ErrorCode, FORWARD_PROTOCOL, INFERENCE_PROTOCOL, INFO_PROTOCOL, modelWireDType, ProtocolError } from '../protocol/wire.js'
 import { serveInfo, serveSession, SessionTracker, type HandlerOptions } from './handler.js'
 import { PeerLimits, type PeerLimitOptions } from './peer-limits.js'
-import { TaskQueue } from './task-queue.js'
+import { peerGroup, TaskQueue, type TaskOwner } from './task-queue.js'
 import { swarmModelName } from '../protocol/model-name.js'
 import { DEFAULT_INFERENCE_MAX_LENGTH, formatInfo, parseServerInfo, serverInfoRecord, type ServerInfo } from '../protocol/server-info.js'
 import { measureThroughput } from './throughput.js'
@@ -105,7 +105,8 @@ export interface ServerOptions {
    */
   expirationMs?: number
   /**
-   * the longest session a client may open, announced to clients (Petals' default for GQA models)
+   * the longest session a client may open, announced to clients (Petals' default for GQA models);
+   * never more than the model's context (max_position_embeddings), see BlockServer.inferenceMaxLength
    * @default DEFAULT_INFERENCE_MAX_LENGTH (8192)
    */
   inferenceMaxLength?: number
@@ -119,6 +120,12 @@ export interface ServerOptions {
    * @default DEFAULT_SESSION_TIMEOUT_MS (30 min)
    */
   sessionTimeoutMs?: number
+  /**
+   * how long a client session must have been idle before a new session that does not fit in the
+   * cache may end it and take its cache
+   * @default DEFAULT_IDLE_RECLAIM_MS (30 s)
+   */
+  idleReclaimMs?: number
   /**
    * sessions and unprocessed bytes one peer may hold
    * @default see PeerLimitOptions (DEFAULT_MAX_SESSIONS_PER_PEER, DEFAULT_MAX_PENDING_BYTES_PER_PEER)
@@ -161,7 +168,8 @@ export class BlockServer {
   readonly sessions = new SessionTracker()
   /** what each peer holds, and how often one was refused for holding too much */
   readonly peerLimits: PeerLimits
-  private readonly queue = new TaskQueue()
+  /** the compute queue: one task at a time, turns shared fairly between subnets and peers */
+  readonly queue = new TaskQueue()
 
   private constructor (readonly node: BmrtNode, readonly config: ModelConfig, private readonly options: ServerOptions, stats: RecordStats) {
     this.registry = new Registry(node)
@@ -234,20 +242,34 @@ export class BlockServer {
       version: VERSION,
       dtype: modelWireDType(this.config.dtype),
       queue: this.queue,
-      inferenceMaxLength: this.options.inferenceMaxLength ?? DEFAULT_INFERENCE_MAX_LENGTH,
+      inferenceMaxLength: this.inferenceMaxLength,
       stepTimeoutMs: this.options.stepTimeoutMs,
       sessionTimeoutMs: this.options.sessionTimeoutMs,
+      idleReclaimMs: this.options.idleReclaimMs,
       onStep: (tokens, seconds) => { this.tokensServed += tokens; this.computeSeconds += seconds },
       peerLimits: this.peerLimits
     }
     // Raised from libp2p's 32 streams per protocol per connection: one client may run many
     // sessions. The per-peer session limit (lower) is what refuses a greedy peer, with a reason.
     const limits = { maxInboundStreams: 256 }
-    await this.node.handle(INFERENCE_PROTOCOL, async (stream, connection) => await serveSession(stream, connection.remotePeer.toString(), 'inference', options, this.sessions), limits)
-    await this.node.handle(FORWARD_PROTOCOL, async (stream, connection) => await serveSession(stream, connection.remotePeer.toString(), 'forward', options, this.sessions), limits)
+    const owner = (connection: Connection): TaskOwner => {
+      const peer = connection.remotePeer.toString()
+      return { peer, group: peerGroup(connection.remoteAddr, peer) }
+    }
+    await this.node.handle(INFERENCE_PROTOCOL, async (stream, connection) => await serveSession(stream, owner(connection), 'inference', options, this.sessions), limits)
+    await this.node.handle(FORWARD_PROTOCOL, async (stream, connection) => await serveSession(stream, owner(connection), 'forward', options, this.sessions), limits)
     // Info is a few hundred bytes, so it may run over relays that limit circuits: monitors and
     // clients still see the server there (sessions on such a relay are refused by the client).
     await this.node.handle(INFO_PROTOCOL, async stream => await serveInfo(stream, options, this.sessions), { ...limits, runOnLimitedConnection: true })
+  }
+
+  /**
+   * The longest session a client may open, as announced: options.inferenceMaxLength, but never
+   * more than the model's context (max_position_embeddings). A longer session could hold no more
+   * useful tokens, only reserve more cache.
+   */
+  get inferenceMaxLength (): number {
+    return Math.min(this.options.inferenceMaxLength ?? DEFAULT_INFERENCE_MAX_LENGTH, this.config.maxPositionEmbeddings)
   }
 
   private log (line: string): void {
@@ -320,7 +342,7 @@ export class BlockServer {
       ...formatInfo(this.options.load?.format, this.config.dtype),
       throughput: 0,
       usingRelay: this.options.useRelay === true,
-      inferenceMaxLength: this.options.inferenceMaxLength ?? DEFAULT_INFERENCE_MAX_LENGTH
+      inferenceMaxLength: this.inferenceMaxLength
     }
     await this.announce('joining', span)
     this.log(`loading blocks ${span.start}:${span.end} of ${this.modelName} (${this.config.numLayers} blocks)${this.options.load?.loadFormat === 'dummy' ? ' with dummy weights' : ''}`)
