@@ -3,7 +3,7 @@
 // after them. The attacks: peers that hold sessions of the model's whole context and send nothing,
 // peers that loop 512-token prefills on several sessions, and batch-16 prefills (frames near the
 // 4 MiB limit). Linux only (reads /proc). Bounded: one pass, then everything stops.
-// Run: npm run build && node dist/bench/session-rss.js [--idle-seconds 60] [--rounds 3]
+// Run: npm run build && npm run bench:session-rss [-- --idle-seconds 60 --rounds 3]
 //
 // Measured here (2 cores, native backend, 2 rounds, 60 s idle): idle 98.8 MiB, peak 226.1 MiB, then
 // 114 MiB from 10 s to 60 s after the attacks (+16%). The rest sits in anonymous mappings (45 → 60

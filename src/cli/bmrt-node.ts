@@ -63,7 +63,7 @@ const program = addSwarmOptions(addGatewayOptions(addBackendOptions(exitOnBadFla
   .option('--update-period <seconds>', 'how often the announcement is refreshed', number(n => n > 0, 'a number > 0'), DEFAULT_UPDATE_PERIOD_MS / 1000)
   .option('--expiration <seconds>', `how long an announcement stays valid (default: ${TTL_UPDATE_PERIODS} x update period)`, number(n => n > 0, 'a number > 0'))
   .option('--attn-cache-tokens <n>', `KV cache tokens per block that all client sessions may reserve together (Petals' attn_cache_tokens; default ${DEFAULT_GQA_CACHE_TOKENS} for GQA models, else ${DEFAULT_MHA_CACHE_TOKENS})`, integer(1))
-  .option('--inference-max-length <n>', 'the longest session a client may open, announced to clients', integer(1), DEFAULT_INFERENCE_MAX_LENGTH)
+  .option('--inference-max-length <n>', "the longest session a client may open, announced to clients (never more than the model's context)", integer(1), DEFAULT_INFERENCE_MAX_LENGTH)
   .option('--max-sessions-per-peer <n>', 'sessions one client peer may hold open here at once; more are refused (a gateway is one peer for all its users)', integer(1), DEFAULT_MAX_SESSIONS_PER_PEER)
   .option('--relay-only', 'serve no blocks: be a bootstrap, relay and DHT node for the swarm (for a machine with a public IP; Petals\' run_dht)')
   .option('--use-relay', 'be reached through a relay without checking (default: ask peers to dial this machine back, and use a relay only if they cannot)')
