@@ -1,14 +1,16 @@
-// A peer that speaks the block protocols by hand, frame by frame, for the tests of what a server
-// does with bad, hostile or greedy clients (bad-peers, peer-limits, fuzz).
+// What the tests of bad, hostile or greedy clients (bad-peers, peer-limits, fuzz) need around the
+// raw peer of src/testing/raw-peer.ts: a target server, raw bytes, and assertions on its answers.
 
 import assert from 'node:assert/strict'
 import type { AbortOptions, Stream } from '@libp2p/interface'
-import { createNode, type BmrtNode } from '../src/p2p/node.js'
-import { encodeHidden, ErrorCode, INFERENCE_PROTOCOL, openFrames, Request, Response, WireDType, type Tensor } from '../src/petals/protocol/wire.js'
+import { ErrorCode, Request, Response } from '../src/petals/protocol/wire.js'
 import type { FrameStream } from '../src/p2p/frames.js'
 import { loadAddon } from '../src/inference/native-backend.js'
 import { BlockServer, type ServerOptions } from '../src/petals/server/server.js'
 import { BUNDLED_MODEL, waitFor } from './helpers.js'
+
+// The peer and its frames live in src/testing/ (bench/attack.ts scripts attackers with them too).
+export { BUNDLED_HIDDEN, hiddenTensor, openRequest, RawPeer } from '../src/testing/raw-peer.js'
 
 /** The block executor the target servers run: the addon where it built. */
 export const TARGET_BACKEND = loadAddon() !== null ? 'native' : 'js'
@@ -28,37 +30,6 @@ export async function startTargetServer (model: string, options: Partial<ServerO
     ...options,
     load: { backend: TARGET_BACKEND, ...options.load }
   })
-}
-
-/** The bundled model's hidden size. */
-export const BUNDLED_HIDDEN = 64
-
-export class RawPeer {
-  private constructor (readonly node: BmrtNode) {}
-
-  /** A libp2p node of its own (its own peer id), listening nowhere. */
-  static async start (): Promise<RawPeer> {
-    return new RawPeer(await createNode({ role: 'client' }))
-  }
-
-  async dial (server: BlockServer, protocol = INFERENCE_PROTOCOL): Promise<{ stream: Stream, frames: FrameStream }> {
-    const stream = await this.node.dialProtocol(server.node.getMultiaddrs()[0], protocol)
-    return { stream, frames: openFrames(stream) }
-  }
-
-  async stop (): Promise<void> {
-    await this.node.stop()
-  }
-}
-
-/** An Open frame for the whole bundled model, with `overrides`. */
-export function openRequest (model: string, overrides: Partial<NonNullable<Request['open']>> = {}): Request {
-  return { open: { model, start: 0, end: 5, maxLength: 32, batch: 1, dtype: WireDType.F32, ...overrides } }
-}
-
-/** fp32 hidden states of `shape` (default [1, tokens, 64]), every value `fill`. */
-export function hiddenTensor (tokens: number, fill = 0.5, shape: [number, number, number] = [1, tokens, BUNDLED_HIDDEN]): Tensor {
-  return encodeHidden(new Float32Array(shape[0] * shape[1] * shape[2]).fill(fill), shape, 'f32')
 }
 
 /** A request as it goes on the wire: its length prefix (an unsigned varint), then the protobuf. */

@@ -9,53 +9,13 @@ import assert from 'node:assert/strict'
 import { collect } from '../src/inference/generate.js'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
 import { blockGroupCid, Registry } from '../src/p2p/registry.js'
-import { ErrorCode, INFERENCE_PROTOCOL, openFrames, Request, Response } from '../src/petals/protocol/wire.js'
-import { serverInfoRecord } from '../src/petals/protocol/server-info.js'
 import { DistributedModel, type DistributedModelOptions } from '../src/petals/client/distributed-model.js'
 import { DEFAULT_CLIENT_STEP_TIMEOUT_MS, MIN_STEP_TIMEOUT_MS } from '../src/petals/client/remote-span.js'
 import { BlockServer } from '../src/petals/server/server.js'
+import { Sybil, type SybilBehaviour } from '../src/testing/sybil.js'
 import { EXPECTED } from './expected.js'
 import { BUNDLED_MODEL, waitFor } from './helpers.js'
 import { TARGET_BACKEND } from './raw-peer.js'
-
-type Behaviour = 'refuse' | 'stall'
-
-/**
- * A libp2p node with an identity of its own that announces the whole bundled model, faster than
- * anything, and then refuses each session at once (an error frame, as a full server would answer) or
- * reads every frame and never answers.
- */
-class Sybil {
-  /** sessions opened on it */
-  sessions = 0
-
-  private constructor (readonly node: BmrtNode) {}
-
-  static async start (model: string, behaviour: Behaviour, initialPeers: string[]): Promise<Sybil> {
-    const node = await createNode({ role: 'server', bootstrap: initialPeers })
-    const sybil = new Sybil(node)
-    await node.handle(INFERENCE_PROTOCOL, async stream => {
-      sybil.sessions++
-      const frames = openFrames(stream)
-      try {
-        if (await frames.read(Request) === null) return
-        if (behaviour === 'refuse') {
-          await frames.write(Response, { error: { code: ErrorCode.CACHE_FULL, message: 'no room for this session' } })
-          await stream.close()
-          return
-        }
-        while (await frames.read(Request) !== null) {} // never answers
-      } catch {} // the client gave up on it
-    })
-    await joinSwarm(node)
-    await new Registry(node).announce(model, { start: 0, end: 5, state: 'online', info: serverInfoRecord({ inferenceRps: 1e6, throughput: 1e6, cacheTokensLeft: 1e6 }) })
-    return sybil
-  }
-
-  get peerId (): string {
-    return this.node.peerId.toString()
-  }
-}
 
 describe('sybils against an honest client', function () {
   let entry: BmrtNode
@@ -95,7 +55,7 @@ describe('sybils against an honest client', function () {
     clients.push(client)
     return client
   }
-  const startSybils = async (model: string, behaviour: Behaviour, count: number): Promise<string[]> => {
+  const startSybils = async (model: string, behaviour: SybilBehaviour, count: number): Promise<string[]> => {
     sybils.push(...await Promise.all(Array.from({ length: count }, async () => await Sybil.start(model, behaviour, initialPeers))))
     return sybils.map(s => s.peerId)
   }
