@@ -24,6 +24,7 @@
 
 import '../src/util/polyfill.js'
 import type { ChildProcess } from 'node:child_process'
+import { setMaxListeners } from 'node:events'
 import { parseArgs } from 'node:util'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { collect } from '../src/inference/generate.js'
@@ -115,7 +116,7 @@ process.on('uncaughtException', err => {
 const servers: ChildProcess[] = []
 process.on('exit', () => { for (const s of servers) s.kill('SIGKILL') })
 
-interface PhaseResult { generations: number, equal: number, wrong: string[], failed: string[], rates: number[], failovers: number }
+interface PhaseResult { generations: number, equal: number, wrong: string[], failed: string[], rates: number[], failovers: number, slowest: number }
 
 log(`bench:attack: seed ${SEED}, ${SECONDS} s (replay: npm run bench:attack -- --seed ${SEED} --seconds ${SECONDS})`)
 const started = performance.now()
@@ -124,6 +125,10 @@ const initialPeers = entry.getMultiaddrs().map(String)
 const peers: Array<{ stop: () => Promise<void> | void }> = []
 let stopping = false
 const stopAttack = new AbortController()
+setMaxListeners(1000, stopAttack.signal) // each attack session's read listens to it
+/** The session attacks start looping once every attacker is set up and the clients see the sybils. */
+let go = (): void => {}
+const going = new Promise<void>(resolve => { go = resolve })
 const attackLoops: Array<Promise<void>> = []
 let exitCode = 0
 try {
@@ -155,13 +160,14 @@ try {
     const hard = AbortSignal.timeout(ms + GRACE_MS)
     const before = [...failovers]
     return await Promise.all(clients.map(async (client, i) => {
-      const r: PhaseResult = { generations: 0, equal: 0, wrong: [], failed: [], rates: [], failovers: 0 }
+      const r: PhaseResult = { generations: 0, equal: 0, wrong: [], failed: [], rates: [], failovers: 0, slowest: 0 }
       do {
         const t0 = performance.now()
         r.generations++
         try {
           const out = await collect(client.generate(promptIds, { maxNewTokens: NEW_TOKENS, signal: hard }))
           const seconds = (performance.now() - t0) / 1000
+          r.slowest = Math.max(r.slowest, seconds)
           if (out.finishReason === 'aborted') {
             r.failed.push(`cut off ${GRACE_MS / 1000} s after the phase's end`)
           } else if (out.ids.length === REFERENCE.length && out.ids.every((id, k) => id === REFERENCE[k])) {
@@ -189,12 +195,13 @@ try {
   const hogs: RawPeer[] = []
   const loopers: RawPeer[] = []
   const hogCounts = { tooLongRefused: 0, opened: 0, ended: 0, refused: 0 }
-  const looperCounts = { sessions: 0, prefills: 0, refused: 0, errors: 0 }
+  const looperCounts = { sessions: 0, prefills: 0, refused: 0, errors: 0, firstError: '' }
   const replayCounts = { puts: 0, errors: 0 }
   const group = await blockGroupCid(MODEL, 0)
   const pause = async (minMs: number, maxMs: number): Promise<void> => await sleep(minMs + random() * (maxMs - minMs))
 
   const hogSlot = async (hog: RawPeer, server: Multiaddr, [start, end]: readonly [number, number]): Promise<void> => {
+    await going
     for (let opens = 0; opens < MAX_HOG_OPENS && !stopping; opens++) {
       try {
         const { stream, frames } = await hog.dial(server)
@@ -212,6 +219,7 @@ try {
   const looperSession = async (looper: RawPeer, server: Multiaddr, [start, end]: readonly [number, number]): Promise<void> => {
     const hidden = hiddenTensor(PREFILL_TOKENS)
     let prefills = 0
+    await going
     while (!stopping && prefills < MAX_PREFILLS) {
       try {
         const { stream, frames } = await looper.dial(server)
@@ -228,9 +236,10 @@ try {
           looperCounts.prefills++
         }
         stream.abort(new Error('looper done'))
-      } catch {
+      } catch (err) {
         if (stopping) return
         looperCounts.errors++
+        if (looperCounts.firstError === '') looperCounts.firstError = (err as Error).message
       }
       await pause(200, 1000)
     }
@@ -269,6 +278,7 @@ try {
       const keys = serverIds.map(id => recordKey(MODEL, id))
       const old = await Promise.all(keys.map(async key => await replayer.contentRouting.get(key, { signal: AbortSignal.timeout(30_000) })))
       attackLoops.push((async () => {
+        await going
         for (let round = 0; round < MAX_REPLAYS && !stopping; round++) {
           for (const [k, key] of keys.entries()) {
             try {
@@ -294,7 +304,7 @@ try {
     }]
   ]
   const order = shuffled(starters)
-  log(`attack phase: ${order.map(([name]) => name).join(', ')} (the seed's order)`)
+  log(`attack phase: ${order.map(([name]) => name).join(', ')} (set up in the seed's order; the session attacks loop from the phase's start)`)
   try {
     for (const [, start] of order) await start()
   } finally {
@@ -309,6 +319,7 @@ try {
   }
   log(`  attackers up in ${((performance.now() - attackStarted) / 1000).toFixed(1)} s; both clients see the ${sybils.length} sybils`)
   current = 'attack'
+  go()
   const attack = await runPhase(SECONDS * 1000 - quietMs)
   stopping = true
   stopAttack.abort()
@@ -317,12 +328,12 @@ try {
   // The report.
   const rate = (r: PhaseResult): string => r.rates.length === 0 ? '-' : median(r.rates).toFixed(1)
   log('')
-  log('phase   client  generations  equal to reference  failed  tokens/s (median)  failovers  attack/quiet')
+  log('phase   client  generations  equal to reference  failed  tokens/s (median)  slowest (s)  failovers  attack/quiet')
   for (const [name, results] of [['quiet', quiet], ['attack', attack]] as const) {
     results.forEach((r, i) => {
       const ratio = name === 'attack' && quiet[i].rates.length > 0 && r.rates.length > 0 ? (median(r.rates) / median(quiet[i].rates)).toFixed(2) : ''
       const equal = r.wrong.length === 0 && r.failed.length === 0 ? 'yes' : 'NO'
-      log(`${name.padEnd(8)}c${i}      ${String(r.generations).padStart(11)}  ${`${equal} (${r.equal})`.padStart(18)}  ${String(r.failed.length).padStart(6)}  ${rate(r).padStart(17)}  ${String(r.failovers).padStart(9)}  ${ratio.padStart(12)}`)
+      log(`${name.padEnd(8)}c${i}      ${String(r.generations).padStart(11)}  ${`${equal} (${r.equal})`.padStart(18)}  ${String(r.failed.length).padStart(6)}  ${rate(r).padStart(17)}  ${r.slowest.toFixed(1).padStart(11)}  ${String(r.failovers).padStart(9)}  ${ratio.padStart(12)}`)
     })
   }
   const refused = sybils.slice(0, REFUSING_SYBILS).reduce((n, s) => n + s.sessions, 0)
@@ -333,7 +344,7 @@ try {
   log(`  ${STALLING_SYBILS} stalling sybils: ${stalled} sessions left unanswered`)
   log(`  ${ADVERTISERS} fake advertisers of block group 0, no span record`)
   log(`  ${HOGS} cache hogs x ${HOG_SESSIONS} sessions x ${SPANS.length} servers: ${hogCounts.tooLongRefused} sessions of 8192 refused (too long); ${hogCounts.opened} of ${CONTEXT} opened and held idle, ${hogCounts.ended} of them ended by the server, ${hogCounts.refused} refused (cache full)`)
-  log(`  ${LOOPERS} prefill loopers x ${LOOPER_SESSIONS} sessions x ${SPANS.length} servers: ${looperCounts.prefills} prefills of ${PREFILL_TOKENS} tokens on ${looperCounts.sessions} sessions; ${looperCounts.refused} refused, ${looperCounts.errors} failed`)
+  log(`  ${LOOPERS} prefill loopers x ${LOOPER_SESSIONS} sessions x ${SPANS.length} servers: ${looperCounts.prefills} prefills of ${PREFILL_TOKENS} tokens on ${looperCounts.sessions} sessions; ${looperCounts.refused} refused, ${looperCounts.errors} failed${looperCounts.errors > 0 ? ` (first: ${looperCounts.firstError.slice(0, 120)})` : ''}`)
   log(`  1 replayer: ${replayCounts.puts} puts of the servers' first-read records, ${replayCounts.errors} failed`)
   log(`  streams reset by a server: ${streamResets}`)
   log(`total ${((performance.now() - started) / 1000).toFixed(1)} s`)
@@ -350,6 +361,7 @@ try {
 } finally {
   stopping = true
   stopAttack.abort()
+  go()
   await Promise.allSettled(attackLoops)
   await Promise.allSettled(peers.map(async p => await p.stop()))
   for (const s of servers) s.kill()
