@@ -25,6 +25,7 @@
 import '../src/util/polyfill.js'
 import type { ChildProcess } from 'node:child_process'
 import { setMaxListeners } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { collect } from '../src/inference/generate.js'
@@ -95,6 +96,16 @@ const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b)
   return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
+/** CPU seconds a process has used (utime + stime from /proc; Linux), 0 when it cannot be read. */
+const cpuSeconds = (pid: number | undefined): number => {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / 100 // clock ticks: 100 a second on Linux
+  } catch {
+    return 0
+  }
+}
+const ownCpuSeconds = (): number => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6 }
 const shuffled = <T>(xs: T[]): T[] => {
   const out = [...xs]
   for (let i = out.length - 1; i > 0; i--) {
@@ -320,7 +331,9 @@ try {
   log(`  attackers up in ${((performance.now() - attackStarted) / 1000).toFixed(1)} s; both clients see the ${sybils.length} sybils`)
   current = 'attack'
   go()
+  const cpuBefore = { own: ownCpuSeconds(), servers: servers.map(s => cpuSeconds(s.pid)), wall: performance.now() }
   const attack = await runPhase(SECONDS * 1000 - quietMs)
+  const cpu = { own: ownCpuSeconds() - cpuBefore.own, servers: servers.map((s, i) => cpuSeconds(s.pid) - cpuBefore.servers[i]), wall: (performance.now() - cpuBefore.wall) / 1000 }
   stopping = true
   stopAttack.abort()
   await Promise.allSettled(attackLoops)
@@ -347,6 +360,7 @@ try {
   log(`  ${LOOPERS} prefill loopers x ${LOOPER_SESSIONS} sessions x ${SPANS.length} servers: ${looperCounts.prefills} prefills of ${PREFILL_TOKENS} tokens on ${looperCounts.sessions} sessions; ${looperCounts.refused} refused, ${looperCounts.errors} failed${looperCounts.errors > 0 ? ` (first: ${looperCounts.firstError.slice(0, 120)})` : ''}`)
   log(`  1 replayer: ${replayCounts.puts} puts of the servers' first-read records, ${replayCounts.errors} failed`)
   log(`  streams reset by a server: ${streamResets}`)
+  log(`CPU during the attack phase (${cpu.wall.toFixed(1)} s): this process (the clients and the attackers) ${cpu.own.toFixed(1)} s, the servers ${cpu.servers.map(c => c.toFixed(1)).join(' and ')} s`)
   log(`total ${((performance.now() - started) / 1000).toFixed(1)} s`)
   for (const [name, results] of [['quiet', quiet], ['attack', attack]] as const) {
     results.forEach((r, i) => {
