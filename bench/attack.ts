@@ -206,7 +206,7 @@ try {
   const hogs: RawPeer[] = []
   const loopers: RawPeer[] = []
   const hogCounts = { tooLongRefused: 0, opened: 0, ended: 0, refused: 0 }
-  const looperCounts = { sessions: 0, prefills: 0, refused: 0, errors: 0, firstError: '' }
+  const looperCounts = { sessions: 0, prefills: 0, refused: 0, errors: 0, firstError: '', firstRefusal: '' }
   const replayCounts = { puts: 0, errors: 0 }
   const group = await blockGroupCid(MODEL, 0)
   const pause = async (minMs: number, maxMs: number): Promise<void> => await sleep(minMs + random() * (maxMs - minMs))
@@ -240,7 +240,10 @@ try {
           await frames.write(Request, { step: { position: 0, hidden } })
           const response = await frames.read(Response, { signal: stopAttack.signal })
           if (response?.hidden === undefined) {
-            if (response?.error !== undefined) looperCounts.refused++
+            if (response?.error !== undefined) {
+              looperCounts.refused++
+              if (looperCounts.firstRefusal === '') looperCounts.firstRefusal = `${ErrorCode[response.error.code]}: ${response.error.message}`
+            }
             break
           }
           prefills++
@@ -357,7 +360,7 @@ try {
   log(`  ${STALLING_SYBILS} stalling sybils: ${stalled} sessions left unanswered`)
   log(`  ${ADVERTISERS} fake advertisers of block group 0, no span record`)
   log(`  ${HOGS} cache hogs x ${HOG_SESSIONS} sessions x ${SPANS.length} servers: ${hogCounts.tooLongRefused} sessions of 8192 refused (too long); ${hogCounts.opened} of ${CONTEXT} opened and held idle, ${hogCounts.ended} of them ended by the server, ${hogCounts.refused} refused (cache full)`)
-  log(`  ${LOOPERS} prefill loopers x ${LOOPER_SESSIONS} sessions x ${SPANS.length} servers: ${looperCounts.prefills} prefills of ${PREFILL_TOKENS} tokens on ${looperCounts.sessions} sessions; ${looperCounts.refused} refused, ${looperCounts.errors} failed${looperCounts.errors > 0 ? ` (first: ${looperCounts.firstError.slice(0, 120)})` : ''}`)
+  log(`  ${LOOPERS} prefill loopers x ${LOOPER_SESSIONS} sessions x ${SPANS.length} servers: ${looperCounts.prefills} prefills of ${PREFILL_TOKENS} tokens on ${looperCounts.sessions} sessions; ${looperCounts.refused} refused${looperCounts.refused > 0 ? ` (first: ${looperCounts.firstRefusal.slice(0, 120)})` : ''}, ${looperCounts.errors} failed${looperCounts.errors > 0 ? ` (first: ${looperCounts.firstError.slice(0, 120)})` : ''}`)
   log(`  1 replayer: ${replayCounts.puts} puts of the servers' first-read records, ${replayCounts.errors} failed`)
   log(`  streams reset by a server: ${streamResets}`)
   log(`CPU during the attack phase (${cpu.wall.toFixed(1)} s): this process (the clients and the attackers) ${cpu.own.toFixed(1)} s, the servers ${cpu.servers.map(c => c.toFixed(1)).join(' and ')} s`)
