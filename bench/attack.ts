@@ -20,7 +20,19 @@
 // in this process (their CPU is shared with the clients', as the servers' is with both).
 // Run: npm run build && npm run bench:attack [-- --seed N --seconds 60]
 //
-// Measured here (2 cores, native backend): see docs/performance.md, "Under attack".
+// Measured here (2 cores, native backend; docs/performance.md, "Under attack"):
+//   npm run bench:attack -- --seed 20   (60 s: 20 s quiet, 40 s under attack; 80.5 s in all)
+//   phase   client  generations  equal to reference  failed  tokens/s (median)  slowest (s)  failovers  attack/quiet
+//   quiet   c0              106           yes (106)       0              281.4          0.4          0
+//   quiet   c1              106           yes (106)       0              284.0          0.4          0
+//   attack  c0                7             yes (7)       0               10.4         12.0          0          0.04
+//   attack  c1                7             yes (7)       0               10.7         12.5          2          0.04
+//   attackers: 4 refusing sybils: 1 session refused; 2 stalling sybils: 1 session left unanswered;
+//   8 fake advertisers; 2 cache hogs: 4 sessions of 8192 refused (too long), 14 of 512 opened and
+//   held idle, 4 of them ended by the server, 6 refused (cache full); 2 prefill loopers: 3535
+//   prefills of 256 tokens on 88 sessions, 72 refused (CACHE_FULL); 1 replayer: 10 puts.
+//   CPU in the 40.5 s of attack: this process (clients and attackers) 23.5 s, the servers 24.8 and
+//   26.0 s: the 2 cores are saturated, a quarter of them by the attackers' side of the prefill loops.
 
 import '../src/util/polyfill.js'
 import type { ChildProcess } from 'node:child_process'
