@@ -38,7 +38,7 @@ import '../src/util/polyfill.js'
 import type { ChildProcess } from 'node:child_process'
 import { setMaxListeners } from 'node:events'
 import { readFileSync } from 'node:fs'
-import { parseArgs } from 'node:util'
+import { benchArgs } from './bench-args.js'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { collect } from '../src/inference/generate.js'
 import { seededRandom } from '../src/inference/sampling.js'
@@ -57,18 +57,7 @@ generate the reference prompt, first quietly, then under all the session attacks
   --seed N       orders the attackers and their pauses (default: random; printed)
   --seconds S    both phases together (default 60: a third quiet, the rest under attack)`
 
-const args = (() => {
-  try {
-    return parseArgs({ options: { seed: { type: 'string' }, seconds: { type: 'string', default: '60' }, help: { type: 'boolean', default: false } } }).values
-  } catch (err) {
-    console.error(`bench:attack: ${(err as Error).message}\n\n${HELP}`)
-    process.exit(2)
-  }
-})()
-if (args.help) {
-  console.log(HELP)
-  process.exit(0)
-}
+const args = benchArgs('bench:attack', { seed: { type: 'string' }, seconds: { type: 'string', default: '60' } }, HELP)
 const SECONDS = Number(args.seconds)
 const SEED = args.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(args.seed)
 if (!(SECONDS >= 3) || !Number.isInteger(SEED) || SEED < 0) {

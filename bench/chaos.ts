@@ -9,7 +9,7 @@
 // Run: npm run bench:chaos [-- --minutes 10 --nodes 14 --clients 4 --seed N --interval 5 --json]
 
 import '../src/util/polyfill.js'
-import { parseArgs } from 'node:util'
+import { benchArgs } from './bench-args.js'
 import { killEveryNode } from '../src/testing/chaos/fleet.js'
 import { formatReport } from '../src/testing/chaos/report.js'
 import { runChaos } from '../src/testing/chaos/run.js'
@@ -29,28 +29,14 @@ the report to stdout.
   --json         print the report as JSON instead of text
 Ctrl-C stops everything at once (every server is killed).`
 
-const args = (() => {
-  try {
-    return parseArgs({
-      options: {
-        minutes: { type: 'string', default: '10' },
-        nodes: { type: 'string', default: '14' },
-        clients: { type: 'string', default: '4' },
-        seed: { type: 'string' },
-        interval: { type: 'string', default: '5' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', default: false }
-      }
-    }).values
-  } catch (err) {
-    console.error(`bench:chaos: ${(err as Error).message}\n\n${HELP}`)
-    process.exit(2)
-  }
-})()
-if (args.help) {
-  console.log(HELP)
-  process.exit(0)
-}
+const args = benchArgs('bench:chaos', {
+  minutes: { type: 'string', default: '10' },
+  nodes: { type: 'string', default: '14' },
+  clients: { type: 'string', default: '4' },
+  seed: { type: 'string' },
+  interval: { type: 'string', default: '5' },
+  json: { type: 'boolean', default: false }
+}, HELP)
 const number = (name: string, value: string, min: number): number => {
   const n = Number(value)
   if (value.trim() === '' || !Number.isFinite(n) || n < min) {
