@@ -36,6 +36,15 @@ AlignedBytes aligned_alloc_bytes(size_t bytes) {
 // 46k for a 7B Llama) for the life of the process (issue 20, row 13).
 constexpr int64_t kKeptWorkspaceTokens = 64;
 
+// Hands the free pages of every malloc arena back to the system (glibc only): a released
+// workspace or a closed session's KV cache would otherwise stay resident in the arenas, behind
+// blocks still live (PATCHES.md, "span workspace").
+void give_back_free_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
 }  // namespace
 
 struct BlockSpan::Layer {
@@ -143,7 +152,10 @@ int BlockSpan::open_session(int64_t max_length, int first_layer, int layer_count
   });
 }
 
-void BlockSpan::close_session(int id) { sessions_.close(id); }
+void BlockSpan::close_session(int id) {
+  sessions_.close(id);
+  give_back_free_memory();
+}
 int64_t BlockSpan::session_length(int id) const { return sessions_.find(id)->length; }
 int64_t BlockSpan::session_max_length(int id) const { return sessions_.find(id)->max_length; }
 int BlockSpan::sessions() const { return sessions_.size(); }
@@ -170,9 +182,7 @@ void BlockSpan::release_large_workspace() {
   auto all = {&normed_, &q_, &k_, &v_, &attention_, &gate_, &up_, &out_, &scores_};
   if (static_cast<int64_t>(normed_.capacity()) > kKeptWorkspaceTokens * width) {
     for (auto* v : all) std::vector<float>().swap(*v);
-#if defined(__GLIBC__)
-    malloc_trim(0);
-#endif
+    give_back_free_memory();
   }
   size_t floats = 0;
   for (const auto* v : all) floats += v->capacity();
