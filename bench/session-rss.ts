@@ -8,9 +8,8 @@
 // Measured here (2 cores, native backend, 2 rounds), before the fix: idle 98.8 MiB, peak 226.1 MiB,
 // then 114 MiB from 10 s to 60 s after the attacks (+16%); a rerun with --idle-seconds 30 on the
 // day of the fix: idle 105.1, peak 235.7, 165.1 MiB after 30 s (+57%; [heap] 7.4 → 53.5, anonymous
-// 50.5 → 64.1). The anonymous part was the
-// native span's workspace (BlockSpan's normed_, q_, ... out_ in addon/src/core/span.cc: 664 floats
-// a token here) grew to the largest batch seen (10.4 MiB after this run's 4096-token batch-16
+// 50.5 → 64.1). The anonymous part was the native span's workspace (BlockSpan's normed_, q_, ...
+// out_ in addon/src/core/span.cc: 664 floats a token here), which grew to the largest batch seen (10.4 MiB after this run's 4096-token batch-16
 // frames, 41.5 MiB after one 4 MiB frame of 16384 tokens) and was never given back.
 // With the workspace given back after forwards of over 64 tokens (+ malloc_trim): idle 103.0,
 // peak 225.0, after 30 s 125.1 MiB (+21%): anonymous back to 44.0 MiB (idle 48.1), but malloc's
