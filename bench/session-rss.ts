@@ -5,13 +5,19 @@
 // 4 MiB limit). Linux only (reads /proc). Bounded: one pass, then everything stops.
 // Run: npm run build && npm run bench:session-rss [-- --idle-seconds 60 --rounds 3]
 //
-// Measured here (2 cores, native backend, 2 rounds, 60 s idle): idle 98.8 MiB, peak 226.1 MiB, then
-// 114 MiB from 10 s to 60 s after the attacks (+16%). The rest sits in anonymous mappings (45 → 60
-// MiB), not in malloc's [heap] (back to 6.4 MiB). The native span's workspace (BlockSpan's normed_,
-// q_, k_, v_, attention_, gate_, up_, out_ in addon/src/core/span.cc: 664 floats a token here) grows
-// to the largest batch seen and is never given back: 10.4 MiB after the 4096-token batch-16 frames
-// of this run, 41.5 MiB after one 4 MiB frame (16384 tokens), which fits the +62 MiB of issue 20,
-// row 13.
+// Measured here (2 cores, native backend, 2 rounds), before the fix: idle 98.8 MiB, peak 226.1 MiB,
+// then 114 MiB from 10 s to 60 s after the attacks (+16%); a rerun with --idle-seconds 30 on the
+// day of the fix: idle 105.1, peak 235.7, 165.1 MiB after 30 s (+57%; [heap] 7.4 → 53.5, anonymous
+// 50.5 → 64.1). The anonymous part was the native span's workspace (BlockSpan's normed_, q_, ...
+// out_ in addon/src/core/span.cc: 664 floats a token here), which grew to the largest batch seen (10.4 MiB after this run's 4096-token batch-16
+// frames, 41.5 MiB after one 4 MiB frame of 16384 tokens) and was never given back.
+// With the workspace given back after forwards of over 64 tokens (+ malloc_trim): idle 103.0,
+// peak 225.0, after 30 s 125.1 MiB (+21%): anonymous back to 44.0 MiB (idle 48.1), but malloc's
+// [heap] at 33.6 MiB (idle 7.6): closed sessions' KV caches left free but resident in the main
+// arena. With malloc_trim after each session close as well: idle 99.5, peak 233.3, after the
+// attacks 136.4 MiB for 20 s, then 100.4 MiB at 30 s (+0.9%; [heap] 10.2, anonymous 42.7).
+// (Fixing glibc's mmap threshold at 128 KiB instead, mallopt(M_MMAP_THRESHOLD), measured worse:
+// 173.4 MiB after 30 s.) Runs vary by some MiB with V8's garbage collection.
 
 import '../src/util/polyfill.js'
 import { readFileSync } from 'node:fs'
@@ -57,6 +63,11 @@ process.on('uncaughtException', err => { if (err.name === 'StreamResetError') re
 
 const server = await startNode(['--new-swarm', '--model', BUNDLED_MODEL, '--model-name', MODEL, '--blocks', '0:5', '--host-addrs', '/ip4/127.0.0.1/tcp/0', '--throughput', '1', '--attn-cache-tokens', String(64 * CONTEXT)])
 const pid = server.process.pid!
+// A server that dies mid-run would leave the attack waiting on dead streams: say so and stop.
+server.process.on('exit', (code, signal) => {
+  console.log(`the server exited (${code ?? signal}); its last lines:\n${server.output.slice(-15).join('\n')}`)
+  process.exit(1)
+})
 const address = server.output.find(l => l.includes('share as --initial-peers: '))!.split('share as --initial-peers: ')[1].trim()
 const peers: BmrtNode[] = []
 let peak = 0
@@ -111,5 +122,6 @@ try {
   console.log(JSON.stringify({ idleMiB: +idle.toFixed(1), peakMiB: +peak.toFixed(1), afterMiB: after.map(([s, r]) => ({ s, rss: +r.toFixed(1) })), withinTenPercent: last <= idle * 1.1, streamResets: resets }))
 } finally {
   for (const peer of peers) await peer.stop()
+  server.process.removeAllListeners('exit')
   server.process.kill()
 }

@@ -156,6 +156,32 @@ describe('native addon', function () {
     span.close()
   })
 
+  it('gives back the workspace of a long forward, keeps a decode step\'s, and still computes right (issue 20, row 13)', async () => {
+    const dir = `${root}/workspace`
+    await makeTestModel(dir, { layers: 2, hidden: 64, intermediate: 128, heads: 4, kvHeads: 2, vocab: 32 })
+    const span = (await open(dir, 'native', 'f32')).span as NativeBlockSpan
+    const reference = (await open(dir, 'js')).span
+    const input = randomHidden(1026, 64, 7)
+    const [native, js] = [span, reference].map(s => s.openSession(1026))
+    // A decode step's workspace is kept from one step to the next.
+    const step = async (s: BlockSpan, id: number, from: number, to: number): Promise<Float32Array> => await s.forward(id, input.subarray(from * 64, to * 64))
+    await step(span, span.openSession(1), 0, 1)
+    const decode = span.workspaceBytes()
+    assert.ok(decode > 0, 'a decode step keeps its workspace')
+    // A 1024-token prefill (a hostile peer's batch frame, say) gives its 2.4 MB back when it ends.
+    const prefill = await step(span, native, 0, 1024)
+    assert.ok(span.workspaceBytes() <= decode, `after a 1024-token forward the span keeps a ${span.workspaceBytes()}-byte workspace, a decode step ${decode}`)
+    const decoded = [await step(span, native, 1024, 1025)]
+    const kept = span.workspaceBytes()
+    decoded.push(await step(span, native, 1025, 1026))
+    assert.ok(kept > 0 && span.workspaceBytes() >= kept, 'decode steps after it keep their workspace')
+    // And the regrown workspace computes what the JS reference does.
+    assert.ok(maxAbsDiff(prefill, await step(reference, js, 0, 1024)) <= 1e-4)
+    for (const [i, out] of decoded.entries()) assert.ok(maxAbsDiff(out, await step(reference, js, 1024 + i, 1025 + i)) <= 1e-4)
+    span.close()
+    reference.close()
+  })
+
   it('keeps the event loop running during a long forward', async () => {
     const dir = `${root}/long`
     await makeTestModel(dir, { layers: 8, hidden: 512, intermediate: 1024, heads: 8, vocab: 32 })

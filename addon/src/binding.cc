@@ -143,6 +143,11 @@ std::shared_ptr<bmrt::CudaBlockSpan> make_core(bmrt::CudaBlockSpan*, bmrt::Block
 std::string device_name(const bmrt::CudaBlockSpan& s) { return "cuda:" + std::to_string(s.device()); }
 #endif
 std::string device_name(const bmrt::BlockSpan&) { return "cpu"; }
+// The CPU span's forward workspace between forwards, in host memory; the CUDA span's is on the device.
+void set_workspace_bytes(Napi::Object& o, const bmrt::BlockSpan& s) { o.Set("workspaceBytes", static_cast<double>(s.workspace_bytes())); }
+#ifdef BMRT_WITH_CUDA
+void set_workspace_bytes(Napi::Object&, const bmrt::CudaBlockSpan&) {}
+#endif
 
 template <class Core>
 class Span : public Napi::ObjectWrap<Span<Core>> {
@@ -352,6 +357,7 @@ class Span : public Napi::ObjectWrap<Span<Core>> {
     o.Set("sessions", s->sessions());
     o.Set("format", bmrt::weight_format_name(s->format()));
     o.Set("device", device_name(*s));
+    set_workspace_bytes(o, *s);
     return o;
   }
 

@@ -31,8 +31,11 @@ interface AddonSpan {
   closeSession (session: number): void
   sessionLength (session: number): number
   forward (steps: NativeStep[]): Promise<Float32Array[]>
-  /** maxCacheTokens is per block; cacheLayerTokensReserved sums maxLength × layers over sessions */
-  stats (): { weightBytes: number, cacheBytesPerToken: number, layers: number, cacheLayerTokensReserved: number, maxCacheTokens: number, sessions: number, format: string, device: string }
+  /**
+   * maxCacheTokens is per block; cacheLayerTokensReserved sums maxLength × layers over sessions;
+   * workspaceBytes (CPU span only): the forward workspace kept between forwards
+   */
+  stats (): { weightBytes: number, cacheBytesPerToken: number, layers: number, cacheLayerTokensReserved: number, maxCacheTokens: number, sessions: number, format: string, device: string, workspaceBytes?: number }
   close (): void
 }
 
@@ -341,6 +344,14 @@ export class NativeBlockSpan implements BlockSpan {
   cacheUsage (): { reserved: number, limit: number, sessions: number } {
     const stats = this.span.stats()
     return { reserved: stats.cacheLayerTokensReserved / stats.layers, limit: stats.maxCacheTokens, sessions: stats.sessions }
+  }
+
+  /**
+   * Host memory the CPU span's forward workspace keeps between forwards: a decode step's at most,
+   * since a larger forward gives its workspace back (addon/src/core/span.cc); 0 on CUDA.
+   */
+  workspaceBytes (): number {
+    return this.span.stats().workspaceBytes ?? 0
   }
 
   close (): void {

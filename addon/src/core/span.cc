@@ -8,6 +8,10 @@
 #include <new>
 #include <stdexcept>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "dummy.h"
 
 namespace bmrt {
@@ -22,6 +26,23 @@ using AlignedBytes = std::unique_ptr<void, AlignedFree>;
 
 AlignedBytes aligned_alloc_bytes(size_t bytes) {
   return AlignedBytes(::operator new(std::max<size_t>(bytes, 64), std::align_val_t(64)));
+}
+
+// The forward workspace (normed_, q_, ... out_) grows to the largest forward seen. It is kept
+// between forwards while it holds at most this many tokens: a decode step of the largest batch a
+// session may step (DEFAULT_MAX_BATCH in src/petals/server/handler.ts), so decode steps do not
+// reallocate it. A larger forward (a prefill, or a peer's batch-16 frame of 4 MiB) gives it back when it
+// ends; otherwise one such frame would hold its size (664 floats a token for the bundled model,
+// 46k for a 7B Llama) for the life of the process (issue 20, row 13).
+constexpr int64_t kKeptWorkspaceTokens = 64;
+
+// Hands the free pages of every malloc arena back to the system (glibc only): a released
+// workspace or a closed session's KV cache would otherwise stay resident in the arenas, behind
+// blocks still live (PATCHES.md, "span workspace").
+void give_back_free_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
 }
 
 }  // namespace
@@ -131,7 +152,10 @@ int BlockSpan::open_session(int64_t max_length, int first_layer, int layer_count
   });
 }
 
-void BlockSpan::close_session(int id) { sessions_.close(id); }
+void BlockSpan::close_session(int id) {
+  sessions_.close(id);
+  give_back_free_memory();
+}
 int64_t BlockSpan::session_length(int id) const { return sessions_.find(id)->length; }
 int64_t BlockSpan::session_max_length(int id) const { return sessions_.find(id)->max_length; }
 int BlockSpan::sessions() const { return sessions_.size(); }
@@ -147,6 +171,24 @@ int64_t BlockSpan::weight_bytes() const {
   return total;
 }
 
+// Called under compute_mutex_ once a forward is over (or failed): frees a workspace grown past a
+// decode step's. glibc's malloc would keep most of it anyway: once a large block is freed it
+// raises its mmap threshold to that size, so the next prefill's vectors come from the worker
+// thread's arena, whose top it trims only past twice that size (mallopt(3), "M_MMAP_THRESHOLD");
+// malloc_trim(0) hands the free pages of every arena back (PATCHES.md, "span workspace").
+void BlockSpan::release_large_workspace() {
+  // normed_ holds max(hidden, q_dim) floats a token of the largest forward since the last release.
+  const int64_t width = std::max<int64_t>(config_.hidden, int64_t(config_.heads) * config_.head_dim);
+  auto all = {&normed_, &q_, &k_, &v_, &attention_, &gate_, &up_, &out_, &scores_};
+  if (static_cast<int64_t>(normed_.capacity()) > kKeptWorkspaceTokens * width) {
+    for (auto* v : all) std::vector<float>().swap(*v);
+    give_back_free_memory();
+  }
+  size_t floats = 0;
+  for (const auto* v : all) floats += v->capacity();
+  workspace_bytes_ = static_cast<int64_t>(floats * sizeof(float));
+}
+
 int64_t BlockSpan::cache_bytes_per_token() const {
   return static_cast<int64_t>(layers()) * 2 * config_.kv_heads * config_.head_dim * 4;
 }
@@ -156,11 +198,15 @@ void BlockSpan::forward(std::vector<Step>& steps) {
   // as the previous forward left it.
   std::lock_guard<std::mutex> lock(compute_mutex_);
   // Once this forward is done the kernels' workers should sleep rather than spin: the next one
-  // is a network round trip away, and other spans or processes may want the cores meanwhile.
+  // is a network round trip away, and other spans or processes may want the cores meanwhile. And
+  // a workspace grown past a decode step's goes back.
   struct Rest {
-    ThreadPool& pool;
-    ~Rest() { pool.rest(); }
-  } rest{pool_};
+    BlockSpan& span;
+    ~Rest() {
+      span.pool_.rest();
+      span.release_large_workspace();
+    }
+  } rest{*this};
   const int64_t h = config_.hidden;
   const Sessions::Batch batch = sessions_.check(steps, h);
   for (int l = batch.first_layer; l < batch.end_layer; l++)

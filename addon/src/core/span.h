@@ -2,6 +2,7 @@
 // implementation of the block API. Plain C++ (no N-API); the binding wraps it, and the CUDA
 // implementation (cuda/cuda_span.h) offers the same class interface.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -54,6 +55,9 @@ class BlockSpan {
   int64_t cache_layer_tokens_reserved() const;
   int64_t max_cache_tokens() const { return sessions_.max_cache_tokens(); }
   int sessions() const;
+  // Bytes the forward workspace holds between forwards (see kKeptWorkspaceTokens in span.cc), as
+  // the last forward left it; does not wait for a running forward.
+  int64_t workspace_bytes() const { return workspace_bytes_; }
 
  private:
   struct Layer;
@@ -63,6 +67,7 @@ class BlockSpan {
   };
   using Sessions = SessionTable<HostCache>;
   void run_layer(int index, const std::vector<Step>& steps, const Sessions::Batch& batch, float* x);
+  void release_large_workspace();
 
   BlockConfig config_;
   WeightFormat format_;
@@ -70,8 +75,10 @@ class BlockSpan {
   Sessions sessions_;
   std::mutex compute_mutex_;  // one forward at a time (the pool and the scratch are shared)
   ThreadPool pool_;
-  // Scratch reused across forwards (guarded by compute_mutex_).
+  // Scratch reused across forwards (guarded by compute_mutex_): kept while it is the size of a
+  // decode step, given back after a larger forward (release_large_workspace).
   std::vector<float> normed_, q_, k_, v_, attention_, gate_, up_, out_, scores_;
+  std::atomic<int64_t> workspace_bytes_{0};
 };
 
 }  // namespace bmrt
