@@ -8,7 +8,7 @@ import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const PROTOS = ['src/petals/protocol/messages.proto', 'src/p2p/reachability-messages.proto']
+const PROTOS = ['src/petals/protocol/messages.proto', 'src/p2p/reachability-messages.proto', 'src/p2p/registry-messages.proto']
 const PROTONS = join(ROOT, 'node_modules', 'protons', 'dist', 'bin', 'protons.js')
 
 const work = mkdtempSync(join(tmpdir(), 'bmrt-proto-'))

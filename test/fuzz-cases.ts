@@ -6,6 +6,8 @@ import { DTYPES } from '../src/inference/dtype.js'
 import { seededRandom } from '../src/inference/sampling.js'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ReachabilityRequest } from '../src/p2p/reachability-messages.js'
+import { MAX_RECORD_FRAME_BYTES } from '../src/p2p/registry.js'
+import { RecordRequest } from '../src/p2p/registry-messages.js'
 import { encodeHidden, ErrorCode, InfoRequest, MAX_FRAME_BYTES, Request, WireDType, type Tensor } from '../src/petals/protocol/wire.js'
 import { BUNDLED_HIDDEN, frameBytes, prefixed } from './raw-peer.js'
 
@@ -306,7 +308,38 @@ export function infoCase (rng: Rng, model: string): InfoCase {
   }
 }
 
-// What a one-request protocol (info, reachability) gets besides requests, each with how it ends.
+// ---------------------------------------------------------------------------------------------
+// /bmrt/record
+
+export interface RecordCase {
+  what: string
+  chunks: Uint8Array[]
+  end: 'close' | 'reset'
+  /** a well-formed request: a RecordResponse must answer it */
+  valid: boolean
+  /** the model asked about, when the request is well-formed */
+  asked?: string
+}
+
+export function recordCase (rng: Rng, model: string): RecordCase {
+  switch (rng.int(0, 4)) {
+    case 0: {
+      const asked = rng.chance(0.5) ? model : rng.text(rng.int(0, 200))
+      return { what: `the record of ${asked.slice(0, 20)}`, chunks: [prefixed(RecordRequest.encode({ model: asked }))], end: 'close', valid: true, asked }
+    }
+    case 1: {
+      const n = rng.int(MAX_RECORD_FRAME_BYTES - 200, 2 * MAX_RECORD_FRAME_BYTES) // past the request's size limit, or near it
+      const asked = rng.text(n)
+      const body = RecordRequest.encode({ model: asked })
+      return { what: `the record of a ${n}-character name`, chunks: [prefixed(body)], end: 'close', valid: body.byteLength <= MAX_RECORD_FRAME_BYTES, asked }
+    }
+    case 2: return { ...lyingPrefix(rng), valid: false }
+    case 3: return { ...cutShort(rng, 'record request', prefixed(RecordRequest.encode({ model }))), valid: false }
+    default: return { ...randomBytes(rng), valid: false }
+  }
+}
+
+// What a one-request protocol (info, record, reachability) gets besides requests, each with how it ends.
 interface MalformedRequest { what: string, chunks: Uint8Array[], end: 'close' | 'reset' }
 
 /** A length prefix that lies (randomPrefix's), then the stream closes. */

@@ -21,10 +21,12 @@ import { decodeHidden, ErrorCode, FORWARD_PROTOCOL, Info, INFERENCE_PROTOCOL, IN
 import { ReachabilityResponse } from '../src/p2p/reachability-messages.js'
 import type { Codec } from '../src/p2p/frames.js'
 import { REACHABILITY_PROTOCOL } from '../src/p2p/reachability.js'
+import { RECORD_PROTOCOL, recordKey, verifyRecord } from '../src/p2p/registry.js'
+import { RecordResponse } from '../src/p2p/registry-messages.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
 import type { BlockServer } from '../src/petals/server/server.js'
 import { EXPECTED } from './expected.js'
-import { frameCase, httpCase, infoCase, reachabilityCase, Rng, type FrameCase, type HttpCase, type InfoCase, type ReachabilityCase, type Served } from './fuzz-cases.js'
+import { frameCase, httpCase, infoCase, reachabilityCase, recordCase, Rng, type FrameCase, type HttpCase, type InfoCase, type ReachabilityCase, type RecordCase, type Served } from './fuzz-cases.js'
 import { BUNDLED_MODEL, scratchDir, waitFor } from './helpers.js'
 import { BUNDLED_HIDDEN, RawPeer, sendBytes, startTargetServer } from './raw-peer.js'
 
@@ -69,10 +71,10 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
     await scratch?.cleanup()
   })
 
-  /** Eight more tokens of the legitimate conversation (six turns fit the reference's 50): they must be the reference's next eight. */
+  /** Seven more tokens of the legitimate conversation (seven turns fit the reference's 50): they must be the reference's next seven. */
   async function turn (): Promise<void> {
     const { promptIds, ids } = EXPECTED[0]
-    const result = await collect(conversation.generate([...promptIds, ...generated], { maxNewTokens: 8 }))
+    const result = await collect(conversation.generate([...promptIds, ...generated], { maxNewTokens: 7 }))
     generated.push(...result.ids)
     assert.deepEqual(generated, ids.slice(0, generated.length), 'the conversation alongside the fuzzing')
   }
@@ -150,7 +152,7 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
    * a close or a reset.
    */
   async function runOneAnswerCase<T> (protocol: string, codec: Codec<T>,
-    c: { chunks: Uint8Array[], end: 'close' | 'reset' }, valid: boolean, label: string, check: (answer: T) => void): Promise<string> {
+    c: { chunks: Uint8Array[], end: 'close' | 'reset' }, valid: boolean, label: string, check: (answer: T) => void | Promise<void>): Promise<string> {
     const { stream, frames } = await attacker.dial(server, protocol)
     for (const chunk of c.chunks) await sendBytes(stream, chunk)
     if (c.end === 'reset') {
@@ -169,7 +171,7 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
     }
     if (valid) assert.ok(answer !== null, `${label}: no answer to a valid request`)
     if (answer === null) return 'closed'
-    check(answer)
+    await check(answer)
     assert.equal(await frames.read(codec, { signal }), null, `${label}: one answer, then the end`)
     return 'answered'
   }
@@ -178,6 +180,17 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
   async function runInfoCase (c: InfoCase, label: string): Promise<string> {
     return await runOneAnswerCase(INFO_PROTOCOL, Info, c, c.valid, label, info => {
       if (c.valid) assert.deepEqual([info.model, info.start, info.end], [MODEL, 0, 5])
+    })
+  }
+
+  /** A record case: a valid request gets the server's signed record of MODEL, and of any other model none. */
+  async function runRecordCase (c: RecordCase, label: string): Promise<string> {
+    return await runOneAnswerCase(RECORD_PROTOCOL, RecordResponse, c, c.valid, label, async answer => {
+      if (!c.valid) return
+      assert.equal(answer.record !== undefined, c.asked === MODEL, `${label}: a record only for the model served`)
+      if (answer.record === undefined) return
+      const record = await verifyRecord(recordKey(MODEL, server.node.peerId.toString()), answer.record)
+      assert.deepEqual([record.start, record.end, record.state], [0, 5, 'online'], label)
     })
   }
 
@@ -225,6 +238,11 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
   it('/bmrt/info: answers valid requests and drops the rest, while a conversation goes on', async () => {
     const rng = new Rng(SEED + 3)
     await Promise.all([fuzz('/bmrt/info', () => infoCase(rng, MODEL), runInfoCase), turn()])
+  })
+
+  it('/bmrt/record: answers valid requests with the server\'s own record and drops the rest, while a conversation goes on', async () => {
+    const rng = new Rng(SEED + 6)
+    await Promise.all([fuzz('/bmrt/record', () => recordCase(rng, MODEL), runRecordCase), turn()])
   })
 
   it('/bmrt/reachability: answers checks without dialing anyone but the asker, and drops malformed ones, while a conversation goes on', async () => {

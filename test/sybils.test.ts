@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict'
 import { collect } from '../src/inference/generate.js'
 import { createNode, joinSwarm, type BmrtNode } from '../src/p2p/node.js'
-import { blockGroupCid, Registry } from '../src/p2p/registry.js'
+import { blockGroupCid, Registry, type FindSpansOptions } from '../src/p2p/registry.js'
 import { DistributedModel, type DistributedModelOptions } from '../src/petals/client/distributed-model.js'
 import { DEFAULT_CLIENT_STEP_TIMEOUT_MS, MIN_STEP_TIMEOUT_MS } from '../src/petals/client/remote-span.js'
 import { BlockServer } from '../src/petals/server/server.js'
@@ -121,7 +121,7 @@ describe('sybils against an honest client', function () {
     assert.deepEqual(sybils.map(s => s.sessions), new Array(count).fill(1), 'each sybil was tried once')
   })
 
-  it('finds the honest servers among advertisers that publish no record, and looks each of those up once', async function () {
+  it('finds the honest servers among 40 advertisers that publish no record, asking each once and none in the DHT', async function () {
     this.timeout(300_000)
     const model = 'stories-sybils-advertise'
     const honest = await honestChain(model)
@@ -132,9 +132,9 @@ describe('sybils against an honest client', function () {
     }
     const quiet = await loadAndAnswer()
 
-    // Identities that provide the block group and sign nothing (the attack run had 40; 16 here, on a
-    // 2-core machine, and fewer than kad-dht's 20 providers a lookup returns).
-    const count = 16
+    // Identities that provide the block group and sign nothing, as in the attack run: half stay up
+    // (and speak no bmrt protocol), half leave once they have provided (their provider records stay).
+    const count = 40
     const group = await blockGroupCid(model, 0)
     const advertisers: BmrtNode[] = []
     for (let i = 0; i < count; i++) { // one at a time: libp2p takes 5 new connections a second per host
@@ -142,32 +142,38 @@ describe('sybils against an honest client', function () {
       nodes.push(node)
       advertisers.push(node)
       await joinSwarm(node)
+      await node.contentRouting.provide(group)
     }
-    await Promise.all(advertisers.map(async node => { await node.contentRouting.provide(group) }))
+    const gone = advertisers.slice(count / 2)
+    await Promise.all(gone.map(async node => { await node.stop() }))
     const client = await createNode({ role: 'client', bootstrap: initialPeers })
     nodes.push(client)
     await joinSwarm(client)
-    await waitFor(`${count + honest.length} advertisers`, async () => {
-      const seen = new Set<string>()
-      for await (const provider of client.contentRouting.findProviders(group)) seen.add(provider.id.toString())
-      return seen.size >= count + honest.length
-    }, 60_000)
+    const providers = new Set<string>()
+    for await (const provider of client.contentRouting.findProviders(group)) providers.add(provider.id.toString())
 
     let gets = 0
     const get = client.contentRouting.get.bind(client.contentRouting)
     client.contentRouting.get = async (key, options) => { gets++; return await get(key, options) }
-    const registry = new Registry(client)
     const lookups: string[] = []
-    for (let i = 0; i < 2; i++) {
+    const find = async (registry: Registry, options: FindSpansOptions): Promise<number> => {
       gets = 0
       const started = performance.now()
-      const spans = await registry.findSpans(model, 5)
-      lookups.push(`${((performance.now() - started) / 1000).toFixed(2)} s, ${gets} record lookups`)
-      assert.deepEqual(spans.map(s => s.peerId).sort(), [...honest].sort(), 'the honest servers, every time')
-      if (i === 1) assert.equal(gets, honest.length, 'the advertisers without a record are not looked up again')
+      const spans = await registry.findSpans(model, 5, ['online'], options)
+      lookups.push(`${options.ownersOnly === true ? 'owners only' : 'DHT for the unreachable'}: ${((performance.now() - started) / 1000).toFixed(2)} s, ${gets} DHT record lookups`)
+      assert.deepEqual(spans.map(s => s.peerId).sort(), [...honest].sort(), `the honest servers, every time (${lookups.at(-1)})`)
+      return gets
     }
+    // As routing looks (SequenceManager): each advertiser is asked once, directly, and the DHT not at all.
+    const routing = new Registry(client)
+    assert.equal(await find(routing, { ownersOnly: true }), 0, 'no DHT lookup of a record')
+    assert.equal(await find(routing, { ownersOnly: true }), 0)
+    // As the monitor looks: the advertisers that left are looked up in the DHT, once.
+    const monitor = new Registry(client)
+    assert.ok(await find(monitor, {}) <= gone.length, 'only the advertisers that could not be asked are looked up in the DHT')
+    assert.equal(await find(monitor, {}), 0, 'the advertisers without a record are not looked up again')
     const attacked = await loadAndAnswer()
-    console.log(`      findSpans with ${count} advertisers without records: ${lookups.join('; then ')}`)
+    console.log(`      a new client saw ${providers.size} providers of the group (${honest.length} honest); findSpans: ${lookups.join('; ')}`)
     console.log(`      load and answer: ${quiet.toFixed(2)} s quiet, ${attacked.toFixed(2)} s with ${count} such advertisers`)
   })
 })

@@ -2,18 +2,23 @@
 // PATCHES.md, "Swarm registry"): a provider record per (model, group of BLOCKS_PER_KEY blocks)
 // says "this peer serves some of these blocks", and one signed, expiring span record per (model,
 // server) says which span, in which state, with what details. The span record is authoritative; a
-// stale provider record after a span change does no harm.
+// stale provider record after a span change does no harm. A client reads a provider's span record
+// from the provider itself (/bmrt/record) and falls back to the DHT only where it asks for that.
 
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { UnsupportedProtocolError, type RoutingOptions, type Stream } from '@libp2p/interface'
 import type { KadDHTInit, SelectFn, ValidateFn } from '@libp2p/kad-dht'
 import { Queue } from '@libp2p/utils'
 import { Libp2pRecord } from '@libp2p/record'
 import { MemoryDatastore } from 'datastore-core/memory'
+import type { Key } from 'interface-datastore'
+import { FrameStream } from './frames.js'
 import { privateKeyOf } from './identity.js'
 import type { BmrtNode } from './node.js'
+import { RecordRequest, RecordResponse } from './registry-messages.js'
 
 export type SpanState = 'joining' | 'online' | 'offline'
 
@@ -156,7 +161,7 @@ class RecordError extends Error {
   }
 }
 
-function concat (a: Uint8Array, b: Uint8Array): Uint8Array {
+function concat (a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(a.length + b.length)
   out.set(a)
   out.set(b, a.length)
@@ -196,13 +201,13 @@ const DHT_RECORD_PREFIX = '/dht/record/'
  * go-libp2p-kad-dht compares on PUT and keeps the better record, as this does (PATCHES.md).
  */
 export class NewestRecordDatastore extends MemoryDatastore {
-  override async put (key: Parameters<MemoryDatastore['put']>[0], value: Uint8Array, options?: Parameters<MemoryDatastore['put']>[2]): Promise<Parameters<MemoryDatastore['put']>[0]> {
+  override async put (key: Key, value: Uint8Array, options?: Parameters<MemoryDatastore['put']>[2]): Promise<Key> {
     if (key.toString().startsWith(DHT_RECORD_PREFIX) && await this.keepsStored(key, value)) return key
     return await super.put(key, value, options)
   }
 
   /** Whether the record stored under `key` is a valid bmrt record newer than `value`. */
-  private async keepsStored (key: Parameters<MemoryDatastore['put']>[0], value: Uint8Array): Promise<boolean> {
+  private async keepsStored (key: Key, value: Uint8Array): Promise<boolean> {
     let incoming: Libp2pRecord, stored: Libp2pRecord
     try {
       if (!(await this.has(key))) return false
@@ -271,14 +276,95 @@ async function limited<T> (node: BmrtNode, lookup: () => Promise<T>): Promise<T>
   return await queue.add(lookup) as T
 }
 
+/**
+ * A server's span record, asked of the server itself: the request names a model, the answer is the
+ * signed record the server last stored in the DHT for it (the same bytes), or none. The record is
+ * checked as one from the DHT is. A DHT lookup of one advertiser's record is a query over the swarm;
+ * 40 identities that advertised a block group and published no record made each client lookup cost
+ * 40 of them (4.5-8.3 s, issue 20 row 4). Asking costs one round trip per advertiser, all at once.
+ */
+export const RECORD_PROTOCOL = '/bmrt/record/1.0.0'
+/** How long asking an advertiser for its record may take, the dial included. */
+export const RECORD_ASK_TIMEOUT_MS = 3000
+/** A request names a model, an answer holds one record: nothing larger is read. */
+export const MAX_RECORD_FRAME_BYTES = MAX_RECORD_BYTES + 1024
+/**
+ * Advertisers one call asks at once. Each ask is a stream to a different peer, so kad-dht's limit
+ * of streams per connection, which holds DHT lookups to RECORD_LOOKUPS_AT_ONCE, does not apply.
+ */
+const OWNER_ASKS_AT_ONCE = 64
+
+/** The signed record each node answers RECORD_PROTOCOL with, by model: the last one it stored. */
+const ownRecords = new WeakMap<BmrtNode, Map<string, Uint8Array<ArrayBuffer>>>()
+
+/** The records `node` answers with; the first call starts answering. */
+async function servedRecords (node: BmrtNode): Promise<Map<string, Uint8Array<ArrayBuffer>>> {
+  const existing = ownRecords.get(node)
+  if (existing !== undefined) return existing
+  const served = new Map<string, Uint8Array<ArrayBuffer>>()
+  ownRecords.set(node, served)
+  await node.handle(RECORD_PROTOCOL, async (stream: Stream) => {
+    const frames = new FrameStream(stream, MAX_RECORD_FRAME_BYTES)
+    try {
+      const request = await frames.read(RecordRequest, { signal: AbortSignal.timeout(RECORD_ASK_TIMEOUT_MS) })
+      if (request !== null) await frames.write(RecordResponse, { record: served.get(request.model) })
+      await stream.close()
+    } catch (err) {
+      stream.abort(err as Error)
+    }
+  }, { runOnLimitedConnection: true }) // a server behind NAT is reached through its relay
+  return served
+}
+
+/**
+ * The record `peerId` answers with for `model`: null when it has none, refuses the protocol, or
+ * answers with one that does not verify. Throws when it cannot be asked (not reachable, or no
+ * answer within RECORD_ASK_TIMEOUT_MS).
+ */
+async function askOwner (node: BmrtNode, model: string, peerId: string): Promise<SpanRecord | null> {
+  const signal = AbortSignal.timeout(RECORD_ASK_TIMEOUT_MS)
+  let stream: Stream
+  try {
+    stream = await node.dialProtocol(peerIdFromString(peerId), RECORD_PROTOCOL, { signal, runOnLimitedConnection: true })
+  } catch (err) {
+    if (err instanceof UnsupportedProtocolError) return null // a peer, but not a bmrt server
+    throw err
+  }
+  let response: RecordResponse | null
+  try {
+    const frames = new FrameStream(stream, MAX_RECORD_FRAME_BYTES)
+    await frames.write(RecordRequest, { model }, { signal })
+    response = await frames.read(RecordResponse, { signal })
+    await stream.close({ signal })
+  } catch (err) {
+    stream.abort(err as Error) // a peer that stalls must not hold the stream
+    throw err
+  }
+  if (response?.record === undefined) return null
+  try {
+    return await verifyRecord(recordKey(model, peerId), response.record)
+  } catch {
+    return null
+  }
+}
+
+/**
+ * Options that make kad-dht's findProviders run its query to the end instead of stopping at the
+ * first kBucketSize (20) providers found. `maxProviders` is ours: patches/@libp2p+kad-dht+*.patch
+ * (PATCHES.md, "Every provider of a block group"). With 40 advertisers of a block group and 2
+ * honest servers, the first response held 20 or more advertisers, the query stopped there, and a
+ * new client found no honest server (9 lookups of 10 in the attack run).
+ */
+const EVERY_PROVIDER: RoutingOptions & { maxProviders: number } = { maxProviders: Infinity }
+
 /** An advertiser of a block group whose span record was not found is not looked up again for this long; doubling with each further miss. */
 export const NO_RECORD_SKIP_MS = 60_000
 const MAX_NO_RECORD_SKIP_MS = 10 * 60_000
 /**
- * Record lookups one call runs at once. With all of them at once (up to MAX_CONCURRENT_LOOKUPS),
- * 16 advertisers without a record and 2 honest servers on a loopback swarm: all 18 DHT gets ended
- * in NotFoundError, the honest ones too, while the same gets one by one found them; with 4 at once
- * the honest records are found (test/sybils.test.ts).
+ * DHT record lookups of advertisers that could not be asked, run at once by one Registry. With all
+ * of them at once (up to MAX_CONCURRENT_LOOKUPS), 16 advertisers without a record and 2 honest
+ * servers on a loopback swarm: all 18 DHT gets ended in NotFoundError, the honest ones too, while
+ * the same gets one by one found them; with 4 at once the honest records are found.
  */
 const RECORD_LOOKUPS_AT_ONCE = 4
 /** Advertisers without a record remembered at most (the oldest is forgotten first). */
@@ -290,6 +376,13 @@ export interface FindSpansOptions {
    * rest; unset: wait for every lookup
    */
   graceMs?: number
+  /**
+   * take records only from the servers themselves: a server that cannot be asked is left out
+   * instead of looked up in the DHT. For routing, which has no use for a server it cannot reach;
+   * the swarm monitor wants the records of servers that stopped answering too.
+   * @default false
+   */
+  ownersOnly?: boolean
 }
 
 /** Announces this node's spans and finds other servers'. */
@@ -301,20 +394,24 @@ export class Registry {
   private readonly misses = new Map<string, { count: number, until: number }>()
   /** lookups of advertisers' records now running, by `${model}/${peer id}` */
   private readonly pending = new Map<string, Promise<SpanRecord | null>>()
+  /** DHT lookups of records whose servers could not be asked */
+  private readonly dhtLookups = new Queue<SpanRecord | null>({ concurrency: RECORD_LOOKUPS_AT_ONCE })
 
   constructor (private readonly node: BmrtNode) {}
 
-  /** Stores `record` as JSON followed by this node's signature over key + JSON. */
-  private async putSigned (key: Uint8Array, record: object): Promise<void> {
+  /** Stores `record` as JSON followed by this node's signature over key + JSON; returns what it stored. */
+  private async putSigned (key: Uint8Array, record: object): Promise<Uint8Array<ArrayBuffer>> {
     const payload = encoder.encode(JSON.stringify(record))
-    await this.node.contentRouting.put(key, concat(payload, await privateKeyOf(this.node).sign(concat(key, payload))))
+    const value = concat(payload, await privateKeyOf(this.node).sign(concat(key, payload)))
+    await this.node.contentRouting.put(key, value)
+    return value
   }
 
-  /** Peer ids of the providers of `cid`. */
+  /** Peer ids of the providers of `cid`: every one the DHT query finds. */
   private async providers (cid: CID): Promise<string[]> {
     return await limited(this.node, async () => {
       const peers = new Set<string>()
-      for await (const provider of this.node.contentRouting.findProviders(cid)) peers.add(provider.id.toString())
+      for await (const provider of this.node.contentRouting.findProviders(cid, EVERY_PROVIDER)) peers.add(provider.id.toString())
       return [...peers]
     })
   }
@@ -326,7 +423,9 @@ export class Registry {
     const peerId = this.node.peerId.toString()
     const ts = Date.now()
     const record: SpanRecord = { model, peerId, start: span.start, end: span.end, state: span.state, ts, expiresAt: ts + (options.ttlMs ?? DEFAULT_RECORD_TTL_MS), info: span.info ?? {} }
-    await this.putSigned(recordKey(model, peerId), record)
+    const signed = await this.putSigned(recordKey(model, peerId), record)
+    const served = await servedRecords(this.node)
+    served.set(model, signed) // before providing: a client asks an advertiser as soon as it finds it
 
     const groups = new Set(span.state === 'offline' ? [] : groupsOf(span.start, span.end))
     const before = this.provided.get(model) ?? new Set<number>()
@@ -376,19 +475,19 @@ export class Registry {
   }
 
   /**
-   * lookup, for an advertiser of a block group: skipped while an earlier lookup of it found no
-   * record (NO_RECORD_SKIP_MS, doubling with each further miss), and shared with a lookup of it
-   * still running. A server stores its record before it provides (announce), so an advertiser
-   * without one is gone, or never served: 40 such identities made each lookup of the swarm cost 40
-   * DHT queries (issue 20, row 4; PATCHES.md, "Advertisers without a record").
+   * The record of an advertiser of a block group: asked of the advertiser (RECORD_PROTOCOL); when
+   * it cannot be asked, looked up in the DHT unless `ownersOnly`. Skipped while an earlier call found
+   * none (NO_RECORD_SKIP_MS, doubling with each further miss), and shared with a call for it still
+   * running. A server stores its record before it provides (announce), so an advertiser without one
+   * is gone, or never served (PATCHES.md, "Advertisers without a record").
    */
-  private async advertiserRecord (model: string, peerId: string): Promise<SpanRecord | null> {
+  private async advertiserRecord (model: string, peerId: string, ownersOnly: boolean): Promise<SpanRecord | null> {
     const id = `${model}/${peerId}`
     const miss = this.misses.get(id)
     if (miss !== undefined && miss.until > Date.now()) return null
     let pending = this.pending.get(id)
     if (pending === undefined) {
-      pending = this.lookup(model, peerId).then(record => {
+      pending = this.fetchRecord(model, peerId, ownersOnly).then(record => {
         if (record !== null) {
           this.misses.delete(id)
         } else {
@@ -403,12 +502,21 @@ export class Registry {
     return await pending
   }
 
+  private async fetchRecord (model: string, peerId: string, ownersOnly: boolean): Promise<SpanRecord | null> {
+    try {
+      return await askOwner(this.node, model, peerId)
+    } catch {
+      return ownersOnly ? null : await this.dhtLookups.add(async () => await this.lookup(model, peerId))
+    }
+  }
+
   /**
-   * The records of `peers`, looked up at once (MAX_CONCURRENT_LOOKUPS at a time): when every lookup
-   * ended, or, with `graceMs`, that long after the records found satisfy `enough`. Lookups still
-   * running then go on, and what they find (or do not) is remembered for the next call.
+   * The records of `peers`, OWNER_ASKS_AT_ONCE at a time: when every lookup ended, or, with
+   * `graceMs`, that long after the records found satisfy `enough`. Lookups still running then go
+   * on, and what they find (or do not) is remembered for the next call.
    */
-  private async records (model: string, peers: readonly string[], enough: (found: readonly SpanRecord[]) => boolean, graceMs?: number): Promise<SpanRecord[]> {
+  private async records (model: string, peers: readonly string[], enough: (found: readonly SpanRecord[]) => boolean,
+    options: FindSpansOptions = {}): Promise<SpanRecord[]> {
     const found: SpanRecord[] = []
     if (peers.length === 0) return found
     return await new Promise(resolve => {
@@ -418,13 +526,13 @@ export class Registry {
       let next = 0
       const work = (): void => {
         if (next >= peers.length) return
-        this.advertiserRecord(model, peers[next++]).then(record => { if (record !== null) found.push(record) }, () => {}).finally(() => {
+        this.advertiserRecord(model, peers[next++], options.ownersOnly ?? false).then(record => { if (record !== null) found.push(record) }, () => {}).finally(() => {
           if (--left === 0) done()
-          else if (graceMs !== undefined && timer === undefined && enough(found)) timer = setTimeout(done, graceMs)
+          else if (options.graceMs !== undefined && timer === undefined && enough(found)) timer = setTimeout(done, options.graceMs)
           work()
         })
       }
-      for (let i = 0; i < RECORD_LOOKUPS_AT_ONCE; i++) work()
+      for (let i = 0; i < OWNER_ASKS_AT_ONCE; i++) work()
     })
   }
 
@@ -456,6 +564,6 @@ export class Registry {
       for (const r of found) if (counts(r)) held.fill(1, Math.max(0, r.start), Math.min(blocks, r.end))
       return held.every(b => b === 1)
     }
-    return (await this.records(model, [...provided.keys()], covered, options.graceMs)).filter(counts)
+    return (await this.records(model, [...provided.keys()], covered, options)).filter(counts)
   }
 }

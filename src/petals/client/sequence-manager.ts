@@ -58,7 +58,7 @@ export class SequenceManager {
   }
 
   private async fetch (): Promise<void> {
-    const records = await this.registry.findSpans(this.model, this.numBlocks, ['online'], { graceMs: SPAN_LOOKUP_GRACE_MS })
+    const records = await this.registry.findSpans(this.model, this.numBlocks, ['online'], { graceMs: SPAN_LOOKUP_GRACE_MS, ownersOnly: true })
     const allowed = this.options.allowedServers
     const blocked = new Set(this.options.blockedServers ?? [])
     this.spans = records.map(serverSpanFromRecord)
