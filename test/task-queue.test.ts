@@ -2,7 +2,7 @@
 // and work of a client that went away dropped before it runs.
 
 import assert from 'node:assert/strict'
-import { multiaddr } from '@multiformats/multiaddr'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { peerGroup, TaskQueue, type TaskTurn } from '../src/petals/server/task-queue.js'
 
 describe('task queue', () => {
@@ -104,5 +104,28 @@ describe('task queue', () => {
     assert.equal(peerGroup(multiaddr('/ip6/2001:db8::1/tcp/4001'), 'p'), '2001:db8:0::/48')
     assert.equal(peerGroup(multiaddr('/ip6/::ffff:10.1.2.3/tcp/1'), 'p'), '10.1.2.0/24')
     assert.equal(peerGroup(multiaddr('/ip4/10.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit'), 'p'), 'peer p')
+  })
+
+  it('reads an IPv6 address in any written form, and gives an address it cannot read a group of its own', () => {
+    const group = (address: string): string => peerGroup(multiaddr(address), 'p')
+    // full, with leading zeros, and compressed forms of the same /48
+    assert.equal(group('/ip6/2001:0db8:00ab:0001:0000:0000:0000:0001/tcp/4001'), '2001:db8:ab::/48')
+    assert.equal(group('/ip6/2001:db8:ab:ffff::2/tcp/4001'), '2001:db8:ab::/48')
+    assert.equal(group('/ip6/2001:db8:ac::/tcp/4001'), '2001:db8:ac::/48')
+    assert.equal(group('/ip6/::1/tcp/4001'), '0:0:0::/48')
+    // IPv4-mapped in its dotted, hexadecimal and full forms: the IPv4 /24
+    for (const mapped of ['::ffff:10.1.2.3', '::ffff:a01:203', '0:0:0:0:0:ffff:0a01:0203']) {
+      assert.equal(group(`/ip6/${mapped}/tcp/1`), '10.1.2.0/24', mapped)
+    }
+    assert.equal(group('/ip6/::fffe:a01:203/tcp/1'), '0:0:0::/48', 'not IPv4-mapped')
+    // no IP first: a zoned link-local address, a DNS name
+    assert.equal(group('/ip6zone/eth0/ip6/fe80::1/tcp/1'), 'peer p')
+    assert.equal(group('/dns4/example.com/tcp/1'), 'peer p')
+    // multiaddr() refuses a malformed address; one that gets past it anyway is its peer's alone
+    assert.throws(() => multiaddr('/ip6/2001:db8::zz/tcp/1'))
+    for (const [name, value] of [['ip6', '2001:db8::zz'], ['ip6', '1:2:3'], ['ip6', '1.2.3.4'], ['ip4', '10.1.2'], ['ip4', '10.1.2.300']]) {
+      const malformed = { getComponents: () => [{ code: name === 'ip4' ? 4 : 41, name, value }, { code: 6, name: 'tcp', value: '1' }], toString: () => `/${name}/${value}/tcp/1` }
+      assert.equal(peerGroup(malformed as unknown as Multiaddr, 'p'), 'peer p', value)
+    }
   })
 })

@@ -8,6 +8,7 @@ import type { BmrtNode } from '../../p2p/node.js'
 import { DTYPE_BYTES, type DType } from '../../inference/dtype.js'
 import { decodeHidden, encodeHidden, ErrorCode, MAX_TENSOR_BYTES, openFrames, ProtocolError, Request, Response, toWireDType } from '../protocol/wire.js'
 import type { FrameStream } from '../../p2p/frames.js'
+import { percentile } from '../../util/stats.js'
 import type { RouteHop } from './routing.js'
 
 /** How long opening a server session may take (Petals' connect_timeout: 5 s). */
@@ -48,8 +49,7 @@ export class StepTimes {
    */
   timeoutMs (blocks: number, tokens: number, longest: number): number {
     if (this.samples.length < MIN_STEP_SAMPLES) return longest
-    const sorted = [...this.samples].sort((a, b) => a - b)
-    const p90 = sorted[Math.min(sorted.length - 1, Math.floor(0.9 * sorted.length))]
+    const p90 = percentile(this.samples, 0.9)
     return Math.min(longest, Math.max(MIN_STEP_TIMEOUT_MS, Math.ceil(STEP_TIMEOUT_MULTIPLE * p90 * blocks * tokens)))
   }
 }

@@ -11,6 +11,8 @@
 // of those that ask for much, however many sessions or identities they run (BitTorrent's choking
 // and Ethereum's per-subnet limits in the same spirit; PATCHES.md, "Compute is shared fairly").
 
+import { parseIPv4, parseIPv6 } from '@chainsafe/is-ip/parse'
+import { iPv4FromIPv6, isIPv4mappedIPv6 } from '@chainsafe/netmask'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 export type Priority = 'inference' | 'forward'
@@ -195,38 +197,17 @@ export class TaskQueue {
 
 /**
  * The group a peer shares compute turns with: its IPv4 /24 or IPv6 /48, read from the connection's
- * remote address; the peer alone when the address names no IP (a relayed circuit, where the IP is
- * the relay's).
+ * remote address (an IPv4-mapped IPv6 address counts as its IPv4 address); the peer alone when the
+ * address names no IP (a relayed circuit, where the IP is the relay's) or one that does not parse.
  */
 export function peerGroup (remoteAddr: Multiaddr, peer: string): string {
-  const text = remoteAddr.toString()
-  if (text.includes('/p2p-circuit')) return `peer ${peer}`
-  const ip4 = /^\/ip4\/(\d+)\.(\d+)\.(\d+)\.\d+/.exec(text)
-  if (ip4 !== null) return `${ip4[1]}.${ip4[2]}.${ip4[3]}.0/24`
-  const ip6 = /^\/ip6\/([0-9a-fA-F:.]+)/.exec(text)
-  if (ip6 !== null) {
-    const parts = ipv6Groups(ip6[1])
-    if (parts.slice(0, 5).every(p => p === 0) && parts[5] === 0xffff) { // an IPv4-mapped address
-      return `${parts[6] >> 8}.${parts[6] & 0xff}.${parts[7] >> 8}.0/24`
-    }
-    return `${parts.slice(0, 3).map(p => p.toString(16)).join(':')}::/48`
-  }
-  return `peer ${peer}`
-}
-
-/** The eight 16-bit groups of an IPv6 address ('::' expanded, a dotted IPv4 tail read as two groups). */
-function ipv6Groups (address: string): number[] {
-  const words = (part: string): number[] => part === ''
-    ? []
-    : part.split(':').flatMap(w => w.includes('.') ? dottedWords(w) : [Number.parseInt(w, 16) || 0])
-  const [head, tail] = address.split('::')
-  const left = words(head)
-  if (tail === undefined) return left
-  const right = words(tail)
-  return [...left, ...new Array<number>(Math.max(0, 8 - left.length - right.length)).fill(0), ...right]
-}
-
-function dottedWords (ip4: string): number[] {
-  const [a, b, c, d] = ip4.split('.').map(Number)
-  return [(a << 8) | b, (c << 8) | d]
+  const components = remoteAddr.getComponents()
+  const [first] = components
+  if (components.some(c => c.name === 'p2p-circuit') || (first?.name !== 'ip4' && first?.name !== 'ip6')) return `peer ${peer}`
+  const ip = first.name === 'ip4' ? parseIPv4(first.value ?? '') : parseIPv6(first.value ?? '')
+  if (ip === undefined) return `peer ${peer}`
+  const ip4 = ip.length === 4 ? ip : isIPv4mappedIPv6(ip) ? iPv4FromIPv6(ip) : undefined
+  if (ip4 !== undefined) return `${ip4[0]}.${ip4[1]}.${ip4[2]}.0/24`
+  const view = new DataView(ip.buffer, ip.byteOffset, ip.byteLength)
+  return `${[0, 2, 4].map(at => view.getUint16(at).toString(16)).join(':')}::/48`
 }
