@@ -7,7 +7,7 @@ import { checkGatewayOptions, DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, DEFAUL
 import { DEFAULT_JOB_CONCURRENCY, DEFAULT_KEPT_JOBS, DEFAULT_MAX_QUEUED_JOBS } from '../api/jobs.js'
 import { DistributedModel } from '../petals/client/distributed-model.js'
 import { formatRoute } from '../petals/client/routing.js'
-import { integer, repeatable } from './options.js'
+import { integer, repeatable, verifyRateOption } from './options.js'
 
 export interface GatewayCliOptions {
   httpPort?: number
@@ -21,6 +21,7 @@ export interface GatewayCliOptions {
   allowHost?: string[]
   maxConnectionsPerIp?: number
   keptJobs?: number
+  verifyRate?: number
 }
 
 /** The gateway's options, with --http-port's help worded for the command. */
@@ -37,6 +38,7 @@ export function addGatewayOptions (command: Command, portHelp: string, defaultPo
     .option('--allow-origin <origin>', 'let web pages of this origin (https://app.example:8443) call the API; by default only the gateway\'s own pages may (repeatable)', repeatable, [])
     .option('--allow-host <name>', 'answer to this host name too; by default only IP addresses and localhost, against DNS rebinding (repeatable)', repeatable, [])
     .option('--max-connections-per-ip <n>', 'connections one IP address may hold open; more are closed', integer(1), DEFAULT_MAX_CONNECTIONS_PER_IP)
+    .addOption(verifyRateOption())
 }
 
 export interface StartedGateway {
@@ -56,6 +58,7 @@ export async function startGateway (modelDir: string, swarm: { initialPeers: str
   const model = await DistributedModel.load(modelDir, {
     ...swarm,
     modelName: o.modelName,
+    verifyRate: o.verifyRate,
     onProgress: m => log(`gateway: ${m}`),
     onRoute: (route, reason) => { if (reason !== 'open') log(`gateway: route ${formatRoute(route)} (${reason})`) }
   })

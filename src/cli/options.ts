@@ -10,6 +10,7 @@ import { LocalModel, type LanguageModel } from '../inference/model.js'
 import { DEFAULT_SAMPLING } from '../inference/sampling.js'
 import { DistributedModel } from '../petals/client/distributed-model.js'
 import { formatRoute } from '../petals/client/routing.js'
+import { DEFAULT_VERIFY_RATE } from '../petals/client/spot-check.js'
 import { loadSwarm, loadSwarmKey, SWARM_PRESETS } from '../p2p/swarms.js'
 import { DTYPES, type DType, type WeightFormat } from '../inference/dtype.js'
 import { LOAD_FORMATS, type LoadFormat } from '../inference/dummy-weights.js'
@@ -128,7 +129,8 @@ export const OPTION_FLAGS: Readonly<Record<string, string>> = {
   allowHosts: '--allow-host',
   maxConnectionsPerIp: '--max-connections-per-ip',
   keptJobs: '--kept-jobs',
-  maxQueuedJobs: '--max-queued-jobs'
+  maxQueuedJobs: '--max-queued-jobs',
+  verifyRate: '--verify-rate'
 }
 
 /** An option's flag (see OPTION_FLAGS); an option without one keeps its library name. */
@@ -241,6 +243,13 @@ export interface ModelCliOptions extends BackendCliOptions, SwarmCliOptions {
   modelName?: string
   wireDtype?: DType
   showRoute?: boolean
+  verifyRate?: number
+}
+
+/** --verify-rate, for every command that runs a model on a swarm (generate, chat, the gateway). */
+export function verifyRateOption (): Option {
+  return new Option('--verify-rate <r>', 'swarm: the share of steps re-run on a second server holding the same blocks, to catch servers that compute wrong (0 = off)')
+    .argParser(number(n => n >= 0 && n <= 1, 'a number from 0 to 1')).default(DEFAULT_VERIFY_RATE)
 }
 
 /** Where the model runs: this machine, or a swarm (--initial-peers). */
@@ -251,6 +260,7 @@ export function addModelOptions (command: Command): Command {
     .option('--model-name <name>', "swarm: the name servers announce the model under (default: the --model folder's name)")
     .addOption(new Option('--wire-dtype <dtype>', "swarm: activations on the wire (default: the model's dtype); bf16/f16 halve fp32 traffic").choices([...DTYPES]))
     .option('--show-route', 'swarm: print the chain of servers used, and every failover')
+    .addOption(verifyRateOption())
 }
 
 /** Loads the model the options name, locally or as a client of a swarm. */
@@ -266,6 +276,7 @@ export async function openModel (o: ModelCliOptions, log: (line: string) => void
     modelName: o.modelName,
     head: loadOptions(o),
     dtype: o.wireDtype,
+    verifyRate: o.verifyRate,
     onProgress: m => log(`  ${m}`),
     onRoute: o.showRoute === true ? (route, reason) => log(`route (${reason}): ${formatRoute(route)}`) : undefined
   })

@@ -67,8 +67,14 @@ export class BanList {
     const failures = (this.peers.get(peerId)?.failures ?? 0) + 1
     const first = this.proven.has(peerId) ? this.banTimeoutMs : Math.max(this.banTimeoutMs, this.unprovenBanMs)
     const banMs = Math.min(first * 2 ** (failures - 1), Math.max(this.maxBanMs, first))
-    this.peers.set(peerId, { failures, until: this.now() + banMs })
+    this.peers.set(peerId, { failures, until: Math.max(this.bannedUntil(peerId), this.now() + banMs) }) // never shortens a ban
     return banMs
+  }
+
+  /** Bans the peer for `ms` (a server found computing wrong: spot-check.ts), or longer if it already is. */
+  ban (peerId: string, ms: number): void {
+    const failures = (this.peers.get(peerId)?.failures ?? 0) + 1
+    this.peers.set(peerId, { failures, until: Math.max(this.bannedUntil(peerId), this.now() + ms) })
   }
 
   /**

@@ -57,6 +57,12 @@ export interface DistributedModelOptions extends SequenceManagerOptions {
    * @default DEFAULT_CLIENT_STEP_TIMEOUT_MS (60 s)
    */
   stepTimeoutMs?: number
+  /**
+   * the share of inference steps re-run on a second server that holds the same blocks, to catch
+   * servers that compute wrong (spot-check.ts); 0 turns checks off
+   * @default DEFAULT_VERIFY_RATE (0.05)
+   */
+  verifyRate?: number
   /** hears of every chain chosen (at open and after failovers) */
   onRoute?: (route: readonly RouteHop[], reason: string) => void
   /** progress while connecting, and waits before retries */
@@ -115,6 +121,7 @@ export class DistributedModel implements LanguageModel {
       maxRetries: this.options.maxRetries,
       connectTimeoutMs: this.options.connectTimeoutMs,
       stepTimeoutMs: this.options.stepTimeoutMs,
+      verifyRate: this.options.verifyRate,
       ...options,
       onRoute: (route, reason) => {
         this.options.onRoute?.(route, reason)

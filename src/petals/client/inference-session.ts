@@ -20,6 +20,7 @@ import { HopError, RemoteSpan, sliceTokens, type RemoteSpanOptions } from './rem
 import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
 import { retryDelayMs } from './ban-list.js'
 import type { SequenceManager } from './sequence-manager.js'
+import { DEFAULT_VERIFY_RATE, SpotChecker } from './spot-check.js'
 
 /**
  * Failed attempts in a row, with no hop answering between them and no server left that is not
@@ -53,6 +54,12 @@ export interface InferenceSessionOptions {
    * @default DEFAULT_CLIENT_STEP_TIMEOUT_MS (60 s)
    */
   stepTimeoutMs?: number
+  /**
+   * the share of steps re-run on a second server that holds the same blocks, whose outputs must
+   * match (spot-check.ts); 0 turns checks off
+   * @default DEFAULT_VERIFY_RATE (0.05)
+   */
+  verifyRate?: number
   /** hears of the chain chosen at open and after every failover */
   onRoute?: (route: readonly RouteHop[], reason: string) => void
   /** aborting ends waits for servers (before retries) at once, with an AbortError */
@@ -139,7 +146,8 @@ export class InferenceSession {
   private closed = false
   readonly batch: number
 
-  private constructor (private readonly context: SessionContext, private readonly options: InferenceSessionOptions, private hops: Hop[]) {
+  private constructor (private readonly context: SessionContext, private readonly options: InferenceSessionOptions, private hops: Hop[],
+    readonly checker: SpotChecker) {
     this.batch = options.batch ?? 1
   }
 
@@ -147,10 +155,11 @@ export class InferenceSession {
     const batch = options.batch ?? 1
     if (!Number.isSafeInteger(options.maxLength) || options.maxLength < 1) throw new RangeError(`max length must be a positive integer, got ${options.maxLength}`)
     if (!Number.isSafeInteger(batch) || batch < 1) throw new RangeError(`batch must be a positive integer, got ${batch}`)
+    const checker = new SpotChecker(context, options.verifyRate ?? DEFAULT_VERIFY_RATE, options)
     const route = await withRetries(options.maxRetries, async () =>
       await context.manager.inferenceRoute(0, context.numBlocks, batch * options.maxLength), context.log, options.signal)
     options.onRoute?.(route, 'open')
-    return new InferenceSession(context, options, route.map(r => new Hop(r, new TokenHistory(batch, context.hiddenSize))))
+    return new InferenceSession(context, options, route.map(r => new Hop(r, new TokenHistory(batch, context.hiddenSize))), checker)
   }
 
   /** The chain in use now. */
@@ -203,6 +212,18 @@ export class InferenceSession {
       try {
         hop.remote ??= await RemoteSpan.open(this.context.node, hop.route, this.remoteOptions())
         const out = await hop.remote.step(input, count, warm ? position : 0)
+        if (this.checker.due()) {
+          // Throws WrongOutputError (a HopError) when two other servers agree this one is wrong:
+          // then it is banned and the step recomputed below, like any failed hop's.
+          await this.checker.check({
+            hop: hop.route,
+            input: warm ? hop.history!.with(x, tokens) : input,
+            total: position + tokens,
+            output: warm ? out : sliceTokens(out, batch, count, size, position, tokens),
+            tokens,
+            batch
+          })
+        }
         this.context.manager.onSuccess(hop.route.peerId)
         if (warm) hop.history!.append(x, tokens)
         else hop.history = TokenHistory.of(input, batch, count, size, count)

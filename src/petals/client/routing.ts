@@ -7,6 +7,7 @@
 
 import type { SpanRecord } from '../../p2p/registry.js'
 import { shortPeerId } from '../../p2p/identity.js'
+import type { WeightFormat } from '../../inference/dtype.js'
 import { parseServerInfo } from '../protocol/server-info.js'
 
 /** What routing knows about one server. */
@@ -24,6 +25,8 @@ export interface ServerSpan {
   /** the server's own round trips to likely next servers, seconds (Petals' next_pings) */
   nextPings: Record<string, number>
   inferenceMaxLength?: number
+  /** how its weights are held: the quantisation when quantised, else the dtype; absent: not said */
+  format?: WeightFormat
 }
 
 /** One server's part of a route: it runs blocks [start, end). */
@@ -61,6 +64,8 @@ export function serverSpanFromRecord (record: SpanRecord): ServerSpan {
   }
   if (info.inferenceRps !== undefined) span.inferenceRps = info.inferenceRps
   if (info.inferenceMaxLength !== undefined) span.inferenceMaxLength = info.inferenceMaxLength
+  const format = info.quant !== undefined && info.quant !== 'none' ? info.quant : info.dtype
+  if (format !== undefined) span.format = format
   return span
 }
 

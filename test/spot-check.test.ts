@@ -1,0 +1,133 @@
+// Spot checks (issue 21) against real servers on a loopback swarm: a server that computes wrong and
+// claims to be the fastest (so routing takes it) is caught by a second and a third server holding
+// the same blocks, banned, and its step recomputed, so the client's tokens are the reference's.
+// Honest servers are never convicted, and a dispute with no third server bans nobody.
+
+import assert from 'node:assert/strict'
+import { collect } from '../src/inference/generate.js'
+import { createNode, type BmrtNode } from '../src/p2p/node.js'
+import { DistributedModel } from '../src/petals/client/distributed-model.js'
+import { relativeDistance, verifyTolerance, VERIFY_TOLERANCE } from '../src/petals/client/spot-check.js'
+import { BlockServer } from '../src/petals/server/server.js'
+import { claimSpeed, corrupt, type Corruption, type CorruptionCounts } from '../src/testing/hostile-server.js'
+import { EXPECTED } from './expected.js'
+import { BUNDLED_MODEL, waitFor } from './helpers.js'
+import { TARGET_BACKEND } from './raw-peer.js'
+
+describe('spot checks against servers that compute wrong', function () {
+  this.timeout(180_000)
+  let entry: BmrtNode
+  let initialPeers: string[]
+  let servers: BlockServer[] = []
+  let clients: DistributedModel[] = []
+
+  before(async () => {
+    entry = await createNode({ role: 'server' })
+    initialPeers = entry.getMultiaddrs().map(String)
+  })
+  afterEach(async () => {
+    await Promise.all(clients.map(async c => await c.close()))
+    await Promise.all(servers.map(async s => await s.stop()))
+    clients = []
+    servers = []
+  })
+  after(async () => {
+    await entry.stop()
+  })
+
+  let counts: CorruptionCounts = { outputs: 0, wrong: 0 }
+  /**
+   * `count` servers of blocks 0:5; the first computes wrong in the way given (after `rightSteps`
+   * right ones), and claims to be the fastest.
+   */
+  const swarm = async (model: string, count: number, how?: Corruption, rightSteps = 0): Promise<string[]> => {
+    for (let i = 0; i < count; i++) {
+      servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: model, blocks: { start: 0, end: 5 }, initialPeers, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000, load: { backend: TARGET_BACKEND } }))
+    }
+    if (how !== undefined) {
+      counts = corrupt(servers[0], how, rightSteps)
+      await claimSpeed(servers[0], model)
+    }
+    return servers.map(s => s.node.peerId.toString())
+  }
+  const connect = async (model: string, verifyRate: number, peers: readonly string[], log: string[] = []): Promise<DistributedModel> => {
+    const client = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: model, verifyRate, onProgress: m => log.push(m), onRoute: (_route, reason) => log.push(reason) })
+    clients.push(client)
+    await waitFor(`the client to see ${peers.length} servers`, async () => {
+      await client.manager.update()
+      return peers.every(p => client.manager.servers.some(s => s.peerId === p))
+    }, 60_000)
+    return client
+  }
+  /** The first 10 reference tokens of EXPECTED[0], and the ids the client generated instead. */
+  const generate = async (client: DistributedModel): Promise<{ got: number[], expected: number[] }> => {
+    const { promptIds, ids } = EXPECTED[0]
+    const result = await collect(client.generate(promptIds, { maxNewTokens: 10 }))
+    return { got: result.ids, expected: ids.slice(0, 10) }
+  }
+
+  const cases: Array<[string, Corruption, number]> = [
+    ['adds noise of 0.1 x RMS', { noise: 0.1 }, 0],
+    ['skips its layers', 'skip layers', 0],
+    ['answers zeros', 'zeros', 0],
+    ['is right for 4 steps, then adds noise', { noise: 0.1 }, 4]
+  ]
+  for (const [i, [name, how, rightSteps]] of cases.entries()) {
+    it(`catches a server that ${name} on its first wrong step, bans it, and gives the reference tokens`, async () => {
+      const model = `stories-spot-${i}`
+      const [hostile, ...honest] = await swarm(model, 3, how, rightSteps)
+
+      // The lie works: routing takes the hostile server (and with checks off, its output is used;
+      // skipped layers and zeros change the text, noise of 0.1 x RMS not always on this small model).
+      const trusting = await connect(model, 0, [hostile, ...honest])
+      assert.deepEqual((await trusting.manager.inferenceRoute(0, 5, 64)).map(h => h.peerId), [hostile], 'routing prefers the hostile server')
+      const unchecked = await generate(trusting)
+      if (how === 'skip layers' || how === 'zeros') assert.notDeepEqual(unchecked.got, unchecked.expected, 'without checks, the hostile server changes the output')
+
+      const log: string[] = []
+      const client = await connect(model, 1, [hostile, ...honest], log)
+      Object.assign(counts, { outputs: 0, wrong: 0 }) // the checked client's steps from here
+      const { got, expected } = await generate(client)
+      assert.deepEqual(got, expected, `the reference tokens:\n${log.join('\n')}`)
+      assert.ok(client.manager.bans.isBanned(hostile), 'the hostile server is banned')
+      assert.ok(honest.every(p => !client.manager.bans.isBanned(p)), 'no honest server is banned')
+      const caught = log.find(l => l.includes(`failed on ${hostile}`))
+      assert.match(caught ?? '', /computed wrong and is banned/, log.join('\n'))
+      assert.deepEqual(counts, { outputs: rightSteps + 1, wrong: 1 }, 'caught on its first wrong step, and not used after it')
+      console.log(`      ${caught?.slice(0, 260) ?? ''}`)
+    })
+  }
+
+  it('never convicts honest servers, however often it checks', async () => {
+    const model = 'stories-spot-honest'
+    const peers = await swarm(model, 3)
+    const log: string[] = []
+    const client = await connect(model, 1, peers, log)
+    for (let i = 0; i < 3; i++) {
+      const { got, expected } = await generate(client)
+      assert.deepEqual(got, expected)
+    }
+    assert.ok(peers.every(p => !client.manager.bans.isBanned(p)), log.join('\n'))
+    assert.ok(!log.some(l => /computed wrong|differ by/.test(l)), log.join('\n'))
+  })
+
+  it('bans nobody when two servers disagree and no third holds the blocks', async () => {
+    const model = 'stories-spot-two'
+    const [hostile, honest] = await swarm(model, 2, { noise: 0.1 })
+    const log: string[] = []
+    const client = await connect(model, 1, [hostile, honest], log)
+    await generate(client)
+    assert.ok(![hostile, honest].some(p => client.manager.bans.isBanned(p)), log.join('\n'))
+    assert.ok(log.some(l => /no third server holds them: kept the output, banned nobody/.test(l)), log.join('\n'))
+  })
+
+  it('compares with a tolerance from the coarser of the two formats', () => {
+    const a = new Float32Array([1, 2, 3, 4])
+    assert.equal(relativeDistance(a, a), 0)
+    assert.ok(Math.abs(relativeDistance(new Float32Array([1.1, 2.2, 3.3, 4.4]), a) - 0.1) < 1e-6)
+    assert.equal(relativeDistance(a, new Float32Array(4)), Infinity)
+    assert.equal(verifyTolerance('f32', 'int8'), VERIFY_TOLERANCE.int8)
+    assert.equal(verifyTolerance('bf16', undefined), VERIFY_TOLERANCE.bf16)
+    assert.equal(verifyTolerance(undefined, undefined), VERIFY_TOLERANCE.f32)
+  })
+})
