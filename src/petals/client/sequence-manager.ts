@@ -11,7 +11,8 @@ import { StepTimes } from './remote-span.js'
 
 /**
  * Once the span records found cover every block, a refresh waits this much longer for the rest, not
- * for the slowest lookup: advertisers without a record cost a DHT query each (issue 20, row 4).
+ * for the slowest: an advertiser that does not answer for its record costs up to
+ * RECORD_ASK_TIMEOUT_MS (issue 20, row 4).
  */
 export const SPAN_LOOKUP_GRACE_MS = 1000
 
