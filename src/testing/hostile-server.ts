@@ -44,10 +44,10 @@ export function corrupt (server: BlockServer, how: Corruption, rightSteps = 0): 
   return counts
 }
 
-/** Re-announces `server`'s record with a decode speed no honest server reaches (1e6 tokens/s per block). */
-export async function claimSpeed (server: BlockServer, model: string): Promise<void> {
+/** Re-announces `server`'s record with a decode speed of `inferenceRps` tokens/s per block (default: more than any honest server). */
+export async function claimSpeed (server: BlockServer, model: string, inferenceRps = 1e6): Promise<void> {
   const registry = new Registry(server.node)
   const record = await registry.lookup(model, server.node.peerId.toString())
   if (record === null) throw new Error('the server has no record to re-announce')
-  await registry.announce(model, { start: record.start, end: record.end, state: record.state, info: { ...record.info, inferenceRps: 1e6 } })
+  await registry.announce(model, { start: record.start, end: record.end, state: record.state, info: { ...record.info, inferenceRps } })
 }

@@ -21,6 +21,7 @@ import { DEFAULT_MAX_RETRIES, InferenceSession, withRetries, type InferenceSessi
 import { swarmModelName } from '../protocol/model-name.js'
 import { HopError, RemoteSpan } from './remote-span.js'
 import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
+import type { SpotCheckResult } from './spot-check.js'
 import { retryDelayMs } from './ban-list.js'
 import { SequenceManager, type SequenceManagerOptions } from './sequence-manager.js'
 
@@ -63,6 +64,8 @@ export interface DistributedModelOptions extends SequenceManagerOptions {
    * @default DEFAULT_VERIFY_RATE (0.05)
    */
   verifyRate?: number
+  /** hears what each spot check found (which server checked which, and the outcome) */
+  onSpotCheck?: (result: SpotCheckResult, hop: RouteHop) => void
   /** hears of every chain chosen (at open and after failovers) */
   onRoute?: (route: readonly RouteHop[], reason: string) => void
   /** progress while connecting, and waits before retries */
@@ -122,6 +125,7 @@ export class DistributedModel implements LanguageModel {
       connectTimeoutMs: this.options.connectTimeoutMs,
       stepTimeoutMs: this.options.stepTimeoutMs,
       verifyRate: this.options.verifyRate,
+      onSpotCheck: this.options.onSpotCheck,
       ...options,
       onRoute: (route, reason) => {
         this.options.onRoute?.(route, reason)

@@ -20,7 +20,7 @@ import { HopError, RemoteSpan, sliceTokens, type RemoteSpanOptions } from './rem
 import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
 import { retryDelayMs } from './ban-list.js'
 import type { SequenceManager } from './sequence-manager.js'
-import { DEFAULT_VERIFY_RATE, SpotChecker } from './spot-check.js'
+import { DEFAULT_VERIFY_RATE, SpotChecker, type SpotCheckResult } from './spot-check.js'
 
 /**
  * Failed attempts in a row, with no hop answering between them and no server left that is not
@@ -62,6 +62,8 @@ export interface InferenceSessionOptions {
   verifyRate?: number
   /** hears of the chain chosen at open and after every failover */
   onRoute?: (route: readonly RouteHop[], reason: string) => void
+  /** hears what each spot check found */
+  onSpotCheck?: (result: SpotCheckResult, hop: RouteHop) => void
   /** aborting ends waits for servers (before retries) at once, with an AbortError */
   signal?: AbortSignal
 }

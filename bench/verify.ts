@@ -1,0 +1,124 @@
+// Spot checks (issue 21) on honest servers: no false alarms, and what checking costs. A loopback swarm
+// of the bundled model where four servers hold blocks 0:5, one per backend and format a swarm allows
+// here (native f32, bf16 and int8, the JS backend), in this process. First the cost: clients
+// generating with --verify-rate 0 and 0.05 in turns, median tokens/s of each. Then a client checks
+// every step (rate 1) until --checks checks have run, and the report counts the outcomes by pair of
+// formats (the server that answered, the one that checked) with the largest distance seen against
+// the pair's tolerance; each server in turn claims a decode speed far above the others' (src/testing/hostile-server.ts,
+// claimSpeed) so that every one answers. Exits 1 on any outcome but "agreed".
+// Run: npm run build && npm run bench:verify [-- --checks 10000 --rounds 20]
+
+import '../src/util/polyfill.js'
+import { collect } from '../src/inference/generate.js'
+import type { LoadOptions } from '../src/inference/load-span.js'
+import { createNode } from '../src/p2p/node.js'
+import { DistributedModel } from '../src/petals/client/distributed-model.js'
+import { verifyTolerance, type SpotCheckResult } from '../src/petals/client/spot-check.js'
+import type { RouteHop } from '../src/petals/client/routing.js'
+import { BlockServer } from '../src/petals/server/server.js'
+import { EXPECTED } from '../src/testing/expected.js'
+import { claimSpeed } from '../src/testing/hostile-server.js'
+import { BUNDLED_MODEL } from '../src/testing/processes.js'
+import { median } from '../src/util/stats.js'
+import { benchArgs } from './bench-args.js'
+
+const HELP = `npm run bench:verify -- [options]
+Four honest servers of the bundled model (native f32, bf16, int8; JS) on loopback; a client checks
+every step until enough checks ran, after timing generation with --verify-rate 0 against 0.05.
+  --checks N    checks of the no-false-alarm part (default 10000)
+  --rounds N    generations per rate in the cost part (default 20)`
+
+const args = benchArgs('bench:verify', { checks: { type: 'string', default: '10000' }, rounds: { type: 'string', default: '20' } }, HELP)
+const CHECKS = Number(args.checks)
+const ROUNDS = Number(args.rounds)
+if (!Number.isSafeInteger(CHECKS) || CHECKS < 1 || !Number.isSafeInteger(ROUNDS) || ROUNDS < 1) {
+  console.error(`bench:verify: --checks and --rounds must be positive integers\n\n${HELP}`)
+  process.exit(2)
+}
+const MODEL = 'stories-verify'
+const MIX: Array<{ name: string, load: LoadOptions }> = [
+  { name: 'native f32', load: { backend: 'native' } },
+  { name: 'native bf16', load: { backend: 'native', format: 'bf16' } },
+  { name: 'native int8', load: { backend: 'native', format: 'int8' } },
+  { name: 'js f32', load: { backend: 'js' } }
+]
+
+const entry = await createNode({ role: 'server' })
+const initialPeers = entry.getMultiaddrs().map(String)
+const servers: BlockServer[] = []
+const clients: DistributedModel[] = []
+let exitCode = 0
+try {
+  for (const { load } of MIX) {
+    servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: MODEL, blocks: { start: 0, end: 5 }, initialPeers, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000, load }))
+  }
+  const nameOf = new Map(servers.map((s, i) => [s.node.peerId.toString(), MIX[i].name]))
+  const formatOf = new Map(servers.map((s, i) => [s.node.peerId.toString(), MIX[i].load.format ?? 'f32']))
+  const pairs = new Map<string, { checks: number, other: number, worst: number, tolerance: number }>()
+  let checks = 0
+  const onSpotCheck = (result: SpotCheckResult, hop: RouteHop): void => {
+    checks++
+    const verifier = 'verifier' in result ? result.verifier : ''
+    const key = `${nameOf.get(hop.peerId) ?? hop.peerId} checked by ${nameOf.get(verifier) ?? (verifier === '' ? 'nobody' : verifier)}`
+    const pair = pairs.get(key) ?? { checks: 0, other: 0, worst: 0, tolerance: verifyTolerance(formatOf.get(hop.peerId), formatOf.get(verifier)) }
+    pair.checks++
+    if (result.outcome === 'agreed') pair.worst = Math.max(pair.worst, result.distance)
+    else { pair.other++; console.log(`NOT AGREED: ${key}: ${JSON.stringify(result)}`) }
+    pairs.set(key, pair)
+  }
+  const load = async (verifyRate: number): Promise<DistributedModel> => {
+    const client = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: MODEL, verifyRate, onSpotCheck })
+    clients.push(client)
+    return client
+  }
+
+  // The cost: the same prompt, greedy, 50 tokens; the two rates in turns so that drift hits both.
+  const rates = [0, 0.05]
+  const byRate = await Promise.all(rates.map(load))
+  const speeds: number[][] = rates.map(() => [])
+  const { promptIds, ids } = EXPECTED[0]
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [r, client] of byRate.entries()) {
+      const started = performance.now()
+      const out = await collect(client.generate(promptIds, { maxNewTokens: ids.length }))
+      if (out.ids.some((id, k) => id !== ids[k])) { console.log(`WRONG OUTPUT at verify rate ${rates[r]}`); exitCode = 1 }
+      speeds[r].push(out.ids.length / ((performance.now() - started) / 1000))
+    }
+  }
+  const [plain, checked] = speeds.map(median)
+  console.log(`cost: ${ROUNDS} generations of ${ids.length} tokens per rate; median tokens/s ${plain.toFixed(1)} at verify rate 0, ${checked.toFixed(1)} at 0.05 (${(checked / plain).toFixed(2)}x); ${checks} checks ran`)
+
+  // No false alarms: every step checked until CHECKS. Each server in turn claims a decode speed far
+  // above the others', so that routing takes it and every format answers as well as checks.
+  checks = 0
+  pairs.clear()
+  const every = await load(1)
+  const started = performance.now()
+  for (let g = 0; checks < CHECKS; g++) {
+    if (g % 10 === 0) {
+      const fastest = (g / 10) % servers.length
+      await Promise.all(servers.map(async (s, i) => await claimSpeed(s, MODEL, i === fastest ? 1e6 : 1)))
+      await every.manager.update()
+    }
+    const { promptIds: prompt } = EXPECTED[g % EXPECTED.length]
+    await collect(every.generate(prompt, { maxNewTokens: 50, temperature: 1, seed: g }))
+    if (g % 20 === 19) console.log(`  ${checks} checks (${((performance.now() - started) / 1000).toFixed(0)} s)`)
+  }
+  console.log(`\n${checks} checks in ${((performance.now() - started) / 1000).toFixed(0)} s, every step of sampled generations:`)
+  console.log('server that answered, and the one that checked     checks  not agreed  largest distance  tolerance')
+  for (const [key, p] of [...pairs].sort()) {
+    console.log(`${key.padEnd(50)} ${String(p.checks).padStart(7)} ${String(p.other).padStart(11)} ${p.worst.toExponential(2).padStart(17)} ${String(p.tolerance).padStart(10)}`)
+    if (p.other > 0) exitCode = 1
+  }
+  const banned = servers.filter(s => every.manager.bans.isBanned(s.node.peerId.toString()))
+  console.log(`servers banned: ${banned.length}`)
+  if (banned.length > 0) exitCode = 1
+} catch (err) {
+  console.error(`bench:verify: ${(err as Error).stack ?? String(err)}`)
+  exitCode = 1
+} finally {
+  await Promise.allSettled(clients.map(async c => await c.close()))
+  await Promise.allSettled(servers.map(async s => await s.stop()))
+  await entry.stop()
+}
+process.exit(exitCode)
