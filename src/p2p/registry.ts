@@ -477,8 +477,8 @@ export class Registry {
   /**
    * The record of an advertiser of a block group: asked of the advertiser (RECORD_PROTOCOL); when
    * it cannot be asked, looked up in the DHT unless `ownersOnly`. Skipped while an earlier call found
-   * none (NO_RECORD_SKIP_MS, doubling with each further miss), and shared with a call for it still
-   * running. A server stores its record before it provides (announce), so an advertiser without one
+   * it has none (NO_RECORD_SKIP_MS, doubling with each further miss), and shared with a call for it
+   * still running. A server stores its record before it provides (announce), so an advertiser without one
    * is gone, or never served (PATCHES.md, "Advertisers without a record").
    */
   private async advertiserRecord (model: string, peerId: string, ownersOnly: boolean): Promise<SpanRecord | null> {
@@ -487,26 +487,28 @@ export class Registry {
     if (miss !== undefined && miss.until > Date.now()) return null
     let pending = this.pending.get(id)
     if (pending === undefined) {
-      pending = this.fetchRecord(model, peerId, ownersOnly).then(record => {
-        if (record !== null) {
+      pending = this.fetchRecord(model, peerId, ownersOnly).then(found => {
+        if (found === 'unreachable') return null // not a miss: a server that hung a while is asked again next time
+        if (found !== null) {
           this.misses.delete(id)
         } else {
           const count = (this.misses.get(id)?.count ?? 0) + 1
           this.misses.set(id, { count, until: Date.now() + Math.min(NO_RECORD_SKIP_MS * 2 ** (count - 1), MAX_NO_RECORD_SKIP_MS) })
           if (this.misses.size > MAX_REMEMBERED_MISSES) this.misses.delete(this.misses.keys().next().value!)
         }
-        return record
+        return found
       }).finally(() => this.pending.delete(id))
       this.pending.set(id, pending)
     }
     return await pending
   }
 
-  private async fetchRecord (model: string, peerId: string, ownersOnly: boolean): Promise<SpanRecord | null> {
+  /** The advertiser's record; null: it has none, by its own word or the DHT's; 'unreachable': not asked, and (ownersOnly) not looked up. */
+  private async fetchRecord (model: string, peerId: string, ownersOnly: boolean): Promise<SpanRecord | null | 'unreachable'> {
     try {
       return await askOwner(this.node, model, peerId)
     } catch {
-      return ownersOnly ? null : await this.dhtLookups.add(async () => await this.lookup(model, peerId))
+      return ownersOnly ? 'unreachable' : await this.dhtLookups.add(async () => await this.lookup(model, peerId))
     }
   }
 

@@ -13,6 +13,7 @@
 import { randomInt } from 'node:crypto'
 import type { WeightFormat } from '../../inference/dtype.js'
 import { FORWARD_PROTOCOL } from '../protocol/wire.js'
+import { DEFAULT_MAX_BAN_MS } from './ban-list.js'
 import { HopError, RemoteSpan, sliceTokens } from './remote-span.js'
 import type { RouteHop, ServerSpan } from './routing.js'
 import type { SessionContext } from './inference-session.js'
@@ -78,8 +79,8 @@ export interface CheckedStep {
   batch: number
 }
 
-/** How long a server found wrong is banned: the longest ban there is (BanList's maxBanMs). */
-export const WRONG_OUTPUT_BAN_MS = 15 * 60_000
+/** How long a server found wrong is banned: the longest ban a failing server gets. */
+export const WRONG_OUTPUT_BAN_MS = DEFAULT_MAX_BAN_MS
 
 export class SpotChecker {
   /**
@@ -158,7 +159,7 @@ export class SpotChecker {
       try {
         remote = await RemoteSpan.open(node, { peerId: verifier.peerId, start: hop.start, end: hop.end }, {
           protocol: FORWARD_PROTOCOL, model, maxLength: total, batch, hiddenSize, dtype,
-          connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs
+          connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs, stepTimes: manager.stepTimes // a verifier that stalls costs what a hop would
         })
         const out = await remote.step(step.input, total, 0)
         manager.onSuccess(verifier.peerId)
