@@ -37,14 +37,16 @@ describe('spot checks against servers that compute wrong', function () {
   })
 
   let counts: CorruptionCounts = { outputs: 0, wrong: 0 }
+  /** A server of blocks 0:5 of `model`, loaded as `load` says. */
+  const startServer = async (model: string, load: LoadOptions): Promise<void> => {
+    servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: model, blocks: { start: 0, end: 5 }, initialPeers, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000, load }))
+  }
   /**
    * `count` servers of blocks 0:5; the first computes wrong in the way given (after `rightSteps`
    * right ones), and claims to be the fastest.
    */
   const swarm = async (model: string, count: number, how?: Corruption, rightSteps = 0): Promise<string[]> => {
-    for (let i = 0; i < count; i++) {
-      servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: model, blocks: { start: 0, end: 5 }, initialPeers, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000, load: { backend: TARGET_BACKEND } }))
-    }
+    for (let i = 0; i < count; i++) await startServer(model, { backend: TARGET_BACKEND })
     if (how !== undefined) {
       counts = corrupt(servers[0], how, rightSteps)
       await claimSpeed(servers[0], model)
@@ -106,9 +108,7 @@ describe('spot checks against servers that compute wrong', function () {
     const mix: LoadOptions[] = TARGET_BACKEND === 'native'
       ? [{ backend: 'native' }, { backend: 'native', format: 'bf16' }, { backend: 'native', format: 'int8' }, { backend: 'js' }]
       : [{ backend: 'js' }, { backend: 'js' }, { backend: 'js' }]
-    for (const load of mix) {
-      servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: model, blocks: { start: 0, end: 5 }, initialPeers, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000, load }))
-    }
+    for (const load of mix) await startServer(model, load)
     const peers = servers.map(s => s.node.peerId.toString())
     const log: string[] = []
     const checks: SpotCheckResult[] = []

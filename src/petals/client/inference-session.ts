@@ -149,7 +149,7 @@ export class InferenceSession {
   readonly batch: number
 
   private constructor (private readonly context: SessionContext, private readonly options: InferenceSessionOptions, private hops: Hop[],
-    readonly checker: SpotChecker) {
+    private readonly checker: SpotChecker) {
     this.batch = options.batch ?? 1
   }
 
