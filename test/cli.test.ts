@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { chmod, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { runCommand as bmrt, scratchDir, startNode } from './helpers.js'
+import { expectFailures, runCommand as bmrt, scratchDir, startNode } from './helpers.js'
 
 describe('bmrt command line', () => {
   it('generate streams the bundled model\'s greedy story and reports tokens/s', async () => {
@@ -27,27 +27,21 @@ describe('bmrt command line', () => {
 
   it('bmrt-node explains what it needs to start', async () => {
     // Flags that cannot work exit with 2 (EXIT_BAD_FLAGS) and point at the help; failures at run time with 1.
-    const noSpan = await bmrt('bmrt-node', ['--new-swarm'])
-    assert.equal(noSpan.code, 2)
-    assert.match(noSpan.stderr, /bmrt-node: give --blocks START:END or --num-blocks N.*\n\(bmrt-node --help lists the options\)/)
-    const noSwarm = await bmrt('bmrt-node', ['--blocks', '0:2'])
-    assert.match(noSwarm.stderr, /give --initial-peers MULTIADDR or --swarm NAME\|FILE to join a swarm, or --new-swarm to start one/)
-    const outside = await bmrt('bmrt-node', ['--new-swarm', '--blocks', '3:9', '--host-addrs', '/ip4/127.0.0.1/tcp/0'])
-    assert.equal(outside.code, 2)
-    assert.match(outside.stderr, /bmrt-node: --blocks: block span 3:9 is not within the model's 5 blocks/)
-    assert.doesNotMatch(outside.stdout, /peer id/, '--blocks is checked against config.json before the node starts')
+    await expectFailures('bmrt-node', [
+      { args: ['--new-swarm'], code: 2, stderr: /bmrt-node: give --blocks START:END or --num-blocks N.*\n\(bmrt-node --help lists the options\)/ },
+      { args: ['--blocks', '0:2'], code: 2, stderr: /give --initial-peers MULTIADDR or --swarm NAME\|FILE to join a swarm, or --new-swarm to start one/ },
+      // --blocks is checked against config.json before the node starts.
+      { args: ['--new-swarm', '--blocks', '3:9', '--host-addrs', '/ip4/127.0.0.1/tcp/0'], code: 2, stderr: /bmrt-node: --blocks: block span 3:9 is not within the model's 5 blocks/ },
+      { args: ['--relay-only', '--new-swarm', '--blocks', '0:2'], code: 2, stderr: /bmrt-node: --relay-only serves no blocks and must be reachable/ },
+      { args: ['--use-relay', '--new-swarm', '--blocks', '0:2'], code: 2, stderr: /bmrt-node: --use-relay needs --initial-peers naming a relay/ },
+      { args: ['--blocks', '0:2', '--initial-peers', 'localhost:1234'], code: 2, stderr: /expected a multiaddr such as/ }
+    ])
     // A GPU needs an addon built with CUDA (this test's machine has none) and a device.
     const gpu = await bmrt('bmrt-node', ['--new-swarm', '--device', 'cuda', '--host-addrs', '/ip4/127.0.0.1/tcp/0'])
     assert.equal(gpu.code, /--device cuda needs/.test(gpu.stderr) ? 2 : 1)
     assert.match(gpu.stderr, /bmrt-node: (this build of the native addon has no CUDA path|no CUDA device found|--device cuda needs the native backend)/)
     const badDevice = await bmrt('bmrt-node', ['--new-swarm', '--device', 'tpu', '--num-blocks', '1', '--host-addrs', '/ip4/127.0.0.1/tcp/0'])
     assert.match(badDevice.stderr, /unknown device 'tpu' for the native backend: use cpu, cuda, cuda:N or auto|--device tpu needs the native backend/)
-    const relayWithBlocks = await bmrt('bmrt-node', ['--relay-only', '--new-swarm', '--blocks', '0:2'])
-    assert.match(relayWithBlocks.stderr, /bmrt-node: --relay-only serves no blocks and must be reachable/)
-    const relayAlone = await bmrt('bmrt-node', ['--use-relay', '--new-swarm', '--blocks', '0:2'])
-    assert.match(relayAlone.stderr, /bmrt-node: --use-relay needs --initial-peers naming a relay/)
-    const badPeer = await bmrt('bmrt-node', ['--blocks', '0:2', '--initial-peers', 'localhost:1234'])
-    assert.match(badPeer.stderr, /expected a multiaddr such as/)
     const help = await bmrt('bmrt-node', ['--help'])
     for (const option of ['--blocks', '--num-blocks', '--initial-peers', '--new-swarm', '--public-name', '--identity', '--port', '--host-addrs', '--announce-addrs', '--public-ip', '--throughput', '--balance-quality', '--update-period', '--expiration', '--attn-cache-tokens', '--inference-max-length', '--max-sessions-per-peer', '--backend', '--dtype', '--quant', '--threads', '--device', '--http-port', '--relay-only', '--use-relay']) {
       assert.ok(help.stdout.includes(option), `${option} missing from bmrt-node --help`)

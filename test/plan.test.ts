@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { blockParameterCount, readConfigFile, type ModelConfig } from '../src/inference/config.js'
 import { meanAttendedTokens, planCapacity, type CapacityPlan } from '../src/petals/planning/capacity-plan.js'
 import { byteSize } from '../src/cli/options.js'
-import { ROOT, runCommand, scratchDir } from './helpers.js'
+import { expectFailures, ROOT, runCommand, scratchDir, type FailingCommand } from './helpers.js'
 
 const CONFIGS = join(ROOT, 'models', 'configs')
 const GIB = 2 ** 30
@@ -216,27 +216,22 @@ describe('bmrt plan', () => {
       const { dir, cleanup } = await scratchDir()
       try {
         await writeFile(join(dir, 'broken.json'), '{"device": "cpu", "threads": 2}')
-        // [flags, message, exit code]: EXIT_BAD_FLAGS (2) when the flags themselves are wrong, 1 when
+        // EXIT_BAD_FLAGS (2) when the flags themselves are wrong, 1 when
         // they are well formed but the plan fails (a session longer than the context, an unreadable file).
-        const cases: Array<[string[], RegExp, number]> = [
-          [['--model', 'llama-9000', '--memory', '24GiB'], /bmrt plan: no model 'llama-9000': give a shipped config \(llama-2-70b, llama-3\.1-70b, llama-3\.1-8b, mistral-7b, tinyllama\), a model directory or a config\.json file/, 2],
-          [['--model', 'llama-2-70b', '--memory', '24XB'], /option '--memory <size>' argument '24XB' is invalid\. expected a size such as 24GiB \(GiB = 2\^30 bytes\), 80GB \(GB = 10\^9 bytes\)/, 2],
-          [['--model', 'llama-2-70b'], /required option '--memory <size>' not specified/, 2],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--rtt', 'fast'], /argument 'fast' is invalid\. expected a time such as 30ms, 0\.03s or 30 \(milliseconds\)/, 2],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--bandwidth', '10', '--layer-ms', '3'], /option '--bandwidth <GB\/s>' cannot be used with option '--layer-ms <ms>'/, 2],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--dtype', 'int3'], /Allowed choices are f32, bf16, f16, int8, int4/, 2],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--max-length', '5000'], /a session of 5000 tokens does not fit the model's context of 4096 tokens/, 1],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--figures', join(dir, 'missing.json')], /cannot read figures from .*missing\.json \(ENOENT.*\); write it with `npm run bench:blocks -- --save FILE`/, 1],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--figures', join(dir, 'broken.json')], /broken\.json: 'readGBps' must be a positive number, got undefined; write it with/, 1],
-          [['--model', 'llama-2-70b', '--memory', '24G', '--device', 'gpu', '--figures', join(dir, 'broken.json')], /holds CPU figures \(bench:blocks runs the CPU path\); for --device gpu give --bandwidth or --layer-ms/, 1],
-          [['--model', dir, '--memory', '24G'], /no config\.json in .*: point --model at a Hugging Face model directory/, 2]
-        ]
-        for (const [args, message, exitCode] of cases) {
-          const { code, stdout, stderr } = await runCommand('bmrt', ['plan', ...args])
-          assert.equal(code, exitCode, args.join(' '))
-          assert.equal(stdout, '', args.join(' '))
-          assert.match(stderr, message)
-        }
+        const plan = (args: string[], stderr: RegExp, code: number): FailingCommand => ({ args: ['plan', ...args], stderr, code })
+        await expectFailures('bmrt', [
+          plan(['--model', 'llama-9000', '--memory', '24GiB'], /bmrt plan: no model 'llama-9000': give a shipped config \(llama-2-70b, llama-3\.1-70b, llama-3\.1-8b, mistral-7b, tinyllama\), a model directory or a config\.json file/, 2),
+          plan(['--model', 'llama-2-70b', '--memory', '24XB'], /option '--memory <size>' argument '24XB' is invalid\. expected a size such as 24GiB \(GiB = 2\^30 bytes\), 80GB \(GB = 10\^9 bytes\)/, 2),
+          plan(['--model', 'llama-2-70b'], /required option '--memory <size>' not specified/, 2),
+          plan(['--model', 'llama-2-70b', '--memory', '24G', '--rtt', 'fast'], /argument 'fast' is invalid\. expected a time such as 30ms, 0\.03s or 30 \(milliseconds\)/, 2),
+          plan(['--model', 'llama-2-70b', '--memory', '24G', '--bandwidth', '10', '--layer-ms', '3'], /option '--bandwidth <GB\/s>' cannot be used with option '--layer-ms <ms>'/, 2),
+          plan(['--model', 'llama-2-70b', '--memory', '24G', '--dtype', 'int3'], /Allowed choices are f32, bf16, f16, int8, int4/, 2),
+          plan(['--model', 'llama-2-70b', '--memory', '24G', '--max-length', '5000'], /a session of 5000 tokens does not fit the model's context of 4096 tokens/, 1),
+          plan(['--model', 'llama-2-70b', '--memory', '24G', '--figures', join(dir, 'missing.json')], /cannot read figures from .*missing\.json \(ENOENT.*\); write it with `npm run bench:blocks -- --save FILE`/, 1),
+          plan(['--model', 'llama-2-70b', '--memory', '24G', '--figures', join(dir, 'broken.json')], /broken\.json: 'readGBps' must be a positive number, got undefined; write it with/, 1),
+          plan(['--model', 'llama-2-70b', '--memory', '24G', '--device', 'gpu', '--figures', join(dir, 'broken.json')], /holds CPU figures \(bench:blocks runs the CPU path\); for --device gpu give --bandwidth or --layer-ms/, 1),
+          plan(['--model', dir, '--memory', '24G'], /no config\.json in .*: point --model at a Hugging Face model directory/, 2)
+        ])
       } finally {
         await cleanup()
       }

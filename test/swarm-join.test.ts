@@ -23,7 +23,7 @@ import { checkReachability, describeReachability, REACHABILITY_PROTOCOL, serveRe
 import { ReachabilityRequest, ReachabilityResponse } from '../src/p2p/reachability-messages.js'
 import { FrameStream } from '../src/p2p/frames.js'
 import { EXPECTED } from './expected.js'
-import { BUNDLED_MODEL, runCommand as bmrt, scratchDir, startNode } from './helpers.js'
+import { BUNDLED_MODEL, expectFailures, runCommand as bmrt, scratchDir, startNode } from './helpers.js'
 
 /** A TCP server on `host`, recording whether anyone connected. */
 async function listenOn (host: string): Promise<{ server: Server, port: number, connections: () => number }> {
@@ -201,21 +201,13 @@ describe('joining a swarm by file, preset or private key', function () {
     const overridden = await bmrt('bmrt', ['swarm', 'status', '--swarm', 'public', '--initial-peers', serverAddr, '--swarm-key', keyFile, '--json'])
     assert.equal(overridden.code, 0, overridden.stderr)
 
-    const publicSwarm = await bmrt('bmrt', ['swarm', 'status', '--swarm', 'public'])
-    assert.equal(publicSwarm.code, 2)
-    assert.match(publicSwarm.stderr, /the public swarm has no bootstrap nodes yet: give --initial-peers, or start a swarm with a relay-only node/)
-
-    await writeFile(swarmFile, JSON.stringify({ initialPeers: ['not-an-address'] }))
-    const badFile = await bmrt('bmrt', ['generate', '--swarm', swarmFile])
-    assert.equal(badFile.code, 1)
-    assert.match(badFile.stderr, /my-swarm\.json: "not-an-address" is not a multiaddr/)
-    const missing = await bmrt('bmrt-node', ['--swarm', 'nowhere', '--blocks', '0:1'])
-    assert.equal(missing.code, 2)
-    assert.match(missing.stderr, /--swarm nowhere: not a known swarm \(public\) and not a readable file/)
-
-    const badKey = await bmrt('bmrt', ['generate', '--initial-peers', serverAddr, '--swarm-key', swarmFile])
-    assert.equal(badKey.code, 1)
-    assert.match(badKey.stderr, /is not a swarm key: expected the lines \/key\/swarm\/psk\/1\.0\.0\/, \/base16\/ and 64 hex digits/)
+    await writeFile(join(scratch.dir, 'bad-swarm.json'), JSON.stringify({ initialPeers: ['not-an-address'] }))
+    await expectFailures('bmrt', [
+      { args: ['swarm', 'status', '--swarm', 'public'], code: 2, stderr: /the public swarm has no bootstrap nodes yet: give --initial-peers, or start a swarm with a relay-only node/ },
+      { args: ['generate', '--swarm', join(scratch.dir, 'bad-swarm.json')], code: 1, stderr: /bad-swarm\.json: "not-an-address" is not a multiaddr/ },
+      { args: ['generate', '--initial-peers', serverAddr, '--swarm-key', swarmFile], code: 1, stderr: /is not a swarm key: expected the lines \/key\/swarm\/psk\/1\.0\.0\/, \/base16\/ and 64 hex digits/ }
+    ])
+    await expectFailures('bmrt-node', [{ args: ['--swarm', 'nowhere', '--blocks', '0:1'], code: 2, stderr: /--swarm nowhere: not a known swarm \(public\) and not a readable file/ }])
   })
 })
 
