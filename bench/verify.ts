@@ -6,14 +6,23 @@
 // formats (the server that answered, the one that checked) with the largest distance seen against
 // the pair's tolerance; each server in turn claims a decode speed far above the others' (src/testing/hostile-server.ts,
 // claimSpeed) so that every one answers. Exits 1 on any outcome but "agreed".
+// First of all, what a signed receipt costs per step (sign on the server, check on the client, and
+// the signature check a receipt gets when it becomes evidence), for one token of a TinyLlama-wide
+// and a Llama-70B-wide step in bf16; --receipts-only stops there.
 // Run: npm run build && npm run bench:verify [-- --checks 10000 --rounds 20]
 
 import '../src/util/polyfill.js'
+import { randomBytes } from 'node:crypto'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { collect } from '../src/inference/generate.js'
 import type { LoadOptions } from '../src/inference/load-span.js'
 import { createNode } from '../src/p2p/node.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
-import { verifyTolerance, type SpotCheckResult } from '../src/petals/client/spot-check.js'
+import type { SpotCheckResult } from '../src/petals/client/spot-check.js'
+import { verifyTolerance } from '../src/petals/protocol/evidence.js'
+import { checkReceipt, openReceipt, ReceiptSigner, sha256, type SignedReceipt } from '../src/petals/protocol/receipts.js'
+import { WireDType } from '../src/petals/protocol/wire.js'
 import type { RouteHop } from '../src/petals/client/routing.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { EXPECTED } from '../src/testing/expected.js'
@@ -25,10 +34,14 @@ import { benchArgs } from './bench-args.js'
 const HELP = `npm run bench:verify -- [options]
 Four honest servers of the bundled model (native f32, bf16, int8; JS) on loopback; a client checks
 every step until enough checks ran, after timing generation with --verify-rate 0 against 0.05.
-  --checks N    checks of the no-false-alarm part (default 10000)
-  --rounds N    generations per rate in the cost part (default 20)`
+Before that, the cost of a signed receipt per step.
+  --checks N        checks of the no-false-alarm part (default 10000)
+  --rounds N        generations per rate in the cost part (default 20)
+  --receipts-only   only the receipts' cost`
 
-const args = benchArgs('bench:verify', { checks: { type: 'string', default: '10000' }, rounds: { type: 'string', default: '20' } }, HELP)
+const args = benchArgs('bench:verify', {
+  checks: { type: 'string', default: '10000' }, rounds: { type: 'string', default: '20' }, 'receipts-only': { type: 'boolean', default: false }
+}, HELP)
 const CHECKS = Number(args.checks)
 const ROUNDS = Number(args.rounds)
 if (!Number.isSafeInteger(CHECKS) || CHECKS < 1 || !Number.isSafeInteger(ROUNDS) || ROUNDS < 1) {
@@ -42,6 +55,47 @@ const MIX: Array<{ name: string, load: LoadOptions }> = [
   { name: 'native int8', load: { backend: 'native', format: 'int8' } },
   { name: 'js f32', load: { backend: 'js' } }
 ]
+
+/**
+ * Microseconds per step, medians of 7 rounds of 1000 steps: the server hashing the step's input and
+ * output and signing the receipt, the client checking it against what it sent and got, and the
+ * signature check of openReceipt; with @libp2p/crypto's sign and verify of the same bytes beside.
+ */
+async function receiptCost (): Promise<void> {
+  const key = await generateKeyPair('Ed25519')
+  const signer = new ReceiptSigner(key)
+  const peerId = peerIdFromPrivateKey(key).toString()
+  const time = async (run: () => unknown): Promise<number> => {
+    const rounds: number[] = []
+    for (let r = 0; r < 7; r++) {
+      const started = performance.now()
+      for (let i = 0; i < 1000; i++) await run()
+      rounds.push((performance.now() - started) / 1000 * 1000)
+    }
+    return median(rounds)
+  }
+  console.log('receipts, µs per one-token bf16 step (median of 7 x 1000):')
+  console.log('hidden  server: hash + sign  client: check  signature check  total   @libp2p/crypto sign, verify')
+  for (const hidden of [2048, 8192]) {
+    const input = randomBytes(hidden * 2)
+    const output = randomBytes(hidden * 2)
+    const session = randomBytes(16)
+    const asked = { model: MODEL, start: 0, end: 80, session, position: 100, tokens: 1, batch: 1, dtype: WireDType.BF16, input, output, format: 'bf16' as const }
+    const make = (): SignedReceipt => signer.sign({ ...asked, inputSha256: sha256(input), outputSha256: sha256(output) })
+    const signed = make()
+    const sign = await time(make)
+    const check = await time(() => checkReceipt(signed, asked))
+    const open = await time(() => openReceipt(signed, peerId))
+    const bytes = signed.receipt
+    const libp2pSign = await time(async () => await key.sign(bytes))
+    const signature = await key.sign(bytes)
+    const libp2pVerify = await time(async () => await key.publicKey.verify(bytes, signature))
+    console.log(`${String(hidden).padStart(6)}  ${sign.toFixed(1).padStart(19)}  ${check.toFixed(1).padStart(13)}  ${open.toFixed(1).padStart(15)}  ${(sign + check + open).toFixed(1).padStart(5)}   ${libp2pSign.toFixed(1)}, ${libp2pVerify.toFixed(1)}`)
+  }
+}
+
+await receiptCost()
+if (args['receipts-only'] === true) process.exit(0)
 
 const entry = await createNode({ role: 'server' })
 const initialPeers = entry.getMultiaddrs().map(String)

@@ -76,6 +76,8 @@ describe('a server facing bad peers', function () {
       { what: 'more tokens than max_length', frames: [open({ maxLength: 4 }), { step: { hidden: hidden(5) } }], code: ErrorCode.TOO_LONG, message: /holds 4 tokens; 0 \+ 5 new would exceed it/ },
       { what: 'an Open and a Step in one frame', frames: [{ ...open(), step: { hidden: hidden(1) } }], code: ErrorCode.BAD_REQUEST, message: /an Open or a Step, not both/ },
       { what: 'a second Open', frames: [open(), open()], code: ErrorCode.BAD_REQUEST, message: /this session is open already: one Open per stream/ },
+      { what: 'a guessable session nonce', frames: [open({ session: new Uint8Array(4) })], code: ErrorCode.BAD_REQUEST, message: /a session nonce has 16 to 64 bytes, got 4/ },
+      { what: 'a session nonce of 100 kB', frames: [open({ session: new Uint8Array(100_000) })], code: ErrorCode.BAD_REQUEST, message: /a session nonce has 16 to 64 bytes, got 100000/ },
       // What a peer sent is quoted in part only: an error frame never grows with the input.
       { what: 'a 100,000-character model name', frames: [open({ model: 'x'.repeat(100_000) })], code: ErrorCode.NOT_SERVED, message: /not x{64}\.\.\. \(100000 characters\)$/ },
       { what: 'a shape of 100,000 dimensions', frames: [open(), { step: { hidden: { ...hidden(1), shape: new Array(100_000).fill(1) } } }], code: ErrorCode.BAD_REQUEST, message: /got \[1, 1, 1, 1, \.\.\. \(100000 dimensions\)\]$/ },

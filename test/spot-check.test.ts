@@ -8,11 +8,16 @@ import { collect } from '../src/inference/generate.js'
 import type { LoadOptions } from '../src/inference/load-span.js'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
-import { relativeDistance, verifyTolerance, VERIFY_TOLERANCE, type SpotCheckResult } from '../src/petals/client/spot-check.js'
+import type { SpotCheckResult } from '../src/petals/client/spot-check.js'
+import { RemoteSpan } from '../src/petals/client/remote-span.js'
+import { buildEvidence, checkEvidence, decodeEvidence, encodeEvidence, EvidenceError, relativeDistance, verifyTolerance, VERIFY_TOLERANCE, type Evidence } from '../src/petals/protocol/evidence.js'
+import { checkReceipt, decodeReceipt, ReceiptError, ReceiptSigner, sha256 } from '../src/petals/protocol/receipts.js'
+import { INFERENCE_PROTOCOL, WireDType } from '../src/petals/protocol/wire.js'
+import { privateKeyOf } from '../src/p2p/identity.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { claimSpeed, corrupt, type Corruption, type CorruptionCounts } from '../src/testing/hostile-server.js'
 import { EXPECTED } from './expected.js'
-import { BUNDLED_MODEL, waitFor } from './helpers.js'
+import { BUNDLED_MODEL, randomHidden, waitFor } from './helpers.js'
 import { TARGET_BACKEND } from './raw-peer.js'
 
 describe('spot checks against servers that compute wrong', function () {
@@ -90,7 +95,8 @@ describe('spot checks against servers that compute wrong', function () {
       if (how === 'skip layers' || how === 'zeros') assert.notDeepEqual(unchecked.got, unchecked.expected, 'without checks, the hostile server changes the output')
 
       const log: string[] = []
-      const client = await connect(model, 1, [hostile, ...honest], log)
+      const checks: SpotCheckResult[] = []
+      const client = await connect(model, 1, [hostile, ...honest], log, checks)
       Object.assign(counts, { outputs: 0, wrong: 0 }) // the checked client's steps from here
       const { got, expected } = await generate(client)
       assert.deepEqual(got, expected, `the reference tokens:\n${log.join('\n')}`)
@@ -100,6 +106,15 @@ describe('spot checks against servers that compute wrong', function () {
       assert.match(caught ?? '', /computed wrong and is banned/, log.join('\n'))
       assert.deepEqual(counts, { outputs: rightSteps + 1, wrong: 1 }, 'caught on its first wrong step, and not used after it')
       console.log(`      ${caught?.slice(0, 260) ?? ''}`)
+
+      // The evidence: the hostile server's own signed receipts, which a node that holds the blocks
+      // (here the last honest server) checks from bytes, and finds the signed output wrong.
+      const evidence = checks.find(c => c.outcome === 'server wrong')?.evidence
+      assert.ok(evidence !== undefined && evidence !== null, 'the conviction carries evidence')
+      const verdict = await checkEvidence(decodeEvidence(encodeEvidence(evidence)), hostile, servers[2].span!, 'f32')
+      assert.equal(verdict.wrong, true, JSON.stringify(verdict))
+      assert.equal(evidence.steps.length, rightSteps + 1, 'one receipt per step of the session up to the wrong one: the prompt, then each token')
+      console.log(`      evidence: ${evidence.steps.length} receipts, ${encodeEvidence(evidence).length} bytes; on a third node the signed output is ${verdict.distance.toExponential(2)} away (tolerance ${verdict.tolerance})`)
     })
   }
 
@@ -129,6 +144,75 @@ describe('spot checks against servers that compute wrong', function () {
     await generate(client)
     assert.ok(![hostile, honest].some(p => client.manager.bans.isBanned(p)), log.join('\n'))
     assert.ok(log.some(l => /no third server holds them: kept the output, banned nobody/.test(l)), log.join('\n'))
+  })
+
+  it('evidence holds a server only to what it signed: an honest server\'s receipts acquit it, and altered evidence proves nothing', async () => {
+    const model = 'stories-spot-evidence'
+    const [accused, checker] = await swarm(model, 2)
+    const client = await connect(model, 0, [accused, checker])
+    const hidden = client.config.hiddenSize
+    const remote = await RemoteSpan.open(client.node, { peerId: accused, start: 0, end: 5 }, {
+      protocol: INFERENCE_PROTOCOL, model, maxLength: 16, batch: 1, hiddenSize: hidden, dtype: 'f32', format: 'f32'
+    })
+    try {
+      const input = randomHidden(7, hidden)
+      await remote.step(input.subarray(0, 5 * hidden), 5, 0)
+      const last = await remote.step(input.subarray(5 * hidden), 2, 5)
+      assert.deepEqual(remote.receipts.map(r => [r.position, r.tokens]), [[0, 5], [5, 2]])
+      const make = (): Evidence => buildEvidence(accused, remote.receipts, input, { from: 5, output: last }, { batch: 1, total: 7, hidden }, 'f32')
+      const span = servers[1].span!
+      const verdict = await checkEvidence(make(), accused, span, 'f32')
+      assert.equal(verdict.wrong, false, JSON.stringify(verdict))
+      assert.ok(verdict.distance < 1e-5, `an honest f32 server's output is the checker's: ${verdict.distance}`)
+
+      const altered: Array<[string, (e: Evidence) => void, RegExp]> = [
+        ['an input byte', e => { e.steps[0].input[3] ^= 1 }, /step 0's input is not the one its receipt hashes/],
+        ['the disputed output', e => { e.steps[1].output![0] ^= 1 }, /step 1's output is not the one its receipt hashes/],
+        ['the first step left out', e => { e.steps.shift() }, /step 0 starts at position 5, not 0/],
+        ['no disputed output', e => { delete e.steps[1].output }, /disputes no output/],
+        ['a receipt re-signed by another node', e => { e.steps[1].receipt = new ReceiptSigner(privateKeyOf(servers[1].node)).sign(decodeReceipt(e.steps[1].receipt!)) }, /step 1: the receipt is not signed by/]
+      ]
+      for (const [what, alter, error] of altered) {
+        const evidence = make()
+        alter(evidence)
+        await assert.rejects(checkEvidence(evidence, accused, span, 'f32'), (err: Error) => err instanceof EvidenceError && error.test(err.message), what)
+      }
+      await assert.rejects(checkEvidence(make(), checker, span, 'f32'), /the receipt is not signed by/, 'evidence names the server that signed it')
+
+      // A rewind into the prompt overwrites part of a receipted step: those receipts no longer tile
+      // the session, so there is no evidence (a spot check still bans; it only cannot prove it).
+      const rewound = await remote.step(input.subarray(3 * hidden, 4 * hidden), 1, 3)
+      assert.throws(() => buildEvidence(accused, remote.receipts, input.subarray(0, 4 * hidden), { from: 3, output: rewound }, { batch: 1, total: 4, hidden }, 'f32'),
+        /the receipts do not tile the session: one starts at 3, after 5 tokens/)
+    } finally {
+      remote.close()
+    }
+  })
+
+  it('refuses a receipt that does not say what was asked and answered', async () => {
+    const node = await createNode({ role: 'client' })
+    try {
+      const signer = new ReceiptSigner(privateKeyOf(node))
+      const input = new Uint8Array([1, 2, 3])
+      const output = new Uint8Array([4, 5, 6])
+      const session = new Uint8Array(16).fill(9)
+      const asked = { model: 'm', start: 0, end: 5, session, position: 3, tokens: 1, batch: 1, dtype: WireDType.F32, input, output, format: 'f32' as const }
+      const receipt = { model: 'm', start: 0, end: 5, session, position: 3, tokens: 1, batch: 1, dtype: WireDType.F32, inputSha256: sha256(input), outputSha256: sha256(output), format: 'f32' }
+      assert.equal(checkReceipt(signer.sign(receipt), asked).position, 3)
+      const lies: Array<[Partial<typeof receipt>, RegExp]> = [
+        [{ position: 4 }, /the receipt's position is 4, not 3/],
+        [{ end: 4 }, /the receipt's end is 4, not 5/],
+        [{ session: new Uint8Array(16) }, /another session/],
+        [{ outputSha256: sha256(input) }, /output hash is not that of the answer/],
+        [{ format: 'int4' }, /names weight format int4, but the server announced f32/],
+        [{ format: 'fp8' }, /unknown weight format 'fp8'/]
+      ]
+      for (const [lie, error] of lies) assert.throws(() => checkReceipt(signer.sign({ ...receipt, ...lie }), asked), (err: Error) => err instanceof ReceiptError && error.test(err.message))
+      assert.throws(() => checkReceipt(undefined, asked), /carries no receipt/)
+      assert.throws(() => checkReceipt({ receipt: new Uint8Array([255, 255]), signature: new Uint8Array(64) }, asked), /does not decode/)
+    } finally {
+      await node.stop()
+    }
   })
 
   it('compares with a tolerance from both servers\' formats', () => {

@@ -179,7 +179,7 @@ export class DistributedModel implements LanguageModel {
       try {
         remote = await RemoteSpan.open(this.node, hop, {
           protocol: FORWARD_PROTOCOL, model: this.context.model, maxLength: tokens, batch, hiddenSize: size, dtype: this.context.dtype,
-          connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs
+          connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs, format: this.manager.formatOf(hop.peerId)
         })
         x = await remote.step(x, tokens, 0)
         this.manager.onSuccess(hop.peerId)

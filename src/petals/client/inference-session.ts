@@ -16,7 +16,8 @@ import { setTimeout as wait } from 'node:timers/promises'
 import type { BmrtNode } from '../../p2p/node.js'
 import type { DType } from '../../inference/dtype.js'
 import { ErrorCode, INFERENCE_PROTOCOL } from '../protocol/wire.js'
-import { HopError, RemoteSpan, sliceTokens, type RemoteSpanOptions } from './remote-span.js'
+import { HopError, RemoteSpan, type RemoteSpanOptions } from './remote-span.js'
+import { sliceTokens } from '../../util/tensor.js'
 import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
 import { retryDelayMs } from './ban-list.js'
 import type { SequenceManager } from './sequence-manager.js'
@@ -212,7 +213,7 @@ export class InferenceSession {
       if (input === null) throw new Error('internal: a fresh hop has neither history nor a full input')
       const count = warm ? tokens : position + tokens
       try {
-        hop.remote ??= await RemoteSpan.open(this.context.node, hop.route, this.remoteOptions())
+        hop.remote ??= await RemoteSpan.open(this.context.node, hop.route, { ...this.remoteOptions(), format: this.context.manager.formatOf(hop.route.peerId) })
         const out = await hop.remote.step(input, count, warm ? position : 0)
         if (this.checker.due()) {
           // Throws WrongOutputError (a HopError) when two other servers agree this one is wrong:
@@ -223,7 +224,9 @@ export class InferenceSession {
             total: position + tokens,
             output: warm ? out : sliceTokens(out, batch, count, size, position, tokens),
             tokens,
-            batch
+            batch,
+            receipts: hop.remote.receipts,
+            answer: { from: warm ? position : 0, output: out }
           })
         }
         this.context.manager.onSuccess(hop.route.peerId)

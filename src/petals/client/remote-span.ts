@@ -2,13 +2,17 @@
 // only each step's new tokens. Steps longer than a frame allows (prefills, replays) go as several
 // consecutive steps of fewer tokens, which the server treats exactly like one long step.
 
+import { randomBytes } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, ConnectionLimits } from '@libp2p/interface'
 import type { BmrtNode } from '../../p2p/node.js'
-import { DTYPE_BYTES, type DType } from '../../inference/dtype.js'
+import { DTYPE_BYTES, type DType, type WeightFormat } from '../../inference/dtype.js'
 import { decodeHidden, encodeHidden, ErrorCode, MAX_TENSOR_BYTES, openFrames, ProtocolError, Request, Response, toWireDType } from '../protocol/wire.js'
 import type { FrameStream } from '../../p2p/frames.js'
 import { percentile } from '../../util/stats.js'
+import { sliceTokens } from '../../util/tensor.js'
+import type { KeptReceipt } from '../protocol/evidence.js'
+import { checkReceipt, ReceiptError, SESSION_NONCE_BYTES } from '../protocol/receipts.js'
 import type { RouteHop } from './routing.js'
 
 /** How long opening a server session may take (Petals' connect_timeout: 5 s). */
@@ -74,6 +78,8 @@ export interface RemoteSpanOptions {
   stepTimeoutMs?: number
   /** measured step times: each answered frame adds to them, and they shorten the wait for the next */
   stepTimes?: StepTimes
+  /** the weight format the server announced, which its receipts must name (undefined: any) */
+  format?: WeightFormat
 }
 
 function describeLimits (limits: ConnectionLimits): string {
@@ -92,8 +98,10 @@ export class HopError extends Error {
 
 export class RemoteSpan {
   private closed = false
+  private kept: KeptReceipt[] = []
 
-  private constructor (readonly hop: RouteHop, private readonly frames: FrameStream, private readonly options: RemoteSpanOptions) {}
+  private constructor (readonly hop: RouteHop, private readonly frames: FrameStream, private readonly options: RemoteSpanOptions,
+    private readonly nonce: Uint8Array) {}
 
   /** Opens the stream and sends Open; a refusal (e.g. cache full) arrives with the first answer. */
   static async open (node: BmrtNode, hop: RouteHop, options: RemoteSpanOptions): Promise<RemoteSpan> {
@@ -115,10 +123,12 @@ export class RemoteSpan {
       if (connection.limits !== undefined) throw new Error(`reachable only through a relay that limits each circuit${describeLimits(connection.limits)}, too little for a session; bmrt's relay-only nodes set no such limit`)
       const stream = await connection.newStream(options.protocol, { signal })
       const frames = openFrames(stream)
+      // The nonce asks the server for a signed receipt with each answer, and ties them to this session.
+      const session = randomBytes(SESSION_NONCE_BYTES.min)
       await frames.write(Request, {
-        open: { model: options.model, start: hop.start, end: hop.end, maxLength: options.maxLength, batch: options.batch, dtype: toWireDType(options.dtype) }
+        open: { model: options.model, start: hop.start, end: hop.end, maxLength: options.maxLength, batch: options.batch, dtype: toWireDType(options.dtype), session }
       })
-      return new RemoteSpan(hop, frames, options)
+      return new RemoteSpan(hop, frames, options, session)
     } catch (err) {
       throw new HopError(hop.peerId, `could not open a session on ${hop.peerId}: ${(err as Error).message}`)
     }
@@ -134,11 +144,20 @@ export class RemoteSpan {
   }
 
   /**
+   * The server's signed receipts for the steps its cache holds now, in order (a rewind drops those
+   * of the positions it overwrites): with the session's inputs, the evidence against it.
+   */
+  get receipts (): readonly KeptReceipt[] {
+    return this.kept
+  }
+
+  /**
    * Runs `tokens` tokens' hidden states ([batch, tokens, hidden], fp32) through the hop's blocks,
    * starting at `position`, and returns the outputs of the same shape.
    */
   async step (hidden: Float32Array, tokens: number, position: number): Promise<Float32Array> {
     const { batch, hiddenSize, dtype } = this.options
+    this.kept = this.kept.filter(r => r.position < position)
     const perToken = batch * hiddenSize * DTYPE_BYTES[dtype]
     const chunk = Math.max(1, Math.floor(MAX_TENSOR_BYTES / perToken))
     const out = new Float32Array(batch * tokens * hiddenSize)
@@ -159,9 +178,10 @@ export class RemoteSpan {
     const timeoutMs = this.options.stepTimes?.timeoutMs(blocks, tokens, longest) ?? longest
     let response: Response | null
     let elapsed = 0
+    const sent = encodeHidden(input, [batch, tokens, hiddenSize], dtype)
     try {
       const started = performance.now()
-      await this.frames.write(Request, { step: { position, hidden: encodeHidden(input, [batch, tokens, hiddenSize], dtype) } })
+      await this.frames.write(Request, { step: { position, hidden: sent } })
       response = await this.frames.read(Response, { signal: AbortSignal.timeout(timeoutMs) })
       elapsed = performance.now() - started
     } catch (err) {
@@ -176,10 +196,15 @@ export class RemoteSpan {
     try {
       const { values, tokens: got } = decodeHidden(response.hidden, { batch, hidden: hiddenSize })
       if (got !== tokens) throw new Error(`answered ${got} tokens for ${tokens}`)
+      checkReceipt(response.receipt, {
+        model: this.options.model, start: this.hop.start, end: this.hop.end, session: this.nonce, position, tokens, batch,
+        dtype: sent.dtype, input: sent.data, output: response.hidden!.data, format: this.options.format
+      })
+      this.kept.push({ signed: response.receipt!, position, tokens })
       this.options.stepTimes?.record(elapsed, blocks, tokens)
       return values
     } catch (err) {
-      throw new HopError(peer, `${peer} sent bad hidden states: ${(err as Error).message}`)
+      throw new HopError(peer, `${peer} sent ${err instanceof ReceiptError ? 'a bad receipt' : 'bad hidden states'}: ${(err as Error).message}`)
     }
   }
 
@@ -189,19 +214,6 @@ export class RemoteSpan {
     this.closed = true
     this.frames.stream.close().catch(() => this.frames.stream.abort(new Error('closing')))
   }
-}
-
-/** Tokens [first, first + count) of every sequence of [batch, tokens, hidden]. */
-export function sliceTokens (x: Float32Array, batch: number, tokens: number, hidden: number, first: number, count: number): Float32Array {
-  if (batch === 1 || count === tokens) {
-    if (batch === 1) return x.subarray(first * hidden, (first + count) * hidden)
-    return x
-  }
-  const out = new Float32Array(batch * count * hidden)
-  for (let b = 0; b < batch; b++) {
-    out.set(x.subarray((b * tokens + first) * hidden, (b * tokens + first + count) * hidden), b * count * hidden)
-  }
-  return out
 }
 
 /** Writes [batch, count, hidden] into tokens [first, first + count) of [batch, tokens, hidden]. */

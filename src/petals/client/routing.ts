@@ -8,7 +8,7 @@
 import type { SpanRecord } from '../../p2p/registry.js'
 import { shortPeerId } from '../../p2p/identity.js'
 import type { WeightFormat } from '../../inference/dtype.js'
-import { parseServerInfo } from '../protocol/server-info.js'
+import { parseServerInfo, weightFormat } from '../protocol/server-info.js'
 
 /** What routing knows about one server. */
 export interface ServerSpan {
@@ -64,7 +64,7 @@ export function serverSpanFromRecord (record: SpanRecord): ServerSpan {
   }
   if (info.inferenceRps !== undefined) span.inferenceRps = info.inferenceRps
   if (info.inferenceMaxLength !== undefined) span.inferenceMaxLength = info.inferenceMaxLength
-  const format = info.quant !== undefined && info.quant !== 'none' ? info.quant : info.dtype
+  const format = weightFormat(info)
   if (format !== undefined) span.format = format
   return span
 }

@@ -4,6 +4,7 @@
 
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { BmrtNode } from '../../p2p/node.js'
+import type { WeightFormat } from '../../inference/dtype.js'
 import { DEFAULT_UPDATE_PERIOD_MS, type Registry } from '../../p2p/registry.js'
 import { maxThroughputRoute, minLatencyRoute, missingBlocks, serverSpanFromRecord, type RouteHop, type ServerSpan } from './routing.js'
 import { BanList } from './ban-list.js'
@@ -50,6 +51,11 @@ export class SequenceManager {
   /** The servers known now (after the allow and block lists). */
   get servers (): readonly ServerSpan[] {
     return this.spans
+  }
+
+  /** The weight format `peerId` announced (undefined: not known, or it announced none). */
+  formatOf (peerId: string): WeightFormat | undefined {
+    return this.spans.find(s => s.peerId === peerId)?.format
   }
 
   /** Fetches every ONLINE span of the model and pings servers not pinged yet. */

@@ -11,10 +11,11 @@
 // against another), and the output is kept.
 
 import { randomInt } from 'node:crypto'
-import type { WeightFormat } from '../../inference/dtype.js'
 import { FORWARD_PROTOCOL } from '../protocol/wire.js'
+import { buildEvidence, EvidenceError, relativeDistance, verifyTolerance, type Evidence, type KeptReceipt } from '../protocol/evidence.js'
 import { DEFAULT_MAX_BAN_MS } from './ban-list.js'
-import { HopError, RemoteSpan, sliceTokens } from './remote-span.js'
+import { HopError, RemoteSpan } from './remote-span.js'
+import { sliceTokens } from '../../util/tensor.js'
 import type { RouteHop, ServerSpan } from './routing.js'
 import type { SessionContext } from './inference-session.js'
 
@@ -22,38 +23,12 @@ import type { SessionContext } from './inference-session.js'
 export const DEFAULT_VERIFY_RATE = 0.05
 
 /**
- * How far one format's honest outputs may drift from exact fp32 ones, as the relative L2 distance
- * ‖a − b‖ / ‖b‖ of the checked tokens' outputs; two servers may differ by the sum of their formats'
- * bounds (verifyTolerance). Measured on the bundled model against the native f32 span (40 tokens
- * through blocks 0:1, 0:5 and 2:5): the JS backend 7.4e-7, f16 8.0e-4, bf16 7.0e-3, int8 2.4e-2,
- * int4 3.9e-1; the largest over 10,000 checked steps of sampled generations (npm run bench:verify)
- * were JS 2.5e-6, bf16 1.7e-2 and int8 8.0e-2. The bounds are about twice those. Output noise of
- * 0.1 × RMS measures 0.1, zeros 1, a span that returns its input 0.57 (one block) to 0.99 (five):
- * noise is caught between any two of f32, f16 and bf16, not where an int8 or int4 server is one of
- * the two (on this 64-wide model their honest drift is as large); the rest is caught against all.
+ * A server whose output two others agreed was wrong: its step is recomputed elsewhere. `evidence`:
+ * its signed receipts and the inputs, which any holder of the blocks can check (evidence.ts); null
+ * when its receipts do not make a case.
  */
-export const VERIFY_TOLERANCE: Readonly<Record<WeightFormat, number>> = { f32: 5e-4, f16: 2.5e-3, bf16: 3e-2, int8: 0.16, int4: 0.8 }
-
-/** How far apart servers of formats `a` and `b` may be (an unannounced format counts as f32). */
-export function verifyTolerance (a: WeightFormat | undefined, b: WeightFormat | undefined): number {
-  return VERIFY_TOLERANCE[a ?? 'f32'] + VERIFY_TOLERANCE[b ?? 'f32']
-}
-
-/** ‖a − b‖ / ‖b‖ (0 when both are all zeros; Infinity when only b is). */
-export function relativeDistance (a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) return Infinity
-  let diff = 0
-  let norm = 0
-  for (let i = 0; i < a.length; i++) {
-    diff += (a[i] - b[i]) ** 2
-    norm += b[i] ** 2
-  }
-  return norm === 0 ? (diff === 0 ? 0 : Infinity) : Math.sqrt(diff / norm)
-}
-
-/** A server whose output two others agreed was wrong: its step is recomputed elsewhere. */
 export class WrongOutputError extends HopError {
-  constructor (peerId: string, message: string) {
+  constructor (peerId: string, message: string, readonly evidence: Evidence | null) {
     super(peerId, message)
     this.name = 'WrongOutputError'
   }
@@ -62,7 +37,7 @@ export class WrongOutputError extends HopError {
 /** What one check found. */
 export type SpotCheckResult =
   | { outcome: 'agreed', verifier: string, distance: number }
-  | { outcome: 'server wrong', why: string }
+  | { outcome: 'server wrong', why: string, evidence: Evidence | null }
   | { outcome: 'verifier wrong', verifier: string, referee: string }
   | { outcome: 'unsettled', verifier: string, why: string }
   | { outcome: 'unchecked', why: string }
@@ -77,6 +52,10 @@ export interface CheckedStep {
   output: Float32Array
   tokens: number
   batch: number
+  /** the hop's signed receipts for its session so far, this step's included */
+  receipts: readonly KeptReceipt[]
+  /** the hop's whole answer to this step: outputs for positions [from, total) */
+  answer: { from: number, output: Float32Array }
 }
 
 /** How long a server found wrong is banned: the longest ban a failing server gets. */
@@ -106,7 +85,7 @@ export class SpotChecker {
     try {
       result = await this.settle(step)
     } catch (err) {
-      if (err instanceof WrongOutputError) this.options.onSpotCheck?.({ outcome: 'server wrong', why: err.message }, step.hop)
+      if (err instanceof WrongOutputError) this.options.onSpotCheck?.({ outcome: 'server wrong', why: err.message, evidence: err.evidence }, step.hop)
       throw err
     }
     this.options.onSpotCheck?.(result, step.hop)
@@ -116,10 +95,9 @@ export class SpotChecker {
   private async settle (step: CheckedStep): Promise<SpotCheckResult> {
     const { manager } = this.context
     const server = step.hop.peerId
-    const formatOf = (peerId: string): WeightFormat | undefined => manager.servers.find(s => s.peerId === peerId)?.format
     const first = await this.opinion(step, [server])
     if (first === null) return { outcome: 'unchecked', why: `no second server holds blocks ${step.hop.start}:${step.hop.end}` }
-    const tolerance = (a: string, b: string): number => verifyTolerance(formatOf(a), formatOf(b))
+    const tolerance = (a: string, b: string): number => verifyTolerance(manager.formatOf(a), manager.formatOf(b))
     const distance = relativeDistance(step.output, first.output)
     if (distance <= tolerance(server, first.peerId)) return { outcome: 'agreed', verifier: first.peerId, distance }
 
@@ -133,7 +111,8 @@ export class SpotChecker {
     const verifierRight = relativeDistance(first.output, third.output) <= tolerance(first.peerId, third.peerId)
     if (verifierRight && !serverRight) {
       manager.bans.ban(server, WRONG_OUTPUT_BAN_MS)
-      throw new WrongOutputError(server, `${described}; ${third.peerId} agrees with ${first.peerId}: ${server} computed wrong and is banned for ${WRONG_OUTPUT_BAN_MS / 60_000} min`)
+      throw new WrongOutputError(server, `${described}; ${third.peerId} agrees with ${first.peerId}: ${server} computed wrong and is banned for ${WRONG_OUTPUT_BAN_MS / 60_000} min`,
+        this.evidence(step))
     }
     if (serverRight && !verifierRight) {
       manager.bans.ban(first.peerId, WRONG_OUTPUT_BAN_MS)
@@ -142,6 +121,18 @@ export class SpotChecker {
     }
     this.context.log?.(`${described}, and ${third.peerId} does not settle it: kept the output, banned nobody`)
     return { outcome: 'unsettled', verifier: first.peerId, why: `${third.peerId} agrees with ${serverRight ? 'both' : 'neither'}` }
+  }
+
+  /** The evidence of `step` against its server, or null (logged) when its receipts make no case. */
+  private evidence (step: CheckedStep): Evidence | null {
+    const { hiddenSize, dtype } = this.context
+    try {
+      return buildEvidence(step.hop.peerId, step.receipts, step.input, step.answer, { batch: step.batch, total: step.total, hidden: hiddenSize }, dtype)
+    } catch (err) {
+      if (!(err instanceof EvidenceError)) throw err
+      this.context.log?.(`no evidence against ${step.hop.peerId}: ${err.message}`)
+      return null
+    }
   }
 
   /**
@@ -159,7 +150,8 @@ export class SpotChecker {
       try {
         remote = await RemoteSpan.open(node, { peerId: verifier.peerId, start: hop.start, end: hop.end }, {
           protocol: FORWARD_PROTOCOL, model, maxLength: total, batch, hiddenSize, dtype,
-          connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs, stepTimes: manager.stepTimes // a verifier that stalls costs what a hop would
+          connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs, stepTimes: manager.stepTimes, // a verifier that stalls costs what a hop would
+          format: verifier.format
         })
         const out = await remote.step(step.input, total, 0)
         manager.onSuccess(verifier.peerId)

@@ -182,6 +182,7 @@ export interface Open {
   maxLength: number
   batch: number
   dtype?: WireDType
+  session?: Uint8Array<ArrayBuffer>
 }
 
 export namespace Open {
@@ -224,6 +225,11 @@ export namespace Open {
           WireDType.codec().encode(obj.dtype, w)
         }
 
+        if (obj.session != null) {
+          w.uint32(58)
+          w.bytes(obj.session)
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -264,6 +270,10 @@ export namespace Open {
             }
             case 6: {
               obj.dtype = WireDType.codec().decode(reader)
+              break
+            }
+            case 7: {
+              obj.session = reader.bytes()
               break
             }
             default: {
@@ -323,6 +333,13 @@ export namespace Open {
               }
               break
             }
+            case 7: {
+              yield {
+                field: `${prefix}.session`,
+                value: reader.bytes()
+              }
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -365,6 +382,11 @@ export namespace Open {
     value: WireDType
   }
 
+  export interface OpenSessionFieldEvent {
+    field: '$.session'
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export function encode (obj: Partial<Open>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Open.codec())
   }
@@ -373,7 +395,7 @@ export namespace Open {
     return decodeMessage(buf, Open.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Open>): Generator<OpenModelFieldEvent | OpenStartFieldEvent | OpenEndFieldEvent | OpenMaxLengthFieldEvent | OpenBatchFieldEvent | OpenDtypeFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Open>): Generator<OpenModelFieldEvent | OpenStartFieldEvent | OpenEndFieldEvent | OpenMaxLengthFieldEvent | OpenBatchFieldEvent | OpenDtypeFieldEvent | OpenSessionFieldEvent> {
     return streamMessage(buf, Open.codec(), opts)
   }
 }
@@ -620,6 +642,11 @@ export namespace Request {
     value: WireDType
   }
 
+  export interface RequestOpenSessionFieldEvent {
+    field: '$.open.session'
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export interface RequestStepPositionFieldEvent {
     field: '$.step.position'
     value: number
@@ -649,7 +676,7 @@ export namespace Request {
     return decodeMessage(buf, Request.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Request>): Generator<RequestOpenModelFieldEvent | RequestOpenStartFieldEvent | RequestOpenEndFieldEvent | RequestOpenMaxLengthFieldEvent | RequestOpenBatchFieldEvent | RequestOpenDtypeFieldEvent | RequestStepPositionFieldEvent | RequestStepHiddenDtypeFieldEvent | RequestStepHiddenShapeFieldEvent | RequestStepHiddenDataFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Request>): Generator<RequestOpenModelFieldEvent | RequestOpenStartFieldEvent | RequestOpenEndFieldEvent | RequestOpenMaxLengthFieldEvent | RequestOpenBatchFieldEvent | RequestOpenDtypeFieldEvent | RequestOpenSessionFieldEvent | RequestStepPositionFieldEvent | RequestStepHiddenDtypeFieldEvent | RequestStepHiddenShapeFieldEvent | RequestStepHiddenDataFieldEvent> {
     return streamMessage(buf, Request.codec(), opts)
   }
 }
@@ -797,6 +824,7 @@ export namespace Failure {
 export interface Response {
   hidden?: Tensor
   error?: Failure
+  receipt?: SignedReceipt
 }
 
 export namespace Response {
@@ -817,6 +845,11 @@ export namespace Response {
         if (obj.error != null) {
           w.uint32(18)
           Failure.codec().encode(obj.error, w)
+        }
+
+        if (obj.receipt != null) {
+          w.uint32(26)
+          SignedReceipt.codec().encode(obj.receipt, w)
         }
 
         if (opts.lengthDelimited !== false) {
@@ -840,6 +873,12 @@ export namespace Response {
             case 2: {
               obj.error = Failure.codec().decode(reader, reader.uint32(), {
                 limits: opts.limits?.error
+              })
+              break
+            }
+            case 3: {
+              obj.receipt = SignedReceipt.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.receipt
               })
               break
             }
@@ -868,6 +907,13 @@ export namespace Response {
             case 2: {
               yield * Failure.codec().stream(reader, reader.uint32(), `${prefix}.error`, {
                 limits: opts.limits?.error
+              })
+
+              break
+            }
+            case 3: {
+              yield * SignedReceipt.codec().stream(reader, reader.uint32(), `${prefix}.receipt`, {
+                limits: opts.limits?.receipt
               })
 
               break
@@ -910,6 +956,16 @@ export namespace Response {
     value: string
   }
 
+  export interface ResponseReceiptReceiptFieldEvent {
+    field: '$.receipt.receipt'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface ResponseReceiptSignatureFieldEvent {
+    field: '$.receipt.signature'
+    value: Uint8Array<ArrayBuffer>
+  }
+
   export function encode (obj: Partial<Response>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, Response.codec())
   }
@@ -918,8 +974,710 @@ export namespace Response {
     return decodeMessage(buf, Response.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Response>): Generator<ResponseHiddenDtypeFieldEvent | ResponseHiddenShapeFieldEvent | ResponseHiddenDataFieldEvent | ResponseErrorCodeFieldEvent | ResponseErrorMessageFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Response>): Generator<ResponseHiddenDtypeFieldEvent | ResponseHiddenShapeFieldEvent | ResponseHiddenDataFieldEvent | ResponseErrorCodeFieldEvent | ResponseErrorMessageFieldEvent | ResponseReceiptReceiptFieldEvent | ResponseReceiptSignatureFieldEvent> {
     return streamMessage(buf, Response.codec(), opts)
+  }
+}
+
+export interface Receipt {
+  model: string
+  start: number
+  end: number
+  session: Uint8Array<ArrayBuffer>
+  position: number
+  tokens: number
+  batch: number
+  dtype: WireDType
+  inputSha256: Uint8Array<ArrayBuffer>
+  outputSha256: Uint8Array<ArrayBuffer>
+  format: string
+}
+
+export namespace Receipt {
+  let _codec: Codec<Receipt>
+
+  export const codec = (): Codec<Receipt> => {
+    if (_codec == null) {
+      _codec = message<Receipt>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.model != null && obj.model !== '')) {
+          w.uint32(10)
+          w.string(obj.model)
+        }
+
+        if ((obj.start != null && obj.start !== 0)) {
+          w.uint32(16)
+          w.uint32(obj.start)
+        }
+
+        if ((obj.end != null && obj.end !== 0)) {
+          w.uint32(24)
+          w.uint32(obj.end)
+        }
+
+        if ((obj.session != null && obj.session.byteLength > 0)) {
+          w.uint32(34)
+          w.bytes(obj.session)
+        }
+
+        if ((obj.position != null && obj.position !== 0)) {
+          w.uint32(40)
+          w.uint32(obj.position)
+        }
+
+        if ((obj.tokens != null && obj.tokens !== 0)) {
+          w.uint32(48)
+          w.uint32(obj.tokens)
+        }
+
+        if ((obj.batch != null && obj.batch !== 0)) {
+          w.uint32(56)
+          w.uint32(obj.batch)
+        }
+
+        if (obj.dtype != null && __WireDTypeValues[obj.dtype] !== 0) {
+          w.uint32(64)
+          WireDType.codec().encode(obj.dtype, w)
+        }
+
+        if ((obj.inputSha256 != null && obj.inputSha256.byteLength > 0)) {
+          w.uint32(74)
+          w.bytes(obj.inputSha256)
+        }
+
+        if ((obj.outputSha256 != null && obj.outputSha256.byteLength > 0)) {
+          w.uint32(82)
+          w.bytes(obj.outputSha256)
+        }
+
+        if ((obj.format != null && obj.format !== '')) {
+          w.uint32(90)
+          w.string(obj.format)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          model: '',
+          start: 0,
+          end: 0,
+          session: uint8ArrayAlloc(0),
+          position: 0,
+          tokens: 0,
+          batch: 0,
+          dtype: WireDType.F32,
+          inputSha256: uint8ArrayAlloc(0),
+          outputSha256: uint8ArrayAlloc(0),
+          format: ''
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.model = reader.string()
+              break
+            }
+            case 2: {
+              obj.start = reader.uint32()
+              break
+            }
+            case 3: {
+              obj.end = reader.uint32()
+              break
+            }
+            case 4: {
+              obj.session = reader.bytes()
+              break
+            }
+            case 5: {
+              obj.position = reader.uint32()
+              break
+            }
+            case 6: {
+              obj.tokens = reader.uint32()
+              break
+            }
+            case 7: {
+              obj.batch = reader.uint32()
+              break
+            }
+            case 8: {
+              obj.dtype = WireDType.codec().decode(reader)
+              break
+            }
+            case 9: {
+              obj.inputSha256 = reader.bytes()
+              break
+            }
+            case 10: {
+              obj.outputSha256 = reader.bytes()
+              break
+            }
+            case 11: {
+              obj.format = reader.string()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.model`,
+                value: reader.string()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.start`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.end`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 4: {
+              yield {
+                field: `${prefix}.session`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 5: {
+              yield {
+                field: `${prefix}.position`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 6: {
+              yield {
+                field: `${prefix}.tokens`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 7: {
+              yield {
+                field: `${prefix}.batch`,
+                value: reader.uint32()
+              }
+              break
+            }
+            case 8: {
+              yield {
+                field: `${prefix}.dtype`,
+                value: WireDType.codec().decode(reader)
+              }
+              break
+            }
+            case 9: {
+              yield {
+                field: `${prefix}.inputSha256`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 10: {
+              yield {
+                field: `${prefix}.outputSha256`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 11: {
+              yield {
+                field: `${prefix}.format`,
+                value: reader.string()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface ReceiptModelFieldEvent {
+    field: '$.model'
+    value: string
+  }
+
+  export interface ReceiptStartFieldEvent {
+    field: '$.start'
+    value: number
+  }
+
+  export interface ReceiptEndFieldEvent {
+    field: '$.end'
+    value: number
+  }
+
+  export interface ReceiptSessionFieldEvent {
+    field: '$.session'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface ReceiptPositionFieldEvent {
+    field: '$.position'
+    value: number
+  }
+
+  export interface ReceiptTokensFieldEvent {
+    field: '$.tokens'
+    value: number
+  }
+
+  export interface ReceiptBatchFieldEvent {
+    field: '$.batch'
+    value: number
+  }
+
+  export interface ReceiptDtypeFieldEvent {
+    field: '$.dtype'
+    value: WireDType
+  }
+
+  export interface ReceiptInputSha256FieldEvent {
+    field: '$.inputSha256'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface ReceiptOutputSha256FieldEvent {
+    field: '$.outputSha256'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface ReceiptFormatFieldEvent {
+    field: '$.format'
+    value: string
+  }
+
+  export function encode (obj: Partial<Receipt>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, Receipt.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Receipt>): Receipt {
+    return decodeMessage(buf, Receipt.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Receipt>): Generator<ReceiptModelFieldEvent | ReceiptStartFieldEvent | ReceiptEndFieldEvent | ReceiptSessionFieldEvent | ReceiptPositionFieldEvent | ReceiptTokensFieldEvent | ReceiptBatchFieldEvent | ReceiptDtypeFieldEvent | ReceiptInputSha256FieldEvent | ReceiptOutputSha256FieldEvent | ReceiptFormatFieldEvent> {
+    return streamMessage(buf, Receipt.codec(), opts)
+  }
+}
+
+export interface SignedReceipt {
+  receipt: Uint8Array<ArrayBuffer>
+  signature: Uint8Array<ArrayBuffer>
+}
+
+export namespace SignedReceipt {
+  let _codec: Codec<SignedReceipt>
+
+  export const codec = (): Codec<SignedReceipt> => {
+    if (_codec == null) {
+      _codec = message<SignedReceipt>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.receipt != null && obj.receipt.byteLength > 0)) {
+          w.uint32(10)
+          w.bytes(obj.receipt)
+        }
+
+        if ((obj.signature != null && obj.signature.byteLength > 0)) {
+          w.uint32(18)
+          w.bytes(obj.signature)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          receipt: uint8ArrayAlloc(0),
+          signature: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.receipt = reader.bytes()
+              break
+            }
+            case 2: {
+              obj.signature = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.receipt`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.signature`,
+                value: reader.bytes()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface SignedReceiptReceiptFieldEvent {
+    field: '$.receipt'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface SignedReceiptSignatureFieldEvent {
+    field: '$.signature'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export function encode (obj: Partial<SignedReceipt>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, SignedReceipt.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SignedReceipt>): SignedReceipt {
+    return decodeMessage(buf, SignedReceipt.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SignedReceipt>): Generator<SignedReceiptReceiptFieldEvent | SignedReceiptSignatureFieldEvent> {
+    return streamMessage(buf, SignedReceipt.codec(), opts)
+  }
+}
+
+export interface Evidence {
+  steps: EvidenceStep[]
+}
+
+export namespace Evidence {
+  let _codec: Codec<Evidence>
+
+  export const codec = (): Codec<Evidence> => {
+    if (_codec == null) {
+      _codec = message<Evidence>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.steps != null && obj.steps.length > 0) {
+          for (const value of obj.steps) {
+            w.uint32(10)
+            EvidenceStep.codec().encode(value, w)
+          }
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          steps: []
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              if (opts.limits?.steps != null && obj.steps.length === opts.limits.steps) {
+                throw new MaxLengthError('Decode error - repeated field "steps" had too many elements')
+              }
+
+              obj.steps.push(EvidenceStep.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.steps$
+              }))
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const obj = {
+          steps: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              if (opts.limits?.steps != null && obj.steps === opts.limits.steps) {
+                throw new MaxLengthError('Streaming decode error - repeated field "steps" had too many elements')
+              }
+
+              for (const evt of EvidenceStep.codec().stream(reader, reader.uint32(), `${prefix}.steps[]`, {
+                limits: opts.limits?.steps$
+              })) {
+                yield {
+                  ...evt,
+                  index: obj.steps
+                }
+              }
+
+              obj.steps++
+
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface EvidenceStepsReceiptReceiptFieldEvent {
+    field: '$.steps[].receipt.receipt'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export interface EvidenceStepsReceiptSignatureFieldEvent {
+    field: '$.steps[].receipt.signature'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export interface EvidenceStepsInputFieldEvent {
+    field: '$.steps[].input'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export interface EvidenceStepsOutputFieldEvent {
+    field: '$.steps[].output'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export function encode (obj: Partial<Evidence>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, Evidence.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Evidence>): Evidence {
+    return decodeMessage(buf, Evidence.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Evidence>): Generator<EvidenceStepsReceiptReceiptFieldEvent | EvidenceStepsReceiptSignatureFieldEvent | EvidenceStepsInputFieldEvent | EvidenceStepsOutputFieldEvent> {
+    return streamMessage(buf, Evidence.codec(), opts)
+  }
+}
+
+export interface EvidenceStep {
+  receipt?: SignedReceipt
+  input: Uint8Array<ArrayBuffer>
+  output?: Uint8Array<ArrayBuffer>
+}
+
+export namespace EvidenceStep {
+  let _codec: Codec<EvidenceStep>
+
+  export const codec = (): Codec<EvidenceStep> => {
+    if (_codec == null) {
+      _codec = message<EvidenceStep>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.receipt != null) {
+          w.uint32(10)
+          SignedReceipt.codec().encode(obj.receipt, w)
+        }
+
+        if ((obj.input != null && obj.input.byteLength > 0)) {
+          w.uint32(18)
+          w.bytes(obj.input)
+        }
+
+        if (obj.output != null) {
+          w.uint32(26)
+          w.bytes(obj.output)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          input: uint8ArrayAlloc(0)
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.receipt = SignedReceipt.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.receipt
+              })
+              break
+            }
+            case 2: {
+              obj.input = reader.bytes()
+              break
+            }
+            case 3: {
+              obj.output = reader.bytes()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield * SignedReceipt.codec().stream(reader, reader.uint32(), `${prefix}.receipt`, {
+                limits: opts.limits?.receipt
+              })
+
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.input`,
+                value: reader.bytes()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.output`,
+                value: reader.bytes()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface EvidenceStepReceiptReceiptFieldEvent {
+    field: '$.receipt.receipt'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface EvidenceStepReceiptSignatureFieldEvent {
+    field: '$.receipt.signature'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface EvidenceStepInputFieldEvent {
+    field: '$.input'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export interface EvidenceStepOutputFieldEvent {
+    field: '$.output'
+    value: Uint8Array<ArrayBuffer>
+  }
+
+  export function encode (obj: Partial<EvidenceStep>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, EvidenceStep.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<EvidenceStep>): EvidenceStep {
+    return decodeMessage(buf, EvidenceStep.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<EvidenceStep>): Generator<EvidenceStepReceiptReceiptFieldEvent | EvidenceStepReceiptSignatureFieldEvent | EvidenceStepInputFieldEvent | EvidenceStepOutputFieldEvent> {
+    return streamMessage(buf, EvidenceStep.codec(), opts)
   }
 }
 

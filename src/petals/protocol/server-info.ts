@@ -93,6 +93,11 @@ export function formatInfo (format: WeightFormat | undefined, checkpointDType: D
   return { dtype: format ?? checkpointDType ?? 'f32', quant: 'none' }
 }
 
+/** The weight format a server's `dtype` and `quant` describe (formatInfo's inverse); undefined when it says neither. */
+export function weightFormat (info: Pick<ServerInfo, 'dtype' | 'quant'>): WeightFormat | undefined {
+  return info.quant !== undefined && info.quant !== 'none' ? info.quant : info.dtype
+}
+
 function isPlainObject (value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value)
 }

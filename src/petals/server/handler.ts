@@ -11,11 +11,13 @@
 
 import type { Stream } from '@libp2p/interface'
 import type { BlockSpan } from '../../inference/backend.js'
-import type { DType } from '../../inference/dtype.js'
+import type { DType, WeightFormat } from '../../inference/dtype.js'
 import { CacheFullError, InvalidInputError } from '../../inference/errors.js'
 import { BadFrameError, type FrameStream } from '../../p2p/frames.js'
 import { clip } from '../../util/text.js'
+import { concatTokens } from '../../util/tensor.js'
 import { decodeHidden, encodeHidden, ErrorCode, fitsWireDType, fromWireDType, Info, InfoRequest, openFrames, ProtocolError, Request, Response, toWireDType } from '../protocol/wire.js'
+import { SESSION_NONCE_BYTES, sha256, type ReceiptSigner } from '../protocol/receipts.js'
 import type { PeerLimits } from './peer-limits.js'
 import type { Priority, TaskOwner, TaskQueue } from './task-queue.js'
 
@@ -76,6 +78,10 @@ export interface HandlerOptions {
    * @default DEFAULT_IDLE_RECLAIM_MS (30 s)
    */
   idleReclaimMs?: number
+  /** signs the receipt of each step of a session whose Open carried a nonce */
+  signer: ReceiptSigner
+  /** the weight format the span computes in, which receipts name */
+  format: () => WeightFormat
   /** hears of every step computed for clients: batch × tokens, and the compute time */
   onStep?: (tokens: number, seconds: number) => void
   /** sessions and unprocessed bytes per peer */
@@ -199,6 +205,10 @@ export async function serveSession (stream: Stream, owner: TaskOwner, priority: 
     const maxLength = open.maxLength
     checkOpen(open, span, options)
     const dtype = open.dtype !== undefined ? fromWireDType(open.dtype) : options.dtype
+    const nonce = open.session
+    if (nonce !== undefined && (nonce.length < SESSION_NONCE_BYTES.min || nonce.length > SESSION_NONCE_BYTES.max)) {
+      throw new ProtocolError(ErrorCode.BAD_REQUEST, `a session nonce has ${SESSION_NONCE_BYTES.min} to ${SESSION_NONCE_BYTES.max} bytes, got ${nonce.length}`)
+    }
     const blocks = { start: open.start, end: open.end }
     const idleReclaimMs = options.idleReclaimMs ?? DEFAULT_IDLE_RECLAIM_MS
     const needs = batch * maxLength * (blocks.end - blocks.start) / (span.end - span.start)
@@ -249,13 +259,21 @@ export async function serveSession (stream: Stream, owner: TaskOwner, priority: 
       }, { signal: ended.signal, owner, cost: batch * tokens * (blocks.end - blocks.start) })
       length = position + tokens
       options.onStep?.(batch * tokens, seconds)
-      const output = concat(outputs)
+      const output = concatTokens(outputs)
       // Finite inputs far out of the model's range overflow, and the client would refuse the answer.
       if (!fitsWireDType(output, dtype)) {
         throw new ProtocolError(ErrorCode.BAD_REQUEST, `blocks ${blocks.start}:${blocks.end} turned these hidden states into values ${dtype} cannot carry ` +
           '(NaN, infinite or out of its range): they are far outside what the model produces')
       }
-      await frames.write(Response, { hidden: encodeHidden(output, [batch, tokens, hidden], dtype) })
+      const answer = encodeHidden(output, [batch, tokens, hidden], dtype)
+      // What this server computed, signed, when the client asked for receipts (receipts.ts).
+      const receipt = nonce === undefined
+        ? undefined
+        : options.signer.sign({
+          model: options.modelName, ...blocks, session: nonce, position, tokens, batch, dtype: answer.dtype,
+          inputSha256: sha256(step.hidden!.data), outputSha256: sha256(answer.data), format: options.format()
+        })
+      await frames.write(Response, { hidden: answer, receipt })
       usage.answered()
       tracked.idleSince = Date.now()
     }
@@ -291,13 +309,6 @@ function checkOpen (open: NonNullable<Request['open']>, span: BlockSpan | null, 
   if (open.batch < 1 || open.batch > maxBatch) throw new ProtocolError(ErrorCode.TOO_LONG, `batch must be 1..${maxBatch}, got ${open.batch}`)
 }
 
-function concat (parts: Float32Array[]): Float32Array {
-  if (parts.length === 1) return parts[0]
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0))
-  let offset = 0
-  for (const part of parts) { out.set(part, offset); offset += part.length }
-  return out
-}
 
 /**
  * Closes our side of a stream the server is done with, and resets it if the peer has not closed

@@ -12,6 +12,7 @@ import { checkSpan, loadConfig, type ModelConfig } from '../../inference/config.
 import { loadBlockSpan, resolveBackend, type LoadOptions } from '../../inference/load-span.js'
 import { nativeFormat, nativeUnavailableReason, resolveNativeDevice } from '../../inference/native-backend.js'
 import { createNode, joinSwarm, type BmrtNode } from '../../p2p/node.js'
+import { privateKeyOf } from '../../p2p/identity.js'
 import { checkReachability, describeReachability, serveDirectly } from '../../p2p/reachability.js'
 import { DEFAULT_RECORD_TTL_MS, DEFAULT_UPDATE_PERIOD_MS, Registry, type RecordStats, type SpanRecord, type SpanState } from '../../p2p/registry.js'
 import { OptionError } from '../../util/errors.js'
@@ -22,7 +23,8 @@ import { serveInfo, serveSession, SessionTracker, type HandlerOptions } from './
 import { PeerLimits, type PeerLimitOptions } from './peer-limits.js'
 import { peerGroup, TaskQueue, type TaskOwner } from './task-queue.js'
 import { swarmModelName } from '../protocol/model-name.js'
-import { DEFAULT_INFERENCE_MAX_LENGTH, formatInfo, parseServerInfo, serverInfoRecord, type ServerInfo } from '../protocol/server-info.js'
+import { DEFAULT_INFERENCE_MAX_LENGTH, formatInfo, parseServerInfo, serverInfoRecord, weightFormat, type ServerInfo } from '../protocol/server-info.js'
+import { ReceiptSigner } from '../protocol/receipts.js'
 import { measureThroughput } from './throughput.js'
 import { VERSION } from '../protocol/version.js'
 
@@ -246,6 +248,8 @@ export class BlockServer {
       stepTimeoutMs: this.options.stepTimeoutMs,
       sessionTimeoutMs: this.options.sessionTimeoutMs,
       idleReclaimMs: this.options.idleReclaimMs,
+      signer: new ReceiptSigner(privateKeyOf(this.node)),
+      format: () => weightFormat(this.info) ?? 'f32',
       onStep: (tokens, seconds) => { this.tokensServed += tokens; this.computeSeconds += seconds },
       peerLimits: this.peerLimits
     }
