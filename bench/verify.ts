@@ -8,7 +8,10 @@
 // claimSpeed) so that every one answers. Exits 1 on any outcome but "agreed".
 // First of all, what a signed receipt costs per step (sign on the server, check on the client, and
 // the signature check a receipt gets when it becomes evidence), for one token of a TinyLlama-wide
-// and a Llama-70B-wide step in bf16; --receipts-only stops there.
+// and a Llama-70B-wide step in bf16; --receipts-only stops there. After the cost, how many wrong
+// steps a hostile server (src/testing/hostile-server.ts: noise of 0.1 x RMS, its input back, or
+// zeros, claiming to be the fastest) gets through to fresh clients at --verify-rate 0.1 before one
+// is checked and it is banned (--trials clients per kind; 0 skips it).
 // Run: npm run build && npm run bench:verify [-- --checks 10000 --rounds 20]
 
 import '../src/util/polyfill.js'
@@ -26,9 +29,9 @@ import { WireDType } from '../src/petals/protocol/wire.js'
 import type { RouteHop } from '../src/petals/client/routing.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { EXPECTED } from '../src/testing/expected.js'
-import { claimSpeed } from '../src/testing/hostile-server.js'
+import { claimSpeed, corrupt, type Corruption } from '../src/testing/hostile-server.js'
 import { BUNDLED_MODEL } from '../src/testing/processes.js'
-import { median } from '../src/util/stats.js'
+import { median, percentile } from '../src/util/stats.js'
 import { benchArgs } from './bench-args.js'
 
 const HELP = `npm run bench:verify -- [options]
@@ -37,17 +40,23 @@ every step until enough checks ran, after timing generation with --verify-rate 0
 Before that, the cost of a signed receipt per step.
   --checks N        checks of the no-false-alarm part (default 10000)
   --rounds N        generations per rate in the cost part (default 20)
+  --trials N        clients per kind of hostile server in the detection part (default 20; 0: none)
   --receipts-only   only the receipts' cost`
 
 const args = benchArgs('bench:verify', {
-  checks: { type: 'string', default: '10000' }, rounds: { type: 'string', default: '20' }, 'receipts-only': { type: 'boolean', default: false }
+  checks: { type: 'string', default: '10000' }, rounds: { type: 'string', default: '20' }, trials: { type: 'string', default: '20' }, 'receipts-only': { type: 'boolean', default: false }
 }, HELP)
 const CHECKS = Number(args.checks)
 const ROUNDS = Number(args.rounds)
-if (!Number.isSafeInteger(CHECKS) || CHECKS < 1 || !Number.isSafeInteger(ROUNDS) || ROUNDS < 1) {
-  console.error(`bench:verify: --checks and --rounds must be positive integers\n\n${HELP}`)
+const TRIALS = Number(args.trials)
+if (!Number.isSafeInteger(CHECKS) || CHECKS < 1 || !Number.isSafeInteger(ROUNDS) || ROUNDS < 1 || !Number.isSafeInteger(TRIALS) || TRIALS < 0) {
+  console.error(`bench:verify: --checks and --rounds must be positive integers, --trials a whole number\n\n${HELP}`)
   process.exit(2)
 }
+/** The verify rate of the detection part. */
+const DETECTION_RATE = 0.1
+/** Generations a client of the detection part runs before it counts as not having caught the server. */
+const DETECTION_GENERATIONS = 40
 const MODEL = 'stories-verify'
 const MIX: Array<{ name: string, load: LoadOptions }> = [
   { name: 'native f32', load: { backend: 'native' } },
@@ -141,6 +150,53 @@ try {
   }
   const [plain, checked] = speeds.map(median)
   console.log(`cost: ${ROUNDS} generations of ${ids.length} tokens per rate; median tokens/s ${plain.toFixed(1)} at verify rate 0, ${checked.toFixed(1)} at 0.05 (${(checked / plain).toFixed(2)}x); ${checks} checks ran`)
+
+  // Detection: a hostile server that claims to be the fastest, and fresh clients at DETECTION_RATE.
+  // Its honest peers are the four of the mix, so the check of a step may fall to an int8 server,
+  // whose tolerance hides noise of 0.1 x RMS on this 64-wide model (spot-check.ts).
+  if (TRIALS > 0) {
+    console.log(`\ndetection at --verify-rate ${DETECTION_RATE}: wrong steps a hostile server got through to a fresh client before it was caught, ${TRIALS} clients per kind`)
+    console.log('hostile server                 caught  wrong steps delivered: median  p90  max   checks until caught: median  max')
+    const kinds: Array<[string, Corruption]> = [['noise of 0.1 x RMS', { noise: 0.1 }], ['skips its layers', 'skip layers'], ['answers zeros', 'zeros']]
+    for (const [name, how] of kinds) {
+      const hostile = await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: MODEL, blocks: { start: 0, end: 5 }, initialPeers, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000, load: { backend: 'native' } })
+      const hostileId = hostile.node.peerId.toString()
+      try {
+        const counts = corrupt(hostile, how)
+        await Promise.all(servers.map(async s => await claimSpeed(s, MODEL, 1)))
+        await claimSpeed(hostile, MODEL)
+        const delivered: number[] = []
+        const checkedSteps: number[] = []
+        let caught = 0
+        for (let t = 0; t < TRIALS; t++) {
+          let checksRun = 0
+          let caughtBy: number | null = null // the check that caught it: 1 = the first this client ran
+          const onCheck = (result: SpotCheckResult): void => {
+            checksRun++
+            if (result.outcome === 'server wrong') caughtBy ??= checksRun
+          }
+          const client = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: MODEL, verifyRate: DETECTION_RATE, onSpotCheck: onCheck })
+          try {
+            Object.assign(counts, { outputs: 0, wrong: 0, firstWrong: null })
+            for (let g = 0; g < DETECTION_GENERATIONS && !client.manager.bans.isBanned(hostileId); g++) {
+              await collect(client.generate(EXPECTED[g % EXPECTED.length].promptIds, { maxNewTokens: 50, temperature: 1, seed: t * 1000 + g }))
+            }
+            if (client.manager.bans.isBanned(hostileId)) {
+              caught++
+              delivered.push(counts.wrong - 1) // the step it was caught on was recomputed
+              checkedSteps.push(caughtBy ?? 0)
+            }
+          } finally {
+            await client.close()
+          }
+        }
+        const stat = (xs: number[], p: number): string => xs.length === 0 ? '-' : String(percentile(xs, p))
+        console.log(`${name.padEnd(30)} ${`${caught}/${TRIALS}`.padStart(6)}  ${stat(delivered, 0.5).padStart(29)} ${stat(delivered, 0.9).padStart(4)} ${(delivered.length === 0 ? '-' : String(Math.max(...delivered))).padStart(4)}   ${stat(checkedSteps, 0.5).padStart(27)} ${(checkedSteps.length === 0 ? '-' : String(Math.max(...checkedSteps))).padStart(4)}`)
+      } finally {
+        await hostile.stop()
+      }
+    }
+  }
 
   // No false alarms: every step checked until CHECKS. Each server in turn claims a decode speed far
   // above the others', so that routing takes it and every format answers as well as checks.

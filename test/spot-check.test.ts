@@ -15,7 +15,7 @@ import { checkReceipt, decodeReceipt, ReceiptError, ReceiptSigner, sha256 } from
 import { INFERENCE_PROTOCOL, WireDType } from '../src/petals/protocol/wire.js'
 import { privateKeyOf } from '../src/p2p/identity.js'
 import { BlockServer } from '../src/petals/server/server.js'
-import { claimSpeed, corrupt, type Corruption, type CorruptionCounts } from '../src/testing/hostile-server.js'
+import { claimSpeed, corrupt, slowDown, type Corruption, type CorruptionCounts, type CorruptionSchedule } from '../src/testing/hostile-server.js'
 import { EXPECTED } from './expected.js'
 import { BUNDLED_MODEL, randomHidden, waitFor } from './helpers.js'
 import { TARGET_BACKEND } from './raw-peer.js'
@@ -41,19 +41,19 @@ describe('spot checks against servers that compute wrong', function () {
     await entry.stop()
   })
 
-  let counts: CorruptionCounts = { outputs: 0, wrong: 0 }
+  let counts: CorruptionCounts = { outputs: 0, wrong: 0, firstWrong: null }
   /** A server of blocks 0:5 of `model`, loaded as `load` says. */
   const startServer = async (model: string, load: LoadOptions): Promise<void> => {
     servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: model, blocks: { start: 0, end: 5 }, initialPeers, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000, load }))
   }
   /**
-   * `count` servers of blocks 0:5; the first computes wrong in the way given (after `rightSteps`
-   * right ones), and claims to be the fastest.
+   * `count` servers of blocks 0:5; the first computes wrong in the way given, when `schedule`
+   * says, and claims to be the fastest.
    */
-  const swarm = async (model: string, count: number, how?: Corruption, rightSteps = 0): Promise<string[]> => {
+  const swarm = async (model: string, count: number, how?: Corruption, schedule: CorruptionSchedule = {}): Promise<string[]> => {
     for (let i = 0; i < count; i++) await startServer(model, { backend: TARGET_BACKEND })
     if (how !== undefined) {
-      counts = corrupt(servers[0], how, rightSteps)
+      counts = corrupt(servers[0], how, schedule)
       await claimSpeed(servers[0], model)
     }
     return servers.map(s => s.node.peerId.toString())
@@ -76,16 +76,19 @@ describe('spot checks against servers that compute wrong', function () {
     return { got: result.ids, expected: ids.slice(0, 10) }
   }
 
-  const cases: Array<[string, Corruption, number]> = [
-    ['adds noise of 0.1 x RMS', { noise: 0.1 }, 0],
-    ['skips its layers', 'skip layers', 0],
-    ['answers zeros', 'zeros', 0],
-    ['is right for 4 steps, then adds noise', { noise: 0.1 }, 4]
+  const cases: Array<[string, Corruption, CorruptionSchedule]> = [
+    ['adds noise of 0.1 x RMS', { noise: 0.1 }, {}],
+    ['skips its layers', 'skip layers', {}],
+    ['answers zeros', 'zeros', {}],
+    ['is right for 4 steps, then adds noise', { noise: 0.1 }, { rightSteps: 4 }],
+    // The first session on it is the unchecked client's below; the second, the checked client's.
+    ['adds noise in one session only (the checked client\'s)', { noise: 0.1 }, { onlySession: 1 }],
+    ['adds noise on a random third of its steps (guessing which go unchecked)', { noise: 0.1 }, { share: 1 / 3 }]
   ]
-  for (const [i, [name, how, rightSteps]] of cases.entries()) {
+  for (const [i, [name, how, schedule]] of cases.entries()) {
     it(`catches a server that ${name} on its first wrong step, bans it, and gives the reference tokens`, async () => {
       const model = `stories-spot-${i}`
-      const [hostile, ...honest] = await swarm(model, 3, how, rightSteps)
+      const [hostile, ...honest] = await swarm(model, 3, how, schedule)
 
       // The lie works: routing takes the hostile server (and with checks off, its output is used;
       // skipped layers and zeros change the text, noise of 0.1 x RMS not always on this small model).
@@ -97,14 +100,15 @@ describe('spot checks against servers that compute wrong', function () {
       const log: string[] = []
       const checks: SpotCheckResult[] = []
       const client = await connect(model, 1, [hostile, ...honest], log, checks)
-      Object.assign(counts, { outputs: 0, wrong: 0 }) // the checked client's steps from here
+      Object.assign(counts, { outputs: 0, wrong: 0, firstWrong: null }) // the checked client's steps from here
       const { got, expected } = await generate(client)
       assert.deepEqual(got, expected, `the reference tokens:\n${log.join('\n')}`)
       assert.ok(client.manager.bans.isBanned(hostile), 'the hostile server is banned')
       assert.ok(honest.every(p => !client.manager.bans.isBanned(p)), 'no honest server is banned')
       const caught = log.find(l => l.includes(`failed on ${hostile}`))
       assert.match(caught ?? '', /computed wrong and is banned/, log.join('\n'))
-      assert.deepEqual(counts, { outputs: rightSteps + 1, wrong: 1 }, 'caught on its first wrong step, and not used after it')
+      assert.equal(counts.wrong, 1, 'caught on its first wrong step')
+      assert.equal(counts.outputs, counts.firstWrong, 'and not used after it')
       console.log(`      ${caught?.slice(0, 260) ?? ''}`)
 
       // The evidence: the hostile server's own signed receipts, which a node that holds the blocks
@@ -113,7 +117,7 @@ describe('spot checks against servers that compute wrong', function () {
       assert.ok(evidence !== undefined && evidence !== null, 'the conviction carries evidence')
       const verdict = await checkEvidence(decodeEvidence(encodeEvidence(evidence)), hostile, servers[2].span!, 'f32')
       assert.equal(verdict.wrong, true, JSON.stringify(verdict))
-      assert.equal(evidence.steps.length, rightSteps + 1, 'one receipt per step of the session up to the wrong one: the prompt, then each token')
+      assert.equal(evidence.steps.length, counts.firstWrong, 'one receipt per step of the session up to the wrong one: the prompt, then each token')
       console.log(`      evidence: ${evidence.steps.length} receipts, ${encodeEvidence(evidence).length} bytes; on a third node the signed output is ${verdict.distance.toExponential(2)} away (tolerance ${verdict.tolerance})`)
     })
   }
@@ -144,6 +148,32 @@ describe('spot checks against servers that compute wrong', function () {
     await generate(client)
     assert.ok(![hostile, honest].some(p => client.manager.bans.isBanned(p)), log.join('\n'))
     assert.ok(log.some(l => /no third server holds them: kept the output, banned nobody/.test(l)), log.join('\n'))
+  })
+
+  it('routes by the speed a server shows, not the one it announces: a slow server claiming 1e6 tokens/s is used for one session', async () => {
+    const model = 'stories-spot-speed'
+    const [liar, ...honest] = await swarm(model, 3)
+    slowDown(servers[0], 20) // 20 ms a step, where the honest servers take about 1 ms
+    await claimSpeed(servers[0], model)
+    const routes: string[][] = []
+    const client = await DistributedModel.load(BUNDLED_MODEL, {
+      initialPeers, modelName: model, verifyRate: 0, onRoute: (route, reason) => { if (reason === 'open') routes.push(route.map(h => h.peerId)) }
+    })
+    clients.push(client)
+    await waitFor('the client to see 3 servers', async () => {
+      await client.manager.update()
+      return [liar, ...honest].every(p => client.manager.servers.some(s => s.peerId === p))
+    }, 60_000)
+    for (let i = 0; i < 2; i++) {
+      const { got, expected } = await generate(client)
+      assert.deepEqual(got, expected, 'a slow server computes right')
+    }
+    assert.deepEqual(routes[0], [liar], 'the first session believes the record')
+    assert.ok(honest.includes(routes[1][0]) && routes[1].length === 1, `the second goes by what the first measured: ${routes[1].join(', ')}`)
+    const measured = client.manager.speeds.rps(liar)!
+    assert.ok(measured < 1000, `the liar's measured speed, ${measured.toFixed(0)} blocks/s, is far below the 1e6 it claims`)
+    assert.ok(!client.manager.bans.isBanned(liar), 'slow is not wrong: no ban')
+    console.log(`      the liar claimed 1e6 blocks/s and showed ${measured.toFixed(0)}; the honest server of the second session ${client.manager.speeds.rps(routes[1][0])?.toFixed(0) ?? 'not measured yet'}`)
   })
 
   it('evidence holds a server only to what it signed: an honest server\'s receipts acquit it, and altered evidence proves nothing', async () => {

@@ -1,8 +1,9 @@
-// Servers that compute wrong (issue 21), for the spot-check tests: a real BlockServer whose span's
-// outputs are corrupted after it computed them, and whose record then claims a decode speed it does
-// not have, so that routing chooses it over every honest server (as in the attack run, where a noisy
-// server was chosen on 10 of 10 routes).
+// Servers that compute wrong or slowly (issue 21), for the spot-check tests: a real BlockServer whose
+// span's outputs are corrupted after it computed them (or delayed), and whose record then claims a
+// decode speed it does not have, so that routing chooses it over every honest server (as in the
+// attack run, where a noisy server was chosen on 10 of 10 routes).
 
+import { setTimeout as delay } from 'node:timers/promises'
 import { Registry } from '../p2p/registry.js'
 import { seededRandom } from '../inference/sampling.js'
 import type { BlockServer } from '../petals/server/server.js'
@@ -19,17 +20,45 @@ export interface CorruptionCounts {
   outputs: number
   /** of them, corrupted */
   wrong: number
+  /** the number of the output that was corrupted first (1-based), null until one was */
+  firstWrong: number | null
 }
 
-/** Corrupts the outputs of `server`'s span from now on, after the first `rightSteps` (default 0). */
-export function corrupt (server: BlockServer, how: Corruption, rightSteps = 0): CorruptionCounts {
+/** When a hostile server's outputs are wrong. */
+export interface CorruptionSchedule {
+  /**
+   * right outputs before the first wrong one
+   * @default 0
+   */
+  rightSteps?: number
+  /**
+   * the share of steps made wrong, drawn at random: a server that guesses which steps are not
+   * checked. The client draws whether to check a step after the answer, from its own CSPRNG, so
+   * every guess is independent of the draw, and a random one is as good as any.
+   * @default 1
+   */
+  share?: number
+  /**
+   * wrong only in this session (0: the first span session that steps after corrupt(), 1: the
+   * second…): a server that targets one user; undefined: every session
+   */
+  onlySession?: number
+}
+
+/** Corrupts the outputs of `server`'s span from now on, as `how` says and when `schedule` says. */
+export function corrupt (server: BlockServer, how: Corruption, schedule: CorruptionSchedule = {}): CorruptionCounts {
   const span = server.span
   if (span === null) throw new Error('the server has no span loaded yet')
+  const { rightSteps = 0, share = 1, onlySession } = schedule
   const random = seededRandom(21)
-  const counts: CorruptionCounts = { outputs: 0, wrong: 0 }
-  const spoil = (input: Float32Array, output: Float32Array): Float32Array => {
-    if (++counts.outputs <= rightSteps) return output
+  const counts: CorruptionCounts = { outputs: 0, wrong: 0, firstWrong: null }
+  const sessions: number[] = [] // span sessions in the order they first stepped
+  const spoil = (session: number, input: Float32Array, output: Float32Array): Float32Array => {
+    if (!sessions.includes(session)) sessions.push(session)
+    if (onlySession !== undefined && sessions.indexOf(session) !== onlySession) return output
+    if (++counts.outputs <= rightSteps || random() >= share) return output
     counts.wrong++
+    counts.firstWrong ??= counts.outputs
     if (how === 'skip layers') return input.slice()
     if (how === 'zeros') return new Float32Array(output.length)
     let square = 0
@@ -39,9 +68,19 @@ export function corrupt (server: BlockServer, how: Corruption, rightSteps = 0): 
   }
   const forward = span.forward.bind(span)
   const forwardBatch = span.forwardBatch.bind(span)
-  span.forward = async (session, hidden, position) => spoil(hidden, await forward(session, hidden, position))
-  span.forwardBatch = async steps => (await forwardBatch(steps)).map((out, i) => spoil(steps[i].hidden, out))
+  span.forward = async (session, hidden, position) => spoil(session, hidden, await forward(session, hidden, position))
+  span.forwardBatch = async steps => (await forwardBatch(steps)).map((out, i) => spoil(steps[i].session, steps[i].hidden, out))
   return counts
+}
+
+/** Makes each step of `server`'s span take `ms` longer: a slow server (that may then claim to be fast). */
+export function slowDown (server: BlockServer, ms: number): void {
+  const span = server.span
+  if (span === null) throw new Error('the server has no span loaded yet')
+  const forward = span.forward.bind(span)
+  const forwardBatch = span.forwardBatch.bind(span)
+  span.forward = async (session, hidden, position) => { await delay(ms); return await forward(session, hidden, position) }
+  span.forwardBatch = async steps => { await delay(ms); return await forwardBatch(steps) }
 }
 
 /** Re-announces `server`'s record with a decode speed of `inferenceRps` tokens/s per block (default: more than any honest server). */

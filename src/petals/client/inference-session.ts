@@ -295,7 +295,8 @@ export class InferenceSession {
       dtype: this.context.dtype,
       connectTimeoutMs: this.options.connectTimeoutMs,
       stepTimeoutMs: this.options.stepTimeoutMs,
-      stepTimes: this.context.manager.stepTimes
+      stepTimes: this.context.manager.stepTimes,
+      speeds: this.context.manager.speeds
     }
   }
 

@@ -9,7 +9,7 @@ import type { BmrtNode } from '../../p2p/node.js'
 import { DTYPE_BYTES, type DType, type WeightFormat } from '../../inference/dtype.js'
 import { decodeHidden, encodeHidden, ErrorCode, MAX_TENSOR_BYTES, openFrames, ProtocolError, Request, Response, toWireDType } from '../protocol/wire.js'
 import type { FrameStream } from '../../p2p/frames.js'
-import { percentile } from '../../util/stats.js'
+import { median, percentile } from '../../util/stats.js'
 import { sliceTokens } from '../../util/tensor.js'
 import type { KeptReceipt } from '../protocol/evidence.js'
 import { checkReceipt, ReceiptError, SESSION_NONCE_BYTES } from '../protocol/receipts.js'
@@ -58,6 +58,44 @@ export class StepTimes {
   }
 }
 
+/** One-token steps ServerSpeeds keeps per server, and how many it needs before it speaks. */
+const SPEED_SAMPLES = 16
+const MIN_SPEED_SAMPLES = 3
+
+/**
+ * The decode speed each server showed this client, so that routing need not take a server's record
+ * at its word (issue 21, "records that lie"): blocks per second of its answered one-token steps,
+ * the median of the last SPEED_SAMPLES. Routing charges the round trip apart (the ping), so it is
+ * taken off each step's time, but at most half of it: on loopback the connection's ping (about
+ * 1 ms) often exceeds a whole step of the bundled model, and a server would look infinitely fast.
+ * A server that announces more than it does is routed by what it does once it has answered
+ * MIN_SPEED_SAMPLES steps. Petals routes by the announced rps only.
+ */
+export class ServerSpeeds {
+  private readonly samples = new Map<string, number[]>()
+
+  /** @param rttSeconds the round trip to a server, as routing knows it (undefined: unknown) */
+  constructor (private readonly rttSeconds: (peerId: string) => number | undefined = () => undefined) {}
+
+  /** Notes that `peerId` answered a frame of `tokens` tokens per sequence over `blocks` blocks in `ms`. */
+  record (peerId: string, ms: number, blocks: number, tokens: number): void {
+    if (tokens !== 1 || !(blocks > 0) || !Number.isFinite(ms)) return
+    const rtt = this.rttSeconds(peerId)
+    const seconds = Math.max(ms / 1000 - (rtt !== undefined && Number.isFinite(rtt) ? rtt : 0), ms / 2000)
+    if (!(seconds > 0)) return
+    const samples = this.samples.get(peerId) ?? []
+    samples.push(blocks / seconds)
+    if (samples.length > SPEED_SAMPLES) samples.shift()
+    this.samples.set(peerId, samples)
+  }
+
+  /** Blocks per second `peerId`'s answers showed, or null before MIN_SPEED_SAMPLES of them. */
+  rps (peerId: string): number | null {
+    const samples = this.samples.get(peerId)
+    return samples === undefined || samples.length < MIN_SPEED_SAMPLES ? null : median(samples)
+  }
+}
+
 export interface RemoteSpanOptions {
   protocol: string
   model: string
@@ -78,6 +116,8 @@ export interface RemoteSpanOptions {
   stepTimeoutMs?: number
   /** measured step times: each answered frame adds to them, and they shorten the wait for the next */
   stepTimes?: StepTimes
+  /** each server's measured speed: each answered frame adds to it */
+  speeds?: ServerSpeeds
   /** the weight format the server announced, which its receipts must name (undefined: any) */
   format?: WeightFormat
 }
@@ -202,6 +242,7 @@ export class RemoteSpan {
       })
       this.kept.push({ signed: response.receipt!, position, tokens })
       this.options.stepTimes?.record(elapsed, blocks, tokens)
+      this.options.speeds?.record(peer, elapsed, blocks, tokens)
       return values
     } catch (err) {
       throw new HopError(peer, `${peer} sent ${err instanceof ReceiptError ? 'a bad receipt' : 'bad hidden states'}: ${(err as Error).message}`)

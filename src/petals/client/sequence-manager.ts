@@ -8,7 +8,7 @@ import type { WeightFormat } from '../../inference/dtype.js'
 import { DEFAULT_UPDATE_PERIOD_MS, type Registry } from '../../p2p/registry.js'
 import { maxThroughputRoute, minLatencyRoute, missingBlocks, serverSpanFromRecord, type RouteHop, type ServerSpan } from './routing.js'
 import { BanList } from './ban-list.js'
-import { StepTimes } from './remote-span.js'
+import { ServerSpeeds, StepTimes } from './remote-span.js'
 
 /**
  * Once the span records found cover every block, a refresh waits this much longer for the rest, not
@@ -42,6 +42,8 @@ export class SequenceManager {
   readonly bans: BanList
   /** how long inference steps took, for every session of this client (they shorten step timeouts) */
   readonly stepTimes = new StepTimes()
+  /** how fast each server answered this client's steps: routing trusts that over its record */
+  readonly speeds = new ServerSpeeds(peerId => this.rtts.get(peerId))
 
   constructor (private readonly node: BmrtNode, private readonly registry: Registry, readonly model: string,
     readonly numBlocks: number, private readonly options: SequenceManagerOptions = {}) {
@@ -100,12 +102,26 @@ export class SequenceManager {
    * `cacheTokensNeeded` tokens per server. Refreshes once when blocks seem missing.
    */
   async inferenceRoute (start: number, end: number, cacheTokensNeeded: number): Promise<RouteHop[]> {
-    return await this.route(spans => minLatencyRoute(spans, start, end, { rtts: this.rtts, cacheTokensNeeded, model: this.model }), start, end)
+    return await this.route(spans => minLatencyRoute(spans.map(s => this.measured(s)), start, end, { rtts: this.rtts, cacheTokensNeeded, model: this.model }), start, end)
   }
 
   /** A chain for forward work over [start, end), spreading load by throughput. */
   async forwardRoute (start: number, end: number): Promise<RouteHop[]> {
-    return await this.route(spans => maxThroughputRoute(spans, start, end), start, end)
+    return await this.route(spans => maxThroughputRoute(spans.map(s => this.measured(s)), start, end), start, end)
+  }
+
+  /**
+   * `span` as its answers showed it: once this client measured the server's decode speed
+   * (ServerSpeeds), that is its inferenceRps, and an announced throughput is scaled down by as much
+   * as the measured speed falls short of the announced one. A server cannot draw traffic by
+   * announcing more than it does for longer than a few steps.
+   */
+  private measured (span: ServerSpan): ServerSpan {
+    const rps = this.speeds.rps(span.peerId)
+    if (rps === null) return span
+    const announced = span.inferenceRps
+    const shortfall = announced !== undefined && announced > 0 ? Math.min(1, rps / announced) : 1
+    return { ...span, inferenceRps: rps, throughput: span.throughput * shortfall }
   }
 
   /**

@@ -151,6 +151,7 @@ export class SpotChecker {
         remote = await RemoteSpan.open(node, { peerId: verifier.peerId, start: hop.start, end: hop.end }, {
           protocol: FORWARD_PROTOCOL, model, maxLength: total, batch, hiddenSize, dtype,
           connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs, stepTimes: manager.stepTimes, // a verifier that stalls costs what a hop would
+          speeds: manager.speeds,
           format: verifier.format
         })
         const out = await remote.step(step.input, total, 0)
