@@ -224,6 +224,51 @@ describe('HTTP gateway on a 3-server swarm', function () {
     await waitFor('every server to close its session', () => servers.every(s => s.sessions.size === 0))
   })
 
+  it('credits every kind of traffic from the servers\' receipts, and keeps the credits across a restart (issue 21)', async () => {
+    // What the servers signed for this test's requests, as the client received it.
+    const signed = new Map<string, { receipts: number, tokens: number, block_tokens: number }>()
+    const unwatch = started.model.watchWork({
+      receipt: (peerId, _signed, r) => {
+        const total = signed.get(peerId) ?? { receipts: 0, tokens: 0, block_tokens: 0 }
+        signed.set(peerId, { receipts: total.receipts + 1, tokens: total.tokens + r.tokens * r.batch, block_tokens: total.block_tokens + r.tokens * r.batch * (r.end - r.start) })
+      }
+    })
+    await started.gateway.credits.flush()
+    const before = new Map(started.gateway.credits.credits.map(c => [c.peer_id, c]))
+    try {
+      await client.completions.create({ model: 'stories260K', prompt: EXPECTED[0].prompt, max_tokens: 12, temperature: 0 })
+      await client.chat.completions.create({ model: 'stories260K', messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 12 })
+      const job = await api('/api/v1/jobs', { method: 'POST', body: JSON.stringify({ prompt: EXPECTED[1].prompt, max_tokens: 12 }) })
+      await waitFor('the job to finish', async () => (await api(`/api/v1/jobs/${job.body.id as string}`)).body.status === 'done')
+    } finally {
+      unwatch()
+    }
+    await started.gateway.credits.flush()
+    const earned = (credits: ReadonlyArray<{ peer_id: string, receipts: number, tokens: number, block_tokens: number }>): Record<string, object> =>
+      Object.fromEntries(credits.map(c => {
+        const b = before.get(c.peer_id)
+        return [c.peer_id, { receipts: c.receipts - (b?.receipts ?? 0), tokens: c.tokens - (b?.tokens ?? 0), block_tokens: c.block_tokens - (b?.block_tokens ?? 0) }]
+      }).filter(([, c]) => (c as { receipts: number }).receipts > 0))
+    assert.deepEqual(earned(started.gateway.credits.credits), Object.fromEntries(signed), 'the credits are the receipts')
+    assert.equal(signed.size, 3, 'every server earned')
+    // Per server: the prompt and each fed token of the 3 requests, over its blocks.
+    const [first, , last] = servers.map(s => signed.get(s.node.peerId.toString())!)
+    assert.equal(first.block_tokens, 2 * first.tokens)
+    assert.equal(last.block_tokens, last.tokens)
+
+    await started.close()
+    // A line that is not a whole credit (a negative count) is skipped on opening, like a torn job line.
+    await appendFile(join(scratch.dir, 'jobs.jsonl'), '{"type":"credits","credits":[{"peer_id":"nobody","receipts":-1,"tokens":1,"block_tokens":1000000}]}\n')
+    await openGateway()
+    assert.deepEqual(earned(started.gateway.credits.credits), Object.fromEntries(signed), 'the same credits after a restart')
+    assert.ok(!started.gateway.credits.credits.some(c => c.peer_id === 'nobody'))
+    const board = (await api('/api/v1/state')).body.contributors as Array<{ peer_id: string, block_tokens: number, receipts: number }>
+    for (const [peerId, c] of signed) {
+      const row = board.find(r => r.peer_id === peerId)
+      assert.ok(row !== undefined && row.block_tokens >= c.block_tokens && row.receipts >= c.receipts, `${peerId} on the leaderboard: ${JSON.stringify(row)}`)
+    }
+  })
+
   it('runs jobs in the queue to the reference output, with their chain of servers and contributions', async () => {
     const submitted = await api('/api/v1/jobs', { method: 'POST', body: JSON.stringify({ prompt: EXPECTED[1].prompt, max_tokens: 50, temperature: 0 }) })
     assert.equal(submitted.status, 202)

@@ -15,9 +15,12 @@ import { checkReceipt, decodeReceipt, ReceiptError, ReceiptSigner, sha256 } from
 import { INFERENCE_PROTOCOL, WireDType } from '../src/petals/protocol/wire.js'
 import { privateKeyOf } from '../src/p2p/identity.js'
 import { BlockServer } from '../src/petals/server/server.js'
-import { claimSpeed, corrupt, slowDown, type Corruption, type CorruptionCounts, type CorruptionSchedule } from '../src/testing/hostile-server.js'
+import { claimSpeed, corrupt, lieInReceipts, slowDown, type Corruption, type CorruptionCounts, type CorruptionSchedule } from '../src/testing/hostile-server.js'
 import { EXPECTED } from './expected.js'
-import { BUNDLED_MODEL, randomHidden, waitFor } from './helpers.js'
+import { BUNDLED_MODEL, randomHidden, scratchDir, waitFor } from './helpers.js'
+import { CreditLedger } from '../src/api/credits.js'
+import { JobStore } from '../src/api/job-store.js'
+import { join } from 'node:path'
 import { TARGET_BACKEND } from './raw-peer.js'
 
 describe('spot checks against servers that compute wrong', function () {
@@ -31,7 +34,9 @@ describe('spot checks against servers that compute wrong', function () {
     entry = await createNode({ role: 'server' })
     initialPeers = entry.getMultiaddrs().map(String)
   })
+  const cleanups: Array<() => Promise<void>> = []
   afterEach(async () => {
+    for (const cleanup of cleanups.splice(0)) await cleanup()
     await Promise.all(clients.map(async c => await c.close()))
     await Promise.all(servers.map(async s => await s.stop()))
     clients = []
@@ -69,6 +74,14 @@ describe('spot checks against servers that compute wrong', function () {
     }, 60_000)
     return client
   }
+  /** A credit ledger in a job store of its own, removed after the test. */
+  const openLedger = async (): Promise<CreditLedger> => {
+    const scratch = await scratchDir()
+    const store = await JobStore.open(join(scratch.dir, 'jobs.jsonl'))
+    const ledger = new CreditLedger(store, { flushMs: 10 })
+    cleanups.push(async () => { await ledger.close(); await store.close(); await scratch.cleanup() })
+    return ledger
+  }
   /** The first 10 reference tokens of EXPECTED[0], and the ids the client generated instead. */
   const generate = async (client: DistributedModel): Promise<{ got: number[], expected: number[] }> => {
     const { promptIds, ids } = EXPECTED[0]
@@ -100,6 +113,8 @@ describe('spot checks against servers that compute wrong', function () {
       const log: string[] = []
       const checks: SpotCheckResult[] = []
       const client = await connect(model, 1, [hostile, ...honest], log, checks)
+      const ledger = await openLedger()
+      client.watchWork(ledger)
       Object.assign(counts, { outputs: 0, wrong: 0, firstWrong: null }) // the checked client's steps from here
       const { got, expected } = await generate(client)
       assert.deepEqual(got, expected, `the reference tokens:\n${log.join('\n')}`)
@@ -119,6 +134,13 @@ describe('spot checks against servers that compute wrong', function () {
       assert.equal(verdict.wrong, true, JSON.stringify(verdict))
       assert.equal(evidence.steps.length, counts.firstWrong, 'one receipt per step of the session up to the wrong one: the prompt, then each token')
       console.log(`      evidence: ${evidence.steps.length} receipts, ${encodeEvidence(evidence).length} bytes; on a third node the signed output is ${verdict.distance.toExponential(2)} away (tolerance ${verdict.tolerance})`)
+
+      // Credits: the hostile server's receipts of the session were all in the evidence, so it keeps
+      // none; the honest servers earned theirs (the replacement's session, and the checks).
+      await ledger.flush()
+      const credits = new Map(ledger.credits.map(c => [c.peer_id, c.block_tokens]))
+      assert.equal(credits.get(hostile) ?? 0, 0, 'the disproven work earns nothing')
+      assert.ok(honest.some(p => (credits.get(p) ?? 0) > 0), 'honest work earns credits')
     })
   }
 
@@ -174,6 +196,33 @@ describe('spot checks against servers that compute wrong', function () {
     assert.ok(measured < 1000, `the liar's measured speed, ${measured.toFixed(0)} blocks/s, is far below the 1e6 it claims`)
     assert.ok(!client.manager.bans.isBanned(liar), 'slow is not wrong: no ban')
     console.log(`      the liar claimed 1e6 blocks/s and showed ${measured.toFixed(0)}; the honest server of the second session ${client.manager.speeds.rps(routes[1][0])?.toFixed(0) ?? 'not measured yet'}`)
+  })
+
+  it('credits only receipts that hold up: a server signing with another key, or replaying a receipt, earns nothing for it', async () => {
+    const model = 'stories-spot-credits'
+    const [forger, replayer, honest] = await swarm(model, 3)
+    lieInReceipts(servers[0], { forgeWith: entry })
+    lieInReceipts(servers[1], 'replay')
+    const log: string[] = []
+    const client = await connect(model, 0, [forger, replayer, honest], log)
+    const ledger = await openLedger()
+    client.watchWork(ledger)
+    for (const liar of [0, 1]) {
+      // Each liar in turn claims to be the fastest, so that routing takes it.
+      await Promise.all(servers.map(async (s, i) => await claimSpeed(s, model, i === liar ? 1e6 : 1)))
+      await client.manager.update()
+      const { got, expected } = await generate(client)
+      assert.deepEqual(got, expected, `the reference tokens:\n${log.join('\n')}`)
+    }
+    await ledger.flush()
+    const credit = (peerId: string): number => ledger.credits.find(c => c.peer_id === peerId)?.receipts ?? 0
+    assert.equal(credit(forger), 0, 'receipts not signed by the server earn nothing')
+    assert.ok((ledger.refused.get(forger) ?? 0) >= 10, `each of the forger's 10 steps was refused: ${ledger.refused.get(forger) ?? 0}`)
+    // The replayer's first receipt is its own; the next step's answer carried it again, the client
+    // refused it as a failed hop, and the session went on elsewhere.
+    assert.equal(credit(replayer), 1)
+    assert.match(log.join('\n'), new RegExp(`${replayer} sent a bad receipt: the receipt's position is 0, not \\d+`))
+    assert.ok(!client.manager.bans.isBanned(honest))
   })
 
   it('evidence holds a server only to what it signed: an honest server\'s receipts acquit it, and altered evidence proves nothing', async () => {

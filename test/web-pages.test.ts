@@ -95,6 +95,14 @@ describe('web pages in a real browser', function () {
     }
     const first = page.locator('tr.job', { hasText: 'Once upon a time' })
     assert.match(squash(await first.locator('td.output').innerText()), /^, there was a little girl named Lily/)
+
+    // The leaderboard: charlie's credits, from the receipts it signed for both jobs (40 tokens fed
+    // to its one block, and each prompt), as the ledger counted them.
+    await gateway.gateway.credits.flush()
+    const earned = gateway.gateway.credits.credits.find(c => c.peer_id === charlie.peerId)
+    assert.ok(earned !== undefined && earned.block_tokens > 40, JSON.stringify(gateway.gateway.credits.credits))
+    const shown = page.locator(`tr.contributor[data-peer-id="${charlie.peerId}"]`)
+    await shown.locator('td.num').nth(2).filter({ hasText: new RegExp(`^${earned.block_tokens.toLocaleString('en-US').replace(/,/g, '[,.\\s\u00a0\u202f]?')}$`) }).waitFor()
   })
 
   it('/ streams the greedy chat reply the model gives on this machine', async () => {

@@ -17,7 +17,9 @@ import { clip } from '../util/text.js'
 import { OptionError } from '../util/errors.js'
 import { shortPeerId } from '../p2p/identity.js'
 import { VERSION } from '../petals/protocol/version.js'
+import type { WorkListener } from '../petals/client/distributed-model.js'
 import type { ApiModel } from './api-model.js'
+import { CreditLedger } from './credits.js'
 import { ApiError, badRequest, readJsonBody, sendError, sendJson } from './http-util.js'
 import { DEFAULT_KEPT_JOBS, defaultJobsFile, JobStore } from './job-store.js'
 import { JobBoard, OWNER_HEADER, ownerToken } from './jobs.js'
@@ -74,10 +76,16 @@ export interface GatewayOptions {
    */
   requestTimeoutMs?: number
   /**
-   * the job board's file
+   * the job board's file, which holds the credit ledger too
    * @default defaultJobsFile() (jobs.jsonl in the user's data directory)
    */
   jobsFile?: string
+  /**
+   * where the servers' work for this gateway is reported (the DistributedModel behind `model`): its
+   * receipts earn the servers credits on the leaderboard
+   * @default none: no credits are earned
+   */
+  work?: WorkSource
   /**
    * jobs waiting at most
    * @default DEFAULT_MAX_QUEUED_JOBS (64)
@@ -95,6 +103,11 @@ export interface GatewayOptions {
   keptJobs?: number
   monitor?: SwarmMonitorOptions
   log?: (line: string) => void
+}
+
+/** What reports the servers' work (a DistributedModel). */
+export interface WorkSource {
+  watchWork: (listener: WorkListener) => () => void
 }
 
 type Handler = (req: IncomingMessage, res: ServerResponse, id: string) => Promise<string | undefined> | string | undefined
@@ -137,7 +150,9 @@ export class Gateway {
     readonly jobs: JobBoard,
     readonly monitor: SwarmMonitor,
     private readonly metrics: GatewayMetrics,
-    private readonly files: Map<string, { body: Buffer, type: string }>
+    private readonly files: Map<string, { body: Buffer, type: string }>,
+    readonly credits: CreditLedger,
+    private readonly unwatch: () => void
   ) {
     const { model } = options
     const page = (name: string): Handler => (_req, res) => { this.sendFile(res, name, PAGE_HEADERS) }
@@ -175,18 +190,22 @@ export class Gateway {
     const store = await JobStore.open(options.jobsFile ?? defaultJobsFile(), options.keptJobs)
     if (store.skippedLines > 0) options.log?.(`jobs: skipped ${store.skippedLines} unreadable line(s) in ${store.path} (torn, or not a whole job)`)
     const jobs = new JobBoard(options.model, store, { maxQueued: options.maxQueuedJobs, concurrency: options.jobConcurrency, log: options.log })
+    const credits = new CreditLedger(store, { onWritten: async () => await jobs.compactIfLong(), log: options.log })
+    const unwatch = options.work?.watchWork(credits) ?? (() => {})
     const monitor = new SwarmMonitor(options.node, options.monitor)
     const metrics = new GatewayMetrics(monitor, jobs, options.model)
     const requestTimeout = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS
     const server = createServer({ requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(requestTimeout, 1000) })
     limitConnectionsPerIp(server, options.maxConnectionsPerIp ?? DEFAULT_MAX_CONNECTIONS_PER_IP)
-    const gateway = new Gateway(server, options, jobs, monitor, metrics, await loadWebFiles())
+    const gateway = new Gateway(server, options, jobs, monitor, metrics, await loadWebFiles(), credits, unwatch)
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject)
         server.listen(options.port ?? DEFAULT_GATEWAY_PORT, options.host ?? DEFAULT_GATEWAY_HOST, () => { server.off('error', reject); resolve() })
       })
     } catch (err) {
+      unwatch()
+      await credits.close()
       await jobs.close()
       const e = err as NodeJS.ErrnoException
       throw new Error(e.code === 'EADDRINUSE' ? `port ${options.port ?? DEFAULT_GATEWAY_PORT} is in use: choose another with --http-port` : e.message)
@@ -205,6 +224,8 @@ export class Gateway {
   async close (): Promise<void> {
     const closed = new Promise<void>(resolve => this.server.close(() => resolve()))
     this.server.closeAllConnections()
+    this.unwatch()
+    await this.credits.close()
     await this.jobs.close()
     await closed
   }
@@ -301,14 +322,23 @@ export class Gateway {
     }
   }
 
-  /** The leaderboard, with public names where the monitor knows them. */
+  /**
+   * The leaderboard: each server's verified credits (the ledger's), the jobs it served on the
+   * board, and its public name where the monitor knows it; the most block-tokens first.
+   */
   private contributors (report = this.monitor.latest): object[] {
     const servers = report?.models.flatMap(m => m.servers) ?? []
-    return this.jobs.contributors().map(c => ({
-      ...c,
-      short_peer_id: shortPeerId(c.peer_id),
-      public_name: servers.find(s => s.peer_id === c.peer_id)?.public_name ?? null
-    }))
+    const jobs = new Map(this.jobs.contributors().map(c => [c.peer_id, c.jobs]))
+    const credits = new Map(this.credits.credits.map(c => [c.peer_id, c]))
+    return [...new Set([...credits.keys(), ...jobs.keys()])].map(peerId => ({
+      peer_id: peerId,
+      jobs: jobs.get(peerId) ?? 0,
+      receipts: credits.get(peerId)?.receipts ?? 0,
+      tokens: credits.get(peerId)?.tokens ?? 0,
+      block_tokens: credits.get(peerId)?.block_tokens ?? 0,
+      short_peer_id: shortPeerId(peerId),
+      public_name: servers.find(s => s.peer_id === peerId)?.public_name ?? null
+    })).sort((a, b) => b.block_tokens - a.block_tokens || b.jobs - a.jobs)
   }
 
   private sendFile (res: ServerResponse, name: string, headers: Record<string, string> = {}): void {

@@ -1,7 +1,8 @@
-// The job board's memory across restarts: an append-only file of JSON lines, one per change of a
-// job (the last line of an id wins). Opening it compacts it: the newest `keep` ended jobs stay,
-// older ones fold into a contributions line, and jobs that had not ended come back to be run
-// again. While the gateway runs the file is compacted again (from the board's jobs) once it has
+// The gateway's memory across restarts: an append-only file of JSON lines, one per change of a
+// job (the last line of an id wins), and the credit ledger's lines (credits.ts): work receipted by
+// servers, and work disproven. Opening it compacts it: the newest `keep` ended jobs stay, older
+// ones fold into a contributions line, the ledger into one line of totals, and jobs that had not
+// ended come back to be run again. While the gateway runs the file is compacted again (from the board's jobs) once it has
 // more than 2 × keep + 256 lines. Every line is checked against a schema: a torn last line (a
 // crash mid-write) or one that is not a whole job is skipped and compacted away, never fatal. A
 // lock file beside it (`<file>.lock`, holding the owner's pid) keeps a second gateway from
@@ -18,6 +19,14 @@ export type JobStatus = 'queued' | 'running' | 'done' | 'failed' | 'cancelled'
 export interface Contribution {
   peer_id: string
   jobs: number
+  tokens: number
+  block_tokens: number
+}
+
+/** What one server earned: its signed receipts that held up, the tokens they cover, and tokens × blocks. */
+export interface Credit {
+  peer_id: string
+  receipts: number
   tokens: number
   block_tokens: number
 }
@@ -56,10 +65,12 @@ export function defaultJobsFile (): string {
 }
 
 type Line = { type: 'job', job: JobRecord } | { type: 'contributions', contributions: Contribution[] }
+  | { type: 'credits', credits: Credit[] } | { type: 'disproven', credits: Credit[] }
 
 const count = z.number().int().nonnegative()
 const seconds = z.number().nonnegative()
 const contributionSchema = z.object({ peer_id: z.string(), jobs: count, tokens: count, block_tokens: count })
+const creditSchema = z.object({ peer_id: z.string(), receipts: count, tokens: count, block_tokens: count })
 const jobSchema = z.object({
   id: z.string().min(1),
   model: z.string(),
@@ -82,7 +93,9 @@ const jobSchema = z.object({
 /** One line of the file, as it must be to be loaded. */
 const lineSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('job'), job: jobSchema }),
-  z.object({ type: z.literal('contributions'), contributions: z.array(contributionSchema) })
+  z.object({ type: z.literal('contributions'), contributions: z.array(contributionSchema) }),
+  z.object({ type: z.literal('credits'), credits: z.array(creditSchema) }),
+  z.object({ type: z.literal('disproven'), credits: z.array(creditSchema) })
 ])
 
 /** Ended jobs the board keeps (in memory and in the file) when not told otherwise. */
@@ -93,13 +106,30 @@ const COMPACTION_SLACK_LINES = 256
 export class JobStore {
   /** contributions of jobs compacted away */
   private carriedContributions: Contribution[]
+  /** the ledger's totals: credited minus disproven */
+  private creditTotals: Credit[]
   private writing: Promise<void> = Promise.resolve()
   /** lines in the file since it was last written whole */
   private lines: number
 
-  private constructor (readonly path: string, readonly jobs: JobRecord[], carried: Contribution[], readonly skippedLines: number, readonly keep: number) {
+  private constructor (readonly path: string, readonly jobs: JobRecord[], carried: Contribution[], credits: Credit[], readonly skippedLines: number, readonly keep: number) {
     this.carriedContributions = carried
-    this.lines = jobs.length + (carried.length > 0 ? 1 : 0)
+    this.creditTotals = credits
+    this.lines = jobs.length + (carried.length > 0 ? 1 : 0) + (credits.length > 0 ? 1 : 0) // as wholeFile writes them
+  }
+
+  /** the credit ledger's totals per server: credited minus disproven */
+  get credits (): readonly Credit[] {
+    return this.creditTotals
+  }
+
+  /** Appends credits earned (or, `disproven`, taken back), and adds them to the totals. */
+  async addCredits (credits: readonly Credit[], disproven = false): Promise<void> {
+    if (credits.length === 0) return
+    this.creditTotals = addCredits(this.creditTotals, credits, disproven ? -1 : 1)
+    const line = `${JSON.stringify({ type: disproven ? 'disproven' : 'credits', credits: [...credits] } satisfies Line)}\n`
+    this.lines++
+    await this.queue(async () => await appendFile(this.path, line))
   }
 
   /** contributions of jobs compacted away */
@@ -141,12 +171,15 @@ export class JobStore {
     }
     const latest = new Map<string, JobRecord>()
     let carried: Contribution[] = []
+    let credits: Credit[] = []
     let skipped = 0
     for (const raw of text.split('\n')) {
       if (raw.trim() === '') continue
       const line = parseLine(raw)
       if (line === null) skipped++
       else if (line.type === 'contributions') carried = addContributions(carried, line.contributions)
+      else if (line.type === 'credits') credits = addCredits(credits, line.credits, 1)
+      else if (line.type === 'disproven') credits = addCredits(credits, line.credits, -1)
       else latest.set(line.job.id, line.job)
     }
     const jobs = [...latest.values()].sort((a, b) => a.created_at - b.created_at)
@@ -158,8 +191,8 @@ export class JobStore {
     for (const job of kept) {
       if (!isEnded(job.status)) Object.assign(job, { status: 'queued', output: '', started_at: null, served_by: [], contributions: [], completion_tokens: 0 })
     }
-    await writeWhole(path, wholeFile(kept, carried))
-    return new JobStore(path, kept, carried, skipped, keep)
+    await writeWhole(path, wholeFile(kept, carried, credits))
+    return new JobStore(path, kept, carried, credits, skipped, keep)
   }
 
   /** Appends the job's current state. Writes happen one after another, in call order. */
@@ -180,8 +213,8 @@ export class JobStore {
    */
   async compactIfLong (jobs: readonly JobRecord[]): Promise<void> {
     if (this.lines <= this.compactionThreshold) return
-    const text = wholeFile(jobs, this.carriedContributions) // the state as of now, not as of the write
-    this.lines = jobs.length + (this.carriedContributions.length > 0 ? 1 : 0)
+    const text = wholeFile(jobs, this.carriedContributions, this.creditTotals) // the state as of now, not as of the write
+    this.lines = jobs.length + (this.carriedContributions.length > 0 ? 1 : 0) + (this.creditTotals.length > 0 ? 1 : 0)
     await this.queue(async () => await writeWhole(this.path, text))
   }
 
@@ -234,9 +267,13 @@ function isAlive (pid: number): boolean {
   }
 }
 
-/** The file's text for these jobs and carried contributions. */
-function wholeFile (jobs: readonly JobRecord[], carried: readonly Contribution[]): string {
-  const lines: Line[] = [...(carried.length > 0 ? [{ type: 'contributions' as const, contributions: [...carried] }] : []), ...jobs.map(job => ({ type: 'job' as const, job }))]
+/** The file's text for these jobs, carried contributions and credit totals. */
+function wholeFile (jobs: readonly JobRecord[], carried: readonly Contribution[], credits: readonly Credit[]): string {
+  const lines: Line[] = [
+    ...(carried.length > 0 ? [{ type: 'contributions' as const, contributions: [...carried] }] : []),
+    ...(credits.length > 0 ? [{ type: 'credits' as const, credits: [...credits] }] : []),
+    ...jobs.map(job => ({ type: 'job' as const, job }))
+  ]
   return lines.map(l => `${JSON.stringify(l)}\n`).join('')
 }
 
@@ -271,4 +308,17 @@ export function addContributions (...lists: ReadonlyArray<readonly Contribution[
     }
   }
   return [...totals.values()]
+}
+
+/** Adds (sign 1) or takes away (sign -1) credits per server; a total never goes below 0. */
+export function addCredits (totals: readonly Credit[], credits: readonly Credit[], sign: 1 | -1): Credit[] {
+  const byPeer = new Map(totals.map(c => [c.peer_id, { ...c }]))
+  for (const c of credits) {
+    const total = byPeer.get(c.peer_id) ?? { peer_id: c.peer_id, receipts: 0, tokens: 0, block_tokens: 0 }
+    total.receipts = Math.max(0, total.receipts + sign * c.receipts)
+    total.tokens = Math.max(0, total.tokens + sign * c.tokens)
+    total.block_tokens = Math.max(0, total.block_tokens + sign * c.block_tokens)
+    byPeer.set(c.peer_id, total)
+  }
+  return [...byPeer.values()]
 }

@@ -273,6 +273,11 @@ export class JobBoard {
     await this.store.compactIfLong([...this.jobs.values()])
   }
 
+  /** Rewrites the file whole if it has grown past its threshold (after the credit ledger's writes too). */
+  async compactIfLong (): Promise<void> {
+    await this.store.compactIfLong([...this.jobs.values()])
+  }
+
   /** Keeps the newest `kept` ended jobs; older ones leave only their contributions, carried by the store. */
   private forgetOldEnded (): void {
     let ended = 0

@@ -66,6 +66,7 @@ export async function startGateway (modelDir: string, swarm: { initialPeers: str
     const id = model.manager.model
     const gateway = await Gateway.start({
       model: new ApiModel(model, id, o.modelAlias),
+      work: model,
       node: model.node,
       host: o.httpHost,
       port: o.httpPort ?? DEFAULT_GATEWAY_PORT,

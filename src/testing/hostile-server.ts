@@ -4,7 +4,10 @@
 // attack run, where a noisy server was chosen on 10 of 10 routes).
 
 import { setTimeout as delay } from 'node:timers/promises'
+import { privateKeyOf } from '../p2p/identity.js'
+import type { BmrtNode } from '../p2p/node.js'
 import { Registry } from '../p2p/registry.js'
+import { ReceiptSigner, type SignedReceipt } from '../petals/protocol/receipts.js'
 import { seededRandom } from '../inference/sampling.js'
 import type { BlockServer } from '../petals/server/server.js'
 
@@ -81,6 +84,28 @@ export function slowDown (server: BlockServer, ms: number): void {
   const forwardBatch = span.forwardBatch.bind(span)
   span.forward = async (session, hidden, position) => { await delay(ms); return await forward(session, hidden, position) }
   span.forwardBatch = async steps => { await delay(ms); return await forwardBatch(steps) }
+}
+
+/**
+ * Makes `server` sign its receipts with another key than its own (`forgeWith`, another node's), or,
+ * with 'replay', send each step the receipt of its session's first step again: work that earns
+ * nothing. Its outputs stay right.
+ */
+export function lieInReceipts (server: BlockServer, how: { forgeWith: BmrtNode } | 'replay'): void {
+  const signer = server.signer
+  const sign = signer.sign.bind(signer)
+  if (how === 'replay') {
+    const first = new Map<string, SignedReceipt>() // per session nonce
+    signer.sign = receipt => {
+      const key = Buffer.from(receipt.session).toString('hex')
+      const signed = first.get(key) ?? sign(receipt)
+      first.set(key, signed)
+      return signed
+    }
+    return
+  }
+  const forger = new ReceiptSigner(privateKeyOf(how.forgeWith))
+  signer.sign = receipt => forger.sign(receipt)
 }
 
 /** Re-announces `server`'s record with a decode speed of `inferenceRps` tokens/s per block (default: more than any honest server). */

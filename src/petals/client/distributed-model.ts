@@ -19,7 +19,8 @@ import { Registry } from '../../p2p/registry.js'
 import { FORWARD_PROTOCOL, modelWireDType } from '../protocol/wire.js'
 import { DEFAULT_MAX_RETRIES, InferenceSession, withRetries, type InferenceSessionOptions, type SessionContext } from './inference-session.js'
 import { swarmModelName } from '../protocol/model-name.js'
-import { HopError, RemoteSpan } from './remote-span.js'
+import { HopError, RemoteSpan, type ReceiptListener } from './remote-span.js'
+import type { Evidence } from '../protocol/evidence.js'
 import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
 import type { SpotCheckResult } from './spot-check.js'
 import { retryDelayMs } from './ban-list.js'
@@ -72,6 +73,17 @@ export interface DistributedModelOptions extends SequenceManagerOptions {
   onProgress?: (message: string) => void
 }
 
+/**
+ * Hears of the work servers do for a DistributedModel (a gateway's credit ledger listens): every
+ * receipt a server sent, and every server a spot check found wrong, with the evidence.
+ */
+export interface WorkListener {
+  /** a receipt whose fields and hashes were checked against the step; its signature is not checked yet */
+  receipt?: ReceiptListener
+  /** `peerId` was found wrong; `evidence` disproves its receipts for that session (null: none could be made) */
+  disproven?: (peerId: string, evidence: Evidence | null) => void
+}
+
 export class DistributedModel implements LanguageModel {
   private constructor (
     readonly config: ModelConfig,
@@ -81,8 +93,15 @@ export class DistributedModel implements LanguageModel {
     readonly node: BmrtNode,
     readonly manager: SequenceManager,
     private readonly context: SessionContext,
-    private readonly options: DistributedModelOptions
+    private readonly options: DistributedModelOptions,
+    private readonly listeners: Set<WorkListener>
   ) {}
+
+  /** Tells `listener` of the servers' work from now on; the returned function stops that. */
+  watchWork (listener: WorkListener): () => void {
+    this.listeners.add(listener)
+    return () => { this.listeners.delete(listener) }
+  }
 
   /** Loads the model's ends from `dir` and joins the swarm serving its blocks. */
   static async load (dir: string, options: DistributedModelOptions): Promise<DistributedModel> {
@@ -108,8 +127,12 @@ export class DistributedModel implements LanguageModel {
       const manager = new SequenceManager(node, new Registry(node), modelName, config.numLayers, options)
       await manager.update()
       progress(`found ${manager.servers.length} server${manager.servers.length === 1 ? '' : 's'} of ${modelName}`)
-      const context: SessionContext = { node, manager, model: modelName, numBlocks: config.numLayers, hiddenSize: config.hiddenSize, dtype, log: options.onProgress }
-      return new DistributedModel(config, tokenizer, await loadEosTokenIds(dir, config), head, node, manager, context, options)
+      const listeners = new Set<WorkListener>()
+      const context: SessionContext = {
+        node, manager, model: modelName, numBlocks: config.numLayers, hiddenSize: config.hiddenSize, dtype, log: options.onProgress,
+        onReceipt: (peerId, signed, receipt) => { for (const l of listeners) l.receipt?.(peerId, signed, receipt) }
+      }
+      return new DistributedModel(config, tokenizer, await loadEosTokenIds(dir, config), head, node, manager, context, options, listeners)
     } catch (err) {
       head.close()
       await node?.stop()
@@ -119,17 +142,21 @@ export class DistributedModel implements LanguageModel {
 
   /** An inference session over the whole model for raw hidden states ([batch, tokens, hidden]). */
   async inferenceSession (options: InferenceSessionOptions): Promise<InferenceSession> {
-    const { onRoute } = options
+    const { onRoute, onSpotCheck } = options
     return await InferenceSession.open(this.context, {
       maxRetries: this.options.maxRetries,
       connectTimeoutMs: this.options.connectTimeoutMs,
       stepTimeoutMs: this.options.stepTimeoutMs,
       verifyRate: this.options.verifyRate,
-      onSpotCheck: this.options.onSpotCheck,
       ...options,
       onRoute: (route, reason) => {
         this.options.onRoute?.(route, reason)
         onRoute?.(route, reason)
+      },
+      onSpotCheck: (result, hop) => {
+        this.options.onSpotCheck?.(result, hop)
+        onSpotCheck?.(result, hop)
+        if (result.outcome === 'server wrong') for (const l of this.listeners) l.disproven?.(hop.peerId, result.evidence)
       }
     })
   }
@@ -179,7 +206,8 @@ export class DistributedModel implements LanguageModel {
       try {
         remote = await RemoteSpan.open(this.node, hop, {
           protocol: FORWARD_PROTOCOL, model: this.context.model, maxLength: tokens, batch, hiddenSize: size, dtype: this.context.dtype,
-          connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs, format: this.manager.formatOf(hop.peerId)
+          connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs, format: this.manager.formatOf(hop.peerId),
+          onReceipt: this.context.onReceipt
         })
         x = await remote.step(x, tokens, 0)
         this.manager.onSuccess(hop.peerId)

@@ -16,7 +16,7 @@ import { setTimeout as wait } from 'node:timers/promises'
 import type { BmrtNode } from '../../p2p/node.js'
 import type { DType } from '../../inference/dtype.js'
 import { ErrorCode, INFERENCE_PROTOCOL } from '../protocol/wire.js'
-import { HopError, RemoteSpan, type RemoteSpanOptions } from './remote-span.js'
+import { HopError, RemoteSpan, type ReceiptListener, type RemoteSpanOptions } from './remote-span.js'
 import { sliceTokens } from '../../util/tensor.js'
 import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
 import { retryDelayMs } from './ban-list.js'
@@ -79,6 +79,8 @@ export interface SessionContext {
   dtype: DType
   /** hears of waits and retries (a user should know why nothing happens) */
   log?: (message: string) => void
+  /** hears of every receipt a server sent (fields and hashes checked; the signature not yet) */
+  onReceipt?: ReceiptListener
 }
 
 /** Inputs of one hop for positions [0, length): per sequence, a growing [tokens, hidden] buffer. */
@@ -296,7 +298,8 @@ export class InferenceSession {
       connectTimeoutMs: this.options.connectTimeoutMs,
       stepTimeoutMs: this.options.stepTimeoutMs,
       stepTimes: this.context.manager.stepTimes,
-      speeds: this.context.manager.speeds
+      speeds: this.context.manager.speeds,
+      onReceipt: this.context.onReceipt
     }
   }
 

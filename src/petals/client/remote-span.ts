@@ -12,7 +12,7 @@ import type { FrameStream } from '../../p2p/frames.js'
 import { median, percentile } from '../../util/stats.js'
 import { sliceTokens } from '../../util/tensor.js'
 import type { KeptReceipt } from '../protocol/evidence.js'
-import { checkReceipt, ReceiptError, SESSION_NONCE_BYTES } from '../protocol/receipts.js'
+import { checkReceipt, ReceiptError, SESSION_NONCE_BYTES, type Receipt, type SignedReceipt } from '../protocol/receipts.js'
 import type { RouteHop } from './routing.js'
 
 /** How long opening a server session may take (Petals' connect_timeout: 5 s). */
@@ -120,7 +120,12 @@ export interface RemoteSpanOptions {
   speeds?: ServerSpeeds
   /** the weight format the server announced, which its receipts must name (undefined: any) */
   format?: WeightFormat
+  /** hears of each receipt once its fields and hashes are checked */
+  onReceipt?: ReceiptListener
 }
+
+/** Hears of a server's receipt for a step it answered: its fields and hashes checked, its signature not yet. */
+export type ReceiptListener = (peerId: string, signed: SignedReceipt, receipt: Receipt) => void
 
 function describeLimits (limits: ConnectionLimits): string {
   // bytes is what is left of the circuit's allowance; libp2p's unit for seconds is not reliable.
@@ -236,11 +241,12 @@ export class RemoteSpan {
     try {
       const { values, tokens: got } = decodeHidden(response.hidden, { batch, hidden: hiddenSize })
       if (got !== tokens) throw new Error(`answered ${got} tokens for ${tokens}`)
-      checkReceipt(response.receipt, {
+      const receipt = checkReceipt(response.receipt, {
         model: this.options.model, start: this.hop.start, end: this.hop.end, session: this.nonce, position, tokens, batch,
         dtype: sent.dtype, input: sent.data, output: response.hidden!.data, format: this.options.format
       })
       this.kept.push({ signed: response.receipt!, position, tokens })
+      this.options.onReceipt?.(peer, response.receipt!, receipt)
       this.options.stepTimes?.record(elapsed, blocks, tokens)
       this.options.speeds?.record(peer, elapsed, blocks, tokens)
       return values

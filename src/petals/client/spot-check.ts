@@ -152,6 +152,7 @@ export class SpotChecker {
           protocol: FORWARD_PROTOCOL, model, maxLength: total, batch, hiddenSize, dtype,
           connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs, stepTimes: manager.stepTimes, // a verifier that stalls costs what a hop would
           speeds: manager.speeds,
+          onReceipt: this.context.onReceipt,
           format: verifier.format
         })
         const out = await remote.step(step.input, total, 0)

@@ -172,9 +172,12 @@ export class BlockServer {
   readonly peerLimits: PeerLimits
   /** the compute queue: one task at a time, turns shared fairly between subnets and peers */
   readonly queue = new TaskQueue()
+  /** signs the receipt of every step this server answers, with its identity key */
+  readonly signer: ReceiptSigner
 
   private constructor (readonly node: BmrtNode, readonly config: ModelConfig, private readonly options: ServerOptions, stats: RecordStats) {
     this.registry = new Registry(node)
+    this.signer = new ReceiptSigner(privateKeyOf(node))
     this.stats = stats
     this.modelName = options.modelName ?? swarmModelName(options.modelDir, options.load?.loadFormat)
     this.pinned = options.blocks !== undefined
@@ -248,7 +251,7 @@ export class BlockServer {
       stepTimeoutMs: this.options.stepTimeoutMs,
       sessionTimeoutMs: this.options.sessionTimeoutMs,
       idleReclaimMs: this.options.idleReclaimMs,
-      signer: new ReceiptSigner(privateKeyOf(this.node)),
+      signer: this.signer,
       format: () => weightFormat(this.info) ?? 'f32',
       onStep: (tokens, seconds) => { this.tokensServed += tokens; this.computeSeconds += seconds },
       peerLimits: this.peerLimits
