@@ -6,7 +6,10 @@
 // servers' forward calls took (as they measure it, addon work plus its thread hand-offs) is shown
 // beside it. Servers run in this process (compute on the addon's threads) and the client reaches
 // them over loopback TCP; runs are interleaved so that the machine's drifts touch all alike.
-// Run: npm run bench:e2e [-- stories|16 kib|tinyllama]
+// With --verify: what spot checks cost (issue 21). Every span of 2 hops is held by two servers, so
+// a check has a second server to go to, and two clients of the same swarm run with --verify-rate 0
+// and 0.05 in turns (15 runs each): the ratio of their decode tokens/s.
+// Run: npm run bench:e2e [-- stories|16 kib|tinyllama] [-- --verify]
 
 import '../src/util/polyfill.js'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -20,12 +23,17 @@ import { loadAddon } from '../src/inference/native-backend.js'
 import { makeTestModel } from '../src/inference/test-model.js'
 import { createNode } from '../src/p2p/node.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
+import { DEFAULT_VERIFY_RATE } from '../src/petals/client/spot-check.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { median } from '../src/util/stats.js'
 
-const RUNS = 5
+/** --verify: the cost of spot checks instead of the cost of hops */
+const VERIFY = process.argv.includes('--verify')
+const RUNS = VERIFY ? 15 : 5
+/** The verify rate --verify compares with no checks: the default (DEFAULT_VERIFY_RATE). */
+const CHECKED_RATE = DEFAULT_VERIFY_RATE
 /** `npm run bench:e2e -- tinyllama` runs only the models whose label contains the word */
-const only = process.argv[2]?.toLowerCase()
+const only = process.argv.slice(2).find(a => !a.startsWith('--'))?.toLowerCase()
 const backend = loadAddon() !== null ? 'native' : 'js'
 
 interface Run { stepMs: number, computeMs: number, prefill: number }
@@ -59,34 +67,45 @@ async function local (dir: string): Promise<Subject> {
   return { name: 'local', model, computeSeconds: () => seconds, close: () => model.close() }
 }
 
-/** The model served by `hops` servers (in this process, over loopback TCP) and a client. */
-async function swarm (dir: string, hops: number): Promise<Subject> {
+/**
+ * The model served by `hops` servers (each span by `replicas` of them; in this process, over
+ * loopback TCP) and one client per verify rate in `rates`: a subject each, the last one's close
+ * stopping the swarm.
+ */
+async function swarm (dir: string, hops: number, replicas = 1, rates = [0]): Promise<Subject[]> {
   const entry = await createNode({ role: 'server' })
   const initialPeers = entry.getMultiaddrs().map(String)
   const blocks = (await loadConfig(dir)).numLayers
   const servers: BlockServer[] = []
+  const modelName = `bench-${hops}`
   for (let h = 0; h < hops; h++) {
     const span = { start: Math.floor(h * blocks / hops), end: Math.floor((h + 1) * blocks / hops) }
-    servers.push(await BlockServer.start({ modelDir: dir, modelName: `bench-${hops}`, blocks: span, initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend } }))
-  }
-  const model = await DistributedModel.load(dir, { initialPeers, modelName: `bench-${hops}` })
-  return {
-    name: `${hops} hops`,
-    model,
-    computeSeconds: () => servers.reduce((sum, s) => sum + s.computeSeconds, 0),
-    close: async () => {
-      await model.close()
-      await Promise.all(servers.map(async s => await s.stop()))
-      await entry.stop()
+    for (let r = 0; r < replicas; r++) {
+      servers.push(await BlockServer.start({ modelDir: dir, modelName, blocks: span, initialPeers, throughput: 1, updatePeriodMs: 600_000, load: { backend } }))
     }
   }
+  const computeSeconds = (): number => servers.reduce((sum, s) => sum + s.computeSeconds, 0)
+  const subjects: Subject[] = []
+  for (const verifyRate of rates) {
+    const model = await DistributedModel.load(dir, { initialPeers, modelName, verifyRate })
+    subjects.push({ name: VERIFY ? `rate ${verifyRate}` : `${hops} hops`, model, computeSeconds, close: async () => { await model.close() } })
+  }
+  const last = subjects[subjects.length - 1]
+  const closeLast = last.close
+  last.close = async () => {
+    await closeLast()
+    await Promise.all(servers.map(async s => await s.stop()))
+    await entry.stop()
+  }
+  return subjects
 }
 
 async function bench (label: string, dir: string, opts: { promptTokens: number, newTokens: number }): Promise<void> {
   if (only !== undefined && !label.toLowerCase().includes(only)) return
+  if (VERIFY) { await verifyCost(label, dir, opts); return }
   const subjects = [await local(dir)]
   const blocks = subjects[0].model.config.numLayers
-  for (const hops of [2, 4].filter(h => h <= blocks)) subjects.push(await swarm(dir, hops))
+  for (const hops of [2, 4].filter(h => h <= blocks)) subjects.push(...await swarm(dir, hops))
   const vocab = subjects[0].model.config.vocabSize
   const prompt = Array.from({ length: opts.promptTokens }, (_, i) => 1 + (i * 7) % (vocab - 1))
   const runs = new Map<Subject, Run[]>(subjects.map(s => [s, []]))
@@ -109,6 +128,23 @@ async function bench (label: string, dir: string, opts: { promptTokens: number, 
       ` (${step.toFixed(2)} ms/token${perHop}; servers' forward calls ${median(r.map(x => x.computeMs)).toFixed(2)} ms), prefill ${median(r.map(x => x.prefill)).toFixed(0)} tokens/s`)
   }
   console.log(`  (overhead per hop = (swarm ms/token - local ms/token) / hops; hidden state ${H} values in ${subjects[0].model.config.dtype ?? 'f32'} on the wire)`)
+}
+
+/** --verify: two clients of one 2-hop swarm whose spans each have two servers, at verify rates 0 and CHECKED_RATE. */
+async function verifyCost (label: string, dir: string, opts: { promptTokens: number, newTokens: number }): Promise<void> {
+  const subjects = await swarm(dir, 2, 2, [0, CHECKED_RATE])
+  const vocab = subjects[0].model.config.vocabSize
+  const prompt = Array.from({ length: opts.promptTokens }, (_, i) => 1 + (i * 7) % (vocab - 1))
+  const runs = new Map<Subject, Run[]>(subjects.map(s => [s, []]))
+  try {
+    for (const s of subjects) await run(s, prompt, 4)
+    for (let i = 0; i < RUNS; i++) for (const s of subjects) runs.get(s)!.push(await run(s, prompt, opts.newTokens))
+  } finally {
+    for (const s of subjects) await s.close()
+  }
+  const [plain, checked] = subjects.map(s => median(runs.get(s)!.map(r => r.stepMs)))
+  console.log(`${label}: ${backend} backend, 2 hops with 2 servers each, prompt ${opts.promptTokens} tokens, ${opts.newTokens} new tokens, medians of ${RUNS} interleaved runs`)
+  console.log(`  verify rate 0: ${(1000 / plain).toFixed(1)} tokens/s decode; ${CHECKED_RATE}: ${(1000 / checked).toFixed(1)} tokens/s (${(plain / checked).toFixed(2)}x of rate 0)`)
 }
 
 const bundled = fileURLToPath(new URL('../../models/stories260K', import.meta.url))
