@@ -4,7 +4,8 @@
 // Honest servers are never convicted, and a dispute with no third server bans nobody.
 
 import assert from 'node:assert/strict'
-import { collect } from '../src/inference/generate.js'
+import { collect, generate as generateLocally } from '../src/inference/generate.js'
+import { LocalModel } from '../src/inference/model.js'
 import type { LoadOptions } from '../src/inference/load-span.js'
 import { createNode, type BmrtNode } from '../src/p2p/node.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
@@ -47,9 +48,9 @@ describe('spot checks against servers that compute wrong', function () {
   })
 
   let counts: CorruptionCounts = { outputs: 0, wrong: 0, firstWrong: null }
-  /** A server of blocks 0:5 of `model`, loaded as `load` says. */
-  const startServer = async (model: string, load: LoadOptions): Promise<void> => {
-    servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: model, blocks: { start: 0, end: 5 }, initialPeers, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000, load }))
+  /** A server of blocks 0:5 (or `blocks`) of `model`, loaded as `load` says. */
+  const startServer = async (model: string, load: LoadOptions, blocks = { start: 0, end: 5 }): Promise<void> => {
+    servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: model, blocks, initialPeers, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000, load }))
   }
   /**
    * `count` servers of blocks 0:5; the first computes wrong in the way given, when `schedule`
@@ -143,6 +144,42 @@ describe('spot checks against servers that compute wrong', function () {
       assert.ok(honest.some(p => (credits.get(p) ?? 0) > 0), 'honest work earns credits')
     })
   }
+
+  it('below rate 1, checks run beside the steps: a conviction takes effect at the next step, and from then on every token is the honest model\'s', async () => {
+    // Blocks 0:3 on a hostile server (zeros, claiming to be the fastest) and two honest ones, 3:5 on
+    // one more: a conviction replaces the first hop and rebuilds the second from honest inputs.
+    const model = 'stories-spot-background'
+    for (let i = 0; i < 3; i++) await startServer(model, { backend: TARGET_BACKEND }, { start: 0, end: 3 })
+    await startServer(model, { backend: TARGET_BACKEND }, { start: 3, end: 5 })
+    corrupt(servers[0], 'zeros')
+    await claimSpeed(servers[0], model)
+    const peers = servers.map(s => s.node.peerId.toString())
+    const hostile = peers[0]
+    const log: string[] = []
+    const client = await connect(model, 0.5, peers, log)
+    const { promptIds } = EXPECTED[0]
+    const ids: number[] = []
+    let honestFrom: number | null = null // the first token computed after the conviction took effect
+    for await (const token of client.generate(promptIds, { maxNewTokens: 24, ignoreEos: true })) {
+      if (honestFrom === null && log.some(l => l.includes(`failed on ${hostile}`))) honestFrom = ids.length
+      if (token.id !== null) ids.push(token.id)
+    }
+    assert.ok(client.manager.bans.isBanned(hostile), log.join('\n'))
+    assert.ok(honestFrom !== null && honestFrom < ids.length, `the conviction took effect within the generation: ${log.join('\n')}`)
+    assert.match(log.find(l => l.includes(`failed on ${hostile}`))!, /computed wrong and is banned/)
+    // From then on, each token is the one the model gives after the tokens before it (the wrong
+    // ones before the conviction included): the whole chain was rebuilt from honest inputs.
+    const local = await LocalModel.load(BUNDLED_MODEL, { backend: TARGET_BACKEND })
+    try {
+      for (let n = honestFrom; n < ids.length; n++) {
+        const next = await collect(generateLocally(local, [...promptIds, ...ids.slice(0, n)], { maxNewTokens: 1, ignoreEos: true }))
+        assert.equal(ids[n], next.ids[0], `token ${n} of ${ids.length} (the conviction took effect at ${honestFrom})`)
+      }
+    } finally {
+      local.close()
+    }
+    console.log(`      caught in the background; tokens ${honestFrom}-${ids.length - 1} of ${ids.length} are the honest model's`)
+  })
 
   it('never accuses honest servers of mixed backends and formats, checking every step', async () => {
     const model = 'stories-spot-honest'

@@ -21,7 +21,7 @@ import { sliceTokens } from '../../util/tensor.js'
 import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
 import { retryDelayMs } from './ban-list.js'
 import type { SequenceManager } from './sequence-manager.js'
-import { DEFAULT_VERIFY_RATE, SpotChecker, type SpotCheckResult } from './spot-check.js'
+import { DEFAULT_VERIFY_RATE, SpotChecker, WrongOutputError, type CheckedStep, type SpotCheckResult } from './spot-check.js'
 
 /**
  * Failed attempts in a row, with no hop answering between them and no server left that is not
@@ -150,6 +150,10 @@ export class InferenceSession {
   failovers = 0
   private closed = false
   readonly batch: number
+  /** the check running in the background (below rate 1), if any: one at a time */
+  private background: Promise<void> | null = null
+  /** servers a background check found wrong, whose hops are replaced at the next step */
+  private readonly convicted = new Map<string, WrongOutputError>()
 
   private constructor (private readonly context: SessionContext, private readonly options: InferenceSessionOptions, private hops: Hop[],
     private readonly checker: SpotChecker) {
@@ -215,21 +219,40 @@ export class InferenceSession {
       if (input === null) throw new Error('internal: a fresh hop has neither history nor a full input')
       const count = warm ? tokens : position + tokens
       try {
+        const convicted = this.convicted.get(hop.route.peerId)
+        if (convicted !== undefined) {
+          // A background check found this server wrong since the last step: what it computed since
+          // the checked step, and everything downstream computed from it, is rebuilt: its blocks go
+          // to another server (the failover below), and the hops after it start over from the
+          // replacement's full outputs.
+          this.convicted.delete(hop.route.peerId)
+          for (const after of this.hops.slice(i + 1)) {
+            after.remote?.close()
+            Object.assign(after, { remote: null, cached: 0, history: null })
+          }
+          throw convicted
+        }
         hop.remote ??= await RemoteSpan.open(this.context.node, hop.route, { ...this.remoteOptions(), format: this.context.manager.formatOf(hop.route.peerId) })
         const out = await hop.remote.step(input, count, warm ? position : 0)
         if (this.checker.due()) {
-          // Throws WrongOutputError (a HopError) when two other servers agree this one is wrong:
-          // then it is banned and the step recomputed below, like any failed hop's.
-          await this.checker.check({
+          const step: CheckedStep = {
             hop: hop.route,
             input: warm ? hop.history!.with(x, tokens) : input,
             total: position + tokens,
             output: warm ? out : sliceTokens(out, batch, count, size, position, tokens),
             tokens,
             batch,
-            receipts: hop.remote.receipts,
+            receipts: [...hop.remote.receipts],
             answer: { from: warm ? position : 0, output: out }
-          })
+          }
+          // At rate 1 every step waits for its check: WrongOutputError (a HopError) when two other
+          // servers agree this one is wrong, which bans it and recomputes the step below, like any
+          // failed hop's, so no wrong step reaches the caller. Below rate 1 unchecked steps reach
+          // the caller anyway, and a check (a forward of the whole history elsewhere) would cost
+          // each checked step that much: it runs in the background instead, one at a time, and a
+          // conviction takes effect at the next step.
+          if (this.checker.rate >= 1) await this.checker.check(step)
+          else this.background ??= this.checkInBackground(step)
         }
         this.context.manager.onSuccess(hop.route.peerId)
         if (warm) hop.history!.append(x, tokens)
@@ -275,6 +298,23 @@ export class InferenceSession {
     }
     this.position = position + tokens
     return x
+  }
+
+  /** Runs a check apart from the steps; a conviction is kept for the next step. */
+  private async checkInBackground (step: CheckedStep): Promise<void> {
+    try {
+      await this.checker.check(step)
+    } catch (err) {
+      if (err instanceof WrongOutputError) this.convicted.set(err.peerId, err)
+      else this.context.log?.(`a spot check of ${step.hop.peerId} failed: ${(err as Error).message}`)
+    } finally {
+      this.background = null
+    }
+  }
+
+  /** Resolves once the check running in the background, if any, has ended (its conviction then applies at the next step). */
+  async settled (): Promise<void> {
+    await this.background
   }
 
   /** A new chain for one failed hop's blocks, or null when none can be found right now. */
