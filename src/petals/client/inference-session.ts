@@ -312,11 +312,6 @@ export class InferenceSession {
     }
   }
 
-  /** Resolves once the check running in the background, if any, has ended (its conviction then applies at the next step). */
-  async settled (): Promise<void> {
-    await this.background
-  }
-
   /** A new chain for one failed hop's blocks, or null when none can be found right now. */
   private async reroute (failed: RouteHop): Promise<RouteHop[] | null> {
     try {

@@ -238,21 +238,24 @@ export class RemoteSpan {
     if (response.error !== undefined) {
       throw new HopError(peer, `${peer} refused: ${response.error.message} (${response.error.code})`, response.error.code)
     }
+    let values: Float32Array
+    let receipt: Receipt
     try {
-      const { values, tokens: got } = decodeHidden(response.hidden, { batch, hidden: hiddenSize })
-      if (got !== tokens) throw new Error(`answered ${got} tokens for ${tokens}`)
-      const receipt = checkReceipt(response.receipt, {
+      const decoded = decodeHidden(response.hidden, { batch, hidden: hiddenSize })
+      if (decoded.tokens !== tokens) throw new Error(`answered ${decoded.tokens} tokens for ${tokens}`)
+      values = decoded.values
+      receipt = checkReceipt(response.receipt, {
         model: this.options.model, start: this.hop.start, end: this.hop.end, session: this.nonce, position, tokens, batch,
         dtype: sent.dtype, input: sent.data, output: response.hidden!.data, format: this.options.format
       })
-      this.kept.push({ signed: response.receipt!, position, tokens })
-      this.options.onReceipt?.(peer, response.receipt!, receipt)
-      this.options.stepTimes?.record(elapsed, blocks, tokens)
-      this.options.speeds?.record(peer, elapsed, blocks, tokens)
-      return values
     } catch (err) {
       throw new HopError(peer, `${peer} sent ${err instanceof ReceiptError ? 'a bad receipt' : 'bad hidden states'}: ${(err as Error).message}`)
     }
+    this.kept.push({ signed: response.receipt!, position, tokens })
+    this.options.onReceipt?.(peer, response.receipt!, receipt)
+    this.options.stepTimes?.record(elapsed, blocks, tokens)
+    this.options.speeds?.record(peer, elapsed, blocks, tokens)
+    return values
   }
 
   /** Ends the session: the server frees its caches. */

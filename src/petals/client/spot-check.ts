@@ -1,14 +1,16 @@
 // Spot checks (issue 21): a client re-runs a random sample of its inference steps on a second server
 // that holds the same blocks and compares the outputs. A server that computes wrong (broken
 // hardware, a lazy server skipping layers, a hostile one steering answers) is caught, banned, and
-// its step recomputed elsewhere, so the user's output is the honest one. Petals trusts every hop.
+// replaced (inference-session.ts: at rate 1 before the step reaches the caller, below it from the
+// next step on). Petals trusts every hop.
 //
 // A check sends the hop's whole input so far (the history the client keeps for failover) to the
 // second server as cache-less forward work and compares the new tokens' outputs. Which steps are
 // checked is drawn after the server answered, from this process's CSPRNG: the server cannot tell a
 // checked step from another. Two servers that disagree get a third opinion; the one the third
-// agrees with is right. Without a third server the dispute stays open: nobody is banned (one word
-// against another), and the output is kept.
+// agrees with is right, and a server found wrong comes with the evidence of its own signed receipts
+// (evidence.ts). Without a third server the dispute stays open: nobody is banned (one word against
+// another), and the output is kept.
 
 import { randomInt } from 'node:crypto'
 import { FORWARD_PROTOCOL } from '../protocol/wire.js'

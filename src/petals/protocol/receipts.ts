@@ -135,8 +135,8 @@ export interface ExpectedReceipt {
 }
 
 /**
- * Checks that a receipt (signature unchecked: that is done when the receipt is used as evidence,
- * openReceipt) describes the step asked and answered; returns it decoded.
+ * Checks that a receipt describes the step asked and answered; returns it decoded. Its signature
+ * is left to openReceipt, when the receipt is credited or becomes evidence.
  */
 export function checkReceipt (signed: SignedReceipt | undefined, expected: ExpectedReceipt): Receipt {
   if (signed === undefined) throw new ReceiptError('the answer carries no receipt')
