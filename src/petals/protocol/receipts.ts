@@ -8,8 +8,8 @@
 // KeyObjects kept per key: 41-62 µs to sign and 119-162 µs to verify on the 2-core dev machine,
 // against 88-139 µs and 143-198 µs through @libp2p/crypto, which builds a key object for every
 // call (four alternating rounds of 2000). A client checks each receipt's fields and hashes as it
-// arrives (16-32 µs) and its signature only when the receipt becomes evidence; the server's hash
-// and signature take 60-100 µs a step (npm run bench:verify -- --receipts-only).
+// arrives (14-32 µs) and its signature only when the receipt is credited (a gateway's ledger) or
+// becomes evidence; the server's hash and signature take 58-101 µs a step (npm run bench:verify).
 
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
