@@ -8,7 +8,7 @@
 
 import type { WorkListener } from '../petals/client/distributed-model.js'
 import type { Evidence } from '../petals/protocol/evidence.js'
-import { decodeReceipt, openReceipt, ReceiptError, type Receipt, type SignedReceipt } from '../petals/protocol/receipts.js'
+import { checkSignature, decodeReceipt, ReceiptError, type Receipt, type SignedReceipt } from '../petals/protocol/receipts.js'
 import { addCredits, type Credit } from './job-store.js'
 
 /** How often received receipts are checked and written: one line per interval, not per step. */
@@ -38,7 +38,7 @@ function creditOf (peerId: string, receipt: Receipt): Credit {
 }
 
 export class CreditLedger implements WorkListener {
-  private pending: Array<{ peerId: string, signed: SignedReceipt }> = []
+  private pending: Array<{ peerId: string, signed: SignedReceipt, receipt: Receipt }> = []
   private timer: NodeJS.Timeout | null = null
   private writing: Promise<void> = Promise.resolve()
   /** receipts refused since start, per server: not signed by it */
@@ -51,9 +51,9 @@ export class CreditLedger implements WorkListener {
     return this.store.credits
   }
 
-  /** WorkListener: a receipt to check and credit at the next flush. */
-  readonly receipt = (peerId: string, signed: SignedReceipt): void => {
-    this.pending.push({ peerId, signed })
+  /** WorkListener: a receipt (decoded by the client) whose signature is checked, and credited, at the next flush. */
+  readonly receipt = (peerId: string, signed: SignedReceipt, receipt: Receipt): void => {
+    this.pending.push({ peerId, signed, receipt })
     this.timer ??= setTimeout(() => { this.timer = null; this.flush().catch(err => this.options.log?.(`credits: ${(err as Error).message}`)) }, this.options.flushMs ?? LEDGER_FLUSH_MS)
   }
 
@@ -105,9 +105,10 @@ export class CreditLedger implements WorkListener {
     this.pending = []
     if (batch.length === 0) return
     const earned: Credit[] = []
-    for (const { peerId, signed } of batch) {
+    for (const { peerId, signed, receipt } of batch) {
       try {
-        earned.push(creditOf(peerId, openReceipt(signed, peerId)))
+        checkSignature(signed, peerId)
+        earned.push(creditOf(peerId, receipt))
       } catch (err) {
         if (!(err instanceof ReceiptError)) throw err
         const refused = (this.refused.get(peerId) ?? 0) + 1

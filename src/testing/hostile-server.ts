@@ -10,6 +10,7 @@ import { Registry } from '../p2p/registry.js'
 import { ReceiptSigner, type SignedReceipt } from '../petals/protocol/receipts.js'
 import { seededRandom } from '../inference/sampling.js'
 import type { BlockServer } from '../petals/server/server.js'
+import type { SpanStep } from '../inference/backend.js'
 
 /**
  * How a hostile server's outputs go wrong: noise of `noise` × the outputs' RMS added (broken
@@ -50,8 +51,6 @@ export interface CorruptionSchedule {
 
 /** Corrupts the outputs of `server`'s span from now on, as `how` says and when `schedule` says. */
 export function corrupt (server: BlockServer, how: Corruption, schedule: CorruptionSchedule = {}): CorruptionCounts {
-  const span = server.span
-  if (span === null) throw new Error('the server has no span loaded yet')
   const { rightSteps = 0, share = 1, onlySession } = schedule
   const random = seededRandom(21)
   const counts: CorruptionCounts = { outputs: 0, wrong: 0, firstWrong: null }
@@ -69,21 +68,26 @@ export function corrupt (server: BlockServer, how: Corruption, schedule: Corrupt
     const scale = how.noise * Math.sqrt(square / output.length) * Math.sqrt(3) // uniform on [-1, 1] has RMS 1/√3
     return output.map(v => v + scale * (2 * random() - 1))
   }
-  const forward = span.forward.bind(span)
-  const forwardBatch = span.forwardBatch.bind(span)
-  span.forward = async (session, hidden, position) => spoil(session, hidden, await forward(session, hidden, position))
-  span.forwardBatch = async steps => (await forwardBatch(steps)).map((out, i) => spoil(steps[i].session, steps[i].hidden, out))
+  wrapSteps(server, async (steps, run) => (await run()).map((out, i) => spoil(steps[i].session, steps[i].hidden, out)))
   return counts
 }
 
-/** Makes each step of `server`'s span take `ms` longer: a slow server (that may then claim to be fast). */
-export function slowDown (server: BlockServer, ms: number): void {
+/**
+ * Puts `around` around every step of `server`'s span, single (forward) or batched (forwardBatch):
+ * it gets the steps and a function that computes them, and returns the outputs.
+ */
+function wrapSteps (server: BlockServer, around: (steps: SpanStep[], run: () => Promise<Float32Array[]>) => Promise<Float32Array[]>): void {
   const span = server.span
   if (span === null) throw new Error('the server has no span loaded yet')
   const forward = span.forward.bind(span)
   const forwardBatch = span.forwardBatch.bind(span)
-  span.forward = async (session, hidden, position) => { await delay(ms); return await forward(session, hidden, position) }
-  span.forwardBatch = async steps => { await delay(ms); return await forwardBatch(steps) }
+  span.forward = async (session, hidden, position) => (await around([{ session, hidden, position }], async () => [await forward(session, hidden, position)]))[0]
+  span.forwardBatch = async steps => await around(steps, async () => await forwardBatch(steps))
+}
+
+/** Makes each step of `server`'s span take `ms` longer: a slow server (that may then claim to be fast). */
+export function slowDown (server: BlockServer, ms: number): void {
+  wrapSteps(server, async (_steps, run) => { await delay(ms); return await run() })
 }
 
 /**

@@ -82,8 +82,8 @@ function publicKeyOf (peerId: string): KeyObject {
   return key
 }
 
-/** The receipt inside `signed`, once its signature is checked against `peerId`'s key. */
-export function openReceipt (signed: SignedReceipt, peerId: string): Receipt {
+/** Checks that `peerId` signed `signed`; a ReceiptError when it did not. */
+export function checkSignature (signed: SignedReceipt, peerId: string): void {
   let valid = false
   try {
     valid = verify(null, signedBytes(signed.receipt), publicKeyOf(peerId), signed.signature)
@@ -91,6 +91,11 @@ export function openReceipt (signed: SignedReceipt, peerId: string): Receipt {
     if (err instanceof ReceiptError) throw err
   }
   if (!valid) throw new ReceiptError(`the receipt is not signed by ${peerId}`)
+}
+
+/** The receipt inside `signed`, once its signature is checked against `peerId`'s key. */
+export function openReceipt (signed: SignedReceipt, peerId: string): Receipt {
+  checkSignature(signed, peerId)
   return decodeReceipt(signed)
 }
 
