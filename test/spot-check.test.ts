@@ -247,7 +247,11 @@ describe('spot checks against servers that compute wrong', function () {
     for (const liar of [0, 1]) {
       // Each liar in turn claims to be the fastest, so that routing takes it.
       await Promise.all(servers.map(async (s, i) => await claimSpeed(s, model, i === liar ? 1e6 : 1)))
-      await client.manager.update()
+      await waitFor('routing to take the liar', async () => {
+        await client.manager.update()
+        const route = await client.manager.inferenceRoute(0, 5, 64)
+        return route.length === 1 && route[0].peerId === [forger, replayer][liar]
+      })
       const { got, expected } = await generate(client)
       assert.deepEqual(got, expected, `the reference tokens:\n${log.join('\n')}`)
     }
@@ -257,7 +261,7 @@ describe('spot checks against servers that compute wrong', function () {
     assert.ok((ledger.refused.get(forger) ?? 0) >= 10, `each of the forger's 10 steps was refused: ${ledger.refused.get(forger) ?? 0}`)
     // The replayer's first receipt is its own; the next step's answer carried it again, the client
     // refused it as a failed hop, and the session went on elsewhere.
-    assert.equal(credit(replayer), 1)
+    assert.equal(credit(replayer), 1, log.join('\n'))
     assert.match(log.join('\n'), new RegExp(`${replayer} sent a bad receipt: the receipt's position is 0, not \\d+`))
     assert.ok(!client.manager.bans.isBanned(honest))
   })
