@@ -8,6 +8,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { ReachabilityRequest } from '../src/p2p/reachability-messages.js'
 import { MAX_RECORD_FRAME_BYTES } from '../src/p2p/registry.js'
 import { RecordRequest } from '../src/p2p/registry-messages.js'
+import { EvidenceRequest } from '../src/petals/protocol/messages.js'
 import { encodeHidden, ErrorCode, InfoRequest, MAX_FRAME_BYTES, Request, WireDType, type Tensor } from '../src/petals/protocol/wire.js'
 import { BUNDLED_HIDDEN, frameBytes, prefixed } from './raw-peer.js'
 
@@ -336,6 +337,42 @@ export function recordCase (rng: Rng, model: string): RecordCase {
     case 2: return { ...lyingPrefix(rng), valid: false }
     case 3: return { ...cutShort(rng, 'record request', prefixed(RecordRequest.encode({ model }))), valid: false }
     default: return { ...randomBytes(rng), valid: false }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /bmrt/evidence
+
+export interface EvidenceCase {
+  what: string
+  chunks: Uint8Array[]
+  end: 'close' | 'reset'
+  /** a well-formed request: an EvidenceResponse must answer it */
+  valid: boolean
+  /** it hands evidence on: the answer must be an error (random evidence proves nothing), never a verdict against anyone */
+  submits: boolean
+}
+
+export function evidenceCase (rng: Rng, model: string): EvidenceCase {
+  const accused = rng.chance(0.5) ? '12D3KooWFuzzAccused' : rng.text(rng.int(0, 80))
+  switch (rng.int(0, 4)) {
+    case 0: {
+      const asked = rng.chance(0.8) ? model : rng.text(rng.int(0, 40))
+      return { what: 'a fetch of evidence', chunks: [prefixed(EvidenceRequest.encode({ model: asked, accused }))], end: 'close', valid: true, submits: false }
+    }
+    case 1: {
+      // Evidence whose parts are random: receipts that do not decode or are not signed, inputs of any size.
+      const bytes = (n: number): Uint8Array<ArrayBuffer> => Uint8Array.from(rng.bytes(n))
+      const steps = Array.from({ length: rng.int(0, 4) }, () => ({
+        receipt: rng.chance(0.8) ? { receipt: bytes(rng.int(0, 120)), signature: bytes(rng.chance(0.5) ? 64 : rng.int(0, 80)) } : undefined,
+        input: bytes(rng.int(0, 600)),
+        output: rng.chance(0.5) ? bytes(rng.int(0, 600)) : undefined
+      }))
+      return { what: `evidence of ${steps.length} random steps`, chunks: [prefixed(EvidenceRequest.encode({ model, accused, evidence: { steps } }))], end: 'close', valid: true, submits: true }
+    }
+    case 2: return { ...lyingPrefix(rng), valid: false, submits: false }
+    case 3: return { ...cutShort(rng, 'evidence request', prefixed(EvidenceRequest.encode({ model, accused }))), valid: false, submits: false }
+    default: return { ...randomBytes(rng), valid: false, submits: false }
   }
 }
 

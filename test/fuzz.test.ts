@@ -17,7 +17,8 @@ import { join } from 'node:path'
 import { startGateway, type StartedGateway } from '../src/cli/gateway.js'
 import { collect } from '../src/inference/generate.js'
 import { Tokenizer } from '../src/inference/tokenizer.js'
-import { decodeHidden, ErrorCode, FORWARD_PROTOCOL, Info, INFERENCE_PROTOCOL, INFO_PROTOCOL, Response } from '../src/petals/protocol/wire.js'
+import { EvidenceResponse } from '../src/petals/protocol/messages.js'
+import { decodeHidden, ErrorCode, EVIDENCE_PROTOCOL, FORWARD_PROTOCOL, Info, INFERENCE_PROTOCOL, INFO_PROTOCOL, Response } from '../src/petals/protocol/wire.js'
 import { ReachabilityResponse } from '../src/p2p/reachability-messages.js'
 import type { Codec } from '../src/p2p/frames.js'
 import { REACHABILITY_PROTOCOL } from '../src/p2p/reachability.js'
@@ -26,7 +27,7 @@ import { RecordResponse } from '../src/p2p/registry-messages.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
 import type { BlockServer } from '../src/petals/server/server.js'
 import { EXPECTED } from './expected.js'
-import { frameCase, httpCase, infoCase, reachabilityCase, recordCase, Rng, type FrameCase, type HttpCase, type InfoCase, type ReachabilityCase, type RecordCase, type Served } from './fuzz-cases.js'
+import { evidenceCase, frameCase, httpCase, infoCase, reachabilityCase, recordCase, Rng, type EvidenceCase, type FrameCase, type HttpCase, type InfoCase, type ReachabilityCase, type RecordCase, type Served } from './fuzz-cases.js'
 import { BUNDLED_MODEL, scratchDir, waitFor } from './helpers.js'
 import { BUNDLED_HIDDEN, RawPeer, sendBytes, startTargetServer } from './raw-peer.js'
 
@@ -71,10 +72,10 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
     await scratch?.cleanup()
   })
 
-  /** Seven more tokens of the legitimate conversation (seven turns fit the reference's 50): they must be the reference's next seven. */
+  /** Six more tokens of the legitimate conversation (eight turns fit the reference's 50): they must be the reference's next six. */
   async function turn (): Promise<void> {
     const { promptIds, ids } = EXPECTED[0]
-    const result = await collect(conversation.generate([...promptIds, ...generated], { maxNewTokens: 7 }))
+    const result = await collect(conversation.generate([...promptIds, ...generated], { maxNewTokens: 6 }))
     generated.push(...result.ids)
     assert.deepEqual(generated, ids.slice(0, generated.length), 'the conversation alongside the fuzzing')
   }
@@ -194,6 +195,15 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
     })
   }
 
+  /** An evidence case: a fetch gets none (nothing is kept), random evidence gets the reason it proves nothing. */
+  async function runEvidenceCase (c: EvidenceCase, label: string): Promise<string> {
+    return await runOneAnswerCase(EVIDENCE_PROTOCOL, EvidenceResponse, c, c.valid, label, answer => {
+      assert.equal(answer.evidence, undefined, `${label}: no evidence is kept here`)
+      assert.equal(answer.verdict, undefined, `${label}: random evidence gets no verdict`)
+      if (c.submits) assert.ok(answer.error !== undefined && answer.error.length > 0 && answer.error.length <= 300, `${label}: the reason, in a line: ${answer.error ?? 'none'}`)
+    })
+  }
+
   /** A reachability case: a well-formed request gets its expected answer; nothing here can be dialed back. */
   async function runReachabilityCase (c: ReachabilityCase, label: string): Promise<string> {
     return await runOneAnswerCase(REACHABILITY_PROTOCOL, ReachabilityResponse, c, c.expect !== null, label, answer => {
@@ -243,6 +253,12 @@ describe('fuzzing the block protocols and the HTTP gateway', function () {
   it('/bmrt/record: answers valid requests with the server\'s own record and drops the rest, while a conversation goes on', async () => {
     const rng = new Rng(SEED + 6)
     await Promise.all([fuzz('/bmrt/record', () => recordCase(rng, MODEL), runRecordCase), turn()])
+  })
+
+  it('/bmrt/evidence: refuses random evidence with the reason, keeps nothing, and drops malformed requests, while a conversation goes on', async () => {
+    const rng = new Rng(SEED + 7)
+    await Promise.all([fuzz('/bmrt/evidence', () => evidenceCase(rng, MODEL), runEvidenceCase), turn()])
+    assert.deepEqual(server.disputes.disproven, [])
   })
 
   it('/bmrt/reachability: answers checks without dialing anyone but the asker, and drops malformed ones, while a conversation goes on', async () => {

@@ -2,7 +2,7 @@
 // said are left out, and each garbage field reads as not said while the rest still counts.
 
 import assert from 'node:assert/strict'
-import { formatInfo, parseServerInfo, serverInfoRecord, type ServerInfo } from '../src/petals/protocol/server-info.js'
+import { formatInfo, MAX_DISPROVEN, parseServerInfo, serverInfoRecord, type ServerInfo } from '../src/petals/protocol/server-info.js'
 
 /** What a span record's `info` becomes after a trip through the DHT. */
 const throughJson = (info: ServerInfo): unknown => JSON.parse(JSON.stringify(serverInfoRecord(info)))
@@ -21,7 +21,8 @@ describe('server info', () => {
       usingRelay: true,
       inferenceMaxLength: 8192,
       cacheTokensLeft: 0,
-      nextPings: { q: 0.02, r: 0 }
+      nextPings: { q: 0.02, r: 0 },
+      disproven: ['12D3KooWA', '12D3KooWB']
     }
     assert.deepEqual(parseServerInfo(throughJson(full)), full)
     const joining: ServerInfo = { version: '0.1.0', dtype: 'f32', quant: 'none', throughput: 0, usingRelay: false, inferenceMaxLength: 4096 }
@@ -50,12 +51,17 @@ describe('server info', () => {
       inferenceMaxLength: 1.5,
       cacheTokensLeft: '4096',
       nextPings: [0.1],
+      disproven: 'everyone',
       unknownField: 'ignored'
     }
     assert.deepEqual(parseServerInfo(garbage), {})
     assert.deepEqual(parseServerInfo({ ...garbage, throughput: 7, dtype: 'f16' }), { throughput: 7, dtype: 'f16' })
     assert.deepEqual(parseServerInfo({ throughput: -Infinity, inferenceRps: -450, inferenceMaxLength: -4, usingRelay: null, publicName: null }), {})
     assert.deepEqual(parseServerInfo({ inferenceMaxLength: 2 ** 60, version: ['0.1.0'], dtype: 'int8', quant: 'bf16' }), {})
+    // A list of servers disproven: entries that are no peer id are dropped, and a long list is cut
+    // at MAX_DISPROVEN (a record cannot make every client check evidence against the whole swarm).
+    assert.deepEqual(parseServerInfo({ disproven: ['a', 3, '', 'x'.repeat(200), null, 'b'] }), { disproven: ['a', 'b'] })
+    assert.equal(parseServerInfo({ disproven: Array.from({ length: 100 }, (_, i) => `p${i}`) }).disproven?.length, MAX_DISPROVEN)
   })
 
   it('reads a negative cache count as none left, and anything else unknown as unlimited', () => {

@@ -11,12 +11,12 @@ import { createNode, type BmrtNode } from '../src/p2p/node.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
 import type { SpotCheckResult } from '../src/petals/client/spot-check.js'
 import { RemoteSpan } from '../src/petals/client/remote-span.js'
-import { buildEvidence, checkEvidence, decodeEvidence, encodeEvidence, EvidenceError, relativeDistance, verifyTolerance, VERIFY_TOLERANCE, type Evidence } from '../src/petals/protocol/evidence.js'
+import { buildEvidence, checkEvidence, decodeEvidence, encodeEvidence, EvidenceError, relativeDistance, spanRerun, verifyTolerance, VERIFY_TOLERANCE, type Evidence } from '../src/petals/protocol/evidence.js'
 import { checkReceipt, decodeReceipt, ReceiptError, ReceiptSigner, sha256 } from '../src/petals/protocol/receipts.js'
 import { INFERENCE_PROTOCOL, WireDType } from '../src/petals/protocol/wire.js'
 import { privateKeyOf } from '../src/p2p/identity.js'
 import { BlockServer } from '../src/petals/server/server.js'
-import { claimSpeed, corrupt, lieInReceipts, slowDown, type Corruption, type CorruptionCounts, type CorruptionSchedule } from '../src/testing/hostile-server.js'
+import { accuse, claimSpeed, corrupt, lieInReceipts, slowDown, type Corruption, type CorruptionCounts, type CorruptionSchedule } from '../src/testing/hostile-server.js'
 import { EXPECTED } from './expected.js'
 import { BUNDLED_MODEL, randomHidden, scratchDir, waitFor } from './helpers.js'
 import { CreditLedger } from '../src/api/credits.js'
@@ -131,7 +131,7 @@ describe('spot checks against servers that compute wrong', function () {
       // (here the last honest server) checks from bytes, and finds the signed output wrong.
       const evidence = checks.find(c => c.outcome === 'server wrong')?.evidence
       assert.ok(evidence !== undefined && evidence !== null, 'the conviction carries evidence')
-      const verdict = await checkEvidence(decodeEvidence(encodeEvidence(evidence)), hostile, servers[2].span!, 'f32')
+      const verdict = await checkEvidence(decodeEvidence(encodeEvidence(evidence)), hostile, spanRerun(servers[2].span!, model, 'f32'))
       assert.equal(verdict.wrong, true, JSON.stringify(verdict))
       assert.equal(evidence.steps.length, counts.firstWrong, 'one receipt per step of the session up to the wrong one: the prompt, then each token')
       console.log(`      evidence: ${evidence.steps.length} receipts, ${encodeEvidence(evidence).length} bytes; on a third node the signed output is ${verdict.distance.toExponential(2)} away (tolerance ${verdict.tolerance})`)
@@ -209,6 +209,64 @@ describe('spot checks against servers that compute wrong', function () {
     assert.ok(log.some(l => /no third server holds them: kept the output, banned nobody/.test(l)), log.join('\n'))
   })
 
+  it('publishes the evidence: servers of the same blocks check it and name the server, and another client checks it too and avoids it; a server that names an honest one convinces nobody', async () => {
+    const model = 'stories-spot-publish'
+    const [hostile, ...honest] = await swarm(model, 4, { noise: 0.1 })
+    const catcher = await connect(model, 1, [hostile, ...honest])
+    const { got, expected } = await generate(catcher)
+    assert.deepEqual(got, expected)
+    assert.ok(catcher.manager.bans.isBanned(hostile))
+    // The catcher handed the evidence to the three honest servers; each checked it on its blocks.
+    await waitFor('the honest servers to name the hostile one', () => servers.slice(1).every(s => s.disputes.disproven.includes(hostile)))
+
+    // A client that never checks: the records name the hostile server, it fetches the evidence from
+    // one of them, checks it on another, and routes around the server that still claims 1e6 tokens/s.
+    const log: string[] = []
+    const other = await connect(model, 0, [hostile, ...honest], log)
+    await waitFor('the other client to ban the hostile server', () => other.manager.bans.isBanned(hostile))
+    const banned = log.find(l => l.includes(`holds evidence against ${hostile}`))
+    assert.match(banned ?? '', /checked on 12D3\w+, its signed output is [\d.e+-]+ off \(tolerance [\d.]+\): banned for 15 min/, log.join('\n'))
+    const lister = honest.find(p => banned!.startsWith(p))
+    const checker = /checked on (\w+)/.exec(banned!)![1]
+    assert.ok(lister !== undefined && honest.includes(checker) && checker !== lister, `named by one honest server, checked on another: ${banned!}`)
+    const before = counts.outputs
+    const theirs = await generate(other)
+    assert.deepEqual(theirs.got, theirs.expected, 'with checks off, the tokens are the reference\'s')
+    assert.equal(counts.outputs, before, 'the hostile server computed nothing for it')
+    console.log(`      ${banned!.slice(0, 200)}`)
+
+    // An honest server's own receipts, named as evidence by another server that lies: the client
+    // checks them, they hold up, and the honest server stays.
+    const [accused, liar] = [honest[0], honest[1]]
+    const hidden = other.config.hiddenSize
+    const remote = await RemoteSpan.open(other.node, { peerId: accused, start: 0, end: 5 }, {
+      protocol: INFERENCE_PROTOCOL, model, maxLength: 16, batch: 1, hiddenSize: hidden, dtype: 'f32', format: 'f32'
+    })
+    let evidence: Evidence
+    try {
+      const input = randomHidden(4, hidden)
+      const output = await remote.step(input, 4, 0)
+      evidence = buildEvidence(accused, remote.receipts, input, { from: 0, output }, { batch: 1, total: 4, hidden }, 'f32')
+    } finally {
+      remote.close()
+    }
+    // Handed to the servers, it is checked and not kept; altered, it is refused with the reason.
+    const answers = await other.evidence.publish(accused, evidence)
+    assert.equal(answers.length, 2, 'the other two honest servers (the hostile one is banned)')
+    for (const answer of answers) assert.ok('kept' in answer && !answer.kept && answer.distance < 1e-5, JSON.stringify(answer))
+    const altered = decodeEvidence(encodeEvidence(evidence))
+    altered.steps[0].input[0] ^= 1
+    for (const answer of await other.evidence.publish(accused, altered)) assert.match('error' in answer ? answer.error : '', /step 0's input is not the one its receipt hashes/)
+    assert.ok(servers.every(s => !s.disputes.disproven.includes(accused)))
+    await accuse(servers[2], model, accused, evidence)
+    await waitFor('the other client to check the lie', async () => {
+      await other.manager.update()
+      return log.some(l => l.startsWith(`${liar} names ${accused} as disproven`))
+    })
+    assert.match(log.find(l => l.startsWith(`${liar} names ${accused} as disproven`))!, /its signed output holds up \([\d.e+-]+, tolerance [\d.e+-]+\): not banned/)
+    assert.ok(!other.manager.bans.isBanned(accused), 'one server\'s word evicts nobody')
+  })
+
   it('routes by the speed a server shows, not the one it announces: a slow server claiming 1e6 tokens/s is used for one session', async () => {
     const model = 'stories-spot-speed'
     const [liar, ...honest] = await swarm(model, 3)
@@ -245,7 +303,12 @@ describe('spot checks against servers that compute wrong', function () {
     const ledger = await openLedger()
     client.watchWork(ledger)
     for (const liar of [0, 1]) {
-      // Each liar in turn claims to be the fastest, so that routing takes it.
+      // Each liar in turn claims to be the fastest, so that routing takes it. The forger's steps
+      // were accepted (a client checks signatures only in the ledger), so after its turn this client
+      // knows its real speed, which routing trusts over any claim: about 1 ms for the five blocks,
+      // as much as loopback round trips differ, so it would be chosen over the replayer by chance.
+      // It is banned for the second turn to keep it out of the way.
+      if (liar === 1) client.manager.bans.ban(forger, 600_000)
       await Promise.all(servers.map(async (s, i) => await claimSpeed(s, model, i === liar ? 1e6 : 1)))
       await waitFor('routing to take the liar', async () => {
         await client.manager.update()
@@ -280,8 +343,8 @@ describe('spot checks against servers that compute wrong', function () {
       const last = await remote.step(input.subarray(5 * hidden), 2, 5)
       assert.deepEqual(remote.receipts.map(r => [r.position, r.tokens]), [[0, 5], [5, 2]])
       const make = (): Evidence => buildEvidence(accused, remote.receipts, input, { from: 5, output: last }, { batch: 1, total: 7, hidden }, 'f32')
-      const span = servers[1].span!
-      const verdict = await checkEvidence(make(), accused, span, 'f32')
+      const span = spanRerun(servers[1].span!, model, 'f32')
+      const verdict = await checkEvidence(make(), accused, span)
       assert.equal(verdict.wrong, false, JSON.stringify(verdict))
       assert.ok(verdict.distance < 1e-5, `an honest f32 server's output is the checker's: ${verdict.distance}`)
 
@@ -295,9 +358,9 @@ describe('spot checks against servers that compute wrong', function () {
       for (const [what, alter, error] of altered) {
         const evidence = make()
         alter(evidence)
-        await assert.rejects(checkEvidence(evidence, accused, span, 'f32'), (err: Error) => err instanceof EvidenceError && error.test(err.message), what)
+        await assert.rejects(checkEvidence(evidence, accused, span), (err: Error) => err instanceof EvidenceError && error.test(err.message), what)
       }
-      await assert.rejects(checkEvidence(make(), checker, span, 'f32'), /the receipt is not signed by/, 'evidence names the server that signed it')
+      await assert.rejects(checkEvidence(make(), checker, span), /the receipt is not signed by/, 'evidence names the server that signed it')
 
       // A rewind into the prompt overwrites part of a receipted step: those receipts no longer tile
       // the session, so there is no evidence (a spot check still bans; it only cannot prove it).

@@ -8,6 +8,7 @@ import { privateKeyOf } from '../p2p/identity.js'
 import type { BmrtNode } from '../p2p/node.js'
 import { Registry } from '../p2p/registry.js'
 import { ReceiptSigner, type SignedReceipt } from '../petals/protocol/receipts.js'
+import type { Evidence } from '../petals/protocol/evidence.js'
 import { seededRandom } from '../inference/sampling.js'
 import type { BlockServer } from '../petals/server/server.js'
 import type { SpanStep } from '../inference/backend.js'
@@ -118,4 +119,18 @@ export async function claimSpeed (server: BlockServer, model: string, inferenceR
   const record = await registry.lookup(model, server.node.peerId.toString())
   if (record === null) throw new Error('the server has no record to re-announce')
   await registry.announce(model, { start: record.start, end: record.end, state: record.state, info: { ...record.info, inferenceRps } })
+}
+
+/**
+ * Makes `server` name `accused` as disproven in its record and send `evidence` against it to whoever
+ * asks, without having checked it: a server lying about another (or holding evidence that proves
+ * nothing). Its real checks of evidence handed to it stop counting.
+ */
+export async function accuse (server: BlockServer, model: string, accused: string, evidence: Evidence): Promise<void> {
+  Object.defineProperty(server.disputes, 'disproven', { get: () => [accused] })
+  server.disputes.evidenceAgainst = peerId => peerId === accused ? evidence : undefined
+  const registry = new Registry(server.node)
+  const record = await registry.lookup(model, server.node.peerId.toString())
+  if (record === null) throw new Error('the server has no record to re-announce')
+  await registry.announce(model, { start: record.start, end: record.end, state: record.state, info: { ...record.info, disproven: [accused] } })
 }

@@ -25,6 +25,7 @@ import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
 import type { SpotCheckResult } from './spot-check.js'
 import { retryDelayMs } from './ban-list.js'
 import { SequenceManager, type SequenceManagerOptions } from './sequence-manager.js'
+import { EvidenceExchange } from './evidence-exchange.js'
 
 export interface DistributedModelOptions extends SequenceManagerOptions {
   /** multiaddrs of swarm peers to join through */
@@ -94,7 +95,9 @@ export class DistributedModel implements LanguageModel {
     readonly manager: SequenceManager,
     private readonly context: SessionContext,
     private readonly options: DistributedModelOptions,
-    private readonly listeners: Set<WorkListener>
+    private readonly listeners: Set<WorkListener>,
+    /** evidence this client publishes, and checks when other clients' evidence names a server */
+    readonly evidence: EvidenceExchange
   ) {}
 
   /** Tells `listener` of the servers' work from now on; the returned function stops that. */
@@ -132,7 +135,17 @@ export class DistributedModel implements LanguageModel {
         node, manager, model: modelName, numBlocks: config.numLayers, hiddenSize: config.hiddenSize, dtype, log: options.onProgress,
         onReceipt: (peerId, signed, receipt) => { for (const l of listeners) l.receipt?.(peerId, signed, receipt) }
       }
-      return new DistributedModel(config, tokenizer, await loadEosTokenIds(dir, config), head, node, manager, context, options, listeners)
+      const evidence = new EvidenceExchange(context, {
+        connectTimeoutMs: options.connectTimeoutMs,
+        stepTimeoutMs: options.stepTimeoutMs,
+        onDisproven: (peerId, e) => { for (const l of listeners) l.disproven?.(peerId, e) }
+      })
+      // Each look at the swarm may bring records that name servers as disproven: checked in the
+      // background, so routing does not wait on it (a spot check still catches what slips through).
+      const review = (): void => { evidence.review().catch(err => progress(`checking published evidence failed: ${(err as Error).message}`)) }
+      manager.afterUpdate(review)
+      review()
+      return new DistributedModel(config, tokenizer, await loadEosTokenIds(dir, config), head, node, manager, context, options, listeners, evidence)
     } catch (err) {
       head.close()
       await node?.stop()
@@ -156,7 +169,10 @@ export class DistributedModel implements LanguageModel {
       onSpotCheck: (result, hop) => {
         this.options.onSpotCheck?.(result, hop)
         onSpotCheck?.(result, hop)
-        if (result.outcome === 'server wrong') for (const l of this.listeners) l.disproven?.(hop.peerId, result.evidence)
+        if (result.outcome !== 'server wrong') return
+        for (const l of this.listeners) l.disproven?.(hop.peerId, result.evidence)
+        // Other clients learn of it through the servers of the same blocks, which check it first.
+        if (result.evidence !== null) this.evidence.publish(hop.peerId, result.evidence).catch(err => this.options.onProgress?.(`publishing the evidence failed: ${(err as Error).message}`))
       }
     })
   }

@@ -27,6 +27,8 @@ export interface ServerSpan {
   inferenceMaxLength?: number
   /** how its weights are held: the quantisation when quantised, else the dtype; absent: not said */
   format?: WeightFormat
+  /** servers it holds checked evidence against (ServerInfo.disproven); absent: none */
+  disproven?: string[]
 }
 
 /** One server's part of a route: it runs blocks [start, end). */
@@ -66,6 +68,7 @@ export function serverSpanFromRecord (record: SpanRecord): ServerSpan {
   if (info.inferenceMaxLength !== undefined) span.inferenceMaxLength = info.inferenceMaxLength
   const format = weightFormat(info)
   if (format !== undefined) span.format = format
+  if (info.disproven !== undefined && info.disproven.length > 0) span.disproven = info.disproven
   return span
 }
 

@@ -60,6 +60,13 @@ export class SequenceManager {
     return this.spans.find(s => s.peerId === peerId)?.format
   }
 
+  private readonly updateListeners: Array<() => void> = []
+
+  /** Calls `listener` after each look at the swarm (the evidence exchange reads the new records). */
+  afterUpdate (listener: () => void): void {
+    this.updateListeners.push(listener)
+  }
+
   /** Fetches every ONLINE span of the model and pings servers not pinged yet. */
   async update (): Promise<void> {
     this.updating ??= this.fetch().finally(() => { this.updating = null })
@@ -74,6 +81,7 @@ export class SequenceManager {
       .filter(s => !blocked.has(s.peerId) && (allowed === undefined || allowed.includes(s.peerId)))
     this.updatedAt = Date.now()
     await Promise.all(this.spans.filter(s => !Number.isFinite(this.rtts.get(s.peerId) ?? NaN)).map(async s => await this.ping(s.peerId)))
+    for (const listener of this.updateListeners) listener()
   }
 
   /** Round trip to a server in seconds, smoothed as Petals does (EMA 0.2); unreachable: infinite. */

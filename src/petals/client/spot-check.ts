@@ -18,6 +18,7 @@ import { buildEvidence, EvidenceError, relativeDistance, verifyTolerance, type E
 import { DEFAULT_MAX_BAN_MS } from './ban-list.js'
 import { HopError, RemoteSpan } from './remote-span.js'
 import { sliceTokens } from '../../util/tensor.js'
+import type { WeightFormat } from '../../inference/dtype.js'
 import type { RouteHop, ServerSpan } from './routing.js'
 import type { SessionContext } from './inference-session.js'
 
@@ -142,31 +143,43 @@ export class SpotChecker {
    * chosen at random; a server that fails is banned and another tried. null: none left.
    */
   private async opinion (step: CheckedStep, exclude: readonly string[]): Promise<{ peerId: string, output: Float32Array } | null> {
-    const { manager, node, model, hiddenSize, dtype } = this.context
     const { hop, batch, total, tokens } = step
-    const candidates = manager.servers.filter((s: ServerSpan) => s.start <= hop.start && hop.end <= s.end &&
-      !exclude.includes(s.peerId) && !manager.bans.isBanned(s.peerId))
-    while (candidates.length > 0) {
-      const [verifier] = candidates.splice(randomInt(candidates.length), 1)
-      let remote: RemoteSpan | null = null
-      try {
-        remote = await RemoteSpan.open(node, { peerId: verifier.peerId, start: hop.start, end: hop.end }, {
-          protocol: FORWARD_PROTOCOL, model, maxLength: total, batch, hiddenSize, dtype,
-          connectTimeoutMs: this.options.connectTimeoutMs, stepTimeoutMs: this.options.stepTimeoutMs, stepTimes: manager.stepTimes, // a verifier that stalls costs what a hop would
-          speeds: manager.speeds,
-          onReceipt: this.context.onReceipt,
-          format: verifier.format
-        })
-        const out = await remote.step(step.input, total, 0)
-        manager.onSuccess(verifier.peerId)
-        return { peerId: verifier.peerId, output: sliceTokens(out, batch, total, hiddenSize, total - tokens, tokens) }
-      } catch (err) {
-        if (!(err instanceof HopError)) throw err
-        manager.onFailure(verifier.peerId)
-      } finally {
-        remote?.close()
-      }
-    }
-    return null
+    const found = await rerunElsewhere(this.context, hop, step.input, batch, total, exclude, this.options)
+    return found === null ? null : { peerId: found.peerId, output: sliceTokens(found.output, batch, total, this.context.hiddenSize, total - tokens, tokens) }
   }
+}
+
+/**
+ * Runs `input` ([batch, total, hidden], positions 0..total) through blocks [start, end) as
+ * cache-less forward work on a server that holds them, chosen at random among those known (not one
+ * of `exclude`, not banned); a server that fails is banned and another tried. null: none left.
+ * Spot checks ask it for a second and third opinion, the evidence exchange for a check.
+ */
+export async function rerunElsewhere (context: SessionContext, blocks: { start: number, end: number }, input: Float32Array, batch: number, total: number,
+  exclude: readonly string[], timeouts: { connectTimeoutMs?: number, stepTimeoutMs?: number } = {}): Promise<{ peerId: string, format: WeightFormat | undefined, output: Float32Array } | null> {
+  const { manager, node, model, hiddenSize, dtype } = context
+  const candidates = manager.servers.filter((s: ServerSpan) => s.start <= blocks.start && blocks.end <= s.end &&
+    !exclude.includes(s.peerId) && !manager.bans.isBanned(s.peerId))
+  while (candidates.length > 0) {
+    const [verifier] = candidates.splice(randomInt(candidates.length), 1)
+    let remote: RemoteSpan | null = null
+    try {
+      remote = await RemoteSpan.open(node, { peerId: verifier.peerId, start: blocks.start, end: blocks.end }, {
+        protocol: FORWARD_PROTOCOL, model, maxLength: total, batch, hiddenSize, dtype,
+        connectTimeoutMs: timeouts.connectTimeoutMs, stepTimeoutMs: timeouts.stepTimeoutMs, stepTimes: manager.stepTimes, // a verifier that stalls costs what a hop would
+        speeds: manager.speeds,
+        onReceipt: context.onReceipt,
+        format: verifier.format
+      })
+      const output = await remote.step(input, total, 0)
+      manager.onSuccess(verifier.peerId)
+      return { peerId: verifier.peerId, format: verifier.format, output }
+    } catch (err) {
+      if (!(err instanceof HopError)) throw err
+      manager.onFailure(verifier.peerId)
+    } finally {
+      remote?.close()
+    }
+  }
+  return null
 }

@@ -2,7 +2,7 @@
 // checks it. A server signs a receipt for every step it answers (receipts.ts); a client that
 // caught it (spot-check.ts) puts the receipts of the session from position 0 together with each
 // step's input and the disputed outputs. A checker verifies the signatures and hashes, runs the
-// inputs through its own blocks, and compares the outputs with the tolerance the two servers'
+// inputs through its own blocks (or, on a client, another server's), and compares the outputs with the tolerance the two servers'
 // weight formats allow: the same rule the spot checks use, so evidence a client acted on convinces
 // every honest node that holds the blocks, and nothing a server did not sign can be pinned on it.
 
@@ -108,12 +108,45 @@ export interface Verdict {
 const MAX_EVIDENCE_TOKENS = 1 << 20
 
 /**
- * Checks evidence against `accused` on the checker's own `span` (which must hold the blocks,
- * computing in `format`): every receipt signed by the accused, one session, positions 0..total
- * in order, inputs and outputs matching their hashes; then the inputs run through the span and the
- * disputed outputs are compared. Throws EvidenceError when the evidence proves nothing.
+ * How a checker computes: blocks [start, end) of `model` over a session's inputs [batch, total,
+ * hidden] from position 0, all at once and without keeping a cache, as a spot check's second
+ * server does. Its own span on a server (spanRerun); another server on a client
+ * (evidence-exchange.ts). `run` answers with the outputs, same shape, and the weight format they
+ * were computed in.
  */
-export async function checkEvidence (evidence: Evidence, accused: string, span: BlockSpan, format: WeightFormat): Promise<Verdict> {
+export interface Rerun {
+  model: string
+  hiddenSize: number
+  run: (blocks: { start: number, end: number }, input: Float32Array, batch: number, total: number) => Promise<{ output: Float32Array, format: WeightFormat }>
+}
+
+/** A Rerun on `span` of `model`, computing in `format`; evidence about blocks it does not hold is an EvidenceError. */
+export function spanRerun (span: BlockSpan, model: string, format: WeightFormat): Rerun {
+  return {
+    model,
+    hiddenSize: span.config.hiddenSize,
+    async run ({ start, end }, input, batch, total) {
+      if (start < span.start || end > span.end) throw new EvidenceError(`the evidence is about blocks ${start}:${end}, which this span (${span.start}:${span.end}) does not hold`)
+      const rows = total * span.config.hiddenSize
+      const sessions: number[] = []
+      try {
+        for (let b = 0; b < batch; b++) sessions.push(span.openSession(total, { start, end }))
+        const outputs = await span.forwardBatch(sessions.map((session, b) => ({ session, position: 0, hidden: input.subarray(b * rows, (b + 1) * rows) })))
+        return { output: concatTokens(outputs), format }
+      } finally {
+        for (const session of sessions) span.closeSession(session)
+      }
+    }
+  }
+}
+
+/**
+ * Checks evidence against `accused` with `checker` (which must hold the blocks): every receipt
+ * signed by the accused, one session, positions 0..total in order, inputs and outputs matching
+ * their hashes; then the inputs run through the checker's blocks and the disputed outputs are
+ * compared. Throws EvidenceError when the evidence proves nothing.
+ */
+export async function checkEvidence (evidence: Evidence, accused: string, checker: Rerun): Promise<Verdict> {
   const { steps } = evidence
   if (steps.length === 0) throw new EvidenceError('the evidence holds no steps')
   const receipts: Receipt[] = []
@@ -129,8 +162,9 @@ export async function checkEvidence (evidence: Evidence, accused: string, span: 
   const dtype = wrapped(() => receiptDType(first))
   const claimedFormat = wrapped(() => receiptFormat(first))
   const { start, end, batch, model } = first
-  const hidden = span.config.hiddenSize
-  if (start < span.start || end > span.end || start >= end) throw new EvidenceError(`the evidence is about blocks ${start}:${end}, which this span (${span.start}:${span.end}) does not hold`)
+  const hidden = checker.hiddenSize
+  if (model !== checker.model) throw new EvidenceError(`the evidence is about model ${model}, not ${checker.model}`)
+  if (start >= end) throw new EvidenceError(`the evidence is about blocks ${start}:${end}, which is no range`)
   if (batch < 1) throw new EvidenceError('the evidence holds no sequence')
   let total = 0
   for (const [i, r] of receipts.entries()) {
@@ -154,26 +188,25 @@ export async function checkEvidence (evidence: Evidence, accused: string, span: 
   }
   if (!steps.some(s => s.output !== undefined)) throw new EvidenceError('the evidence disputes no output')
 
-  const sessions: number[] = []
-  try {
-    for (let b = 0; b < batch; b++) sessions.push(span.openSession(total, { start, end }))
-    let distance = 0
-    for (const [i, step] of steps.entries()) {
-      const { position, tokens } = receipts[i]
-      const input = decode(step.input, tokens, `step ${i}'s input`)
-      const rows = tokens * hidden
-      const outputs = await span.forwardBatch(sessions.map((session, b) => ({ session, position, hidden: input.subarray(b * rows, (b + 1) * rows) })))
-      if (step.output === undefined) continue
-      const claimed = decode(step.output, tokens, `step ${i}'s output`)
-      // The checker's outputs as they would travel, so both sides are rounded to the wire dtype alike.
-      const computed = toFloat32(fromFloat32(concatTokens(outputs), dtype), dtype)
-      distance = Math.max(distance, relativeDistance(claimed, computed))
-    }
-    const tolerance = verifyTolerance(claimedFormat, format)
-    return { accused, model, start, end, distance, tolerance, wrong: distance > tolerance }
-  } finally {
-    for (const session of sessions) span.closeSession(session)
+  // The steps' inputs laid out as one session, [batch, total, hidden], rerun at once.
+  const input = new Float32Array(batch * total * hidden)
+  for (const [i, step] of steps.entries()) {
+    const { position, tokens } = receipts[i]
+    const values = decode(step.input, tokens, `step ${i}'s input`)
+    for (let b = 0; b < batch; b++) input.set(values.subarray(b * tokens * hidden, (b + 1) * tokens * hidden), (b * total + position) * hidden)
   }
+  const { output, format } = await checker.run({ start, end }, input, batch, total)
+  let distance = 0
+  for (const [i, step] of steps.entries()) {
+    if (step.output === undefined) continue
+    const { position, tokens } = receipts[i]
+    const claimed = decode(step.output, tokens, `step ${i}'s output`)
+    // The checker's outputs as they would travel, so both sides are rounded to the wire dtype alike.
+    const computed = toFloat32(fromFloat32(sliceTokens(output, batch, total, hidden, position, tokens), dtype), dtype)
+    distance = Math.max(distance, relativeDistance(claimed, computed))
+  }
+  const tolerance = verifyTolerance(claimedFormat, format)
+  return { accused, model, start, end, distance, tolerance, wrong: distance > tolerance }
 }
 
 function wrapped<T> (read: () => T): T {

@@ -1681,6 +1681,460 @@ export namespace EvidenceStep {
   }
 }
 
+export interface EvidenceRequest {
+  model: string
+  accused: string
+  evidence?: Evidence
+}
+
+export namespace EvidenceRequest {
+  let _codec: Codec<EvidenceRequest>
+
+  export const codec = (): Codec<EvidenceRequest> => {
+    if (_codec == null) {
+      _codec = message<EvidenceRequest>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.model != null && obj.model !== '')) {
+          w.uint32(10)
+          w.string(obj.model)
+        }
+
+        if ((obj.accused != null && obj.accused !== '')) {
+          w.uint32(18)
+          w.string(obj.accused)
+        }
+
+        if (obj.evidence != null) {
+          w.uint32(26)
+          Evidence.codec().encode(obj.evidence, w)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          model: '',
+          accused: ''
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.model = reader.string()
+              break
+            }
+            case 2: {
+              obj.accused = reader.string()
+              break
+            }
+            case 3: {
+              obj.evidence = Evidence.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.evidence
+              })
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.model`,
+                value: reader.string()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.accused`,
+                value: reader.string()
+              }
+              break
+            }
+            case 3: {
+              yield * Evidence.codec().stream(reader, reader.uint32(), `${prefix}.evidence`, {
+                limits: opts.limits?.evidence
+              })
+
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface EvidenceRequestModelFieldEvent {
+    field: '$.model'
+    value: string
+  }
+
+  export interface EvidenceRequestAccusedFieldEvent {
+    field: '$.accused'
+    value: string
+  }
+
+  export interface EvidenceRequestEvidenceStepsReceiptReceiptFieldEvent {
+    field: '$.evidence.steps[].receipt.receipt'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export interface EvidenceRequestEvidenceStepsReceiptSignatureFieldEvent {
+    field: '$.evidence.steps[].receipt.signature'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export interface EvidenceRequestEvidenceStepsInputFieldEvent {
+    field: '$.evidence.steps[].input'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export interface EvidenceRequestEvidenceStepsOutputFieldEvent {
+    field: '$.evidence.steps[].output'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export function encode (obj: Partial<EvidenceRequest>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, EvidenceRequest.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<EvidenceRequest>): EvidenceRequest {
+    return decodeMessage(buf, EvidenceRequest.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<EvidenceRequest>): Generator<EvidenceRequestModelFieldEvent | EvidenceRequestAccusedFieldEvent | EvidenceRequestEvidenceStepsReceiptReceiptFieldEvent | EvidenceRequestEvidenceStepsReceiptSignatureFieldEvent | EvidenceRequestEvidenceStepsInputFieldEvent | EvidenceRequestEvidenceStepsOutputFieldEvent> {
+    return streamMessage(buf, EvidenceRequest.codec(), opts)
+  }
+}
+
+export interface EvidenceResponse {
+  evidence?: Evidence
+  verdict?: EvidenceVerdict
+  error?: string
+}
+
+export namespace EvidenceResponse {
+  let _codec: Codec<EvidenceResponse>
+
+  export const codec = (): Codec<EvidenceResponse> => {
+    if (_codec == null) {
+      _codec = message<EvidenceResponse>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if (obj.evidence != null) {
+          w.uint32(10)
+          Evidence.codec().encode(obj.evidence, w)
+        }
+
+        if (obj.verdict != null) {
+          w.uint32(18)
+          EvidenceVerdict.codec().encode(obj.verdict, w)
+        }
+
+        if (obj.error != null) {
+          w.uint32(26)
+          w.string(obj.error)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {}
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.evidence = Evidence.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.evidence
+              })
+              break
+            }
+            case 2: {
+              obj.verdict = EvidenceVerdict.codec().decode(reader, reader.uint32(), {
+                limits: opts.limits?.verdict
+              })
+              break
+            }
+            case 3: {
+              obj.error = reader.string()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield * Evidence.codec().stream(reader, reader.uint32(), `${prefix}.evidence`, {
+                limits: opts.limits?.evidence
+              })
+
+              break
+            }
+            case 2: {
+              yield * EvidenceVerdict.codec().stream(reader, reader.uint32(), `${prefix}.verdict`, {
+                limits: opts.limits?.verdict
+              })
+
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.error`,
+                value: reader.string()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface EvidenceResponseEvidenceStepsReceiptReceiptFieldEvent {
+    field: '$.evidence.steps[].receipt.receipt'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export interface EvidenceResponseEvidenceStepsReceiptSignatureFieldEvent {
+    field: '$.evidence.steps[].receipt.signature'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export interface EvidenceResponseEvidenceStepsInputFieldEvent {
+    field: '$.evidence.steps[].input'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export interface EvidenceResponseEvidenceStepsOutputFieldEvent {
+    field: '$.evidence.steps[].output'
+    value: Uint8Array<ArrayBuffer>
+    index: number
+  }
+
+  export interface EvidenceResponseVerdictWrongFieldEvent {
+    field: '$.verdict.wrong'
+    value: boolean
+  }
+
+  export interface EvidenceResponseVerdictDistanceFieldEvent {
+    field: '$.verdict.distance'
+    value: number
+  }
+
+  export interface EvidenceResponseVerdictToleranceFieldEvent {
+    field: '$.verdict.tolerance'
+    value: number
+  }
+
+  export interface EvidenceResponseErrorFieldEvent {
+    field: '$.error'
+    value: string
+  }
+
+  export function encode (obj: Partial<EvidenceResponse>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, EvidenceResponse.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<EvidenceResponse>): EvidenceResponse {
+    return decodeMessage(buf, EvidenceResponse.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<EvidenceResponse>): Generator<EvidenceResponseEvidenceStepsReceiptReceiptFieldEvent | EvidenceResponseEvidenceStepsReceiptSignatureFieldEvent | EvidenceResponseEvidenceStepsInputFieldEvent | EvidenceResponseEvidenceStepsOutputFieldEvent | EvidenceResponseVerdictWrongFieldEvent | EvidenceResponseVerdictDistanceFieldEvent | EvidenceResponseVerdictToleranceFieldEvent | EvidenceResponseErrorFieldEvent> {
+    return streamMessage(buf, EvidenceResponse.codec(), opts)
+  }
+}
+
+export interface EvidenceVerdict {
+  wrong: boolean
+  distance: number
+  tolerance: number
+}
+
+export namespace EvidenceVerdict {
+  let _codec: Codec<EvidenceVerdict>
+
+  export const codec = (): Codec<EvidenceVerdict> => {
+    if (_codec == null) {
+      _codec = message<EvidenceVerdict>((obj, w, opts = {}) => {
+        if (opts.lengthDelimited !== false) {
+          w.fork()
+        }
+
+        if ((obj.wrong != null && obj.wrong !== false)) {
+          w.uint32(8)
+          w.bool(obj.wrong)
+        }
+
+        if ((obj.distance != null && obj.distance !== 0)) {
+          w.uint32(17)
+          w.double(obj.distance)
+        }
+
+        if ((obj.tolerance != null && obj.tolerance !== 0)) {
+          w.uint32(25)
+          w.double(obj.tolerance)
+        }
+
+        if (opts.lengthDelimited !== false) {
+          w.ldelim()
+        }
+      }, (reader, length, opts = {}) => {
+        const obj: any = {
+          wrong: false,
+          distance: 0,
+          tolerance: 0
+        }
+
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              obj.wrong = reader.bool()
+              break
+            }
+            case 2: {
+              obj.distance = reader.double()
+              break
+            }
+            case 3: {
+              obj.tolerance = reader.double()
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+
+        return obj
+      }, function * (reader, length, prefix, opts = {}) {
+        const end = length == null ? reader.len : reader.pos + length
+
+        while (reader.pos < end) {
+          const tag = reader.uint32()
+
+          switch (tag >>> 3) {
+            case 1: {
+              yield {
+                field: `${prefix}.wrong`,
+                value: reader.bool()
+              }
+              break
+            }
+            case 2: {
+              yield {
+                field: `${prefix}.distance`,
+                value: reader.double()
+              }
+              break
+            }
+            case 3: {
+              yield {
+                field: `${prefix}.tolerance`,
+                value: reader.double()
+              }
+              break
+            }
+            default: {
+              reader.skipType(tag & 7)
+              break
+            }
+          }
+        }
+      })
+    }
+
+    return _codec
+  }
+
+  export interface EvidenceVerdictWrongFieldEvent {
+    field: '$.wrong'
+    value: boolean
+  }
+
+  export interface EvidenceVerdictDistanceFieldEvent {
+    field: '$.distance'
+    value: number
+  }
+
+  export interface EvidenceVerdictToleranceFieldEvent {
+    field: '$.tolerance'
+    value: number
+  }
+
+  export function encode (obj: Partial<EvidenceVerdict>): Uint8Array<ArrayBuffer> {
+    return encodeMessage(obj, EvidenceVerdict.codec())
+  }
+
+  export function decode (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<EvidenceVerdict>): EvidenceVerdict {
+    return decodeMessage(buf, EvidenceVerdict.codec(), opts)
+  }
+
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<EvidenceVerdict>): Generator<EvidenceVerdictWrongFieldEvent | EvidenceVerdictDistanceFieldEvent | EvidenceVerdictToleranceFieldEvent> {
+    return streamMessage(buf, EvidenceVerdict.codec(), opts)
+  }
+}
+
 export interface InfoRequest {
   model: string
 }

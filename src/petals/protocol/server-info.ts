@@ -41,10 +41,18 @@ export interface ServerInfo {
   cacheTokensLeft?: number
   /** the server's own round trips to likely next servers, seconds (Petals' next_pings) */
   nextPings?: Record<string, number>
+  /**
+   * servers (peer ids) whose evidence this server checked on its own blocks and found wrong; it
+   * sends the evidence to whoever asks (EVIDENCE_PROTOCOL), and a client checks it before acting
+   */
+  disproven?: string[]
 }
 
+/** The most servers one announcement may name as disproven; the rest of a longer list is not read. */
+export const MAX_DISPROVEN = 32
+
 const FIELDS = ['version', 'publicName', 'dtype', 'quant', 'throughput', 'inferenceRps', 'forwardRps', 'networkRps',
-  'usingRelay', 'inferenceMaxLength', 'cacheTokensLeft', 'nextPings'] as const satisfies ReadonlyArray<keyof ServerInfo>
+  'usingRelay', 'inferenceMaxLength', 'cacheTokensLeft', 'nextPings', 'disproven'] as const satisfies ReadonlyArray<keyof ServerInfo>
 
 /** `info` as a span record carries it: a JSON-ready object without the fields not said. */
 export function serverInfoRecord (info: ServerInfo): Record<string, unknown> {
@@ -80,6 +88,7 @@ export function parseServerInfo (value: unknown): ServerInfo {
   if (Number.isSafeInteger(raw.inferenceMaxLength) && (raw.inferenceMaxLength as number) > 0) info.inferenceMaxLength = raw.inferenceMaxLength as number
   if (typeof raw.cacheTokensLeft === 'number' && Number.isFinite(raw.cacheTokensLeft)) info.cacheTokensLeft = Math.max(0, raw.cacheTokensLeft)
   if (isPlainObject(raw.nextPings)) info.nextPings = pingsOf(raw.nextPings)
+  if (Array.isArray(raw.disproven)) info.disproven = raw.disproven.slice(0, MAX_DISPROVEN).filter((p): p is string => typeof p === 'string' && p.length > 0 && p.length <= 128)
   return info
 }
 

@@ -12,6 +12,13 @@ export { ErrorCode, Info, InfoRequest, Request, Response, WireDType, type Tensor
 export const INFERENCE_PROTOCOL = '/bmrt/inference/1.0.0'
 export const FORWARD_PROTOCOL = '/bmrt/forward/1.0.0'
 export const INFO_PROTOCOL = '/bmrt/info/1.0.0'
+/** Evidence against a server, handed to and fetched from servers of the same blocks (server/disputes.ts). */
+export const EVIDENCE_PROTOCOL = '/bmrt/evidence/1.0.0'
+/**
+ * An evidence frame's bound: a session's inputs in one frame, e.g. 1024 tokens of a 4096-wide
+ * model in bf16 (8 MiB) with their receipts. Evidence of longer sessions is not handed on.
+ */
+export const MAX_EVIDENCE_FRAME_BYTES = 16 << 20
 
 /**
  * The most tensor bytes one frame carries. Longer steps (prefills) are split into steps of fewer

@@ -18,11 +18,12 @@ import { DEFAULT_RECORD_TTL_MS, DEFAULT_UPDATE_PERIOD_MS, Registry, type RecordS
 import { OptionError } from '../../util/errors.js'
 import { chooseBestBlocks, DEFAULT_BALANCE_QUALITY, ServerState, shouldChooseOtherBlocks, type ServedSpan } from './block-selection.js'
 import { defaultCacheTokens, describePlan, planBlocks, type MemoryPlan } from '../planning/memory-plan.js'
-import { ErrorCode, FORWARD_PROTOCOL, INFERENCE_PROTOCOL, INFO_PROTOCOL, modelWireDType, ProtocolError } from '../protocol/wire.js'
+import { ErrorCode, FORWARD_PROTOCOL, INFERENCE_PROTOCOL, INFO_PROTOCOL, EVIDENCE_PROTOCOL, modelWireDType, ProtocolError } from '../protocol/wire.js'
 import { serveInfo, serveSession, SessionTracker, type HandlerOptions } from './handler.js'
 import { PeerLimits, type PeerLimitOptions } from './peer-limits.js'
 import { peerGroup, TaskQueue, type TaskOwner } from './task-queue.js'
 import { swarmModelName } from '../protocol/model-name.js'
+import { Disputes, serveEvidence } from './disputes.js'
 import { DEFAULT_INFERENCE_MAX_LENGTH, formatInfo, parseServerInfo, serverInfoRecord, weightFormat, type ServerInfo } from '../protocol/server-info.js'
 import { ReceiptSigner } from '../protocol/receipts.js'
 import { measureThroughput } from './throughput.js'
@@ -174,6 +175,8 @@ export class BlockServer {
   readonly queue = new TaskQueue()
   /** signs the receipt of every step this server answers, with its identity key */
   readonly signer: ReceiptSigner
+  /** evidence against other servers that this one checked on its blocks and found holds */
+  readonly disputes: Disputes
 
   private constructor (readonly node: BmrtNode, readonly config: ModelConfig, private readonly options: ServerOptions, stats: RecordStats) {
     this.registry = new Registry(node)
@@ -182,6 +185,15 @@ export class BlockServer {
     this.modelName = options.modelName ?? swarmModelName(options.modelDir, options.load?.loadFormat)
     this.pinned = options.blocks !== undefined
     this.peerLimits = new PeerLimits(options.peerLimits)
+    this.disputes = new Disputes({
+      model: this.modelName,
+      self: node.peerId.toString(),
+      span: () => this.span,
+      format: () => weightFormat(this.info) ?? 'f32',
+      queue: this.queue,
+      onChange: () => { this.announceDisputes() },
+      log: message => { this.log(message) }
+    })
   }
 
   static async start (startOptions: ServerOptions): Promise<BlockServer> {
@@ -268,6 +280,8 @@ export class BlockServer {
     // Info is a few hundred bytes, so it may run over relays that limit circuits: monitors and
     // clients still see the server there (sessions on such a relay are refused by the client).
     await this.node.handle(INFO_PROTOCOL, async stream => await serveInfo(stream, options, this.sessions), { ...limits, runOnLimitedConnection: true })
+    // A few per connection: evidence frames are large, and checks run one at a time anyway.
+    await this.node.handle(EVIDENCE_PROTOCOL, async (stream, connection) => await serveEvidence(stream, owner(connection), this.disputes, this.modelName), { maxInboundStreams: 4 })
   }
 
   /**
@@ -340,6 +354,14 @@ export class BlockServer {
     await this.registry.announceModels(state === 'offline' ? [] : [{ name: this.modelName, blocks: this.config.numLayers }], { ttlMs })
   }
 
+  /** Names the servers this one holds evidence against in its record, at once (not at the next refresh). */
+  private announceDisputes (): void {
+    const disproven = this.disputes.disproven
+    this.info = { ...this.info, disproven: disproven.length > 0 ? disproven : undefined }
+    if (this.span === null || this.stopped || this.state !== 'online') return
+    this.announce(this.state, { start: this.span.start, end: this.span.end }).catch(err => this.log(`announce failed: ${(err as Error).message}`))
+  }
+
   /** JOINING, load, measure, ONLINE. */
   private async serve (span: { start: number, end: number }): Promise<void> {
     checkSpan(this.config, span.start, span.end) // before announcing anything about it
@@ -389,7 +411,8 @@ export class BlockServer {
       const span = this.span
       this.pingNextServers(span.end)
         .then(nextPings => {
-          this.info = { ...this.info, cacheTokensLeft: cacheLeft ?? undefined, nextPings }
+          const disproven = this.disputes.disproven // evidence kept too long drops out here
+          this.info = { ...this.info, cacheTokensLeft: cacheLeft ?? undefined, nextPings, disproven: disproven.length > 0 ? disproven : undefined }
           return this.stopped ? undefined : this.announce(this.state, span)
         })
         .catch(err => this.log(`announce failed: ${(err as Error).message}`))
