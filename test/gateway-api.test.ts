@@ -4,7 +4,7 @@
 // sessions, and the job board queues, refuses when full, and survives a restart.
 
 import assert from 'node:assert/strict'
-import { appendFile, readFile } from 'node:fs/promises'
+import { appendFile, readFile, writeFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { connect } from 'node:net'
 import { join } from 'node:path'
@@ -14,6 +14,8 @@ import { LocalModel } from '../src/inference/model.js'
 import { Tokenizer } from '../src/inference/tokenizer.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { JobStore } from '../src/api/job-store.js'
+import { ContributorKeysError, parseContributorKeys } from '../src/api/contributor-keys.js'
+import { creditRank } from '../src/api/jobs.js'
 import { ApiModel } from '../src/api/api-model.js'
 import { Gateway } from '../src/api/gateway.js'
 import { startGateway, type StartedGateway } from '../src/cli/gateway.js'
@@ -489,5 +491,65 @@ describe('HTTP gateway on a 3-server swarm', function () {
     assert.equal((await api('/api/v1/jobs/job-nope')).status, 404)
     const lines = (await readFile(join(scratch.dir, 'jobs.jsonl'), 'utf8')).trim().split('\n')
     assert.ok(lines.every(l => JSON.parse(l).type !== undefined), 'reopening rewrote the file without the torn line')
+  })
+  it('queues a contributor\'s job by its servers\' verified credits: ahead of any priority, and richer first (issue 21)', async () => {
+    await started.close()
+    // Two contributors with keys of their own: the servers of one earned 5,000 verified
+    // block·tokens (credit rank 4), the other's 50 (rank 2). The ledger's lines, as a gateway wrote them.
+    const [rich, poor] = [servers[0], servers[1]].map(s => s.node.peerId.toString())
+    const [RICH_KEY, POOR_KEY] = ['key-of-the-rich-contributor', 'key-of-the-poor-contributor']
+    const jobsFile = join(scratch.dir, 'credit-jobs.jsonl')
+    await writeFile(jobsFile, JSON.stringify({ type: 'credits', credits: [{ peer_id: rich, receipts: 100, tokens: 1000, block_tokens: 5000 }, { peer_id: poor, receipts: 5, tokens: 25, block_tokens: 50 }] }) + '\n')
+    const keysFile = join(scratch.dir, 'contributors.txt')
+    await writeFile(keysFile, `# api key, peer id\n${RICH_KEY} ${rich}\n\n${POOR_KEY}\t${poor}\n`)
+    started = await startGateway(BUNDLED_MODEL, { initialPeers: initialPeers() }, {
+      httpPort: 0, httpHost: '127.0.0.1', apiKey: KEY, contributorKeys: keysFile, jobsFile, modelAlias: [],
+      maxQueuedJobs: 3, jobConcurrency: 1, modelName: 'not-served' // the running job waits for servers: the queue stays
+    }, line => logs.push(line))
+    url = started.gateway.url
+    assert.ok(logs.some(l => l.includes('contributor keys: 2')), logs.join('\n'))
+    const submit = async (prompt: string, key: string, priority = 0): Promise<{ status: number, body: any }> =>
+      await api('/api/v1/jobs', { method: 'POST', body: JSON.stringify({ prompt, max_tokens: 4, priority }) }, key)
+    const blocker = await submit('One day', KEY)
+    await waitFor('the first job to start', async () => (await api(`/api/v1/jobs/${blocker.body.id as string}`)).body.status === 'running')
+
+    const urgent = await submit('Anyone may say 1000', KEY, 1000)
+    const poorJob = await submit('The poor one', POOR_KEY) // a contributor's key is let in where the API key is asked for
+    const richJob = await submit('The rich one', RICH_KEY, -5)
+    assert.deepEqual([urgent, poorJob, richJob].map(j => [j.status, j.body.credit_rank]), [[202, 0], [202, 2], [202, 4]])
+    const positions = async (): Promise<unknown[]> => await Promise.all([richJob, poorJob, urgent].map(async j => (await api(`/api/v1/jobs/${j.body.id as string}`)).body.queue_position))
+    assert.deepEqual(await positions(), [1, 2, 3], 'by credit rank, whatever the priority')
+    // Full: priority cannot displace a contributor's job; a contributor's job displaces the last.
+    assert.equal((await submit('Another 1000', KEY, 1000)).status, 429)
+    const second = await submit('The poor one again', POOR_KEY)
+    assert.deepEqual([second.status, second.body.queue_position], [202, 3], 'after the earlier job of its rank')
+    const displaced = (await api(`/api/v1/jobs/${urgent.body.id as string}`)).body
+    assert.equal(displaced.status, 'cancelled')
+    assert.match(displaced.error, /displaced from the full queue by a contributor's job \(credit rank 2\)/)
+    // A wrong key is still refused; the ranks survive a restart.
+    assert.equal((await submit('Guessing', 'key-of-the-rich-contributoR')).status, 401)
+    await started.close()
+    started = await startGateway(BUNDLED_MODEL, { initialPeers: initialPeers() }, {
+      httpPort: 0, httpHost: '127.0.0.1', apiKey: KEY, contributorKeys: keysFile, jobsFile, modelAlias: [], maxQueuedJobs: 3, jobConcurrency: 1, modelName: 'not-served'
+    }, line => logs.push(line))
+    url = started.gateway.url
+    // The four unfinished jobs queue again by their ranks: the rich one runs, the blocker goes last.
+    await waitFor('the rich job to start', async () => (await api(`/api/v1/jobs/${richJob.body.id as string}`)).body.status === 'running')
+    const after = await Promise.all([poorJob, second, blocker].map(async j => (await api(`/api/v1/jobs/${j.body.id as string}`)).body))
+    assert.deepEqual(after.map(j => [j.credit_rank, j.queue_position]), [[2, 1], [2, 2], [0, 3]])
+  })
+
+  it('reads contributor keys as "<api-key> <peer-id>" lines, and says which line is wrong', () => {
+    const peer = servers[0].node.peerId.toString()
+    assert.deepEqual([...parseContributorKeys(`# comment\n\n  key-of-sixteen-ch   ${peer}  \r\n`, 'keys.txt')], [['key-of-sixteen-ch', peer]])
+    const bad: Array<[string, RegExp]> = [
+      [`short ${peer}`, /keys\.txt:1: the key has 5 characters; give at least 16/],
+      ['key-of-sixteen-ch', /keys\.txt:1: a line is "<api-key> <peer-id>", got 1 field/],
+      [`key-of-sixteen-ch ${peer} extra`, /got 3 field/],
+      ['\nkey-of-sixteen-ch QmNotAPeer', /keys\.txt:2: QmNotAPeer is not a peer id/],
+      [`key-of-sixteen-ch ${peer}\nkey-of-sixteen-ch ${peer}`, /keys\.txt:2: this key is given twice/]
+    ]
+    for (const [text, error] of bad) assert.throws(() => parseContributorKeys(text, 'keys.txt'), (err: Error) => err instanceof ContributorKeysError && error.test(err.message), text)
+    assert.deepEqual([0, 1, 9, 10, 5000, 1e12].map(creditRank), [0, 1, 1, 2, 4, 13])
   })
 })

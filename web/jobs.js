@@ -52,7 +52,7 @@ function updateRow(row, job) {
   tr.dataset.status = job.status;
   const code = cells.id.firstChild;
   setText(code, job.id);
-  code.title = `${job.id}\nmodel ${job.model ?? dash}\npriority ${job.priority ?? 0}\ncreated ${fmtTime(job.created_at)}`;
+  code.title = `${job.id}\nmodel ${job.model ?? dash}\npriority ${job.priority ?? 0}, credit rank ${job.credit_rank ?? 0}\ncreated ${fmtTime(job.created_at)}`;
 
   const [word, pos] = cells.status.children;
   setText(word, job.status);

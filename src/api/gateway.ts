@@ -50,8 +50,15 @@ export interface GatewayOptions {
    * @default DEFAULT_GATEWAY_PORT (8080)
    */
   port?: number
-  /** if set, every endpoint but the pages needs `Authorization: Bearer <key>` */
+  /** if set, every endpoint but the pages needs `Authorization: Bearer <key>` (or a contributor's key) */
   apiKey?: string
+  /**
+   * API keys bound to contributors' peer ids (key → peer id, parseContributorKeys): a request
+   * with one is let in as with `apiKey`, and a job it submits is queued by the contributor's
+   * verified credits (creditRank). Without `apiKey`, the API stays open to requests without one.
+   * @default none
+   */
+  contributorKeys?: ReadonlyMap<string, string>
   /**
    * other origins (`https://app.example:8443`) whose web pages may call the API; the gateway's own
    * pages always may. A request with any other `Origin` is refused (403), preflights included.
@@ -174,7 +181,7 @@ export class Gateway {
       {
         method: 'POST', path: '/api/v1/jobs', auth: true, logged: true,
         handler: async (req, res) => {
-          const job = await jobs.submit(await readJsonBody(req), owner(req))
+          const job = await jobs.submit(await readJsonBody(req), owner(req), this.contributorOf(req))
           sendJson(res, 202, job)
           return `${job.id} queued at ${job.queue_position ?? '-'}`
         }
@@ -189,7 +196,12 @@ export class Gateway {
     checkGatewayOptions(options)
     const store = await JobStore.open(options.jobsFile ?? defaultJobsFile(), options.keptJobs)
     if (store.skippedLines > 0) options.log?.(`jobs: skipped ${store.skippedLines} unreadable line(s) in ${store.path} (torn, or not a whole job)`)
-    const jobs = new JobBoard(options.model, store, { maxQueued: options.maxQueuedJobs, concurrency: options.jobConcurrency, log: options.log })
+    const jobs = new JobBoard(options.model, store, {
+      maxQueued: options.maxQueuedJobs,
+      concurrency: options.jobConcurrency,
+      creditsOf: peerId => credits.credits.find(c => c.peer_id === peerId)?.block_tokens ?? 0,
+      log: options.log
+    })
     const credits = new CreditLedger(store, { onWritten: async () => await jobs.compactIfLong(), log: options.log })
     const unwatch = options.work?.watchWork(credits) ?? (() => {})
     const monitor = new SwarmMonitor(options.node, options.monitor)
@@ -305,12 +317,21 @@ export class Gateway {
 
   private authorize (req: IncomingMessage): void {
     const key = this.options.apiKey
-    if (key === undefined) return
-    const given = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? ''
-    const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
-    if (!timingSafeEqual(digest(given), digest(key))) {
+    if (key === undefined || this.contributorOf(req) !== undefined) return
+    const given = bearerToken(req)
+    if (!sameSecret(given, key)) {
       throw new ApiError(401, given === '' ? 'this gateway needs an API key: send Authorization: Bearer <key>' : 'incorrect API key', { type: 'invalid_request_error', code: 'invalid_api_key' })
     }
+  }
+
+  /** The contributor (peer id) whose API key the request carries, if any. */
+  private contributorOf (req: IncomingMessage): string | undefined {
+    const keys = this.options.contributorKeys
+    if (keys === undefined || keys.size === 0) return undefined
+    const given = bearerToken(req)
+    let found: string | undefined
+    for (const [key, peerId] of keys) if (sameSecret(given, key)) found = peerId // every key compared: no timing tells how many matched
+    return found
   }
 
   private async state (): Promise<object> {
@@ -369,6 +390,17 @@ function normalOrigin (origin: string): string {
   } catch {
     return origin.toLowerCase()
   }
+}
+
+/** The `Authorization: Bearer` token of a request ('' when none). */
+function bearerToken (req: IncomingMessage): string {
+  return /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? ''
+}
+
+/** Whether two secrets are equal, in a time that does not depend on where they differ. */
+function sameSecret (given: string, key: string): boolean {
+  const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
+  return timingSafeEqual(digest(given), digest(key))
 }
 
 /** Throws an OptionError for options that cannot work; Gateway.start calls it, a caller may call it before loading a model. */

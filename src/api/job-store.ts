@@ -37,6 +37,8 @@ export interface JobRecord {
   model: string
   status: JobStatus
   priority: number
+  /** its contributor's credit rank when it was submitted (creditRank; 0: none) */
+  credit_rank: number
   prompt: string
   params: { max_tokens: number, temperature: number, top_p: number, seed: number | null, stop: string[] }
   output: string
@@ -76,6 +78,7 @@ const jobSchema = z.object({
   model: z.string(),
   status: z.enum(['queued', 'running', 'done', 'failed', 'cancelled']),
   priority: z.number().int(),
+  credit_rank: count.default(0), // absent in jobs from before credit ranks
   prompt: z.string(),
   params: z.object({ max_tokens: count, temperature: z.number(), top_p: z.number(), seed: z.number().nullable(), stop: z.array(z.string()) }),
   output: z.string(),

@@ -1,6 +1,8 @@
-// The job board: asynchronous generations submitted over HTTP, run a few at a time in priority
-// order (then first come, first served), each one's chain of servers and output visible while it
-// runs, and every server's contribution (tokens × blocks it processed) totalled for a leaderboard.
+// The job board: asynchronous generations submitted over HTTP, run a few at a time in order of
+// their submitter's verified credits (creditRank: jobs submitted with a contributor's API key),
+// then their own priority, then first come, first served; each one's chain of servers and output
+// visible while it runs, and every server's contribution (tokens × blocks it processed) totalled
+// for a leaderboard.
 
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
 import { collect } from '../inference/generate.js'
@@ -35,7 +37,29 @@ export interface JobBoardOptions {
    * @default DEFAULT_KEPT_JOBS (1000)
    */
   kept?: number
+  /**
+   * a contributor's verified block·tokens (the credit ledger's), which rank the jobs submitted
+   * with its API key (creditRank)
+   * @default none: every job has credit rank 0
+   */
+  creditsOf?: (peerId: string) => number
   log?: (line: string) => void
+}
+
+/**
+ * A job's place in the queue from its contributor's verified work: the number of decimal digits of
+ * its block·tokens, 0 for none (and for a job without a contributor). Jobs run by this rank first,
+ * then by their own `priority`, which anyone may set: so priority cannot buy a place ahead of
+ * contributors, and among contributors within a factor of ten of each other the submitter's own
+ * priority and the order of arrival still count (Petals' open request #6, points for priority).
+ */
+export function creditRank (blockTokens: number): number {
+  return blockTokens >= 1 ? Math.floor(Math.log10(blockTokens)) + 1 : 0
+}
+
+/** Whether job `a` runs before job `b`: by credit rank, then priority (ties keep submission order). */
+function runsBefore (a: Pick<JobRecord, 'credit_rank' | 'priority'>, b: Pick<JobRecord, 'credit_rank' | 'priority'>): boolean {
+  return a.credit_rank !== b.credit_rank ? a.credit_rank > b.credit_rank : a.priority > b.priority
 }
 
 /**
@@ -96,10 +120,11 @@ export class JobBoard {
   }
 
   /**
-   * Validates a submission and queues it. When the queue is full, a job of higher priority than the
-   * lowest queued one takes its place (that one ends as cancelled, saying why); others get 429.
+   * Validates a submission and queues it, ranked by the credits of `contributor` (a peer id, when the
+   * request came with its API key). When the queue is full, a job that runs before the last queued
+   * one takes its place (that one ends as cancelled, saying why); others get 429.
    */
-  async submit (body: Record<string, unknown>, owner?: string): Promise<JobView & { owner_token: string }> {
+  async submit (body: Record<string, unknown>, owner?: string, contributor?: string): Promise<JobView & { owner_token: string }> {
     if (typeof body.prompt !== 'string' || body.prompt.length === 0) throw badRequest('prompt must be a non-empty string', 'prompt')
     if (body.prompt.length > MAX_PROMPT_CHARS) throw badRequest(`prompt exceeds ${MAX_PROMPT_CHARS} characters`, 'prompt')
     this.model.check(parseModel(body, this.model.id))
@@ -108,9 +133,10 @@ export class JobBoard {
     const sampling = parseSampling(body, DEFAULT_JOB_MAX_TOKENS)
     const promptTokens = this.model.promptIds(body.prompt).length
     const maxTokens = this.model.completionTokens(promptTokens, sampling.maxTokens)
+    const rank = { credit_rank: contributor !== undefined ? creditRank(this.options.creditsOf?.(contributor) ?? 0) : 0, priority: priority as number }
     let displaced: JobRecord | undefined
-    if (this.queue.length >= this.maxQueued && this.queue[this.queue.length - 1].priority < (priority as number)) {
-      displaced = this.queue.pop() // the lowest priority, the newest of its priority
+    if (this.queue.length >= this.maxQueued && runsBefore(rank, this.queue[this.queue.length - 1])) {
+      displaced = this.queue.pop() // the last to run, the newest of its rank
     } else if (this.queue.length >= this.maxQueued) {
       throw new ApiError(429, `the job queue is full (${this.queue.length} of ${this.maxQueued} waiting); try again when some have finished`, { code: 'queue_full', headers: { 'retry-after': '10' } })
     }
@@ -119,6 +145,7 @@ export class JobBoard {
       model: this.model.id,
       status: 'queued',
       priority: priority as number,
+      credit_rank: rank.credit_rank,
       prompt: body.prompt,
       params: { max_tokens: maxTokens, temperature: sampling.temperature, top_p: sampling.topP, seed: sampling.seed ?? null, stop: sampling.stop },
       output: '',
@@ -137,7 +164,10 @@ export class JobBoard {
     job.owner = ownerHash(token)
     this.jobs.set(job.id, job)
     this.enqueue(job) // before any await, so that the queue never holds more than maxQueued
-    if (displaced !== undefined) await this.finish(displaced, { status: 'cancelled', error: `displaced from the full queue by a job of priority ${job.priority}` })
+    if (displaced !== undefined) {
+      const by = job.credit_rank > displaced.credit_rank ? `a contributor's job (credit rank ${job.credit_rank})` : `a job of priority ${job.priority}`
+      await this.finish(displaced, { status: 'cancelled', error: `displaced from the full queue by ${by}` })
+    }
     await this.store.save(job)
     this.pump()
     return { ...this.view(job, token), owner_token: token }
@@ -206,8 +236,8 @@ export class JobBoard {
   }
 
   private enqueue (job: JobRecord): void {
-    // Higher priority first; equal priorities in submission order.
-    let at = this.queue.findIndex(q => q.priority < job.priority)
+    // Higher credit rank, then higher priority first; equals in submission order.
+    let at = this.queue.findIndex(q => runsBefore(job, q))
     if (at === -1) at = this.queue.length
     this.queue.splice(at, 0, job)
   }

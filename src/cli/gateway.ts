@@ -4,6 +4,7 @@
 import { Command, Option } from 'commander'
 import { ApiModel } from '../api/api-model.js'
 import { checkGatewayOptions, DEFAULT_GATEWAY_HOST, DEFAULT_GATEWAY_PORT, DEFAULT_MAX_CONNECTIONS_PER_IP, Gateway } from '../api/gateway.js'
+import { readContributorKeys } from '../api/contributor-keys.js'
 import { DEFAULT_JOB_CONCURRENCY, DEFAULT_KEPT_JOBS, DEFAULT_MAX_QUEUED_JOBS } from '../api/jobs.js'
 import { DistributedModel } from '../petals/client/distributed-model.js'
 import { formatRoute } from '../petals/client/routing.js'
@@ -13,6 +14,7 @@ export interface GatewayCliOptions {
   httpPort?: number
   httpHost: string
   apiKey?: string
+  contributorKeys?: string
   jobsFile?: string
   modelAlias: string[]
   maxQueuedJobs: number
@@ -30,6 +32,7 @@ export function addGatewayOptions (command: Command, portHelp: string, defaultPo
     .option('--http-port <n>', portHelp, integer(0), defaultPort)
     .option('--http-host <host>', 'interface the HTTP gateway listens on; 0.0.0.0 exposes it to the network', DEFAULT_GATEWAY_HOST)
     .addOption(new Option('--api-key <key>', 'require Authorization: Bearer <key> on the API (default: none, open to whoever reaches the port)').env('BMRT_API_KEY'))
+    .option('--contributor-keys <file>', 'API keys bound to contributors: lines of "<api-key> <peer-id>"; such a key lets its holder use the API, and the jobs it submits are queued by the verified credits of the servers with that peer id')
     .option('--jobs-file <path>', 'where the job board keeps its jobs (default: bmrt/jobs.jsonl in the user data directory)')
     .option('--model-alias <id>', 'another id the API answers to, for clients that only accept OpenAI model names (repeatable)', (v: string, all: string[]) => [...all, v], [])
     .option('--max-queued-jobs <n>', 'jobs that may wait; more are refused with 429', integer(1), DEFAULT_MAX_QUEUED_JOBS)
@@ -55,6 +58,7 @@ export async function startGateway (modelDir: string, swarm: { initialPeers: str
   log: (line: string) => void): Promise<StartedGateway> {
   const guards = { keptJobs: o.keptJobs, allowOrigins: o.allowOrigin, allowHosts: o.allowHost, maxConnectionsPerIp: o.maxConnectionsPerIp }
   checkGatewayOptions(guards) // before joining the swarm
+  const contributorKeys = o.contributorKeys !== undefined ? await readContributorKeys(o.contributorKeys) : undefined
   const model = await DistributedModel.load(modelDir, {
     ...swarm,
     modelName: o.modelName,
@@ -71,6 +75,7 @@ export async function startGateway (modelDir: string, swarm: { initialPeers: str
       host: o.httpHost,
       port: o.httpPort ?? DEFAULT_GATEWAY_PORT,
       apiKey: o.apiKey,
+      contributorKeys,
       jobsFile: o.jobsFile,
       maxQueuedJobs: o.maxQueuedJobs,
       jobConcurrency: o.jobConcurrency,
@@ -83,6 +88,7 @@ export async function startGateway (modelDir: string, swarm: { initialPeers: str
     log(`  swarm monitor   ${url}swarm`)
     log(`  job board       ${url}jobs`)
     log(`  OpenAI API      ${url}v1  (model "${id}"${o.apiKey !== undefined ? ', needs the API key' : ''})`)
+    if (contributorKeys !== undefined) log(`  contributor keys: ${contributorKeys.size}; their jobs are queued by their servers' verified credits`)
     return {
       gateway,
       model,
