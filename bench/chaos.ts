@@ -6,7 +6,9 @@
 // the time they cost, DHT records seen against the servers online, sessions left open, and the
 // memory of every process at start and end.
 // Linux only (SIGSTOP, /proc); bounded in time; 127.0.0.1 only.
-// Run: npm run bench:chaos [-- --minutes 10 --nodes 14 --clients 4 --seed N --interval 5 --json]
+// With --hostile N, the last N servers compute wrong (src/testing/hostile-node.ts) and the report
+// says which clients found each out, by their own spot checks or by published evidence.
+// Run: npm run bench:chaos [-- --minutes 10 --nodes 14 --clients 4 --seed N --interval 5 --hostile 2 --json]
 
 import '../src/util/polyfill.js'
 import { benchArgs } from './bench-args.js'
@@ -16,7 +18,7 @@ import { runChaos } from '../src/testing/chaos/run.js'
 
 const HELP = `npm run bench:chaos -- [options]
 A random Llama-2-70B-shaped model (80 blocks, hidden 128) on bmrt-node servers that each take
-ceil(3 x 80 / nodes) blocks with --num-blocks (refresh and rebalancing checks at bmrt-node's
+ceil(3 x 80 / honest nodes) blocks with --num-blocks (refresh and rebalancing checks at bmrt-node's
 defaults, 60 s), clients generating 32 tokens at a time (greedy, checked against a local reference;
 5 s to open a session, 5 s per step), and a seeded schedule that kills, hangs or restarts a server
 every interval without leaving a block unserved. Linux only; 127.0.0.1 only; progress to stderr,
@@ -26,6 +28,10 @@ the report to stdout.
   --clients N    clients generating at the same time (default 4)
   --seed N       seed of the chaos schedule (default: random; printed, so a run can be repeated)
   --interval S   seconds between chaos actions (default 5)
+  --hostile N    the last N servers compute wrong, never killed or hung: the first adds noise and
+                 claims ten times its speed, the second skips its layers, a third answers zeros
+                 (default 0)
+  --verify-rate R  the share of steps clients spot-check (default 1 with --hostile, else the SDK's 0.05)
   --json         print the report as JSON instead of text
 Ctrl-C stops everything at once (every server is killed).`
 
@@ -35,6 +41,8 @@ const args = benchArgs('bench:chaos', {
   clients: { type: 'string', default: '4' },
   seed: { type: 'string' },
   interval: { type: 'string', default: '5' },
+  hostile: { type: 'string', default: '0' },
+  'verify-rate': { type: 'string' },
   json: { type: 'boolean', default: false }
 }, HELP)
 const number = (name: string, value: string, min: number): number => {
@@ -50,6 +58,16 @@ const nodes = Math.floor(number('nodes', args.nodes, 2))
 const clients = Math.floor(number('clients', args.clients, 1))
 const seed = args.seed === undefined ? undefined : Math.floor(number('seed', args.seed, 0))
 const intervalMs = 1000 * number('interval', args.interval, 0.1)
+const hostile = Math.floor(number('hostile', args.hostile, 0))
+if (hostile >= nodes) {
+  console.error(`bench:chaos: --hostile ${hostile} leaves no honest server of ${nodes}\n\n${HELP}`)
+  process.exit(2)
+}
+const verifyRate = args['verify-rate'] === undefined ? undefined : number('verify-rate', args['verify-rate'], 0)
+if (verifyRate !== undefined && verifyRate > 1) {
+  console.error(`bench:chaos: --verify-rate must be 0..1, got ${verifyRate}\n\n${HELP}`)
+  process.exit(2)
+}
 
 // However the bench ends, no bmrt-node it started outlives it. (On Ctrl-C in a terminal the
 // servers get SIGINT too; SIGKILL makes sure of the hung ones.)
@@ -62,7 +80,7 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 }
 
 try {
-  const report = await runChaos({ nodes, clients, seed, durationMs: minutes * 60_000, intervalMs, log: line => console.error(line) })
+  const report = await runChaos({ nodes, clients, seed, durationMs: minutes * 60_000, intervalMs, hostile, verifyRate, log: line => console.error(line) })
   process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report))
 } catch (err) {
   console.error(`bench:chaos: ${(err as Error).stack ?? String(err)}`)

@@ -7,19 +7,25 @@
 // wrong steps a hostile server (src/testing/hostile-server.ts: noise of 0.1 x RMS, its input back,
 // or zeros, claiming to be the fastest) gets through to fresh clients at --verify-rate 0.1 before
 // it is caught and banned (--trials clients per kind; 0 skips it). No false alarms: a client checks
-// every step (rate 1) until --checks checks have run, and the report counts the outcomes by pair of
-// formats (the server that answered, the one that checked) with the largest distance seen against
-// the pair's tolerance; each server in turn claims a decode speed far above the others'
-// (claimSpeed) so that every one answers. Exits 1 on any outcome but "agreed".
+// every step (rate 1) until --checks checks have run, on the bundled model and then on a random
+// Llama-shaped model with grouped-query attention (hidden 256, 4 blocks), with a torch server in
+// each mix when --torch; the report counts the outcomes by pair of formats (the server that
+// answered, the one that checked) with the largest distance seen against the pair's tolerance;
+// each server in turn claims a decode speed far above the others' (claimSpeed), to fresh clients,
+// so that every one answers. Exits 1 on any outcome but "agreed".
 // What checks cost in tokens/s: npm run bench:e2e -- --verify (servers of equal speed).
-// Run: npm run build && npm run bench:verify [-- --checks 10000 --trials 20]
+// Run: npm run build && npm run bench:verify [-- --checks 5000 --trials 20 --torch]
 
 import '../src/util/polyfill.js'
 import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { collect } from '../src/inference/generate.js'
 import type { LoadOptions } from '../src/inference/load-span.js'
+import { makeTestModel, type TestModelSpec } from '../src/inference/test-model.js'
 import { createNode } from '../src/p2p/node.js'
 import { DistributedModel } from '../src/petals/client/distributed-model.js'
 import type { SpotCheckResult } from '../src/petals/client/spot-check.js'
@@ -30,20 +36,22 @@ import type { RouteHop } from '../src/petals/client/routing.js'
 import { BlockServer } from '../src/petals/server/server.js'
 import { EXPECTED } from '../src/testing/expected.js'
 import { claimSpeed, corrupt, type Corruption } from '../src/testing/hostile-server.js'
-import { BUNDLED_MODEL } from '../src/testing/processes.js'
+import { BUNDLED_MODEL, waitFor } from '../src/testing/processes.js'
 import { median, percentile } from '../src/util/stats.js'
 import { benchArgs } from './bench-args.js'
 
 const HELP = `npm run bench:verify -- [options]
 The cost of a signed receipt per step; then four honest servers of the bundled model (native f32,
 bf16, int8; JS) on loopback, hostile servers among them caught by fresh clients at --verify-rate
-0.1, and a client that checks every step until enough checks ran.
-  --checks N        checks of the no-false-alarm part (default 10000)
+0.1, and a client that checks every step until enough checks ran, on the bundled model and on a
+random one.
+  --checks N        checks of the no-false-alarm part, per model (default 5000)
   --trials N        clients per kind of hostile server in the detection part (default 20; 0: none)
+  --torch           a torch server in each no-false-alarm mix (python with torch: $BMRT_PYTHON)
   --receipts-only   only the receipts' cost`
 
 const args = benchArgs('bench:verify', {
-  checks: { type: 'string', default: '10000' }, trials: { type: 'string', default: '20' }, 'receipts-only': { type: 'boolean', default: false }
+  checks: { type: 'string', default: '5000' }, trials: { type: 'string', default: '20' }, torch: { type: 'boolean', default: false }, 'receipts-only': { type: 'boolean', default: false }
 }, HELP)
 const CHECKS = Number(args.checks)
 const TRIALS = Number(args.trials)
@@ -56,12 +64,17 @@ const DETECTION_RATE = 0.1
 /** Generations a client of the detection part runs before it counts as not having caught the server. */
 const DETECTION_GENERATIONS = 40
 const MODEL = 'stories-verify'
-const MIX: Array<{ name: string, load: LoadOptions }> = [
+type Mix = Array<{ name: string, load: LoadOptions }>
+const MIX: Mix = [
   { name: 'native f32', load: { backend: 'native' } },
   { name: 'native bf16', load: { backend: 'native', format: 'bf16' } },
   { name: 'native int8', load: { backend: 'native', format: 'int8' } },
   { name: 'js f32', load: { backend: 'js' } }
 ]
+/** The no-false-alarm mixes: the detection part's, with a torch server when --torch. */
+const CHECKED_MIX: Mix = [...MIX, ...(args.torch === true ? [{ name: 'torch f32', load: { backend: 'torch' } as LoadOptions }] : [])]
+/** The random model of the no-false-alarm part: Llama-shaped, grouped-query attention, the bundled tokenizer. */
+const RANDOM_MODEL: TestModelSpec = { layers: 4, hidden: 256, intermediate: 688, heads: 8, kvHeads: 2, vocab: 512, tokenizerFrom: BUNDLED_MODEL }
 
 /**
  * Microseconds per step, medians of 7 rounds of 1000 steps: the server hashing the step's input and
@@ -106,15 +119,28 @@ if (args['receipts-only'] === true) process.exit(0)
 
 const entry = await createNode({ role: 'server' })
 const initialPeers = entry.getMultiaddrs().map(String)
-const servers: BlockServer[] = []
 const clients: DistributedModel[] = []
+const scratch = await mkdtemp(join(tmpdir(), 'bmrt-verify-'))
 let exitCode = 0
-try {
-  for (const { load } of MIX) {
-    servers.push(await BlockServer.start({ modelDir: BUNDLED_MODEL, modelName: MODEL, blocks: { start: 0, end: 5 }, initialPeers, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000, load }))
+
+/** Servers of blocks 0:`blocks` of the model in `modelDir`, one per entry of `mix`. */
+async function startMix (modelDir: string, modelName: string, blocks: number, mix: Mix): Promise<BlockServer[]> {
+  const started: BlockServer[] = []
+  for (const { load } of mix) {
+    started.push(await BlockServer.start({ modelDir, modelName, blocks: { start: 0, end: blocks }, initialPeers, listen: ['/ip4/127.0.0.1/tcp/0'], throughput: 1, updatePeriodMs: 600_000, load }))
   }
-  const nameOf = new Map(servers.map((s, i) => [s.node.peerId.toString(), MIX[i].name]))
-  const formatOf = new Map(servers.map((s, i) => [s.node.peerId.toString(), MIX[i].load.format ?? 'f32']))
+  return started
+}
+
+/**
+ * No false alarms: a client of `modelName` checks every step until `CHECKS` checks ran. Each server
+ * in turn claims a decode speed far above the others', so that routing takes it and every format
+ * answers as well as checks. Prints the outcomes by pair; returns the checks run, and how many
+ * were not "agreed" plus the servers banned.
+ */
+async function falseAlarms (modelDir: string, modelName: string, servers: BlockServer[], mix: Mix): Promise<{ checks: number, bad: number }> {
+  const nameOf = new Map(servers.map((s, i) => [s.node.peerId.toString(), mix[i].name]))
+  const formatOf = new Map(servers.map((s, i) => [s.node.peerId.toString(), mix[i].load.format ?? 'f32']))
   const pairs = new Map<string, { checks: number, other: number, worst: number, tolerance: number }>()
   let checks = 0
   const onSpotCheck = (result: SpotCheckResult, hop: RouteHop): void => {
@@ -127,11 +153,41 @@ try {
     else { pair.other++; console.log(`NOT AGREED: ${key}: ${JSON.stringify(result)}`) }
     pairs.set(key, pair)
   }
-  const load = async (verifyRate: number): Promise<DistributedModel> => {
-    const client = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: MODEL, verifyRate, onSpotCheck })
-    clients.push(client)
-    return client
+  console.log(`\nno false alarms on ${modelName} (${mix.map(m => m.name).join(', ')}): every step checked until ${CHECKS}`)
+  const started = performance.now()
+  const banned = new Set<string>()
+  for (let g = 0; checks < CHECKS; g++) {
+    if (g % 5 === 0) {
+      const fastest = (g / 5) % servers.length
+      await Promise.all(servers.map(async (s, i) => await claimSpeed(s, modelName, i === fastest ? 1e6 : 1)))
+    }
+    // A fresh client for each generation: one that had timed the servers would route by what it
+    // measured (the fastest format), not by the claims, and the slower servers would never answer.
+    const client = await DistributedModel.load(modelDir, { initialPeers, modelName, verifyRate: 1, onSpotCheck })
+    try {
+      await waitFor('the client to see every server', async () => { await client.manager.update(); return client.manager.servers.length === servers.length }, 30_000)
+      const { promptIds: prompt } = EXPECTED[g % EXPECTED.length]
+      await collect(client.generate(prompt, { maxNewTokens: 50, temperature: 1, seed: g }))
+      for (const s of servers) if (client.manager.bans.isBanned(s.node.peerId.toString())) banned.add(s.node.peerId.toString())
+    } finally {
+      await client.close()
+    }
+    if (g % 20 === 19) console.log(`  ${checks} checks (${((performance.now() - started) / 1000).toFixed(0)} s)`)
   }
+  console.log(`${checks} checks in ${((performance.now() - started) / 1000).toFixed(0)} s, every step of sampled generations:`)
+  console.log('server that answered, and the one that checked     checks  not agreed  largest distance  tolerance')
+  let bad = 0
+  for (const [key, p] of [...pairs].sort()) {
+    console.log(`${key.padEnd(50)} ${String(p.checks).padStart(7)} ${String(p.other).padStart(11)} ${p.worst.toExponential(2).padStart(17)} ${String(p.tolerance).padStart(10)}`)
+    bad += p.other
+  }
+  console.log(`servers banned: ${banned.size}`)
+  return { checks, bad: bad + banned.size }
+}
+
+let servers: BlockServer[] = []
+try {
+  servers = await startMix(BUNDLED_MODEL, MODEL, 5, MIX)
 
   // Detection: a hostile server that claims to be the fastest, and fresh clients at DETECTION_RATE.
   // Its honest peers are the four of the mix, so the check of a step may fall to an int8 server,
@@ -180,31 +236,16 @@ try {
     }
   }
 
-  // No false alarms: every step checked until CHECKS. Each server in turn claims a decode speed far
-  // above the others', so that routing takes it and every format answers as well as checks.
-  checks = 0
-  pairs.clear()
-  const every = await load(1)
-  const started = performance.now()
-  for (let g = 0; checks < CHECKS; g++) {
-    if (g % 10 === 0) {
-      const fastest = (g / 10) % servers.length
-      await Promise.all(servers.map(async (s, i) => await claimSpeed(s, MODEL, i === fastest ? 1e6 : 1)))
-      await every.manager.update()
-    }
-    const { promptIds: prompt } = EXPECTED[g % EXPECTED.length]
-    await collect(every.generate(prompt, { maxNewTokens: 50, temperature: 1, seed: g }))
-    if (g % 20 === 19) console.log(`  ${checks} checks (${((performance.now() - started) / 1000).toFixed(0)} s)`)
-  }
-  console.log(`\n${checks} checks in ${((performance.now() - started) / 1000).toFixed(0)} s, every step of sampled generations:`)
-  console.log('server that answered, and the one that checked     checks  not agreed  largest distance  tolerance')
-  for (const [key, p] of [...pairs].sort()) {
-    console.log(`${key.padEnd(50)} ${String(p.checks).padStart(7)} ${String(p.other).padStart(11)} ${p.worst.toExponential(2).padStart(17)} ${String(p.tolerance).padStart(10)}`)
-    if (p.other > 0) exitCode = 1
-  }
-  const banned = servers.filter(s => every.manager.bans.isBanned(s.node.peerId.toString()))
-  console.log(`servers banned: ${banned.length}`)
-  if (banned.length > 0) exitCode = 1
+  // No false alarms, on the bundled model (the torch server joins the mix) and on a random one.
+  if (CHECKED_MIX.length > MIX.length) servers.push(...await startMix(BUNDLED_MODEL, MODEL, 5, CHECKED_MIX.slice(MIX.length)))
+  const bundled = await falseAlarms(BUNDLED_MODEL, MODEL, servers, CHECKED_MIX)
+  await Promise.allSettled(servers.map(async s => await s.stop()))
+  const randomDir = join(scratch, 'random-llama')
+  await makeTestModel(randomDir, RANDOM_MODEL)
+  servers = await startMix(randomDir, 'random-verify', RANDOM_MODEL.layers, CHECKED_MIX)
+  const random = await falseAlarms(randomDir, 'random-verify', servers, CHECKED_MIX)
+  console.log(`\nin all: ${bundled.checks + random.checks} checks over two models, ${bundled.bad + random.bad} not agreed or servers banned`)
+  if (bundled.bad + random.bad > 0) exitCode = 1
 } catch (err) {
   console.error(`bench:verify: ${(err as Error).stack ?? String(err)}`)
   exitCode = 1
@@ -212,5 +253,6 @@ try {
   await Promise.allSettled(clients.map(async c => await c.close()))
   await Promise.allSettled(servers.map(async s => await s.stop()))
   await entry.stop()
+  await rm(scratch, { recursive: true, force: true })
 }
 process.exit(exitCode)

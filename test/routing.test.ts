@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict'
 import {
-  formatRoute, maxThroughputRoute, minLatencyRoute, MissingBlocksError, routeCostSeconds,
+  formatRoute, maxThroughputRoute, minLatencyRoute, missingBlocks, MissingBlocksError, routeCostSeconds,
   serverSpanFromRecord, type RouteHop, type ServerSpan
 } from '../src/petals/client/routing.js'
 import { BanList, retryDelayMs } from '../src/petals/client/ban-list.js'
@@ -249,6 +249,19 @@ describe('routing', () => {
       bans.fail('restarted') // it failed again: 30 s from now
       assert.deepEqual(bans.filter(spans, 0, 4).map(s => s.peerId), ['dead'], 'blocks 2, 3 are held by dead too')
       assert.deepEqual(bans.filter(spans, 2, 4).map(s => s.peerId), ['dead'])
+    })
+
+    it('never takes back a server found computing wrong: its blocks stay missing until its ban ends', () => {
+      let now = 0
+      const bans = new BanList({ now: () => now })
+      const spans = [span('wrong', 0, 4), span('failed', 2, 4)]
+      bans.convict('wrong', 60_000)
+      bans.fail('failed')
+      assert.ok(bans.isBanned('wrong') && bans.isConvicted('wrong') && !bans.isConvicted('failed'))
+      assert.deepEqual(bans.filter(spans, 0, 4).map(s => s.peerId), ['failed'], 'the failed one is taken back for blocks 2, 3; blocks 0, 1 have none')
+      assert.deepEqual(missingBlocks(bans.filter(spans, 0, 4), 0, 4), [0, 1])
+      now = 60_001
+      assert.deepEqual(bans.filter(spans, 0, 4).map(s => s.peerId), ['wrong'], 'after its ban, routing may try it again')
     })
 
     it('waits between retries as Petals does', () => {

@@ -199,14 +199,34 @@ describe('spot checks against servers that compute wrong', function () {
     console.log(`      ${checks.length} checks over ${mix.map(l => `${l.backend}${l.format !== undefined ? ` ${l.format}` : ''}`).join(', ')}: all agreed, the largest distance ${worst.toExponential(2)}`)
   })
 
-  it('bans nobody when two servers disagree and no third holds the blocks', async () => {
+  it('bans nobody when two servers disagree and no third holds the blocks; at rate 1 the step is not delivered, below it is', async () => {
     const model = 'stories-spot-two'
     const [hostile, honest] = await swarm(model, 2, { noise: 0.1 })
     const log: string[] = []
-    const client = await connect(model, 1, [hostile, honest], log)
-    await generate(client)
-    assert.ok(![hostile, honest].some(p => client.manager.bans.isBanned(p)), log.join('\n'))
-    assert.ok(log.some(l => /no third server holds them: kept the output, banned nobody/.test(l)), log.join('\n'))
+    // At rate 1: the step waits and is tried again (maxRetries 2: at once, then after 1 s), and the
+    // generation fails with the reason rather than give tokens nobody could check.
+    const strict = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: model, verifyRate: 1, maxRetries: 2, onProgress: m => log.push(m) })
+    clients.push(strict)
+    await waitFor('the client to see both servers', async () => { await strict.manager.update(); return strict.manager.servers.length === 2 })
+    await assert.rejects(generate(strict), /blocks 0:5 failed 3 times with no other server left; giving up\. Last error: .* disagree on blocks 0:5 \(no third server\): the step is not delivered/)
+    assert.ok(![hostile, honest].some(p => strict.manager.bans.isBanned(p)), log.join('\n'))
+    assert.ok(log.some(l => /no third server holds them: banned nobody/.test(l)), log.join('\n'))
+    // Below rate 1, unchecked steps reach the caller anyway: a disputed one is kept.
+    const lenient = await connect(model, 0.5, [hostile, honest])
+    const { got } = await generate(lenient)
+    assert.equal(got.length, 10)
+    assert.ok(![hostile, honest].some(p => lenient.manager.bans.isBanned(p)))
+  })
+
+  it('at rate 1 gives no step that no second server could check, and below it does', async () => {
+    const model = 'stories-spot-alone'
+    const [alone] = await swarm(model, 1)
+    const strict = await DistributedModel.load(BUNDLED_MODEL, { initialPeers, modelName: model, verifyRate: 1, maxRetries: 1 })
+    clients.push(strict)
+    await assert.rejects(generate(strict), new RegExp(`blocks 0:5 failed 2 times with no other server left; giving up\\. Last error: no second server holds blocks 0:5, to check ${alone}'s step: the step is not delivered`))
+    assert.ok(!strict.manager.bans.isBanned(alone), 'nobody is to blame')
+    const { got, expected } = await generate(await connect(model, 0.5, [alone]))
+    assert.deepEqual(got, expected)
   })
 
   it('publishes the evidence: servers of the same blocks check it and name the server, and another client checks it too and avoids it; a server that names an honest one convinces nobody', async () => {
@@ -218,6 +238,9 @@ describe('spot checks against servers that compute wrong', function () {
     assert.ok(catcher.manager.bans.isBanned(hostile))
     // The catcher handed the evidence to the three honest servers; each checked it on its blocks.
     await waitFor('the honest servers to name the hostile one', () => servers.slice(1).every(s => s.disputes.disproven.includes(hostile)))
+    // Choosing and rebalancing blocks, they count it as serving nothing (so they do not leave its blocks to it).
+    const seen = await (servers[1] as unknown as { swarmSpans: () => Promise<Array<{ peerId: string }>> }).swarmSpans()
+    assert.deepEqual(seen.map(s => s.peerId).sort(), [...honest].sort())
 
     // A client that never checks: the records name the hostile server, it fetches the evidence from
     // one of them, checks it on another, and routes around the server that still claims 1e6 tokens/s.
@@ -308,7 +331,7 @@ describe('spot checks against servers that compute wrong', function () {
       // knows its real speed, which routing trusts over any claim: about 1 ms for the five blocks,
       // as much as loopback round trips differ, so it would be chosen over the replayer by chance.
       // It is banned for the second turn to keep it out of the way.
-      if (liar === 1) client.manager.bans.ban(forger, 600_000)
+      if (liar === 1) client.manager.bans.convict(forger, 600_000)
       await Promise.all(servers.map(async (s, i) => await claimSpeed(s, model, i === liar ? 1e6 : 1)))
       await waitFor('routing to take the liar', async () => {
         await client.manager.update()

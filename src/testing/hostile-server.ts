@@ -11,6 +11,7 @@ import { ReceiptSigner, type SignedReceipt } from '../petals/protocol/receipts.j
 import type { Evidence } from '../petals/protocol/evidence.js'
 import { seededRandom } from '../inference/sampling.js'
 import type { BlockServer } from '../petals/server/server.js'
+import type { ServerInfo } from '../petals/protocol/server-info.js'
 import type { SpanStep } from '../inference/backend.js'
 
 /**
@@ -113,12 +114,20 @@ export function lieInReceipts (server: BlockServer, how: { forgeWith: BmrtNode }
   signer.sign = receipt => forger.sign(receipt)
 }
 
-/** Re-announces `server`'s record with a decode speed of `inferenceRps` tokens/s per block (default: more than any honest server). */
-export async function claimSpeed (server: BlockServer, model: string, inferenceRps = 1e6): Promise<void> {
+/**
+ * Re-announces `server`'s record with a decode speed of `inferenceRps` tokens/s per block (default:
+ * more than any honest server) and, if given, a `throughput`; the server's own refreshes announce
+ * the same from then on (the harness sets the server's private announcement, as a modified build
+ * would).
+ */
+export async function claimSpeed (server: BlockServer, model: string, inferenceRps = 1e6, throughput?: number): Promise<void> {
+  const claim = { inferenceRps, ...(throughput !== undefined ? { throughput } : {}) }
+  const own = server as unknown as { info: ServerInfo }
+  own.info = { ...own.info, ...claim }
   const registry = new Registry(server.node)
   const record = await registry.lookup(model, server.node.peerId.toString())
   if (record === null) throw new Error('the server has no record to re-announce')
-  await registry.announce(model, { start: record.start, end: record.end, state: record.state, info: { ...record.info, inferenceRps } })
+  await registry.announce(model, { start: record.start, end: record.end, state: record.state, info: { ...record.info, ...claim } })
 }
 
 /**

@@ -15,12 +15,14 @@ export const BUNDLED_MODEL = join(ROOT, 'models', 'stories260K')
 /**
  * Starts bmrt-node and resolves with the process once it prints its "online" line. `command` is
  * what runs the script (default: this process's Node.js; the Windows tests pass Wine's node.exe
- * wrapper, the NAT test `ip netns exec NS node`); `onSpawn` gets the process at once (to kill it
+ * wrapper, the NAT test `ip netns exec NS node`), `script` what it runs with its own leading
+ * arguments (default: bin/bmrt-node.js; the chaos run's hostile servers: hostile-node.js); `onSpawn` gets the process at once (to kill it
  * even while it starts), `onLine` every line it prints to stdout, before and after it is online.
  */
-export async function startNode (args: string[], options: { command?: string[], env?: NodeJS.ProcessEnv, onLine?: (line: string) => void, onSpawn?: (child: ChildProcess) => void } = {}): Promise<{ process: ChildProcess, output: string[], peerId: string }> {
+export async function startNode (args: string[], options: { command?: string[], script?: string[], env?: NodeJS.ProcessEnv, onLine?: (line: string) => void, onSpawn?: (child: ChildProcess) => void } = {}): Promise<{ process: ChildProcess, output: string[], peerId: string }> {
   const [program, ...leading] = options.command ?? [process.execPath]
-  const child = spawn(program, [...leading, join(ROOT, 'bin', 'bmrt-node.js'), ...args],
+  const script = options.script ?? [join(ROOT, 'bin', 'bmrt-node.js')]
+  const child = spawn(program, [...leading, ...script, ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env })
   options.onSpawn?.(child)
   const output: string[] = []

@@ -54,6 +54,8 @@ export class BanList {
   private readonly peers = new Map<string, { failures: number, until: number }>()
   /** servers that answered at least once */
   private readonly proven = new Set<string>()
+  /** servers found computing wrong, and until when: never taken back (filter) */
+  private readonly convicted = new Map<string, number>()
 
   constructor (options: BanListOptions = {}) {
     this.banTimeoutMs = options.banTimeoutMs ?? DEFAULT_BAN_TIMEOUT_MS
@@ -71,10 +73,21 @@ export class BanList {
     return banMs
   }
 
-  /** Bans the peer for `ms` (a server found computing wrong: spot-check.ts), or longer if it already is. */
-  ban (peerId: string, ms: number): void {
+  /**
+   * Bans a server found computing wrong (spot-check.ts, evidence-exchange.ts) for `ms`, or longer
+   * if it already is. Unlike a failed server, it is not taken back where a block would have no
+   * server (filter): its answers would be as wrong there, so the client waits for another instead.
+   */
+  convict (peerId: string, ms: number): void {
     const failures = (this.peers.get(peerId)?.failures ?? 0) + 1
-    this.peers.set(peerId, { failures, until: Math.max(this.bannedUntil(peerId), this.now() + ms) })
+    const until = Math.max(this.bannedUntil(peerId), this.now() + ms)
+    this.peers.set(peerId, { failures, until })
+    this.convicted.set(peerId, until)
+  }
+
+  /** Whether the peer was found computing wrong and its ban still runs. */
+  isConvicted (peerId: string): boolean {
+    return (this.convicted.get(peerId) ?? 0) > this.now()
   }
 
   /**
@@ -99,14 +112,16 @@ export class BanList {
    * (Petals: "if we blacklisted all servers, the error may actually be client-caused", so the
    * blacklist is ignored for that block). There the banned server whose ban ends first is taken
    * back, the one that failed least recently or least often; Petals takes every one back, and a
-   * dead server whose record has not expired yet could then be chosen again and again.
+   * dead server whose record has not expired yet could then be chosen again and again. A convicted
+   * server is never taken back: the block stays missing (in the chaos bench with hostile servers,
+   * taking one back, where honest servers had moved away, delivered its wrong tokens unchecked).
    */
   filter (spans: readonly ServerSpan[], start: number, end: number): ServerSpan[] {
     const holds = (span: ServerSpan, block: number): boolean => span.start <= block && block < span.end
     const kept = spans.filter(s => !this.isBanned(s.peerId))
     for (const block of missingBlocks(kept, start, end)) {
       if (kept.some(s => holds(s, block))) continue // taken back for an earlier block
-      const [first] = spans.filter(s => holds(s, block)).sort((a, b) => this.bannedUntil(a.peerId) - this.bannedUntil(b.peerId))
+      const [first] = spans.filter(s => holds(s, block) && !this.isConvicted(s.peerId)).sort((a, b) => this.bannedUntil(a.peerId) - this.bannedUntil(b.peerId))
       if (first !== undefined) kept.push(first)
     }
     return spans.filter(s => kept.includes(s))

@@ -132,7 +132,7 @@ export class EvidenceExchange {
         log?.(`${lister} names ${accused} as disproven, but on ${checker} its signed output holds up (${verdict.distance.toExponential(2)}, tolerance ${verdict.tolerance}): not banned`)
         return true
       }
-      manager.bans.ban(accused, WRONG_OUTPUT_BAN_MS)
+      manager.bans.convict(accused, WRONG_OUTPUT_BAN_MS)
       log?.(`${lister} holds evidence against ${accused}; checked on ${checker}, its signed output is ${verdict.distance.toExponential(2)} off ` +
         `(tolerance ${verdict.tolerance}): banned for ${WRONG_OUTPUT_BAN_MS / 60_000} min`)
       this.options.onDisproven?.(accused, evidence)

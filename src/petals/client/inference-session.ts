@@ -21,7 +21,7 @@ import { sliceTokens } from '../../util/tensor.js'
 import { formatRoute, MissingBlocksError, type RouteHop } from './routing.js'
 import { retryDelayMs } from './ban-list.js'
 import type { SequenceManager } from './sequence-manager.js'
-import { DEFAULT_VERIFY_RATE, SpotChecker, WrongOutputError, type CheckedStep, type SpotCheckResult } from './spot-check.js'
+import { DEFAULT_VERIFY_RATE, SpotChecker, UncheckedStepError, WrongOutputError, type CheckedStep, type SpotCheckResult } from './spot-check.js'
 
 /**
  * Failed attempts in a row, with no hop answering between them and no server left that is not
@@ -247,12 +247,17 @@ export class InferenceSession {
           }
           // At rate 1 every step waits for its check: WrongOutputError (a HopError) when two other
           // servers agree this one is wrong, which bans it and recomputes the step below, like any
-          // failed hop's, so no wrong step reaches the caller. Below rate 1 unchecked steps reach
-          // the caller anyway, and a check (a forward of the whole history elsewhere) would cost
-          // each checked step that much: it runs in the background instead, one at a time, and a
-          // conviction takes effect at the next step.
-          if (this.checker.rate >= 1) await this.checker.check(step)
-          else this.background ??= this.checkInBackground(step)
+          // failed hop's, so no wrong step reaches the caller; nor does a step that could not be
+          // checked (UncheckedStepError: no ban, a wait, and the step again). Below rate 1
+          // unchecked steps reach the caller anyway, and a check (a forward of the whole history
+          // elsewhere) would cost each checked step that much: it runs in the background instead,
+          // one at a time, and a conviction takes effect at the next step.
+          if (this.checker.rate < 1) this.background ??= this.checkInBackground(step)
+          else {
+            const result = await this.checker.check(step)
+            if (result.outcome === 'unsettled') throw new UncheckedStepError(hop.route.peerId, `${hop.route.peerId} and ${result.verifier} disagree on blocks ${hop.route.start}:${hop.route.end} (${result.why}): the step is not delivered`)
+            if (result.outcome === 'unchecked') throw new UncheckedStepError(hop.route.peerId, `${result.why}, to check ${hop.route.peerId}'s step: the step is not delivered`)
+          }
         }
         this.context.manager.onSuccess(hop.route.peerId)
         if (warm) hop.history!.append(x, tokens)
@@ -265,8 +270,9 @@ export class InferenceSession {
       } catch (err) {
         if (!(err instanceof HopError)) throw err
         const maxRetries = this.options.maxRetries ?? DEFAULT_MAX_RETRIES
-        // A server that ended an idle session did nothing wrong: reconnect without a ban.
-        const banned = err.code !== ErrorCode.TIMEOUT
+        // A server that ended an idle session did nothing wrong: reconnect without a ban. Nor can a
+        // dispute with no third opinion name the wrong one.
+        const banned = err.code !== ErrorCode.TIMEOUT && !(err instanceof UncheckedStepError)
         if (banned) this.context.manager.onFailure(hop.route.peerId)
         hop.remote?.close()
         // Whoever serves these blocks next starts fresh from the hop's input history.

@@ -102,7 +102,12 @@ export class SequenceManager {
   }
 
   private async fresh (): Promise<void> {
-    if (Date.now() - this.updatedAt > (this.options.updatePeriodMs ?? DEFAULT_UPDATE_PERIOD_MS)) await this.update()
+    await this.updateIfOlder(this.options.updatePeriodMs ?? DEFAULT_UPDATE_PERIOD_MS)
+  }
+
+  /** Looks at the swarm again if the last look is more than `ms` old. */
+  async updateIfOlder (ms: number): Promise<void> {
+    if (Date.now() - this.updatedAt > ms) await this.update()
   }
 
   /**

@@ -10,7 +10,10 @@
 // checked step from another. Two servers that disagree get a third opinion; the one the third
 // agrees with is right, and a server found wrong comes with the evidence of its own signed receipts
 // (evidence.ts). Without a third server the dispute stays open: nobody is banned (one word against
-// another), and the output is kept.
+// another). Below rate 1 the output is kept (unchecked steps reach the caller anyway); at rate 1,
+// where the caller asked that no unchecked step reach it, the step is not delivered: it waits and
+// is tried again, as when no server is left (UncheckedStepError), and so is a step no second
+// server could check.
 
 import { randomInt } from 'node:crypto'
 import { FORWARD_PROTOCOL } from '../protocol/wire.js'
@@ -37,6 +40,18 @@ export class WrongOutputError extends HopError {
   }
 }
 
+/**
+ * At rate 1, a step that could not be checked: no second server answered, or two servers disagree
+ * with no third to settle it. Its output is not delivered, nobody is banned, and the step is tried
+ * again after a wait (another server may have joined by then), up to the session's maxRetries.
+ */
+export class UncheckedStepError extends HopError {
+  constructor (peerId: string, message: string) {
+    super(peerId, message)
+    this.name = 'UncheckedStepError'
+  }
+}
+
 /** What one check found. */
 export type SpotCheckResult =
   | { outcome: 'agreed', verifier: string, distance: number }
@@ -60,6 +75,9 @@ export interface CheckedStep {
   /** the hop's whole answer to this step: outputs for positions [from, total) */
   answer: { from: number, output: Float32Array }
 }
+
+/** A check that finds no other server looks at the swarm again if its last look is older than this. */
+const RECHECK_SWARM_MS = 5000
 
 /** How long a server found wrong is banned: the longest ban a failing server gets. */
 export const WRONG_OUTPUT_BAN_MS = DEFAULT_MAX_BAN_MS
@@ -107,22 +125,22 @@ export class SpotChecker {
     const third = await this.opinion(step, [server, first.peerId])
     const described = `blocks ${step.hop.start}:${step.hop.end} on ${server} and on ${first.peerId} differ by ${distance.toExponential(2)} (tolerance ${tolerance(server, first.peerId)})`
     if (third === null) {
-      this.context.log?.(`${described}, and no third server holds them: kept the output, banned nobody`)
+      this.context.log?.(`${described}, and no third server holds them: banned nobody`)
       return { outcome: 'unsettled', verifier: first.peerId, why: 'no third server' }
     }
     const serverRight = relativeDistance(step.output, third.output) <= tolerance(server, third.peerId)
     const verifierRight = relativeDistance(first.output, third.output) <= tolerance(first.peerId, third.peerId)
     if (verifierRight && !serverRight) {
-      manager.bans.ban(server, WRONG_OUTPUT_BAN_MS)
+      manager.bans.convict(server, WRONG_OUTPUT_BAN_MS)
       throw new WrongOutputError(server, `${described}; ${third.peerId} agrees with ${first.peerId}: ${server} computed wrong and is banned for ${WRONG_OUTPUT_BAN_MS / 60_000} min`,
         this.evidence(step))
     }
     if (serverRight && !verifierRight) {
-      manager.bans.ban(first.peerId, WRONG_OUTPUT_BAN_MS)
+      manager.bans.convict(first.peerId, WRONG_OUTPUT_BAN_MS)
       this.context.log?.(`${described}; ${third.peerId} agrees with ${server}: ${first.peerId} computed wrong and is banned`)
       return { outcome: 'verifier wrong', verifier: first.peerId, referee: third.peerId }
     }
-    this.context.log?.(`${described}, and ${third.peerId} does not settle it: kept the output, banned nobody`)
+    this.context.log?.(`${described}, and ${third.peerId} does not settle it: banned nobody`)
     return { outcome: 'unsettled', verifier: first.peerId, why: `${third.peerId} agrees with ${serverRight ? 'both' : 'neither'}` }
   }
 
@@ -152,16 +170,28 @@ export class SpotChecker {
 /**
  * Runs `input` ([batch, total, hidden], positions 0..total) through blocks [start, end) as
  * cache-less forward work on a server that holds them, chosen at random among those known (not one
- * of `exclude`, not banned); a server that fails is banned and another tried. null: none left.
- * Spot checks ask it for a second and third opinion, the evidence exchange for a check.
+ * of `exclude`, not convicted), servers not banned first, then those banned for failing (a server
+ * that timed out under load still computes right); a server that fails is banned and another
+ * tried. null: none left. Spot checks ask it for a second and third opinion, the evidence exchange
+ * for a check.
  */
 export async function rerunElsewhere (context: SessionContext, blocks: { start: number, end: number }, input: Float32Array, batch: number, total: number,
   exclude: readonly string[], timeouts: { connectTimeoutMs?: number, stepTimeoutMs?: number } = {}): Promise<{ peerId: string, format: WeightFormat | undefined, output: Float32Array } | null> {
   const { manager, node, model, hiddenSize, dtype } = context
-  const candidates = manager.servers.filter((s: ServerSpan) => s.start <= blocks.start && blocks.end <= s.end &&
-    !exclude.includes(s.peerId) && !manager.bans.isBanned(s.peerId))
+  const holders = (): ServerSpan[] => manager.servers.filter((s: ServerSpan) => s.start <= blocks.start && blocks.end <= s.end &&
+    !exclude.includes(s.peerId) && !manager.bans.isConvicted(s.peerId))
+  let candidates = holders()
+  if (!candidates.some(s => !manager.bans.isBanned(s.peerId))) {
+    // The servers known may be old news (a client that joined while records were still spreading
+    // knew only some, and its steps went unchecked in the chaos bench): look again first.
+    await manager.updateIfOlder(RECHECK_SWARM_MS)
+    candidates = holders()
+  }
   while (candidates.length > 0) {
-    const [verifier] = candidates.splice(randomInt(candidates.length), 1)
+    const unbanned = candidates.filter(s => !manager.bans.isBanned(s.peerId))
+    const pool = unbanned.length > 0 ? unbanned : candidates
+    const verifier = pool[randomInt(pool.length)]
+    candidates.splice(candidates.indexOf(verifier), 1)
     let remote: RemoteSpan | null = null
     try {
       remote = await RemoteSpan.open(node, { peerId: verifier.peerId, start: blocks.start, end: blocks.end }, {

@@ -110,7 +110,10 @@ export async function serveEvidence (stream: Stream, owner: TaskOwner, disputes:
   const frames = new FrameStream(stream, MAX_EVIDENCE_FRAME_BYTES)
   try {
     const request = await frames.read(EvidenceRequest, { signal: AbortSignal.timeout(EVIDENCE_READ_TIMEOUT_MS) })
-    if (request === null) return
+    if (request === null) { // the peer closed without asking anything
+      await stream.close()
+      return
+    }
     let response: EvidenceResponse
     if (request.model !== model) {
       response = { error: `this server serves ${model}, not ${request.model}` }

@@ -300,7 +300,11 @@ export class BlockServer {
   /** Everyone's spans, as block selection sees them (joining servers count). */
   private async swarmSpans (): Promise<ServedSpan[]> {
     const records = await this.registry.findSpans(this.modelName, this.config.numLayers, ['joining', 'online'])
-    return records.map((r: SpanRecord) => ({
+    // A server this one holds evidence against serves nothing worth counting: its blocks are left
+    // as uncovered, so this server does not move away from them (in the chaos bench with hostile
+    // servers, honest ones moved off the blocks a hostile one held, which then had no honest server).
+    const disproven = new Set(this.disputes.disproven)
+    return records.filter((r: SpanRecord) => !disproven.has(r.peerId)).map((r: SpanRecord) => ({
       peerId: r.peerId,
       start: r.start,
       end: r.end,

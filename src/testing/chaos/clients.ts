@@ -14,6 +14,8 @@ export interface ClientOptions {
   modelName: string
   connectTimeoutMs: number
   stepTimeoutMs: number
+  /** the share of steps spot-checked (undefined: the SDK's default) */
+  verifyRate?: number
   /** readable names for peer ids in the log */
   names: (text: string) => string
 }
@@ -36,10 +38,20 @@ export class ChaosClient {
       modelName: options.modelName,
       connectTimeoutMs: options.connectTimeoutMs,
       stepTimeoutMs: options.stepTimeoutMs,
+      verifyRate: options.verifyRate,
       onRoute: (route, reason) => this.onRoute(route, reason),
+      onSpotCheck: (result, hop) => {
+        // The checked server found wrong, or the second server (its verifier) when a third sided with the checked one.
+        const wrong = result.outcome === 'server wrong' ? hop.peerId : result.outcome === 'verifier wrong' ? result.verifier : null
+        if (wrong !== null) recorder.convictions.push({ client: this.index, peerId: wrong, atMs: recorder.now(), by: 'spot check' })
+        recorder.checks[result.outcome] = (recorder.checks[result.outcome] ?? 0) + 1
+        if (result.outcome === 'unchecked') recorder.say(`c${this.index}: a step of ${options.names(hop.peerId)} went unchecked: ${result.why}`)
+      },
       onProgress: message => {
         if (!loaded) return // joining and finding servers
-        recorder.waits++
+        if (/; (retrying blocks \d+:\d+|looking again) in [\d.]+ s/.test(message)) recorder.waits++
+        const evidence = /holds evidence against (\w+);/.exec(message) // banned on evidence another client published
+        if (evidence !== null) recorder.convictions.push({ client: this.index, peerId: evidence[1], atMs: recorder.now(), by: 'evidence' })
         recorder.say(`c${this.index}: ${options.names(message)}`)
       }
     })
@@ -99,6 +111,11 @@ export class ChaosClient {
         this.route = []
       }
     }
+  }
+
+  /** Whether this client has `peerId` banned now. */
+  hasBanned (peerId: string): boolean {
+    return this.model?.manager.bans.isBanned(peerId) ?? false
   }
 
   async close (): Promise<void> {

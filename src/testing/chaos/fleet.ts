@@ -6,6 +6,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { startNode } from '../processes.js'
 
 /**
@@ -49,7 +50,11 @@ export class FleetNode {
    * @param onChange hears of every change of state or span; `event` tells of those the run did
    *   not cause itself (coming online, moving, exiting by itself)
    */
-  constructor (readonly name: string, readonly args: string[], private readonly onChange: (node: FleetNode, event?: string) => void = () => {}) {}
+  /**
+   * @param attack how the server computes wrong (hostile-node.js's flags), or null for an honest one
+   */
+  constructor (readonly name: string, readonly args: string[], private readonly onChange: (node: FleetNode, event?: string) => void = () => {},
+    readonly attack: string[] | null = null) {}
 
   /** Starts the process and resolves once it is online (at once if the run kills it meanwhile). */
   async start (): Promise<void> {
@@ -60,6 +65,7 @@ export class FleetNode {
     let child: ChildProcess | null = null
     try {
       const started = await startNode(this.args, {
+        script: this.attack !== null ? [HOSTILE_NODE, ...this.attack, '--'] : undefined,
         onSpawn: spawned => {
           child = spawned
           this.process = spawned
@@ -158,16 +164,29 @@ export interface FleetOptions {
   expirationS: number
   /** bmrt-node --mean-balance-check-period, seconds */
   balanceCheckPeriodS: number
+  /**
+   * how many of the servers (the last ones) are hostile, each as HOSTILE_KINDS says in turn
+   * @default 0
+   */
+  hostile?: number
 }
+
+/** The hostile servers' ways, in turn: noise while claiming ten times its speed, then skipped layers, then zeros. */
+export const HOSTILE_KINDS: ReadonlyArray<readonly string[]> = [['--corrupt', 'noise:0.1', '--claim-speed', '10'], ['--corrupt', 'skip'], ['--corrupt', 'zeros']]
+/** The hostile bmrt-node (this module runs from dist/src/testing/chaos/). */
+const HOSTILE_NODE = fileURLToPath(new URL('../hostile-node.js', import.meta.url))
 
 /** `count` servers, each choosing `numBlocks` blocks where the swarm is weakest (--num-blocks). */
 export function makeFleet (count: number, o: FleetOptions, onChange?: (node: FleetNode, event?: string) => void): FleetNode[] {
+  const firstHostile = count - (o.hostile ?? 0)
   return Array.from({ length: count }, (_, i) => new FleetNode(`n${i}`, [
     '--model', o.modelDir, '--model-name', o.modelName, '--num-blocks', String(o.numBlocks),
     '--initial-peers', o.bootstrap, '--host-addrs', '/ip4/127.0.0.1/tcp/0', '--identity', join(o.scratch, `n${i}.key`),
     // Equal throughputs, so placement is about coverage alone; one kernel thread each, since
     // many servers share this machine's cores.
     '--throughput', '1', '--threads', '1', '--backend', o.backend,
-    '--update-period', String(o.updatePeriodS), '--expiration', String(o.expirationS), '--mean-balance-check-period', String(o.balanceCheckPeriodS)
-  ], onChange))
+    '--update-period', String(o.updatePeriodS), '--expiration', String(o.expirationS), '--mean-balance-check-period', String(o.balanceCheckPeriodS),
+    // A hostile server stays where it is: a move would load fresh blocks, which compute right.
+    ...(i >= firstHostile ? ['--balance-quality', '0'] : [])
+  ], onChange, i >= firstHostile ? [...HOSTILE_KINDS[(i - firstHostile) % HOSTILE_KINDS.length]] : null))
 }

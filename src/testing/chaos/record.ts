@@ -59,6 +59,10 @@ export class Recorder {
   waits = 0
   readonly actions: Array<{ atMs: number, kind: string, text: string }> = []
   readonly samples: DhtSample[] = []
+  /** spot checks by outcome (agreed, server wrong, verifier wrong, unsettled, unchecked) */
+  readonly checks: Record<string, number> = {}
+  /** servers a client found wrong: by its own spot check, or by checking evidence another published */
+  readonly convictions: Array<{ client: number, peerId: string, atMs: number, by: 'spot check' | 'evidence' }> = []
   /** periods in which some block had no online server */
   readonly uncovered: Array<{ fromMs: number, toMs: number | null }> = []
 

@@ -22,6 +22,23 @@ export interface ChaosSettings {
   stepTimeoutMs: number
   backend: string
   bucketMs: number
+  /** hostile servers among `nodes` */
+  hostile: number
+  /** the share of steps the clients spot-checked (null: the SDK's default) */
+  verifyRate: number | null
+}
+
+/** A hostile server: how it attacked, and which clients found it out, how and when. */
+export interface HostileReport {
+  name: string
+  peerId: string
+  attack: string
+  /** clients whose own spot check convicted it, with the first time (s) */
+  bySpotCheck: Array<{ client: number, atS: number }>
+  /** clients that banned it on evidence another client published, with the first time (s) */
+  byEvidence: Array<{ client: number, atS: number }>
+  /** clients that had it banned when the clients were done */
+  bannedAtEnd: number
 }
 
 export interface NodeReport {
@@ -67,6 +84,9 @@ export interface ChaosReport {
   timeline: Bucket[]
   settled: { ok: boolean, seconds: number, problems: string[] }
   nodes: NodeReport[]
+  hostile: HostileReport[]
+  /** the clients' spot checks by outcome */
+  checks: Record<string, number>
   bench: { rssStartMiB: number, rssEndMiB: number }
 }
 
@@ -80,6 +100,8 @@ export function buildReport (run: {
   settled: { ms: number, problems: string[] }
   bootstrap: FleetNode
   fleet: readonly FleetNode[]
+  /** for each hostile server (peer id), how many clients had it banned when they were done */
+  bannedAtEnd: ReadonlyMap<string, number>
   benchRss: { start: number, end: number }
 }): ChaosReport {
   const { recorder: r, settings } = run
@@ -162,6 +184,15 @@ export function buildReport (run: {
     timeline,
     settled: { ok: run.settled.problems.length === 0, seconds: run.settled.ms / 1000, problems: run.settled.problems },
     nodes: [node(run.bootstrap), ...run.fleet.map(node)],
+    hostile: run.fleet.filter(n => n.attack !== null).map(n => {
+      const first = (by: 'spot check' | 'evidence'): Array<{ client: number, atS: number }> => {
+        const found = new Map<number, number>()
+        for (const c of r.convictions) if (c.peerId === n.peerId && c.by === by && !found.has(c.client)) found.set(c.client, c.atMs / 1000)
+        return [...found].map(([client, atS]) => ({ client, atS }))
+      }
+      return { name: n.name, peerId: n.peerId, attack: n.attack!.join(' '), bySpotCheck: first('spot check'), byEvidence: first('evidence'), bannedAtEnd: run.bannedAtEnd.get(n.peerId) ?? 0 }
+    }),
+    checks: { ...r.checks },
     bench: { rssStartMiB: toMiB(run.benchRss.start)!, rssEndMiB: toMiB(run.benchRss.end)! }
   }
 }
@@ -190,14 +221,19 @@ export function formatReport (report: ChaosReport): string {
   lines.push(`blocks without an online server: ${report.uncovered.periods === 0 ? 'never' : `${report.uncovered.periods} times, ${report.uncovered.seconds.toFixed(1)} s in all`}`)
   lines.push(`DHT records (${dht.samples} samples, lookup median ${dht.lookupMedianS.toFixed(2)} s): online records seen ${dht.seen} vs online servers ${dht.expected}; ` +
     `${dht.matched} matched, ${dht.stale} stale, ${dht.wrongSpan} with an old span, ${dht.missing} servers without a record; a dead or hung server's record outlived it by up to ${dht.oldestStaleS.toFixed(1)} s (records expire after ${s.expirationS} s)`)
+  if (Object.keys(report.checks).length > 0) lines.push(`spot checks: ${Object.entries(report.checks).map(([outcome, n]) => `${n} ${outcome}`).join(', ')}`)
+  for (const h of report.hostile) {
+    const who = (found: HostileReport['bySpotCheck']): string => found.length === 0 ? 'none' : found.map(f => `c${f.client} at ${f.atS.toFixed(1)} s`).join(', ')
+    lines.push(`hostile ${h.name} (${h.attack}): convicted by the spot checks of ${who(h.bySpotCheck)}; banned on published evidence by ${who(h.byEvidence)}; banned by ${h.bannedAtEnd} of ${s.clients} clients at the end`)
+  }
   lines.push(`after the chaos: ${report.settled.ok ? `settled in ${report.settled.seconds.toFixed(1)} s (every server online with its record, every block covered, no session open)` : `NOT settled within ${report.settled.seconds.toFixed(0)} s: ${report.settled.problems.join('; ')}`}`)
   lines.push('')
   lines.push('memory (VmRSS, MiB, at its last start -> at the end) and sessions open at the end')
   lines.push('  node       starts  moves  span    rss start -> end  sessions')
   for (const n of report.nodes) {
-    lines.push(`  ${n.name.padEnd(10)} ${String(n.starts).padStart(6)}  ${String(n.moves).padStart(5)}  ${(n.span ?? '-').padEnd(6)}  ${String(n.rssStartMiB ?? '-').padStart(9)} -> ${String(n.rssEndMiB ?? '-').padEnd(4)}  ${n.sessionsAtEnd ?? '-'}`)
+    lines.push(`  ${(report.hostile.some(h => h.peerId === n.peerId) ? `${n.name}*` : n.name).padEnd(10)} ${String(n.starts).padStart(6)}  ${String(n.moves).padStart(5)}  ${(n.span ?? '-').padEnd(6)}  ${String(n.rssStartMiB ?? '-').padStart(9)} -> ${String(n.rssEndMiB ?? '-').padEnd(4)}  ${n.sessionsAtEnd ?? '-'}`)
     for (const crash of n.crashes) lines.push(`    crashed: ${crash.split('\n')[0]}`)
   }
-  lines.push(`  bench (clients) ${String(report.bench.rssStartMiB).padStart(12)} -> ${report.bench.rssEndMiB}`)
+  lines.push(`  bench (clients) ${String(report.bench.rssStartMiB).padStart(12)} -> ${report.bench.rssEndMiB}${report.hostile.length > 0 ? '   (* hostile)' : ''}`)
   return `${lines.join('\n')}\n`
 }

@@ -30,7 +30,7 @@ import { FleetNode, makeFleet } from './fleet.js'
 import { Recorder, type DhtSample } from './record.js'
 import { referencePrompts } from './reference.js'
 import { buildReport, type ChaosReport } from './report.js'
-import { coverage, nextAction, type Action } from './schedule.js'
+import { coverage, nextAction, type Action, type NodeView } from './schedule.js'
 
 export const MODEL_NAME = 'chaos70b'
 
@@ -47,9 +47,19 @@ export interface ChaosOptions {
   actions?: number
   /** between chaos actions (default 5 s) */
   intervalMs?: number
+  /**
+   * servers that compute wrong (hostile-node.ts; the first adds noise and claims ten times its
+   * speed, the second skips its layers, a third answers zeros); never killed or hung (default 0)
+   */
+  hostile?: number
+  /**
+   * the share of steps clients spot-check (default: 1 with hostile servers, else the SDK's 0.05);
+   * at 1 the schedule leaves two honest servers on a block where it can (a check needs a second)
+   */
+  verifyRate?: number
   /** blocks of the model (default 80, Llama-2-70B's) */
   layers?: number
-  /** servers per block the fleet aims at: each serves ceil(replication x layers / nodes) blocks (default 3) */
+  /** honest servers per block the fleet aims at: each serves ceil(replication x layers / honest nodes) blocks (default 3) */
   replication?: number
   /** tokens each generation produces (default 32) */
   newTokens?: number
@@ -78,13 +88,16 @@ export interface ChaosOptions {
 
 export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport> {
   const o = {
-    nodes: 14, clients: 4, seed: Math.floor(Math.random() * 2 ** 31), durationMs: 10 * 60_000, intervalMs: 5000, layers: 80,
+    nodes: 14, clients: 4, hostile: 0, seed: Math.floor(Math.random() * 2 ** 31), durationMs: 10 * 60_000, intervalMs: 5000, layers: 80,
     replication: 3, newTokens: 32, prompts: 8, updatePeriodS: DEFAULT_UPDATE_PERIOD_MS / 1000, balanceCheckPeriodS: DEFAULT_BALANCE_CHECK_PERIOD_MS / 1000, connectTimeoutMs: 5000, stepTimeoutMs: 5000, bucketMs: 10_000, sampleMs: 30_000,
     settleTimeoutMs: 60_000, ...definedOnly(options)
   }
   const log = options.log ?? (() => {})
+  const verifyRate = options.verifyRate ?? (o.hostile > 0 ? 1 : undefined)
+  if (o.hostile >= o.nodes) throw new RangeError(`${o.hostile} hostile servers of ${o.nodes} leave none honest`)
   const backend = loadAddon() !== null ? 'native' : 'js'
-  const blocksPerNode = Math.min(o.layers, Math.ceil(o.replication * o.layers / o.nodes))
+  // The honest servers alone hold each block `replication` times: hostile ones come on top.
+  const blocksPerNode = Math.min(o.layers, Math.ceil(o.replication * o.layers / (o.nodes - o.hostile)))
   const expirationS = TTL_UPDATE_PERIODS * o.updatePeriodS
   const recorder = new Recorder(log)
   const scratch = await mkdtemp(join(tmpdir(), 'bmrt-chaos-'))
@@ -97,7 +110,7 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
   let observer: BmrtNode | null = null
   try {
     log(`seed ${o.seed}; ${o.nodes} servers x ${blocksPerNode} blocks of a ${o.layers}-block model (64 heads, 8 KV heads, hidden 128, ${backend} backend), ` +
-      `${o.clients} clients x ${o.newTokens} new tokens; ${o.actions !== undefined ? `${o.actions} chaos actions` : `${o.durationMs / 60_000} min of chaos`}, one every ${o.intervalMs / 1000} s`)
+      `${o.hostile > 0 ? `${o.hostile} of them hostile, ` : ''}${o.clients} clients x ${o.newTokens} new tokens${verifyRate !== undefined ? `, verify rate ${verifyRate}` : ''}; ${o.actions !== undefined ? `${o.actions} chaos actions` : `${o.durationMs / 60_000} min of chaos`}, one every ${o.intervalMs / 1000} s`)
     await makeTestModel(modelDir, { layers: o.layers, hidden: 128, intermediate: 352, heads: 64, kvHeads: 8, headDim: 2, vocab: 512, tokenizerFrom: BUNDLED_MODEL })
     const { prompts, rejected } = await referencePrompts(modelDir, { backend, count: o.prompts, newTokens: o.newTokens })
     log(`reference: ${prompts.length} prompts computed here (${rejected} passed over for near-ties)`)
@@ -109,24 +122,24 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
 
     const downSince = new Map<FleetNode, number>()
     let watching = false
-    fleet = makeFleet(o.nodes, { modelDir, modelName: MODEL_NAME, bootstrap: bootstrapAddr, numBlocks: blocksPerNode, scratch, backend, updatePeriodS: o.updatePeriodS, expirationS, balanceCheckPeriodS: o.balanceCheckPeriodS }, (node, event) => {
+    fleet = makeFleet(o.nodes, { modelDir, modelName: MODEL_NAME, bootstrap: bootstrapAddr, numBlocks: blocksPerNode, scratch, backend, updatePeriodS: o.updatePeriodS, expirationS, balanceCheckPeriodS: o.balanceCheckPeriodS, hostile: o.hostile }, (node, event) => {
       if (!watching) return
       if (node.state === 'online') downSince.delete(node)
       if (event !== undefined) recorder.say(`${node.name} ${event}`)
-      recorder.coverage(coverage(fleet, o.layers).every(c => c > 0))
+      recorder.coverage(coverage(fleet.map(view), o.layers).every(c => c > 0))
     })
     const names = (text: string): string => [bootstrap!, ...fleet].reduce((t, n) => n.peerId === '' ? t : t.replaceAll(n.peerId, n.name).replaceAll(shortPeerId(n.peerId), n.name), text)
     const started = performance.now()
     for (const node of fleet) {
       await node.start()
-      log(`${node.name} online: blocks ${node.span?.start}:${node.span?.end} (${((performance.now() - started) / 1000).toFixed(1)} s)`)
+      log(`${node.name} online: blocks ${node.span?.start}:${node.span?.end} (${((performance.now() - started) / 1000).toFixed(1)} s)${node.attack !== null ? `, HOSTILE: ${node.attack.join(' ')}` : ''}`)
     }
 
     observer = await createNode({ role: 'client', bootstrap: [bootstrapAddr] })
     await joinSwarm(observer)
     const registry = new Registry(observer)
     for (let i = 0; i < o.clients; i++) {
-      const client = new ChaosClient(i, recorder, { initialPeers: [bootstrapAddr], modelName: MODEL_NAME, connectTimeoutMs: o.connectTimeoutMs, stepTimeoutMs: o.stepTimeoutMs, names })
+      const client = new ChaosClient(i, recorder, { initialPeers: [bootstrapAddr], modelName: MODEL_NAME, connectTimeoutMs: o.connectTimeoutMs, stepTimeoutMs: o.stepTimeoutMs, verifyRate, names })
       clients.push(client)
       await client.connect(modelDir)
     }
@@ -171,8 +184,8 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
     }
     for (let tick = 0; o.actions !== undefined ? tick < o.actions : recorder.now() < o.durationMs; tick++) {
       await sleep(o.intervalMs)
-      const views = fleet.map(n => ({ state: n.state, span: n.span, busy: clients.some(c => c.route.some(h => h.peerId === n.peerId)) }))
-      const action = nextAction(views, o.layers, random, o.intervalMs)
+      const views = fleet.map(n => ({ ...view(n), busy: clients.some(c => c.route.some(h => h.peerId === n.peerId)) }))
+      const action = nextAction(views, o.layers, random, o.intervalMs, verifyRate !== undefined && verifyRate >= 1 ? 2 : 1)
       if (action === null) recorder.action('none', 'no action possible: every online server is the last of some block')
       else act(action)
     }
@@ -192,6 +205,7 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
     await Promise.all(generating)
     clearTimeout(grace)
     const clientsDoneMs = recorder.now()
+    const bannedAtEnd = new Map(fleet.filter(n => n.attack !== null).map(n => [n.peerId, clients.filter(c => c.hasBanned(n.peerId)).length]))
     await sampling
     recorder.say('clients done; waiting for the swarm to settle')
     const settled = await settle(async () => await settleProblems(observer!, fleet, sample), o.settleTimeoutMs)
@@ -200,12 +214,13 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
     for (const node of [bootstrap, ...fleet]) node.rssAtEnd = node.rss()
 
     return buildReport({
-      settings: { seed: o.seed, nodes: o.nodes, clients: o.clients, layers: o.layers, blocksPerNode, intervalMs: o.intervalMs, newTokens: o.newTokens, prompts: prompts.length, promptsRejected: rejected, updatePeriodS: o.updatePeriodS, expirationS, balanceCheckPeriodS: o.balanceCheckPeriodS, connectTimeoutMs: o.connectTimeoutMs, stepTimeoutMs: o.stepTimeoutMs, backend, bucketMs: o.bucketMs },
+      settings: { seed: o.seed, nodes: o.nodes, clients: o.clients, layers: o.layers, blocksPerNode, intervalMs: o.intervalMs, newTokens: o.newTokens, prompts: prompts.length, promptsRejected: rejected, updatePeriodS: o.updatePeriodS, expirationS, balanceCheckPeriodS: o.balanceCheckPeriodS, connectTimeoutMs: o.connectTimeoutMs, stepTimeoutMs: o.stepTimeoutMs, backend, bucketMs: o.bucketMs, hostile: o.hostile, verifyRate: verifyRate ?? null },
       recorder,
       clientsDoneMs,
       settled,
       bootstrap,
       fleet,
+      bannedAtEnd,
       benchRss: { start: benchRssAtStart, end: process.memoryUsage.rss() }
     })
   } finally {
@@ -215,6 +230,11 @@ export async function runChaos (options: ChaosOptions = {}): Promise<ChaosReport
     process.off('exit', removeScratch)
     removeScratch()
   }
+}
+
+/** What the schedule knows of a server, but whether it is on a route. */
+function view (node: FleetNode): Omit<NodeView, 'busy'> {
+  return { state: node.state, span: node.span, hostile: node.attack !== null }
 }
 
 /** The DHT as a client sees it now, against the servers that are online. */
