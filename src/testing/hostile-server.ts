@@ -121,13 +121,20 @@ export function lieInReceipts (server: BlockServer, how: { forgeWith: BmrtNode }
  * would).
  */
 export async function claimSpeed (server: BlockServer, model: string, inferenceRps = 1e6, throughput?: number): Promise<void> {
-  const claim = { inferenceRps, ...(throughput !== undefined ? { throughput } : {}) }
+  await announceAs(server, model, { inferenceRps, ...(throughput !== undefined ? { throughput } : {}) })
+}
+
+/**
+ * Puts `said` into `server`'s announcement (its private `info`, as a modified build would, so its
+ * own refreshes say it too) and re-announces its record of `model` with it now.
+ */
+async function announceAs (server: BlockServer, model: string, said: ServerInfo): Promise<void> {
   const own = server as unknown as { info: ServerInfo }
-  own.info = { ...own.info, ...claim }
+  own.info = { ...own.info, ...said }
   const registry = new Registry(server.node)
   const record = await registry.lookup(model, server.node.peerId.toString())
   if (record === null) throw new Error('the server has no record to re-announce')
-  await registry.announce(model, { start: record.start, end: record.end, state: record.state, info: { ...record.info, ...claim } })
+  await registry.announce(model, { start: record.start, end: record.end, state: record.state, info: { ...record.info, ...said } })
 }
 
 /**
@@ -138,8 +145,5 @@ export async function claimSpeed (server: BlockServer, model: string, inferenceR
 export async function accuse (server: BlockServer, model: string, accused: string, evidence: Evidence): Promise<void> {
   Object.defineProperty(server.disputes, 'disproven', { get: () => [accused] })
   server.disputes.evidenceAgainst = peerId => peerId === accused ? evidence : undefined
-  const registry = new Registry(server.node)
-  const record = await registry.lookup(model, server.node.peerId.toString())
-  if (record === null) throw new Error('the server has no record to re-announce')
-  await registry.announce(model, { start: record.start, end: record.end, state: record.state, info: { ...record.info, disproven: [accused] } })
+  await announceAs(server, model, { disproven: [accused] })
 }

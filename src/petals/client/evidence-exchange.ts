@@ -10,6 +10,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Stream } from '@libp2p/interface'
 import { FrameStream } from '../../p2p/frames.js'
+import { shuffled } from '../../util/random.js'
 import { checkEvidence, EvidenceError, type Evidence, type Rerun } from '../protocol/evidence.js'
 import { EvidenceRequest, EvidenceResponse } from '../protocol/messages.js'
 import { decodeReceipt } from '../protocol/receipts.js'
@@ -62,8 +63,8 @@ export class EvidenceExchange {
       return []
     }
     const blocks = blocksOf(evidence)
-    const servers = manager.servers.filter(s => s.peerId !== accused && !manager.bans.isBanned(s.peerId) && blocks !== null && s.start <= blocks.start && blocks.end <= s.end)
-      .sort(() => Math.random() - 0.5).slice(0, PUBLISH_TO)
+    const servers = shuffled(manager.servers.filter(s => s.peerId !== accused && !manager.bans.isBanned(s.peerId) && blocks !== null && s.start <= blocks.start && blocks.end <= s.end))
+      .slice(0, PUBLISH_TO)
     return await Promise.all(servers.map(async ({ peerId }): Promise<Submitted> => {
       try {
         const response = await this.ask(peerId, { model, accused, evidence }, SUBMIT_TIMEOUT_MS)

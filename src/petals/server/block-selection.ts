@@ -3,6 +3,8 @@
 // server moves when simulating everyone's greedy moves would raise the swarm's weakest block
 // enough (the "balance quality" check).
 
+import { shuffled } from '../../util/random.js'
+
 /** Server states as Petals numbers them (the order matters: JOINING servers count for selection). */
 export enum ServerState { OFFLINE = 0, JOINING = 1, ONLINE = 2 }
 
@@ -134,12 +136,4 @@ export function shouldChooseOtherBlocks (localPeerId: string, spans: readonly Se
   const after = Math.min(...profile)
   if (after < initial || after < EPSILON) return false
   return initial / after < balanceQuality - EPSILON
-}
-
-function shuffled<T> (items: T[], random: () => number): T[] {
-  for (let i = items.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1))
-    ;[items[i], items[j]] = [items[j], items[i]]
-  }
-  return items
 }

@@ -358,10 +358,15 @@ export class BlockServer {
     await this.registry.announceModels(state === 'offline' ? [] : [{ name: this.modelName, blocks: this.config.numLayers }], { ttlMs })
   }
 
+  /** `info.disproven`: the servers this one holds evidence against now, or not said when none. */
+  private disprovenInfo (): string[] | undefined {
+    const disproven = this.disputes.disproven
+    return disproven.length > 0 ? disproven : undefined
+  }
+
   /** Names the servers this one holds evidence against in its record, at once (not at the next refresh). */
   private announceDisputes (): void {
-    const disproven = this.disputes.disproven
-    this.info = { ...this.info, disproven: disproven.length > 0 ? disproven : undefined }
+    this.info = { ...this.info, disproven: this.disprovenInfo() }
     if (this.span === null || this.stopped || this.state !== 'online') return
     this.announce(this.state, { start: this.span.start, end: this.span.end }).catch(err => this.log(`announce failed: ${(err as Error).message}`))
   }
@@ -415,8 +420,7 @@ export class BlockServer {
       const span = this.span
       this.pingNextServers(span.end)
         .then(nextPings => {
-          const disproven = this.disputes.disproven // evidence kept too long drops out here
-          this.info = { ...this.info, cacheTokensLeft: cacheLeft ?? undefined, nextPings, disproven: disproven.length > 0 ? disproven : undefined }
+          this.info = { ...this.info, cacheTokensLeft: cacheLeft ?? undefined, nextPings, disproven: this.disprovenInfo() } // evidence kept too long drops out here
           return this.stopped ? undefined : this.announce(this.state, span)
         })
         .catch(err => this.log(`announce failed: ${(err as Error).message}`))
